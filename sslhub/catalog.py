@@ -1,0 +1,260 @@
+"""The Catalog: one registry per kind, filled by plugins that are loaded one at a time.
+
+Each Catalog owns its own pluggy ``PluginManager``; nothing is global, so tests and
+programs can build as many catalogs as they like with different plugin sets.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from sslhub import hookspecs
+from sslhub.python_api import pending_registrations
+from sslhub.registry import KINDS, Component, Provider, Registry, RegistryError, ScopedRegistry
+
+ENTRY_POINT_GROUP = "sslhub"
+HOOK_FOR_KIND = {
+    "modality": "sslhub_register_modalities",
+    "augmentation": "sslhub_register_augmentations",
+    "encoder": "sslhub_register_encoders",
+    "objective": "sslhub_register_objectives",
+}
+HOOK_NAMES = frozenset(
+    name for name in dir(hookspecs) if name.startswith("sslhub_") and callable(getattr(hookspecs, name))
+)
+
+
+class PluginError(Exception):
+    """Plugins failed to load while strict mode (``SSLHUB_STRICT_PLUGINS=1``) is on."""
+
+
+@dataclass
+class PluginRecord:
+    """What ``sslhub plugins`` shows about one plugin."""
+
+    name: str
+    module: str
+    distribution: str = ""
+    version: str = ""
+    source: str = "entry point"
+    hooks: list[str] = field(default_factory=list)
+    components: list[Component] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    blocked: bool = False
+
+    @property
+    def provider(self) -> Provider:
+        return Provider(self.name, self.distribution, self.version)
+
+    def label(self) -> str:
+        if self.distribution:
+            return f"plugin '{self.name}' ({self.distribution} {self.version})"
+        return f"plugin '{self.name}' (module {self.module})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "module": self.module,
+            "distribution": self.distribution,
+            "version": self.version,
+            "source": self.source,
+            "blocked": self.blocked,
+            "hooks": sorted(self.hooks),
+            "components": [f"{c.kind}:{c.name}" for c in self.components],
+            "errors": self.errors,
+        }
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def strict_from_env() -> bool:
+    return os.environ.get("SSLHUB_STRICT_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class Catalog:
+    """Registries of modalities, augmentations, encoders and objectives, plus the plugins behind them.
+
+    Build one with :meth:`Catalog.load`. Attributes ``modalities``, ``augmentations``,
+    ``encoders`` and ``objectives`` are :class:`sslhub.Registry` objects.
+    """
+
+    def __init__(self) -> None:
+        self.plugin_manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.plugin_manager.add_hookspecs(hookspecs)
+        self.registries: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
+        self.plugins: list[PluginRecord] = []
+
+    modalities = property(lambda self: self.registries["modality"])
+    augmentations = property(lambda self: self.registries["augmentation"])
+    encoders = property(lambda self: self.registries["encoder"])
+    objectives = property(lambda self: self.registries["objective"])
+
+    @classmethod
+    def load(
+        cls,
+        plugins: list[str] | tuple[str, ...] = (),
+        *,
+        entry_points: bool = True,
+        python_registrations: bool = True,
+        strict: bool | None = None,
+    ) -> Catalog:
+        """Build a catalog from installed entry points and extra plugin modules.
+
+        Args:
+            plugins: ``-p`` arguments: a module name to load as a plugin, or ``no:NAME`` to
+                block an entry-point plugin (``SSLHUB_DISABLE_PLUGINS=a,b`` blocks too).
+            entry_points: load the ``sslhub`` entry-point group (off in isolated tests).
+            python_registrations: include components queued with ``sslhub.objectives.register``.
+            strict: raise :class:`PluginError` on any plugin problem; defaults to
+                ``SSLHUB_STRICT_PLUGINS``.
+        """
+        catalog = cls()
+        blocked = set(_env_list("SSLHUB_DISABLE_PLUGINS"))
+        modules = []
+        for spec in plugins:
+            if spec.startswith("no:"):
+                blocked.add(spec[3:])
+            else:
+                modules.append(spec)
+        if entry_points:
+            for entry_point in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+                catalog._load_entry_point(entry_point, blocked)
+        for module_name in modules:
+            catalog._load_module(module_name)
+        catalog._call_register_hooks()
+        if python_registrations:
+            catalog._add_python_registrations()
+        if strict if strict is not None else strict_from_env():
+            problems = catalog.problems()
+            if problems:
+                raise PluginError(
+                    "plugin problems (SSLHUB_STRICT_PLUGINS is on):\n" + "\n".join(f"  {p}" for p in problems)
+                )
+        return catalog
+
+    @classmethod
+    def from_modules(cls, *modules: ModuleType | object, name_prefix: str = "") -> Catalog:
+        """A catalog with only the given plugin objects (modules or instances with hookimpls)."""
+        catalog = cls()
+        for module in modules:
+            name = name_prefix + getattr(module, "__name__", type(module).__name__)
+            record = PluginRecord(name=name, module=name, source="object")
+            catalog.plugins.append(record)
+            catalog._register_plugin(module, record)
+        catalog._call_register_hooks()
+        return catalog
+
+    def problems(self) -> list[str]:
+        return [f"{record.label()}: {error}" for record in self.plugins for error in record.errors]
+
+    def registry(self, kind: str) -> Registry:
+        return self.registries[kind]
+
+    def plugin_for(self, name: str) -> PluginRecord | None:
+        return next((record for record in self.plugins if record.name == name), None)
+
+    # -- loading -------------------------------------------------------------------
+
+    def _load_entry_point(self, entry_point: importlib.metadata.EntryPoint, blocked: set[str]) -> None:
+        dist = getattr(entry_point, "dist", None)
+        record = PluginRecord(
+            name=entry_point.name,
+            module=entry_point.value,
+            distribution=dist.metadata["Name"] if dist is not None else "",
+            version=dist.version if dist is not None else "",
+        )
+        self.plugins.append(record)
+        if entry_point.name in blocked or record.distribution in blocked:
+            record.blocked = True
+            return
+        if self.plugin_manager.has_plugin(entry_point.name):
+            record.errors.append(f"another plugin is already registered under the name '{entry_point.name}'")
+            return
+        try:
+            plugin = entry_point.load()
+        except Exception as exc:  # noqa: BLE001 - any import failure is reported, not raised
+            record.errors.append(f"failed to import {entry_point.value}: {_describe(exc)}")
+            return
+        self._register_plugin(plugin, record)
+
+    def _load_module(self, module_name: str) -> None:
+        record = PluginRecord(name=module_name, module=module_name, source="-p")
+        self.plugins.append(record)
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # noqa: BLE001
+            record.errors.append(f"failed to import module '{module_name}' given with -p: {_describe(exc)}")
+            return
+        if self.plugin_manager.is_registered(module):
+            return
+        self._register_plugin(module, record)
+
+    def _register_plugin(self, plugin: object, record: PluginRecord) -> None:
+        misspelt = [
+            name
+            for name in dir(plugin)
+            if name.startswith("sslhub_")
+            and callable(getattr(plugin, name, None))
+            and hasattr(getattr(plugin, name), f"{hookspecs.PROJECT_NAME}_impl")
+            and name not in HOOK_NAMES
+        ]
+        if misspelt:
+            known = ", ".join(sorted(HOOK_NAMES))
+            record.errors.append(f"unknown hook {', '.join(misspelt)}; known hooks: {known}")
+            return
+        try:
+            self.plugin_manager.register(plugin, name=record.name)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            record.errors.append(f"invalid hook implementation: {exc}")
+            return
+        record.hooks = sorted(
+            caller.name for caller in self.plugin_manager.get_hookcallers(plugin) or [] if caller.name in HOOK_NAMES
+        )
+
+    def _call_register_hooks(self) -> None:
+        records = {record.name: record for record in self.plugins}
+        for kind in KINDS:
+            hook = getattr(self.plugin_manager.hook, HOOK_FOR_KIND[kind])
+            # Call each implementation on its own so registrations (and failures) are
+            # attributed to the plugin that made them.
+            for impl in reversed(hook.get_hookimpls()):
+                record = records[impl.plugin_name]
+                scoped = ScopedRegistry(self.registries[kind], record.provider, record.components)
+                try:
+                    impl.function(registry=scoped)
+                except RegistryError as exc:
+                    record.errors.append(str(exc))
+                except Exception as exc:  # noqa: BLE001
+                    record.errors.append(f"{HOOK_FOR_KIND[kind]} raised {_describe(exc)}")
+
+    def _add_python_registrations(self) -> None:
+        for pending in pending_registrations():
+            module = getattr(pending.factory, "__module__", "python")
+            record = self.plugin_for(module)
+            if record is None:
+                record = PluginRecord(name=module, module=module, source="python")
+                self.plugins.append(record)
+            scoped = ScopedRegistry(self.registries[pending.kind], record.provider, record.components)
+            try:
+                scoped.register(pending.name, pending.factory, **dict(pending.options))
+            except RegistryError as exc:
+                record.errors.append(str(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"

@@ -1,0 +1,202 @@
+"""The base classes every component implements: modality, augmentation, encoder, objective.
+
+A batch is always a ``dict[str, Tensor]`` whose keys the modality defines (``image``,
+``input_ids``/``attention_mask``, ``waveform``/``features``, and ``label`` on labeled splits).
+Plugins subclass these and register a factory ``factory(params, context)`` for each.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+from torch.utils.data import Dataset, default_collate
+
+Batch = dict[str, Tensor]
+
+FEATURE_KINDS = ("pooled", "tokens", "spatial")
+
+
+class Params(BaseModel):
+    """Base for every component's parameters: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False, protected_namespaces=())
+
+
+@dataclass
+class BuildContext:
+    """What a factory may know about the run it is built for.
+
+    Attributes:
+        modality: the built modality (``None`` while the modality itself is being built).
+        modality_name: the recipe's ``data.modality``.
+        run_dir: the run directory, for components that save artifacts (a trained tokenizer);
+            ``None`` for throwaway builds such as validation or tests.
+        seed: the recipe seed.
+        device: where training will run.
+        encoder: the built encoder, given to objectives (heads size themselves from it).
+    """
+
+    modality: Modality | None = None
+    modality_name: str = ""
+    run_dir: Path | None = None
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    encoder: Encoder | None = None
+
+
+@dataclass
+class EvalSplit:
+    """A labeled split for representation evaluation; samples carry an int ``label``."""
+
+    train: Dataset
+    test: Dataset
+    class_names: Sequence[str] = ()
+
+
+class Modality(ABC):
+    """How raw samples are found, decoded and batched, and what an encoder receives.
+
+    Decoding runs per sample in DataLoader workers (CPU, cheap); anything batched and
+    heavy (spectrograms, augmentations) runs on the device afterwards.
+    """
+
+    #: tensor keys an encoder consumes, in the order an exported ONNX model takes them.
+    input_names: ClassVar[tuple[str, ...]] = ()
+
+    def prepare(self, run_dir: Path | None) -> None:  # noqa: B027 - optional hook
+        """Do one-off work before encoders are built (train a tokenizer, fit statistics)."""
+
+    @abstractmethod
+    def train_dataset(self) -> Dataset:
+        """Map-style dataset of unlabeled training samples, each a ``dict[str, Tensor]``."""
+
+    def held_out_dataset(self) -> Dataset | None:
+        """Unlabeled held-out samples for objective metrics (masked-token accuracy), if any."""
+        return None
+
+    def eval_split(self) -> EvalSplit | None:
+        """Labeled train/test samples for kNN and linear-probe evaluation, if the data has labels."""
+        return None
+
+    def collate(self, samples: list[Batch]) -> Batch:
+        """Combine decoded samples into a batch (CPU)."""
+        return default_collate(samples)
+
+    def on_device(self, batch: Batch) -> Batch:
+        """Batched preprocessing after the batch reaches the device, before augmentations."""
+        return batch
+
+    @abstractmethod
+    def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
+        """A synthetic batch shaped like real encoder input, for dry runs, tests and export."""
+
+    def info(self) -> dict[str, Any]:
+        """Facts encoders size themselves from (``channels``, ``vocab_size``, ``n_mels``...)."""
+        return {}
+
+    def input_spec(self) -> dict[str, Any]:
+        """Input names, dtypes, shapes (symbolic axes as strings) and preprocessing constants.
+
+        Stored as ONNX metadata so a deployer needs nothing else. ``dynamic_axes`` maps each
+        input name to ``{axis_index: axis_name}`` for the axes that vary.
+        """
+        return {"inputs": {}, "dynamic_axes": {}, "preprocessing": {}}
+
+    def fingerprint(self) -> str:
+        """A short string identifying the data (recorded in the run's environment file)."""
+        return ""
+
+
+class Augmentation(nn.Module):
+    """A batched, device-side transform making one random view: ``batch -> batch``.
+
+    Each sample gets its own random parameters, drawn from torch's RNG on the batch's
+    device so that checkpoints restore them exactly.
+    """
+
+    def forward(self, batch: Batch) -> Batch:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclass
+class EncoderOutput:
+    """Features from one forward pass.
+
+    Attributes:
+        pooled: ``[B, D]`` one vector per sample (always present).
+        tokens: ``[B, N, D]`` per token / frame / patch features, if the encoder has them.
+        token_mask: ``[B, N]`` bool, True at real (non-padding) positions.
+        spatial: ``[B, C, h, w]`` feature map, for convolutional image encoders.
+    """
+
+    pooled: Tensor
+    tokens: Tensor | None = None
+    token_mask: Tensor | None = None
+    spatial: Tensor | None = None
+
+
+class Encoder(nn.Module):
+    """An ``nn.Module`` from a modality batch to :class:`EncoderOutput`.
+
+    Subclasses set ``feature_dim`` (size of ``pooled``), ``provides`` (which of
+    ``pooled``/``tokens``/``spatial`` they return) and ``input_names`` (batch keys read,
+    in export order).
+    """
+
+    feature_dim: int = 0
+    provides: frozenset[str] = frozenset({"pooled"})
+    input_names: tuple[str, ...] = ()
+
+    def forward(self, batch: Mapping[str, Tensor]) -> EncoderOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    def export_module(self) -> nn.Module:
+        """A module taking ``input_names`` tensors positionally and returning ``pooled``."""
+        return _PooledExport(self)
+
+
+class _PooledExport(nn.Module):
+    def __init__(self, encoder: Encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.encoder(dict(zip(self.encoder.input_names, inputs, strict=True))).pooled
+
+
+@dataclass
+class ObjectiveOutput:
+    """A loss to minimise and scalar metrics to log (floats or 0-d tensors)."""
+
+    loss: Tensor
+    metrics: dict[str, float | Tensor] = field(default_factory=dict)
+
+
+class Objective(nn.Module):
+    """A pretext task: owns its corruption and its heads, and returns a loss.
+
+    ``num_views`` says how many independently augmented views of each batch it needs;
+    ``forward`` receives that many. Heads are parameters of the objective and are trained
+    with the encoder, but not exported.
+    """
+
+    num_views: int = 1
+
+    def forward(self, views: list[Batch], encoder: Encoder) -> ObjectiveOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def held_out_metrics(self, batch: Batch, encoder: Encoder) -> dict[str, float]:
+        """Metrics on one held-out batch (averaged by the engine); none by default."""
+        return {}
+
+    def report(self, run_dir: Path, encoder: Encoder, modality: Modality) -> dict[str, Any]:
+        """Extra report entries or artifacts after training (reconstruction pictures)."""
+        return {}

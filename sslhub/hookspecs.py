@@ -1,0 +1,104 @@
+"""The hooks a plugin may implement.
+
+A plugin is a module with functions marked ``@sslhub.hookimpl`` whose names are hook names
+below. It is found through the ``sslhub`` entry-point group::
+
+    [project.entry-points.sslhub]
+    myplugin = "my_package.plugin"
+
+or loaded for one run with ``sslhub run RECIPE -p my_module``. Each ``register`` hook receives
+the registry of its kind; everything the plugin registers there is attributed to it, so
+clashes and errors name the plugin, its distribution and version.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from sslhub.registry import ScopedRegistry
+
+PROJECT_NAME = "sslhub"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def sslhub_register_modalities(registry: ScopedRegistry) -> None:
+    """Register modalities: how samples are found, decoded, batched and fed to encoders.
+
+    Called once per :class:`sslhub.Catalog`, before recipes are resolved.
+
+    Args:
+        registry: the modality registry. Call ``registry.register(name, factory,
+            params=ParamsModel)``; ``factory(params, context)`` returns a
+            :class:`sslhub.Modality`. ``params`` holds everything under the recipe's
+            ``data:`` section except ``modality``.
+
+    Example::
+
+        @hookimpl
+        def sslhub_register_modalities(registry):
+            registry.register("image", ImageModality, params=ImageParams)
+    """
+
+
+@hookspec
+def sslhub_register_augmentations(registry: ScopedRegistry) -> None:
+    """Register augmentations: batched, device-side transforms that make random views.
+
+    Args:
+        registry: the augmentation registry. Call ``registry.register(name, factory,
+            params=ParamsModel, modalities=["image"])``; ``factory(params, context)`` returns
+            a :class:`sslhub.Augmentation`. ``modalities`` lists the modalities it accepts, so
+            a recipe pairing it with another modality fails validation in words.
+
+    Example::
+
+        @hookimpl
+        def sslhub_register_augmentations(registry):
+            registry.register("horizontal_flip", HorizontalFlip, params=FlipParams, modalities=["image"])
+    """
+
+
+@hookspec
+def sslhub_register_encoders(registry: ScopedRegistry) -> None:
+    """Register encoders: modules from a modality batch to pooled (and token/spatial) features.
+
+    Args:
+        registry: the encoder registry. Call ``registry.register(name, factory,
+            params=ParamsModel, modalities=[...], provides=["pooled", "tokens"])``;
+            ``factory(params, context)`` returns a :class:`sslhub.Encoder`, and may read
+            ``context.modality.info()`` (channels, vocabulary size) to size itself.
+
+    Example::
+
+        @hookimpl
+        def sslhub_register_encoders(registry):
+            registry.register("timm", TimmEncoder, params=TimmParams, modalities=["image"],
+                              provides=["pooled", "spatial"])
+    """
+
+
+@hookspec
+def sslhub_register_objectives(registry: ScopedRegistry) -> None:
+    """Register objectives: pretext tasks that corrupt inputs, run heads and return a loss.
+
+    Args:
+        registry: the objective registry. Call ``registry.register(name, factory,
+            params=ParamsModel, modalities=[...], requires=["tokens"])``;
+            ``factory(params, context)`` returns a :class:`sslhub.Objective` and finds the
+            built encoder at ``context.encoder``. ``requires`` names the encoder features
+            it needs, checked against the encoder's ``provides`` before anything is built.
+            The recipe keys ``name``, ``weight`` and ``start_step`` belong to the engine and
+            are not passed in ``params``.
+
+    Example::
+
+        @hookimpl
+        def sslhub_register_objectives(registry):
+            registry.register("simclr", SimCLRObjective, params=SimCLRParams, modalities=["image"])
+    """

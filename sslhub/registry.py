@@ -1,0 +1,223 @@
+"""One flat registry per component kind: name -> factory, Params model and declared needs."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sslhub.components import FEATURE_KINDS, Params
+
+KINDS = ("modality", "augmentation", "encoder", "objective")
+KIND_PLURALS = {
+    "modality": "modalities",
+    "augmentation": "augmentations",
+    "encoder": "encoders",
+    "objective": "objectives",
+}
+
+
+class RegistryError(Exception):
+    """A component could not be registered or looked up; the message says why and where."""
+
+
+@dataclass(frozen=True)
+class Provider:
+    """The plugin a component came from."""
+
+    plugin: str
+    distribution: str = ""
+    version: str = ""
+
+    def __str__(self) -> str:
+        if self.distribution:
+            return f"plugin '{self.plugin}' ({self.distribution} {self.version})".replace(" )", ")")
+        return f"plugin '{self.plugin}'"
+
+
+@dataclass(frozen=True)
+class Component:
+    """One registered component.
+
+    Attributes:
+        kind: ``modality``, ``augmentation``, ``encoder`` or ``objective``.
+        name: the key a recipe uses.
+        factory: ``factory(params, context)`` returning the component.
+        params: the pydantic model of its parameters.
+        modalities: modalities it works with; empty means any.
+        requires: encoder features an objective needs (``tokens``, ``spatial``).
+        provides: features an encoder returns (``pooled`` always).
+        description: one line for ``sslhub list``.
+        provider: the plugin that registered it.
+    """
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    params: type[Params]
+    modalities: frozenset[str] = frozenset()
+    requires: frozenset[str] = frozenset()
+    provides: frozenset[str] = frozenset({"pooled"})
+    description: str = ""
+    provider: Provider = field(default_factory=lambda: Provider("unknown"))
+
+    @property
+    def qualname(self) -> str:
+        module = getattr(self.factory, "__module__", "?")
+        qual = getattr(self.factory, "__qualname__", repr(self.factory))
+        return f"{module}:{qual}"
+
+    def supports(self, modality: str) -> bool:
+        return not self.modalities or modality in self.modalities
+
+
+class Registry:
+    """Components of one kind. Names are unique: a second registration is refused."""
+
+    def __init__(self, kind: str):
+        if kind not in KINDS:
+            raise ValueError(f"unknown component kind {kind!r}; expected one of {KINDS}")
+        self.kind = kind
+        self._components: dict[str, Component] = {}
+        #: names some known-but-absent plugin would provide, for friendlier lookup errors.
+        self.hints: dict[str, str] = {}
+
+    def register(
+        self,
+        name: str,
+        factory: Callable[..., Any] | None = None,
+        *,
+        params: type[Params] = Params,
+        modalities: Iterable[str] = (),
+        requires: Iterable[str] = (),
+        provides: Iterable[str] = ("pooled",),
+        description: str = "",
+        provider: Provider | None = None,
+    ) -> Any:
+        """Register ``factory`` under ``name``; without ``factory``, return a decorator.
+
+        Args:
+            name: snake_case key used in recipes.
+            factory: callable ``factory(params, context)``; a class works.
+            params: pydantic model (subclass of :class:`sslhub.Params`) of its parameters.
+            modalities: modalities it accepts; empty for any.
+            requires: for objectives, encoder features needed (``tokens``/``spatial``).
+            provides: for encoders, features returned.
+            description: one line shown by ``sslhub list``; defaults to the docstring's first line.
+            provider: set by the plugin manager; plugin code leaves it out.
+        """
+        if factory is None:
+
+            def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+                self.register(
+                    name,
+                    func,
+                    params=params,
+                    modalities=modalities,
+                    requires=requires,
+                    provides=provides,
+                    description=description,
+                    provider=provider,
+                )
+                return func
+
+            return decorator
+
+        provider = provider or Provider("python")
+        if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
+            raise RegistryError(
+                f"{provider} tried to register {self.kind} {name!r}: names must be snake_case identifiers"
+            )
+        if not callable(factory):
+            raise RegistryError(f"{provider} registered {self.kind} '{name}' with a non-callable factory")
+        if not (isinstance(params, type) and issubclass(params, Params)):
+            raise RegistryError(
+                f"{provider} registered {self.kind} '{name}' with params={params!r}; "
+                "it must be a subclass of sslhub.Params"
+            )
+        for feature in (*requires, *provides):
+            if feature not in FEATURE_KINDS:
+                raise RegistryError(
+                    f"{provider} registered {self.kind} '{name}' with unknown feature {feature!r}; "
+                    f"expected one of {', '.join(FEATURE_KINDS)}"
+                )
+        if name in self._components:
+            existing = self._components[name]
+            raise RegistryError(
+                f"{self.kind} '{name}' is registered twice: by {existing.provider} and by {provider}; "
+                "block one with -p no:PLUGIN or SSLHUB_DISABLE_PLUGINS"
+            )
+        if not description:
+            doc = inspect.getdoc(factory) or ""
+            description = doc.splitlines()[0] if doc else ""
+        self._components[name] = Component(
+            kind=self.kind,
+            name=name,
+            factory=factory,
+            params=params,
+            modalities=frozenset(modalities),
+            requires=frozenset(requires),
+            provides=frozenset(provides) | {"pooled"},
+            description=description,
+            provider=provider,
+        )
+        return factory
+
+    def get(self, name: str) -> Component:
+        """The component called ``name``, or a :class:`RegistryError` naming close matches."""
+        try:
+            return self._components[name]
+        except KeyError:
+            raise RegistryError(self.unknown_message(name)) from None
+
+    def unknown_message(self, name: str) -> str:
+        message = f"unknown {self.kind} '{name}'"
+        if name in self.hints:
+            return f"{message}; it is provided by {self.hints[name]}, which is not installed or failed to load"
+        close = difflib.get_close_matches(str(name), list(self._components), n=3, cutoff=0.5)
+        if close:
+            message += "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+        elif self._components:
+            message += f"; known: {', '.join(sorted(self._components))}"
+        else:
+            message += f"; no {KIND_PLURALS[self.kind]} are registered (is a plugin missing?)"
+        return message
+
+    def names(self, pattern: str = "*") -> list[str]:
+        return sorted(n for n in self._components if fnmatch.fnmatchcase(n, pattern))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._components
+
+    def __iter__(self) -> Iterator[Component]:
+        return iter(self._components[n] for n in sorted(self._components))
+
+    def __len__(self) -> int:
+        return len(self._components)
+
+
+class ScopedRegistry:
+    """What a plugin's hook receives: registrations are attributed to that plugin."""
+
+    def __init__(self, registry: Registry, provider: Provider, added: list[Component]):
+        self._registry = registry
+        self._provider = provider
+        self._added = added
+        self.kind = registry.kind
+
+    def register(self, name: str, factory: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+        kwargs["provider"] = self._provider
+        if factory is None:
+            return lambda func: self.register(name, func, **{k: v for k, v in kwargs.items() if k != "provider"})
+        result = self._registry.register(name, factory, **kwargs)
+        self._added.append(self._registry.get(name))
+        return result
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._registry
+
+    def names(self, pattern: str = "*") -> list[str]:
+        return self._registry.names(pattern)
