@@ -1,0 +1,305 @@
+"""The ``sslhub`` command (also ``python -m sslhub``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from sslhub.errors import SSLHubError
+
+log = logging.getLogger("sslhub")
+
+
+def _add_plugin_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="MODULE",
+                        help="load MODULE as a plugin, or block one with no:NAME (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sslhub", description="Self-supervised pretraining from recipes.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="train a recipe, evaluate it and export it")
+    run.add_argument("recipe", type=Path)
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a recipe field, e.g. --set train.steps=50 (repeatable)")
+    _add_plugin_options(run)
+    run.add_argument("--out", type=Path, help="run directory (default: runs/NAME-TIMESTAMP)")
+    run.add_argument("--resume", metavar="RUN_DIR|auto", help="continue a run from its newest good checkpoint")
+    run.add_argument("--dry-run", action="store_true", help="build everything, run one step, report sizes and time")
+    run.add_argument("--progress", choices=["auto", "on", "off"], default="auto")
+
+    validate = commands.add_parser("validate", help="check a recipe without building anything")
+    validate.add_argument("recipe", type=Path)
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    validate.add_argument("--explain", action="store_true", help="show which code and plugin serve each component")
+    _add_plugin_options(validate)
+
+    plugins = commands.add_parser("plugins", help="list plugins, their hooks, components and load errors")
+    plugins.add_argument("--json", action="store_true")
+    _add_plugin_options(plugins)
+
+    listing = commands.add_parser("list", help="list components with their parameters")
+    listing.add_argument("kind", nargs="?", help="modalities, augmentations, encoders or objectives")
+    listing.add_argument("pattern", nargs="?", default="*", help="wildcard pattern, e.g. 'random_*'")
+    _add_plugin_options(listing)
+
+    evaluate = commands.add_parser("evaluate", help="re-run the evaluation of a finished run")
+    evaluate.add_argument("run_dir", type=Path)
+    _add_plugin_options(evaluate)
+
+    export = commands.add_parser("export", help="export a run's encoder to verified ONNX")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("--out", type=Path, help="output directory (default: RUN_DIR/onnx)")
+    export.add_argument("--opset", type=int)
+    export.add_argument("--allow-mismatch", action="store_true", help="write the file even if verification fails")
+    _add_plugin_options(export)
+
+    recipe = commands.add_parser("recipe", help="recipe tools")
+    recipe_commands = recipe.add_subparsers(dest="recipe_command", required=True)
+    schema = recipe_commands.add_parser("schema", help="print the JSON Schema of recipes for the installed plugins")
+    _add_plugin_options(schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="sslhub: %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("sslhub").setLevel(logging.DEBUG if args.debug else logging.INFO)
+    try:
+        return COMMANDS[args.command](args)
+    except SSLHubError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a message, not a traceback
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"error: {type(exc).__name__}: {exc}\n(run again with --debug to see the traceback)", file=sys.stderr)
+        return 1
+
+
+# -- shared steps -----------------------------------------------------------------
+
+
+def load_catalog(plugins: list[str]):
+    from sslhub.catalog import Catalog, PluginError
+
+    try:
+        catalog = Catalog.load(plugins)
+    except PluginError as exc:
+        raise SSLHubError(str(exc)) from None
+    for problem in catalog.problems():
+        log.warning("%s", problem)
+    return catalog
+
+
+def load_and_resolve(recipe_path: Path, overrides: list[str], plugins: list[str]):
+    from sslhub.recipe import resolve_recipe
+    from sslhub.recipe_yaml import apply_override, load_recipe_file
+
+    source = load_recipe_file(recipe_path)
+    for assignment in overrides:
+        apply_override(source, assignment)
+    return resolve_recipe(source, load_catalog(plugins))
+
+
+def _init_distributed() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            if backend == "nccl":
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            dist.init_process_group(backend=backend)
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sslhub.engine import Run
+
+    recipe = load_and_resolve(args.recipe, args.overrides, args.plugins)
+    _init_distributed()
+    resume = False
+    if args.resume:
+        resume = True
+        run_dir = _find_resume_dir(args.resume, args.out, recipe.model.name)
+    else:
+        run_dir = args.out or Path("runs") / f"{recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (run_dir / "checkpoints" / "manifest.json").exists() and not args.dry_run:
+            raise SSLHubError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
+    show = {"auto": None, "on": True, "off": False}[args.progress]
+    run = Run(recipe, run_dir, resume=resume, show_progress=show)
+    summary = run.execute(dry_run=args.dry_run)
+    if args.dry_run:
+        print(json.dumps(summary, indent=2))
+        return 0
+    if run.is_main:
+        print(format_summary(recipe.model.name, run_dir, summary))
+    return 0
+
+
+def _find_resume_dir(resume: str, out: Path | None, name: str) -> Path:
+    if resume != "auto":
+        run_dir = Path(resume)
+        if not run_dir.is_dir():
+            raise SSLHubError(f"--resume {resume}: no such run directory")
+        return run_dir
+    if out is not None:
+        return out
+    candidates = sorted(Path("runs").glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
+    candidates = [c for c in candidates if (c / "checkpoints" / "manifest.json").exists()]
+    if not candidates:
+        raise SSLHubError(f"--resume auto: no earlier run of '{name}' with checkpoints under runs/")
+    return candidates[-1]
+
+
+def format_summary(name: str, run_dir: Path, summary: dict[str, Any]) -> str:
+    lines = [f"run '{name}' finished: {summary['steps']} steps in {summary['train_seconds']} s, "
+             f"final loss {summary.get('final_loss')}", f"run directory: {run_dir}"]
+    evaluation = summary.get("evaluation") or {}
+    trained, baseline = evaluation.get("trained", {}), evaluation.get("random_init", {})
+    if trained:
+        lines.append(f"{'metric':<32} {'trained':>10} {'random init':>12}")
+        for key, value in trained.items():
+            other = baseline.get(key)
+            lines.append(f"{key:<32} {value:>10.4f} {other if other is None else f'{other:.4f}':>12}")
+    if "export" in summary:
+        lines.append(f"ONNX: {summary['export']['path']} (max abs diff {summary['export']['max_abs_diff']:.2e})")
+    return "\n".join(lines)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    recipe = load_and_resolve(args.recipe, args.overrides, args.plugins)
+    print(f"{args.recipe}: valid recipe '{recipe.model.name}'")
+    if args.explain:
+        rows = [("data", recipe.modality)] + [(a.path, a) for a in recipe.augmentations]
+        rows += [("encoder", recipe.encoder)] + [(o.path, o) for o in recipe.objectives]
+        for path, resolved in rows:
+            component = resolved.component
+            print(f"  {path:<16} {component.kind} '{component.name}' -> {component.qualname} [{component.provider}]")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from sslhub.catalog import Catalog
+
+    catalog = Catalog.load(args.plugins, strict=False)
+    records = catalog.plugins
+    if args.json:
+        print(json.dumps([r.as_dict() for r in records], indent=2))
+        return 0
+    if not records:
+        print("no plugins installed")
+    for record in records:
+        status = "blocked" if record.blocked else ("ERROR" if record.errors else "ok")
+        version = f" {record.distribution} {record.version}" if record.distribution else ""
+        print(f"{record.name} [{status}]{version} ({record.source}: {record.module})")
+        if record.hooks:
+            print(f"  hooks: {', '.join(record.hooks)}")
+        if record.components:
+            print(f"  components: {', '.join(f'{c.kind}:{c.name}' for c in record.components)}")
+        for error in record.errors:
+            print(f"  error: {error}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from sslhub.registry import KIND_PLURALS, KINDS
+
+    catalog = load_catalog(args.plugins)
+    kinds = list(KINDS)
+    if args.kind:
+        lookup = {**{k: k for k in KINDS}, **{v: k for k, v in KIND_PLURALS.items()}}
+        if args.kind not in lookup:
+            raise SSLHubError(f"unknown kind '{args.kind}'; expected one of {', '.join(KIND_PLURALS.values())}")
+        kinds = [lookup[args.kind]]
+    for kind in kinds:
+        registry = catalog.registry(kind)
+        names = registry.names(args.pattern)
+        print(f"{KIND_PLURALS[kind]}:" + ("" if names else " (none)"))
+        for name in names:
+            component = registry.get(name)
+            extra = f" modalities: {', '.join(sorted(component.modalities))}" if component.modalities else ""
+            print(f"  {name}  [{component.provider.plugin}]{extra}")
+            if component.description:
+                print(f"      {component.description}")
+            for field_name, info in component.params.model_fields.items():
+                default = "required" if info.is_required() else f"default {info.get_default(call_default_factory=True)!r}"
+                description = f"  {info.description}" if info.description else ""
+                print(f"      {field_name}: {_type_name(info.annotation)} ({default}){description}")
+    return 0
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _load_run(run_dir: Path, plugins: list[str]):
+    from sslhub.engine import Run
+
+    recipe_file = run_dir / "recipe.yaml"
+    if not recipe_file.exists():
+        raise SSLHubError(f"{run_dir} is not an sslhub run directory (no recipe.yaml)")
+    recipe = load_and_resolve(recipe_file, [], plugins)
+    run = Run(recipe, run_dir, resume=False, show_progress=False)
+    return run.load_trained()
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    run, modality, encoder, objectives = _load_run(args.run_dir, args.plugins)
+    report = run.evaluate(modality, encoder, objectives)
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from sslhub.export import export_encoder
+
+    run, modality, encoder, _ = _load_run(args.run_dir, args.plugins)
+    onnx_spec = (run.recipe.model.export.onnx if run.recipe.model.export and run.recipe.model.export.onnx else None)
+    opset = args.opset or (onnx_spec.opset if onnx_spec else 18)
+    atol = onnx_spec.atol if onnx_spec else 1e-4
+    report = export_encoder(encoder.to("cpu"), modality, args.out or args.run_dir / "onnx", opset=opset, atol=atol,
+                            allow_mismatch=args.allow_mismatch, metadata=run.export_metadata())
+    print(report.summary())
+    return 0 if report.passed else 4
+
+
+def cmd_recipe(args: argparse.Namespace) -> int:
+    from sslhub.schema import recipe_json_schema
+
+    print(json.dumps(recipe_json_schema(load_catalog(args.plugins)), indent=2))
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "validate": cmd_validate,
+    "plugins": cmd_plugins,
+    "list": cmd_list,
+    "evaluate": cmd_evaluate,
+    "export": cmd_export,
+    "recipe": cmd_recipe,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,673 @@
+"""The one training loop every recipe runs through."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import platform
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Sampler
+
+from sslhub import distributed
+from sslhub.checkpoint import CheckpointStore, atomic_write_bytes
+from sslhub.components import Batch, BuildContext, Encoder, Modality, Objective
+from sslhub.errors import CheckpointError, NonFiniteLossError, RunInterrupted, SSLHubError
+from sslhub.evaluate import embed_dataset, knn_accuracy, linear_probe_accuracy
+from sslhub.optim import build_optimizer, build_schedule
+from sslhub.recipe import ResolvedRecipe
+
+log = logging.getLogger("sslhub")
+
+PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded permutation per epoch, sharded across ranks, that can start mid-epoch.
+
+    Its own generator keeps the data order independent of the global RNG, so the
+    position in the data is just ``(epoch, batches_done)`` in a checkpoint.
+    """
+
+    def __init__(self, size: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        self.size, self.seed, self.batch_size = size, seed, batch_size
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start_batch = 0, 0
+        self.per_rank = size // world_size
+
+    def batches_per_epoch(self) -> int:
+        return self.per_rank // self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        mine = order[self.rank : self.per_rank * self.world_size : self.world_size]
+        usable = self.batches_per_epoch() * self.batch_size
+        return iter(mine[self.start_batch * self.batch_size : usable])
+
+    def __len__(self) -> int:
+        return max(0, self.batches_per_epoch() * self.batch_size - self.start_batch * self.batch_size)
+
+
+class TrainingModule(nn.Module):
+    """Encoder plus objectives; ``forward`` returns the weighted total loss (what DDP wraps)."""
+
+    def __init__(self, encoder: Encoder, objectives: list[Objective], weights: list[float], starts: list[int]):
+        super().__init__()
+        self.encoder = encoder
+        self.objectives = nn.ModuleList(objectives)
+        self.weights, self.starts = weights, starts
+
+    def forward(self, views: list[Batch], step: int) -> tuple[Tensor, dict[str, Any]]:
+        total: Tensor | None = None
+        logged: dict[str, Any] = {}
+        for index, objective in enumerate(self.objectives):
+            if step < self.starts[index]:
+                continue
+            output = objective(views[: objective.num_views], self.encoder)
+            key = self._key(index, objective)
+            logged[f"{key}/loss"] = output.loss.detach()
+            for name, value in output.metrics.items():
+                logged[f"{key}/{name}"] = value.detach() if isinstance(value, Tensor) else value
+            weighted = output.loss.float() * self.weights[index]
+            total = weighted if total is None else total + weighted
+        if total is None:
+            raise SSLHubError(f"no objective is active at step {step}: check objectives[*].start_step")
+        return total, logged
+
+    def _key(self, index: int, objective: Objective) -> str:
+        return getattr(objective, "sslhub_name", f"objective{index}")
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    skipped_in_a_row: int = 0
+    elapsed: float = 0.0
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def select_device(requested: str) -> torch.device:
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise SSLHubError("train.device is cuda but no CUDA device is available; use device: auto or cpu")
+    if requested == "cuda" and distributed.is_distributed():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    numpy_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].copy()), *numpy_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_tuples(state["python"]))
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state[0], numpy_state[1].numpy(), *numpy_state[2:]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def _to_float(value: Any) -> float:
+    return float(value.item()) if isinstance(value, Tensor) else float(value)
+
+
+class Run:
+    """Builds a resolved recipe into components and trains, evaluates and exports it.
+
+    Args:
+        recipe: a validated recipe.
+        run_dir: where everything is written; an existing run directory resumes.
+        resume: continue from the newest good checkpoint in ``run_dir``.
+    """
+
+    def __init__(self, recipe: ResolvedRecipe, run_dir: Path, resume: bool = False, show_progress: bool | None = None):
+        self.recipe = recipe
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.train_spec = recipe.train
+        self.is_main = distributed.is_main_process()
+        self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
+        self.device = select_device(self.train_spec.device)
+        self.checkpoints = CheckpointStore(self.run_dir / "checkpoints", keep=self.train_spec.keep_checkpoints)
+        self._signal: tuple[str, int] | None = None
+
+    # -- building ----------------------------------------------------------------
+
+    def build_modality(self) -> Modality:
+        seed_everything(self.recipe.model.seed)
+        context = BuildContext(modality_name=self.recipe.modality.component.name, run_dir=self.run_dir,
+                               seed=self.recipe.model.seed, device=self.device)
+        modality = self.recipe.modality.build(context)
+        modality.prepare(self.run_dir)
+        return modality
+
+    def build_encoder(self, modality: Modality) -> Encoder:
+        """Deterministic in the seed, so the random-init baseline can be rebuilt at any time."""
+        seed_everything(self.recipe.model.seed)
+        context = self._context(modality)
+        encoder = self.recipe.encoder.build(context)
+        missing = self.recipe.encoder.component.provides - set(getattr(encoder, "provides", ()))
+        if missing:
+            log.warning("encoder '%s' was registered as providing %s but the built module does not",
+                        self.recipe.encoder.component.name, ", ".join(sorted(missing)))
+        return encoder.to(self.device)
+
+    def build_objectives(self, modality: Modality, encoder: Encoder) -> list[Objective]:
+        context = self._context(modality, encoder)
+        objectives = []
+        for resolved in self.recipe.objectives:
+            objective = resolved.build(context)
+            objective.sslhub_name = resolved.component.name
+            objectives.append(objective.to(self.device))
+        names = [o.sslhub_name for o in objectives]
+        for index, objective in enumerate(objectives):
+            if names.count(objective.sslhub_name) > 1:
+                objective.sslhub_name = f"{objective.sslhub_name}{index}"
+        return objectives
+
+    def build_augmentations(self, modality: Modality) -> nn.Sequential:
+        context = self._context(modality)
+        return nn.Sequential(*[a.build(context) for a in self.recipe.augmentations]).to(self.device)
+
+    def _context(self, modality: Modality, encoder: Encoder | None = None) -> BuildContext:
+        return BuildContext(modality=modality, modality_name=self.recipe.modality.component.name,
+                            run_dir=self.run_dir, seed=self.recipe.model.seed, device=self.device, encoder=encoder)
+
+    def load_trained(self) -> tuple[Run, Modality, Encoder, list[Objective]]:
+        """Rebuild the components and load the newest good checkpoint's weights (for evaluate/export)."""
+        modality = self.build_modality()
+        encoder = self.build_encoder(modality)
+        objectives = self.build_objectives(modality, encoder)
+        module = TrainingModule(encoder, objectives, [o.weight for o in self.recipe.objectives],
+                                [o.start_step for o in self.recipe.objectives]).to(self.device)
+        loaded = self.checkpoints.load_latest(map_location=self.device)
+        if loaded is None:
+            raise CheckpointError(f"no usable checkpoint in {self.checkpoints.directory}")
+        payload, path = loaded
+        try:
+            module.load_state_dict(payload["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint {path} does not fit this recipe's model: {str(exc).splitlines()[0]}")
+        log.info("loaded %s (step %d)", path, payload["step"])
+        return self, modality, encoder, objectives
+
+    # -- training ----------------------------------------------------------------
+
+    def execute(self, dry_run: bool = False) -> dict[str, Any]:
+        """Train (or one step for ``dry_run``), evaluate, export; return the summary."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        modality = self.build_modality()
+        encoder = self.build_encoder(modality)
+        objectives = self.build_objectives(modality, encoder)
+        augment = self.build_augmentations(modality)
+        module = TrainingModule(encoder, objectives, [o.weight for o in self.recipe.objectives],
+                                [o.start_step for o in self.recipe.objectives]).to(self.device)
+        if self.train_spec.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        dataset = modality.train_dataset()
+        sampler = EpochSampler(len(dataset), self.recipe.model.seed, self.train_spec.batch_size,
+                               distributed.rank(), distributed.world_size())
+        if sampler.batches_per_epoch() == 0:
+            raise SSLHubError(
+                f"the training data has {len(dataset)} samples, fewer than one batch of "
+                f"{self.train_spec.batch_size} per process: lower train.batch_size"
+            )
+        total_steps = self._total_steps(sampler)
+        optimizer = build_optimizer(module, self.train_spec.optimizer)
+        scheduler = build_schedule(optimizer, self.train_spec, total_steps)
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.train_spec.precision == "fp16")
+        state = RunState()
+        if self.is_main and not self.resume:
+            self._write_records(modality)
+
+        if self.resume:
+            state = self._restore(module, optimizer, scheduler, scaler)
+        model: nn.Module = module
+        if distributed.is_distributed():
+            model = nn.parallel.DistributedDataParallel(
+                module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=any(s > 0 for s in module.starts),
+            )
+        if self.train_spec.compile:
+            model = torch.compile(model)
+
+        if dry_run:
+            return self._dry_run(model, module, modality, augment, dataset, sampler, optimizer, scaler, state)
+
+        self._train(model, module, modality, augment, dataset, sampler, optimizer, scheduler, scaler, state,
+                    total_steps)
+        summary: dict[str, Any] = {"steps": state.step, "train_seconds": round(state.elapsed, 2)}
+        if self.is_main:
+            summary["final_loss"] = self._last_loss(state)
+            summary["evaluation"] = self.evaluate(modality, encoder, objectives)
+            if self.recipe.model.export and self.recipe.model.export.onnx:
+                summary["export"] = self.export(encoder, modality)
+            atomic_write_bytes(self.run_dir / "summary.json", json.dumps(summary, indent=2, default=str).encode())
+        return summary
+
+    def _total_steps(self, sampler: EpochSampler) -> int:
+        if self.train_spec.steps is not None:
+            return self.train_spec.steps
+        per_epoch = sampler.batches_per_epoch() // self.train_spec.grad_accumulation
+        return max(1, int(math.ceil(self.train_spec.epochs * per_epoch)))
+
+    def _batches(self, dataset, sampler: EpochSampler, modality: Modality, state: RunState):
+        """Yield device batches forever, tracking the data position in ``state``."""
+        sampler.epoch, sampler.start_batch = state.epoch, state.batch_in_epoch
+        while True:
+            loader = DataLoader(
+                dataset, batch_size=self.train_spec.batch_size, sampler=sampler, collate_fn=modality.collate,
+                num_workers=self.train_spec.num_workers, pin_memory=self.device.type == "cuda", drop_last=True,
+                persistent_workers=False,
+                # A private generator keeps worker seeding from consuming the global RNG,
+                # which must advance identically in an uninterrupted and a resumed run.
+                generator=torch.Generator().manual_seed(self.recipe.model.seed + state.epoch),
+            )
+            for batch in loader:
+                state.batch_in_epoch += 1
+                batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v
+                         for k, v in batch.items()}
+                yield modality.on_device(batch)
+            state.epoch += 1
+            state.batch_in_epoch = 0
+            sampler.epoch, sampler.start_batch = state.epoch, 0
+
+    def _make_views(self, augment: nn.Sequential, batch: Batch, count: int) -> list[Batch]:
+        views = [augment(dict(batch)) for _ in range(count)]
+        if self.train_spec.channels_last:
+            views = [{k: v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 and v.is_floating_point()
+                      else v for k, v in view.items()} for view in views]
+        return views
+
+    def _autocast(self):
+        dtype = PRECISION_DTYPES.get(self.train_spec.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _train(self, model, module, modality, augment, dataset, sampler, optimizer, scheduler, scaler,
+               state: RunState, total_steps: int) -> None:
+        spec = self.train_spec
+        num_views = max(o.num_views for o in module.objectives)
+        batches = self._batches(dataset, sampler, modality, state)
+        metrics_file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") if self.is_main else None
+        progress = self._progress(total_steps, state.step)
+        previous = self._install_signal_handlers()
+        tensorboard = self._tensorboard()
+        window_start, window_samples = time.perf_counter(), 0
+        try:
+            model.train()
+            while state.step < total_steps:
+                step_start = time.perf_counter()
+                logged: dict[str, Any] = {}
+                total_loss = 0.0
+                nonfinite: str | None = None
+                for micro in range(spec.grad_accumulation):
+                    batch = next(batches)
+                    views = self._make_views(augment, batch, num_views)
+                    sync = contextlib.nullcontext()
+                    if isinstance(model, nn.parallel.DistributedDataParallel) and micro < spec.grad_accumulation - 1:
+                        sync = model.no_sync()
+                    with sync:
+                        with self._autocast():
+                            loss, logged = model(views, state.step)
+                        if not torch.isfinite(loss):
+                            nonfinite = self._nonfinite_culprit(logged)
+                        scaler.scale(loss / spec.grad_accumulation).backward()
+                    total_loss += loss.detach().float().item() / spec.grad_accumulation
+                    window_samples += next(iter(batch.values())).shape[0]
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    module.parameters(), spec.grad_clip if spec.grad_clip else float("inf")
+                )
+                if nonfinite is None and not torch.isfinite(grad_norm) and not scaler.is_enabled():
+                    nonfinite = "gradient"
+                if not self._agree_finite(nonfinite is None):
+                    nonfinite = nonfinite or "another rank"
+                if nonfinite is not None:
+                    optimizer.zero_grad(set_to_none=True)
+                    self._handle_nonfinite(nonfinite, state, scaler)
+                else:
+                    state.skipped_in_a_row = 0
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                state.step += 1
+                state.elapsed += time.perf_counter() - step_start
+                self._record_history(state, total_loss, logged)
+
+                if self.is_main and (state.step % spec.log_every == 0 or state.step == total_steps):
+                    now = time.perf_counter()
+                    throughput = window_samples * distributed.world_size() / max(now - window_start, 1e-9)
+                    window_start, window_samples = now, 0
+                    record = {"step": state.step, "epoch": state.epoch, "loss": total_loss,
+                              "lr": scheduler.get_last_lr()[0], "grad_norm": _to_float(grad_norm),
+                              "samples_per_s": round(throughput, 2),
+                              **{k: _to_float(v) for k, v in logged.items()}}
+                    metrics_file.write(json.dumps(record) + "\n")
+                    metrics_file.flush()
+                    if tensorboard is not None:
+                        for key, value in record.items():
+                            if key != "step":
+                                tensorboard.add_scalar(key, value, state.step)
+                    if progress is not None:
+                        progress.set_postfix(loss=f"{total_loss:.4f}", samples_s=f"{throughput:.0f}")
+                if progress is not None:
+                    progress.update(1)
+                if state.step % spec.checkpoint_every == 0 or state.step == total_steps:
+                    self._save(module, optimizer, scheduler, scaler, state)
+                if self._signal is not None:
+                    path = self._save(module, optimizer, scheduler, scaler, state)
+                    name, code = self._signal
+                    raise RunInterrupted(name, code, str(path))
+        finally:
+            self._restore_signal_handlers(previous)
+            if progress is not None:
+                progress.close()
+            if metrics_file is not None:
+                metrics_file.close()
+            if tensorboard is not None:
+                tensorboard.close()
+
+    def _nonfinite_culprit(self, logged: dict[str, Any]) -> str:
+        for key, value in logged.items():
+            if key.endswith("/loss") and not math.isfinite(_to_float(value)):
+                return f"objective '{key.rsplit('/', 1)[0]}'"
+        return "total loss"
+
+    def _agree_finite(self, finite: bool) -> bool:
+        if not distributed.is_distributed():
+            return finite
+        flag = torch.tensor([1.0 if finite else 0.0], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item() == 1.0)
+
+    def _handle_nonfinite(self, culprit: str, state: RunState, scaler) -> None:
+        where = f"step {state.step + 1}"
+        if self.train_spec.nonfinite == "raise":
+            raise NonFiniteLossError(
+                f"non-finite loss or gradient at {where} from {culprit}; lower train.optimizer.lr, set "
+                f"train.grad_clip, or set train.nonfinite: skip_step. The last checkpoint is intact."
+            )
+        state.skipped_in_a_row += 1
+        log.warning("skipping %s: non-finite value from %s", where, culprit)
+        if scaler.is_enabled():
+            scaler.update()
+        if state.skipped_in_a_row > self.train_spec.max_skipped_steps:
+            raise NonFiniteLossError(
+                f"{state.skipped_in_a_row} steps in a row had non-finite values (last at {where}, from {culprit}); "
+                "stopping. Lower the learning rate or use precision: fp32."
+            )
+
+    def _record_history(self, state: RunState, total_loss: float, logged: dict[str, Any]) -> None:
+        state.history.setdefault("loss", []).append(total_loss)
+
+    def _last_loss(self, state: RunState) -> float | None:
+        losses = state.history.get("loss") or []
+        tail = losses[-10:]
+        return round(sum(tail) / len(tail), 6) if tail else None
+
+    # -- checkpoints -------------------------------------------------------------
+
+    def _save(self, module, optimizer, scheduler, scaler, state: RunState) -> Path | None:
+        if not self.is_main:
+            return None
+        payload = {
+            "step": state.step,
+            "epoch": state.epoch,
+            "batch_in_epoch": state.batch_in_epoch,
+            "elapsed": state.elapsed,
+            "model": module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": rng_state(),
+            "recipe_fingerprint": self.recipe.fingerprint(),
+            "world_size": distributed.world_size(),
+        }
+        return self.checkpoints.save(payload, state.step)
+
+    def _restore(self, module, optimizer, scheduler, scaler) -> RunState:
+        loaded = self.checkpoints.load_latest(map_location=self.device)
+        if loaded is None:
+            raise CheckpointError(f"no usable checkpoint in {self.checkpoints.directory}; start a new run instead")
+        payload, path = loaded
+        if payload.get("recipe_fingerprint") != self.recipe.fingerprint():
+            log.warning("the recipe differs from the one this checkpoint was trained with; continuing with the new one")
+        try:
+            module.load_state_dict(payload["model"])
+            optimizer.load_state_dict(payload["optimizer"])
+            scheduler.load_state_dict(payload["scheduler"])
+            scaler.load_state_dict(payload["scaler"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {path} does not fit this recipe's model: {str(exc).splitlines()[0]}")
+        restore_rng_state(payload["rng"])
+        state = RunState(step=payload["step"], epoch=payload["epoch"], batch_in_epoch=payload["batch_in_epoch"],
+                         elapsed=payload.get("elapsed", 0.0))
+        self._truncate_metrics(state.step)
+        log.info("resumed from %s at step %d", path, state.step)
+        return state
+
+    def _truncate_metrics(self, step: int) -> None:
+        path = self.run_dir / "metrics.jsonl"
+        if not self.is_main or not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (ValueError, KeyError):
+                continue
+        atomic_write_bytes(path, ("\n".join(kept) + "\n" if kept else "").encode())
+
+    # -- signals -----------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        previous: dict[int, Any] = {}
+        if os.environ.get("SSLHUB_NO_SIGNAL_HANDLERS"):
+            return previous
+
+        def handler(signum, frame):
+            if self._signal is not None:  # a second signal means "now"
+                raise KeyboardInterrupt
+            self._signal = (signal.Signals(signum).name, 128 + signum)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                break
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    # -- records, progress -------------------------------------------------------
+
+    def _write_records(self, modality: Modality) -> None:
+        (self.run_dir / "recipe.yaml").write_text(self.recipe.resolved_yaml())
+        environment = {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor(),
+            "world_size": distributed.world_size(),
+            "plugins": [r.as_dict() for r in self.recipe.catalog.plugins if not r.blocked],
+            "data_fingerprint": modality.fingerprint(),
+            "recipe_fingerprint": self.recipe.fingerprint(),
+            "recipe_file": self.recipe.source.file,
+        }
+        for package in ("torchvision", "torchaudio", "timm", "transformers", "onnx", "onnxruntime"):
+            with contextlib.suppress(Exception):
+                from importlib.metadata import version
+
+                environment[package] = version(package)
+        atomic_write_bytes(self.run_dir / "environment.json", json.dumps(environment, indent=2).encode())
+
+    def _progress(self, total: int, initial: int):
+        if not (self.is_main and self.show_progress):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=initial, desc=self.recipe.model.name, unit="step", dynamic_ncols=True)
+
+    def _tensorboard(self):
+        if not self.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    # -- dry run, evaluation, export ---------------------------------------------
+
+    def _dry_run(self, model, module, modality, augment, dataset, sampler, optimizer, scaler, state) -> dict[str, Any]:
+        batches = self._batches(dataset, sampler, modality, state)
+        num_views = max(o.num_views for o in module.objectives)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        start = time.perf_counter()
+        batch = next(batches)
+        views = self._make_views(augment, batch, num_views)
+        with self._autocast():
+            loss, logged = model(views, 0)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - start
+        report = {
+            "dry_run": True,
+            "device": str(self.device),
+            "train_samples": len(dataset),
+            "encoder_parameters": sum(p.numel() for p in module.encoder.parameters()),
+            "objective_parameters": {o.sslhub_name: sum(p.numel() for p in o.parameters()) for o in module.objectives},
+            "loss": round(float(loss.item()), 6),
+            "step_seconds": round(elapsed, 4),
+            "views": num_views,
+        }
+        if self.device.type == "cuda":
+            report["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+        else:
+            with contextlib.suppress(Exception):
+                import resource
+
+                report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        return report
+
+    def evaluate(self, modality: Modality, encoder: Encoder, objectives: list[Objective]) -> dict[str, Any]:
+        """Write ``evaluation.json`` comparing the trained encoder with its random init."""
+        spec = self.recipe.model.evaluate
+        report: dict[str, Any] = {}
+        if not spec.enabled:
+            return report
+        encoders = {"trained": encoder}
+        if spec.random_init_baseline:
+            encoders["random_init"] = self.build_encoder(modality)
+        split = modality.eval_split()
+        if split is not None and (spec.knn or spec.linear_probe):
+            for label, candidate in encoders.items():
+                train_x, train_y = embed_dataset(candidate, modality, split.train, self.device, spec.batch_size)
+                test_x, test_y = embed_dataset(candidate, modality, split.test, self.device, spec.batch_size)
+                scores: dict[str, float] = {}
+                if spec.knn:
+                    scores["knn_accuracy"] = round(
+                        knn_accuracy(train_x, train_y, test_x, test_y, spec.knn.k, spec.knn.temperature), 4)
+                if spec.linear_probe:
+                    scores["linear_probe_accuracy"] = round(linear_probe_accuracy(
+                        train_x, train_y, test_x, test_y, spec.linear_probe.epochs, spec.linear_probe.weight_decay,
+                        self.recipe.model.seed), 4)
+                report.setdefault(label, {}).update(scores)
+            report["eval_split"] = {"train": len(split.train), "test": len(split.test)}
+        held_out = modality.held_out_dataset()
+        if held_out is not None:
+            for label, candidate in encoders.items():
+                report.setdefault(label, {}).update(
+                    self._held_out_metrics(modality, candidate, objectives, held_out, spec))
+        extras = {}
+        for objective in objectives:
+            extra = objective.report(self.run_dir, encoder, modality)
+            if extra:
+                extras[objective.sslhub_name] = extra
+        if extras:
+            report["objectives"] = extras
+        atomic_write_bytes(self.run_dir / "evaluation.json", json.dumps(report, indent=2, default=str).encode())
+        return report
+
+    @torch.no_grad()
+    def _held_out_metrics(self, modality, encoder, objectives, dataset, spec) -> dict[str, float]:
+        loader = DataLoader(dataset, batch_size=self.train_spec.batch_size, shuffle=False, collate_fn=modality.collate)
+        sums: dict[str, float] = {}
+        count = 0
+        encoder_mode = encoder.training
+        encoder.eval()
+        for index, batch in enumerate(loader):
+            if index >= spec.max_held_out_batches:
+                break
+            batch = modality.on_device({k: v.to(self.device) for k, v in batch.items()})
+            for objective in objectives:
+                was = objective.training
+                objective.eval()
+                for key, value in objective.held_out_metrics(batch, encoder).items():
+                    sums[f"{objective.sslhub_name}/{key}"] = sums.get(f"{objective.sslhub_name}/{key}", 0.0) + value
+                objective.train(was)
+            count += 1
+        encoder.train(encoder_mode)
+        return {key: round(value / max(count, 1), 5) for key, value in sums.items()}
+
+    def export(self, encoder: Encoder, modality: Modality) -> dict[str, Any]:
+        from sslhub.export import export_encoder
+
+        onnx_spec = self.recipe.model.export.onnx
+        encoder_cpu = encoder.to("cpu")
+        try:
+            report = export_encoder(encoder_cpu, modality, self.run_dir / "onnx", opset=onnx_spec.opset,
+                                    atol=onnx_spec.atol, metadata=self.export_metadata())
+        finally:
+            encoder.to(self.device)
+        return {"path": str(report.path), "max_abs_diff": report.max_abs_diff, "passed": report.passed}
+
+    def export_metadata(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe.resolved_dict(),
+            "plugins": {r.name: r.version for r in self.recipe.catalog.plugins if not r.blocked and not r.errors},
+        }

@@ -1,0 +1,89 @@
+"""Modality-agnostic evaluation of frozen embeddings: kNN and a linear probe.
+
+Both take pooled encoder features of a labeled split the modality provides; the engine
+runs them for the trained encoder and for the same encoder at random init.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from sslhub.components import Batch, Encoder, Modality
+
+
+@torch.no_grad()
+def embed_dataset(
+    encoder: Encoder,
+    modality: Modality,
+    dataset: Dataset,
+    device: torch.device,
+    batch_size: int = 256,
+    to_device: Callable[[Batch], Batch] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Pooled features ``[N, D]`` (float32, CPU) and integer labels ``[N]`` of a labeled dataset."""
+    was_training = encoder.training
+    encoder.eval()
+    features, labels = [], []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=modality.collate)
+    for batch in loader:
+        labels.append(batch.pop("label").long().cpu())
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        batch = modality.on_device(batch)
+        features.append(encoder(batch).pooled.float().cpu())
+    encoder.train(was_training)
+    return torch.cat(features), torch.cat(labels)
+
+
+def knn_accuracy(
+    train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor,
+    k: int = 20, temperature: float = 0.07,
+) -> float:
+    """Accuracy of a cosine-similarity kNN with similarity-weighted votes (``exp(sim / T)``).
+
+    Args:
+        train_features: ``[N, D]``; train_labels: ``[N]`` int.
+        test_features: ``[M, D]``; test_labels: ``[M]`` int.
+    """
+    train = F.normalize(train_features.float(), dim=1)
+    test = F.normalize(test_features.float(), dim=1)
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    k = min(k, train.shape[0])
+    correct = 0
+    for start in range(0, test.shape[0], 1024):
+        similarity = test[start : start + 1024] @ train.T
+        top_sim, top_index = similarity.topk(k, dim=1)
+        votes = torch.zeros(top_sim.shape[0], num_classes)
+        votes.scatter_add_(1, train_labels[top_index], (top_sim / temperature).exp())
+        correct += (votes.argmax(dim=1) == test_labels[start : start + 1024]).sum().item()
+    return correct / test.shape[0]
+
+
+def linear_probe_accuracy(
+    train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor,
+    epochs: int = 100, weight_decay: float = 1e-4, seed: int = 0,
+) -> float:
+    """Test accuracy of a multinomial logistic regression fitted with L-BFGS on standardised features."""
+    mean, std = train_features.mean(0), train_features.std(0).clamp_min(1e-6)
+    train = ((train_features - mean) / std).double()
+    test = ((test_features - mean) / std).double()
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    generator = torch.Generator().manual_seed(seed)
+    weight = (torch.randn(train.shape[1], num_classes, generator=generator, dtype=torch.float64) * 0.01)
+    weight.requires_grad_(True)
+    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=epochs, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(train @ weight + bias, train_labels) + weight_decay * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return ((test @ weight + bias).argmax(1) == test_labels).double().mean().item()

@@ -1,0 +1,731 @@
+"""Verified, self-describing ONNX export of an encoder's pooled embedding.
+
+:func:`export_encoder` writes ``<name>.onnx`` (weights in ``<name>.onnx.data`` beside it,
+referenced by a relative path so the folder can be moved), stores everything a deployer
+needs as ONNX ``metadata_props`` and as ``metadata.json``, and then checks the file: the
+ONNX checker, and onnxruntime against PyTorch on fresh inputs of batch sizes (and
+sequence/time lengths) other than the ones it was traced with.
+
+The exported graph takes the encoder's ``input_names`` (axis 0 of each is the batch axis;
+other axes vary where the modality's ``input_spec()["dynamic_axes"]`` says so) and returns
+one output, ``pooled``: ``[batch, feature_dim]`` float32.
+
+Encoders whose graph ``torch.onnx.export`` cannot capture may define::
+
+    def export_onnx(self, out_path: Path, example_inputs: tuple[Tensor, ...], opset: int) -> None
+
+which must write an ONNX file at ``out_path`` whose inputs are named ``input_names`` (in
+that order) and whose first output is the pooled embedding. The metadata and verification
+steps below run on that file exactly as on one written by ``torch.onnx.export``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import math
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sslhub.components import Encoder, Modality
+
+#: Where the metadata lives inside the ONNX file: ``metadata_props`` keys ``sslhub.<key>``,
+#: each value a JSON string; ``metadata.json`` holds the same dictionary.
+METADATA_PREFIX = "sslhub."
+METADATA_FORMAT = "sslhub-onnx-encoder"
+METADATA_FORMAT_VERSION = 1
+OUTPUT_NAME = "pooled"
+INSTALL_HINT = "pip install onnx onnxscript onnxruntime"
+#: Batch size of the example the graph is traced with; verification uses other sizes.
+TRACE_BATCH_SIZE = 2
+#: Batch sizes the exported model is verified at (1 catches graphs specialised to the trace size).
+VERIFY_BATCH_SIZES = (1, 5)
+#: Fractions of the traced length used to verify the other dynamic axes (sequence, time).
+VERIFY_LENGTH_FRACTIONS = (0.75, 0.5)
+
+# Warnings the exporter emits on every export, which say nothing actionable to the user.
+_NOISY_WARNINGS = (
+    r".*axis name: .* will not be used.*",
+    r".*isinstance\(treespec, LeafSpec\).*",
+)
+
+
+class ExportError(Exception):
+    """The export or its verification failed; the message says what failed and what to do.
+
+    Attributes:
+        details: the exporter's full output (traceback text, logs), for ``--debug``; may be empty.
+    """
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message)
+        self.details = details
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_encoder` wrote and how closely onnxruntime matched PyTorch.
+
+    Attributes:
+        path: the ``.onnx`` file.
+        metadata_path: the ``metadata.json`` beside it.
+        opset: ONNX opset of the default domain.
+        checks: one entry per verification case: ``batch_size``, ``axes`` (size of every
+            dynamic axis, by name), ``max_abs_diff``, ``max_rel_diff``.
+        max_abs_diff: largest ``|onnxruntime - pytorch|`` over all cases.
+        max_rel_diff: largest per-case ``max_abs_diff / max|pytorch|``.
+        atol: the tolerance ``max_abs_diff`` was held to.
+        passed: whether ``max_abs_diff <= atol``.
+        data_path: the external weights file, if the exporter wrote one.
+    """
+
+    path: Path
+    metadata_path: Path
+    opset: int
+    checks: list[dict[str, Any]]
+    max_abs_diff: float
+    max_rel_diff: float
+    atol: float
+    passed: bool
+    data_path: Path | None = None
+    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def summary(self) -> str:
+        """A few lines for the terminal: files, worst differences, verdict, one line per case."""
+        files = str(self.path) + (f" (+ {self.data_path.name})" if self.data_path else "")
+        verdict = "passed" if self.passed else "FAILED"
+        lines = [
+            f"ONNX export: {files}, opset {self.opset}",
+            f"onnxruntime vs PyTorch on {len(self.checks)} fresh inputs: max abs diff {self.max_abs_diff:.2e}, "
+            f"max rel diff {self.max_rel_diff:.2e} (atol {self.atol:.0e}): {verdict}",
+        ]
+        for check in self.checks:
+            axes = " ".join(f"{k}={v}" for k, v in check["axes"].items())
+            lines.append(f"  {axes}: abs {check['max_abs_diff']:.2e}, rel {check['max_rel_diff']:.2e}")
+        return "\n".join(lines)
+
+
+def export_encoder(
+    encoder: Encoder,
+    modality: Modality,
+    out_dir: Path,
+    *,
+    opset: int = 18,
+    atol: float = 1e-4,
+    allow_mismatch: bool = False,
+    metadata: dict[str, Any] | None = None,
+    name: str = "model",
+    modality_name: str | None = None,
+) -> ExportReport:
+    """Export ``encoder``'s pooled embedding to ONNX, describe it, and verify it.
+
+    The encoder is exported in eval mode, on the CPU, in float32 (a copy is made if it lives
+    elsewhere; its training mode is restored afterwards). Inputs are traced from
+    ``modality.example_batch(2)``; axis 0 of every input is dynamic (``batch``), and so is
+    every axis named in ``modality.input_spec()["dynamic_axes"]`` (inputs sharing an axis
+    name share one dimension).
+
+    Args:
+        encoder: the trained encoder; its ``export_module()`` maps ``input_names`` tensors to
+            ``pooled [B, D]``. If it has ``export_onnx(out_path, example_inputs, opset)`` that
+            is used instead of ``torch.onnx.export``.
+        modality: the modality it was trained on (example inputs, input spec, preprocessing).
+        out_dir: folder to write ``<name>.onnx``, its weights file and the metadata JSON into
+            (created if missing; earlier files of the same name are replaced).
+        opset: ONNX opset (the exporter's native opset is 18).
+        atol: largest allowed ``|onnxruntime - pytorch|`` on any output element.
+        allow_mismatch: return a report with ``passed=False`` instead of raising when the
+            difference exceeds ``atol``.
+        metadata: extra JSON-serialisable facts to store (resolved recipe, plugin versions).
+        name: file stem; the metadata file is ``metadata.json`` for the default name and
+            ``<name>.metadata.json`` otherwise (so several encoders can share a folder).
+        modality_name: the modality's registry key for the metadata; defaults to the
+            modality's ``name`` attribute or class name.
+
+    Returns:
+        The report: paths, per-case differences, verdict.
+
+    Raises:
+        ExportError: onnx/onnxscript/onnxruntime are missing, the exporter failed, the file
+            fails the ONNX checker or does not run in onnxruntime, the output is not
+            ``[batch, feature_dim]``, or (without ``allow_mismatch``) the outputs differ by
+            more than ``atol``.
+        ValueError: bad arguments (``atol < 0``, empty ``input_names``).
+    """
+    if atol < 0:
+        raise ValueError(f"atol must be >= 0, got {atol}")
+    if not encoder.input_names:
+        raise ValueError(
+            f"{type(encoder).__name__}.input_names is empty: set it to the batch keys the encoder reads, "
+            "in the order the exported model should take them"
+        )
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"name must be a plain file stem (letters, digits, '_', '.', '-'), got {name!r}")
+    _require_onnx_stack()
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / f"{name}.onnx"
+    metadata_path = out_dir / ("metadata.json" if name == "model" else f"{name}.metadata.json")
+    for stale in (onnx_path, out_dir / f"{name}.onnx.data", metadata_path):
+        stale.unlink(missing_ok=True)
+
+    spec = modality.input_spec() or {}
+    input_names = tuple(encoder.input_names)
+    cpu_encoder, restore = _cpu_float_eval(encoder)
+    try:
+        module = cpu_encoder.export_module().eval()
+        example = _encoder_inputs(modality, input_names, TRACE_BATCH_SIZE, seed=0)
+        axes = _dynamic_axes(spec.get("dynamic_axes") or {}, example)
+        with torch.inference_mode():
+            reference = _check_output(module(*example.values()), encoder, TRACE_BATCH_SIZE)
+        feature_dim = int(reference.shape[1])
+
+        _run_exporter(cpu_encoder, module, example, axes, onnx_path, opset)
+        data_path = _name_axes(onnx_path, input_names, axes)
+        _check_model(onnx_path)
+        checks = _verify(module, modality, onnx_path, input_names, example, axes, encoder)
+    finally:
+        restore()
+
+    max_abs = max(c["max_abs_diff"] for c in checks)
+    max_rel = max(c["max_rel_diff"] for c in checks)
+    passed = max_abs <= atol
+    doc = _metadata_document(
+        encoder=encoder,
+        modality=modality,
+        modality_name=modality_name,
+        spec=spec,
+        example=example,
+        axes=axes,
+        feature_dim=feature_dim,
+        opset=opset,
+        name=name,
+        verification={"atol": atol, "passed": passed, "max_abs_diff": max_abs, "max_rel_diff": max_rel, "checks": checks},
+        extra=metadata or {},
+    )
+    _write_metadata(onnx_path, metadata_path, doc)
+    _check_model(onnx_path)
+
+    report = ExportReport(
+        path=onnx_path,
+        metadata_path=metadata_path,
+        opset=opset,
+        checks=checks,
+        max_abs_diff=max_abs,
+        max_rel_diff=max_rel,
+        atol=atol,
+        passed=passed,
+        data_path=data_path,
+        metadata=doc,
+    )
+    if not passed and not allow_mismatch:
+        worst = max(checks, key=lambda c: c["max_abs_diff"])
+        where = " ".join(f"{k}={v}" for k, v in worst["axes"].items())
+        raise ExportError(
+            f"The ONNX model of {type(encoder).__name__} does not match PyTorch: max abs diff {max_abs:.3g} "
+            f"(at {where}) exceeds atol {atol:g}. The file is left at {onnx_path} for inspection. "
+            "Look for randomness or export-only branches in forward, or pass a larger atol, "
+            "or allow_mismatch=True to keep it anyway.",
+            details=report.summary(),
+        )
+    return report
+
+
+# --- preparing the encoder and its inputs ---------------------------------------------------
+
+
+def _require_onnx_stack() -> None:
+    """Fail early, in words, when a package the export needs is missing."""
+    missing = []
+    for package in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise ExportError(
+            f"ONNX export needs {', '.join(missing)}, which {verb} not installed. Install with: {INSTALL_HINT}"
+        )
+
+
+def _cpu_float_eval(encoder: Encoder) -> tuple[Encoder, Any]:
+    """The encoder in eval mode on the CPU in float32, and a function undoing the side effects.
+
+    An encoder already on the CPU in float32 is used in place (only its mode changes, and is
+    restored); any other is deep-copied so the caller's model keeps its device and dtype.
+    """
+    tensors = [*encoder.parameters(), *encoder.buffers()]
+    in_place = all(t.device.type == "cpu" and (not t.is_floating_point() or t.dtype == torch.float32) for t in tensors)
+    if in_place:
+        was_training = encoder.training
+        encoder.eval()
+        return encoder, lambda: encoder.train(was_training)
+    import copy
+
+    clone = copy.deepcopy(encoder).to(device="cpu", dtype=torch.float32).eval()
+    return clone, lambda: None
+
+
+def _encoder_inputs(modality: Modality, input_names: Sequence[str], batch_size: int, seed: int) -> dict[str, Tensor]:
+    """``modality.example_batch(batch_size)`` on the CPU, restricted to ``input_names`` in order.
+
+    The global RNG is forked so exporting does not disturb the caller's random stream; if
+    the example lacks an input the encoder reads, ``modality.on_device`` is applied (some
+    modalities compute encoder inputs such as spectrograms there).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        batch = dict(modality.example_batch(batch_size=batch_size, device="cpu"))
+        if any(n not in batch for n in input_names):
+            batch = dict(modality.on_device(batch))
+    missing = [n for n in input_names if n not in batch]
+    if missing:
+        raise ExportError(
+            f"{type(modality).__name__}.example_batch() has no {missing} (it has {sorted(batch)}), but the encoder "
+            f"reads {list(input_names)}: make example_batch return every encoder input"
+        )
+    out = {}
+    for n in input_names:
+        t = batch[n]
+        if not isinstance(t, Tensor):
+            raise ExportError(f"example_batch()['{n}'] is a {type(t).__name__}, not a tensor")
+        t = t.detach().cpu()
+        out[n] = t.float() if t.is_floating_point() else t
+    return out
+
+
+def _dynamic_axes(declared: Mapping[str, Mapping[Any, str]], example: Mapping[str, Tensor]) -> dict[str, dict[int, str]]:
+    """Every input's dynamic axes ``{axis: name}``: the declared ones, plus axis 0 as the batch axis."""
+    batch_names = {str(axes.get(0, axes.get("0", ""))) for axes in declared.values()} - {""}
+    batch_name = "batch" if not batch_names or "batch" in batch_names else sorted(batch_names)[0]
+    result: dict[str, dict[int, str]] = {}
+    for input_name, tensor in example.items():
+        axes = {int(k): str(v) for k, v in (declared.get(input_name) or {}).items()}
+        for axis in axes:
+            if not 0 <= axis < tensor.dim():
+                raise ExportError(
+                    f"input_spec()['dynamic_axes']['{input_name}'] names axis {axis}, but the example "
+                    f"'{input_name}' has shape {list(tensor.shape)}"
+                )
+        axes.setdefault(0, batch_name)
+        result[input_name] = dict(sorted(axes.items()))
+    return result
+
+
+def _check_output(output: Any, encoder: Encoder, batch_size: int) -> Tensor:
+    """The export module's output, checked to be ``[batch, feature_dim]`` floating point."""
+    name = type(encoder).__name__
+    if not isinstance(output, Tensor):
+        raise ExportError(f"{name}.export_module() returned {type(output).__name__}; it must return the pooled tensor")
+    if output.dim() != 2 or output.shape[0] != batch_size or not output.is_floating_point():
+        raise ExportError(
+            f"{name}.export_module() returned {output.dtype} {list(output.shape)} for batch size {batch_size}; "
+            "it must return the pooled embedding, float [batch, feature_dim]"
+        )
+    if encoder.feature_dim and output.shape[1] != encoder.feature_dim:
+        raise ExportError(
+            f"{name}.export_module() returned {output.shape[1]} features per sample, but {name}.feature_dim "
+            f"is {encoder.feature_dim}: make them agree"
+        )
+    return output
+
+
+# --- running the exporter ---------------------------------------------------------------------
+
+
+def _dynamic_shapes(module: nn.Module, axes: Mapping[str, Mapping[int, str]]) -> tuple[Any, ...]:
+    """``dynamic_shapes`` for ``torch.export``, laid out like ``module.forward``'s parameters.
+
+    Axes with the same name share one :class:`torch.export.Dim`, so the exporter knows
+    ``input_ids`` and ``attention_mask`` have the same length.
+    """
+    import inspect
+
+    dims: dict[str, Any] = {}
+
+    def dim(axis_name: str) -> Any:
+        if axis_name not in dims:
+            # Dim names become Python symbols; the ONNX names are set afterwards from ``axes``.
+            symbol = re.sub(r"\W", "_", axis_name)
+            dims[axis_name] = torch.export.Dim(symbol if symbol.isidentifier() else f"d_{symbol}")
+        return dims[axis_name]
+
+    per_input = [{axis: dim(n) for axis, n in input_axes.items()} for input_axes in axes.values()]
+    shapes: list[Any] = []
+    position = 0
+    for parameter in inspect.signature(module.forward).parameters.values():
+        if parameter.kind == parameter.VAR_POSITIONAL:
+            shapes.append(tuple(per_input[position:]))
+            position = len(per_input)
+        elif parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD) and position < len(per_input):
+            shapes.append(per_input[position])
+            position += 1
+    if position != len(per_input):
+        raise ExportError(
+            f"{type(module).__name__}.forward takes fewer positional inputs than the {len(per_input)} input_names"
+        )
+    return tuple(shapes)
+
+
+def _run_exporter(
+    encoder: Encoder,
+    module: nn.Module,
+    example: Mapping[str, Tensor],
+    axes: Mapping[str, Mapping[int, str]],
+    onnx_path: Path,
+    opset: int,
+) -> None:
+    """Write ``onnx_path`` with the encoder's ``export_onnx`` or ``torch.onnx.export``.
+
+    The exporter prints graphs and progress as it works: that text is kept for the error's
+    ``details`` rather than shown.
+    """
+    args = tuple(example.values())
+    log = io.StringIO()
+    custom = getattr(encoder, "export_onnx", None)
+    try:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), warnings.catch_warnings():
+            for pattern in _NOISY_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            if callable(custom):
+                custom(onnx_path, args, opset)
+            else:
+                torch.onnx.export(
+                    module,
+                    args,
+                    str(onnx_path),
+                    dynamo=True,
+                    dynamic_shapes=_dynamic_shapes(module, axes),
+                    opset_version=opset,
+                    external_data=True,
+                    input_names=list(example),
+                    output_names=[OUTPUT_NAME],
+                    verbose=False,
+                )
+    except ExportError:
+        raise
+    except Exception as error:
+        import traceback
+
+        how = f"{type(encoder).__name__}.export_onnx" if callable(custom) else "torch.onnx.export"
+        raise ExportError(
+            f"ONNX export of {type(encoder).__name__} failed in {how}:\n{_summarize_exception(error)}\n"
+            "Run with --debug for the full trace. Common causes: Python control flow on tensor values "
+            "in forward (if x.sum() > 0), .item()/.tolist()/numpy calls, shapes fixed to the example size.",
+            details=log.getvalue() + "".join(traceback.format_exception(error)),
+        ) from error
+    if not onnx_path.is_file():
+        raise ExportError(f"{type(encoder).__name__}.export_onnx did not write {onnx_path}")
+
+
+def _summarize_exception(error: BaseException, max_lines: int = 6) -> str:
+    """A few lines that say what went wrong: the exception's first line, the root cause, the user's code.
+
+    ``torch.onnx`` wraps the real error in a long message: its first line names the failing
+    step, the line after ``## Exception summary`` the cause, and ``The following call raised
+    this error`` the user's source line.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # the exporter colours its messages
+    lines = [line.rstrip() for line in text.splitlines()]
+    nonempty = [line for line in lines if line.strip()]
+    picked = [f"{type(error).__name__}: {nonempty[0].strip()}" if nonempty else type(error).__name__]
+
+    def after(marker: str, count: int) -> list[str]:
+        for i, line in enumerate(lines):
+            if line.strip().startswith(marker):
+                return [line.strip() for line in lines[i + 1 :] if line.strip()][:count]
+        return []
+
+    picked += [f"  cause: {line}" for line in after("## Exception summary", 1)]
+    picked += [f"  at: {line}" for line in after("The following call raised this error", 2)]
+    cause = error.__cause__
+    if len(picked) == 1 and cause is not None:
+        cause_text = str(cause).strip().splitlines()
+        picked.append(f"  cause: {type(cause).__name__}: {cause_text[0] if cause_text else ''}")
+    return "\n".join(line[:300] for line in picked[:max_lines])
+
+
+# --- rewriting and checking the ONNX file ------------------------------------------------------
+
+
+def _name_axes(onnx_path: Path, input_names: Sequence[str], axes: Mapping[str, Mapping[int, str]]) -> Path | None:
+    """Give the graph's dynamic dimensions the modality's axis names; return the weights file, if any.
+
+    The exporter names dimensions after the ``Dim`` symbols (or ``s0``...); deployers read
+    these names, so they should match the metadata. The output's first axis is ``batch``.
+    """
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    graph_inputs = [i.name for i in model.graph.input]
+    if list(graph_inputs[: len(input_names)]) != list(input_names):
+        raise ExportError(
+            f"The exported graph's inputs are {graph_inputs}, expected {list(input_names)} (the encoder's "
+            "input_names, in order); a custom export_onnx must name its inputs that way"
+        )
+    for value in model.graph.input:
+        for axis, axis_name in (axes.get(value.name) or {}).items():
+            dims = value.type.tensor_type.shape.dim
+            if axis < len(dims):
+                dims[axis].dim_param = axis_name
+    batch_name = next(iter(axes.values()))[0]
+    out_dims = model.graph.output[0].type.tensor_type.shape.dim
+    if out_dims:
+        out_dims[0].dim_param = batch_name
+    onnx.save_model(model, str(onnx_path))
+
+    locations = {
+        entry.value
+        for tensor in model.graph.initializer
+        for entry in tensor.external_data
+        if tensor.data_location == onnx.TensorProto.EXTERNAL and entry.key == "location"
+    }
+    return onnx_path.parent / sorted(locations)[0] if locations else None
+
+
+def _check_model(onnx_path: Path) -> None:
+    """``onnx.checker`` by path, which also reads external weights and works above 2 GB."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(onnx_path), full_check=False)
+    except Exception as error:  # onnx raises ValidationError, or OSError for a missing weights file
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ExportError(
+            f"{onnx_path} fails the ONNX checker: {first}. Try another opset, or report the encoder's "
+            "export as a bug with this message.",
+            details=str(error),
+        ) from error
+
+
+# --- verification against PyTorch ---------------------------------------------------------------
+
+
+def _verification_cases(
+    axes: Mapping[str, Mapping[int, str]], example: Mapping[str, Tensor]
+) -> list[tuple[int, dict[str, int]]]:
+    """``(batch_size, {axis_name: new_length})`` cases, none of them the traced shape.
+
+    Each verification batch size is checked at the modality's own length; when there are
+    other dynamic axes (sequence, time), two more cases shorten every one of them to 3/4
+    and 1/2 of the traced length (slicing keeps token ids, masks and waveforms valid,
+    where padding would need modality knowledge).
+    """
+    traced: dict[str, int] = {}
+    for input_name, input_axes in axes.items():
+        for axis, axis_name in input_axes.items():
+            if axis != 0:
+                traced.setdefault(axis_name, int(example[input_name].shape[axis]))
+    cases: list[tuple[int, dict[str, int]]] = [(b, {}) for b in VERIFY_BATCH_SIZES]
+    for i, fraction in enumerate(VERIFY_LENGTH_FRACTIONS):
+        lengths = {n: max(1, int(round(size * fraction))) for n, size in traced.items()}
+        lengths = {n: size for n, size in lengths.items() if size != traced[n]}
+        if lengths and all(lengths != c[1] for c in cases):
+            cases.append((VERIFY_BATCH_SIZES[-1 - i % len(VERIFY_BATCH_SIZES)], lengths))
+    return cases
+
+
+def _shorten(
+    inputs: Mapping[str, Tensor], axes: Mapping[str, Mapping[int, str]], lengths: Mapping[str, int]
+) -> dict[str, Tensor]:
+    """Slice every input along its named dynamic axes to ``lengths[axis_name]``."""
+    out = {}
+    for input_name, tensor in inputs.items():
+        for axis, axis_name in (axes.get(input_name) or {}).items():
+            if axis != 0 and axis_name in lengths and tensor.shape[axis] > lengths[axis_name]:
+                tensor = tensor.narrow(axis, 0, lengths[axis_name])
+        out[input_name] = tensor.contiguous()
+    return out
+
+
+def compare_outputs(actual: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
+    """``(max |actual - expected|, that / max |expected|)``.
+
+    The relative figure is taken against the largest reference magnitude rather than per
+    element, so near-zero features do not make it explode. NaN in the same place in both is
+    agreement; NaN in one only, or different shapes, count as an infinite difference.
+
+    Args:
+        actual: onnxruntime output, ``[B, D]``.
+        expected: PyTorch output, ``[B, D]``.
+    """
+    if actual.shape != expected.shape:
+        return math.inf, math.inf
+    actual = actual.astype(np.float64)
+    expected = expected.astype(np.float64)
+    nan_a, nan_e = np.isnan(actual), np.isnan(expected)
+    if (nan_a != nan_e).any():
+        return math.inf, math.inf
+    ok = ~nan_e
+    if not ok.any():
+        return 0.0, 0.0
+    diff = float(np.abs(actual[ok] - expected[ok]).max())
+    scale = float(np.abs(expected[ok]).max())
+    return diff, (diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf))
+
+
+def _verify(
+    module: nn.Module,
+    modality: Modality,
+    onnx_path: Path,
+    input_names: Sequence[str],
+    example: Mapping[str, Tensor],
+    axes: Mapping[str, Mapping[int, str]],
+    encoder: Encoder,
+) -> list[dict[str, Any]]:
+    """Run onnxruntime and PyTorch on fresh inputs of untraced shapes; one result per case."""
+    from sslhub.embed import make_session
+
+    try:
+        session = make_session(onnx_path)
+    except Exception as error:
+        raise ExportError(
+            f"onnxruntime cannot load {onnx_path}: {str(error).strip().splitlines()[0] if str(error).strip() else error}. "
+            "An operator may be unsupported at this opset: try another opset.",
+            details=str(error),
+        ) from error
+    output_name = session.get_outputs()[0].name
+    checks = []
+    for case, (batch_size, lengths) in enumerate(_verification_cases(axes, example)):
+        inputs = _shorten(_encoder_inputs(modality, input_names, batch_size, seed=1000 + case), axes, lengths)
+        sizes = {"batch": batch_size}
+        for input_name, input_axes in axes.items():
+            for axis, axis_name in input_axes.items():
+                sizes[axis_name] = int(inputs[input_name].shape[axis])
+        with torch.inference_mode():
+            expected = _check_output(module(*inputs.values()), encoder, batch_size).float().numpy()
+        feeds = {n: t.numpy() for n, t in inputs.items()}
+        try:
+            (actual,) = session.run([output_name], feeds)
+        except Exception as error:
+            shapes = ", ".join(f"{n} {list(t.shape)}" for n, t in inputs.items())
+            raise ExportError(
+                f"onnxruntime failed to run {onnx_path.name} on inputs {shapes}: {str(error).strip().splitlines()[0]}. "
+                "The graph is probably specialised to the traced shape; check the modality's dynamic_axes.",
+                details=str(error),
+            ) from error
+        max_abs, max_rel = compare_outputs(np.asarray(actual), expected)
+        checks.append({"batch_size": batch_size, "axes": sizes, "max_abs_diff": max_abs, "max_rel_diff": max_rel})
+    return checks
+
+
+# --- metadata ------------------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` made JSON-serialisable: tuples to lists, numpy/torch scalars to numbers, the rest to str."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, np.generic | np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, Tensor):
+        return _jsonable(value.detach().cpu().tolist())
+    if hasattr(value, "model_dump"):  # pydantic models (a resolved recipe)
+        return _jsonable(value.model_dump(mode="json"))
+    return str(value)
+
+
+def _versions() -> dict[str, str]:
+    versions = {"torch": torch.__version__}
+    for package in ("onnx", "onnxscript", "onnxruntime", "sslhub"):
+        with contextlib.suppress(Exception):
+            versions[package] = str(importlib.import_module(package).__version__)
+    return versions
+
+
+def _metadata_document(
+    *,
+    encoder: Encoder,
+    modality: Modality,
+    modality_name: str | None,
+    spec: Mapping[str, Any],
+    example: Mapping[str, Tensor],
+    axes: Mapping[str, Mapping[int, str]],
+    feature_dim: int,
+    opset: int,
+    name: str,
+    verification: dict[str, Any],
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Everything a deployer needs, as one JSON-ready dictionary (see :data:`METADATA_PREFIX`)."""
+    inputs = {}
+    for input_name, tensor in example.items():
+        shape: list[Any] = list(tensor.shape)
+        for axis, axis_name in axes[input_name].items():
+            shape[axis] = axis_name
+        inputs[input_name] = {"dtype": str(tensor.dtype).removeprefix("torch."), "shape": shape}
+    batch_name = next(iter(axes.values()))[0]
+    input_spec = {
+        **{k: v for k, v in spec.items() if k not in ("inputs", "dynamic_axes", "preprocessing")},
+        "input_names": list(example),
+        "inputs": inputs,
+        "dynamic_axes": {n: {str(axis): axis_name for axis, axis_name in a.items()} for n, a in axes.items()},
+        "preprocessing": spec.get("preprocessing") or {},
+    }
+    if spec.get("inputs"):
+        input_spec["declared_inputs"] = spec["inputs"]
+    encoder_class = type(encoder)
+    return _jsonable(
+        {
+            "format": {"name": METADATA_FORMAT, "version": METADATA_FORMAT_VERSION},
+            "model_name": name,
+            "modality": modality_name or getattr(modality, "name", None) or type(modality).__name__,
+            "encoder": f"{encoder_class.__module__}.{encoder_class.__qualname__}",
+            "input_spec": input_spec,
+            "output": {
+                "name": OUTPUT_NAME,
+                "dtype": "float32",
+                "shape": [batch_name, feature_dim],
+                "meaning": f"pooled embedding [{batch_name}, D]: one {feature_dim}-dim vector per sample",
+            },
+            "feature_dim": feature_dim,
+            "opset": opset,
+            "versions": _versions(),
+            "verification": verification,
+            "metadata": dict(extra),
+        }
+    )
+
+
+def _write_metadata(onnx_path: Path, metadata_path: Path, doc: Mapping[str, Any]) -> None:
+    """Store ``doc`` as ``metadata_props`` (``sslhub.<key>`` -> JSON) and as a JSON file."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    kept = [p for p in model.metadata_props if not p.key.startswith(METADATA_PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in doc.items():
+        model.metadata_props.add(key=METADATA_PREFIX + key, value=json.dumps(value, sort_keys=True))
+    onnx.save_model(model, str(onnx_path))
+    metadata_path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def read_metadata(onnx_path: Path) -> dict[str, Any]:
+    """The sslhub metadata stored in an exported ONNX file (without loading its weights)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return {
+        p.key.removeprefix(METADATA_PREFIX): json.loads(p.value)
+        for p in model.metadata_props
+        if p.key.startswith(METADATA_PREFIX)
+    }

@@ -1,0 +1,311 @@
+"""The recipe schema and its resolution against a Catalog.
+
+Validation runs in three passes and reports every problem at once:
+1. structure (the core sections below, ``extra="forbid"``),
+2. each component's own ``Params`` (from the registry the field names),
+3. compatibility (modalities accepted, encoder features an objective needs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sslhub.catalog import Catalog
+from sslhub.components import Params
+from sslhub.errors import RecipeError, RecipeIssue
+from sslhub.recipe_yaml import PathKey, RecipeSource, format_path
+from sslhub.registry import Component
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Open(BaseModel):
+    """A component reference: ``name`` plus that component's own parameters."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ComponentSpec(_Open):
+    name: str = Field(description="registry key of the component")
+
+
+class DataSpec(_Open):
+    modality: str = Field(description="registry key of the modality; other keys are its parameters")
+
+
+class ObjectiveSpec(ComponentSpec):
+    weight: float = Field(1.0, ge=0, description="multiplier of this objective's loss in the total")
+    start_step: int = Field(0, ge=0, description="optimizer step from which this objective is active")
+
+
+class OptimizerSpec(_Section):
+    name: Literal["adamw", "sgd", "lars"] = "adamw"
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd and lars")
+    betas: tuple[float, float] = (0.9, 0.999)
+    decay_norm_and_bias: bool = Field(False, description="apply weight decay to norms and biases too")
+    trust_coefficient: float = Field(0.001, gt=0, description="lars only")
+
+
+class TrainSpec(_Section):
+    steps: int | None = Field(None, gt=0, description="optimizer steps; give steps or epochs")
+    epochs: float | None = Field(None, gt=0, description="passes over the training data")
+    batch_size: int = Field(64, gt=0, description="per-process batch size of one micro-step")
+    grad_accumulation: int = Field(1, ge=1)
+    grad_clip: float | None = Field(None, gt=0, description="max global gradient norm")
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup: float = Field(0.0, ge=0, lt=1, description="fraction of steps with linear warmup")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of lr")
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    num_workers: int = Field(0, ge=0)
+    checkpoint_every: int = Field(100, gt=0, description="steps between checkpoints")
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(10, gt=0)
+    nonfinite: Literal["raise", "skip_step"] = "raise"
+    max_skipped_steps: int = Field(10, ge=0, description="skip_step gives up after this many in a row")
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> TrainSpec:
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("give either steps or epochs, not both")
+        if self.steps is None and self.epochs is None:
+            self.steps = 100
+        return self
+
+
+class KnnSpec(_Section):
+    k: int = Field(20, gt=0)
+    temperature: float = Field(0.07, gt=0, description="similarity weighting of neighbour votes")
+
+
+class LinearProbeSpec(_Section):
+    epochs: int = Field(100, gt=0, description="L-BFGS iterations of the logistic regression")
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class EvaluateSpec(_Section):
+    enabled: bool = True
+    knn: KnnSpec | None = Field(default_factory=KnnSpec)
+    linear_probe: LinearProbeSpec | None = Field(default_factory=LinearProbeSpec)
+    batch_size: int = Field(256, gt=0)
+    random_init_baseline: bool = True
+    max_held_out_batches: int = Field(50, gt=0)
+
+
+class OnnxSpec(_Section):
+    opset: int = Field(18, ge=13)
+    atol: float = Field(1e-4, gt=0)
+
+
+class ExportSpec(_Section):
+    onnx: OnnxSpec | None = Field(default_factory=OnnxSpec)
+
+
+class RecipeModel(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run name")
+    description: str = ""
+    seed: int = 0
+    requires: list[str] = Field(default_factory=list, description="plugins the recipe needs")
+    data: DataSpec
+    augment: list[ComponentSpec] = Field(default_factory=list)
+    encoder: ComponentSpec
+    objectives: list[ObjectiveSpec] = Field(min_length=1)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    export: ExportSpec | None = None
+
+
+@dataclass
+class ResolvedComponent:
+    """A recipe entry bound to its registered component and validated parameters."""
+
+    component: Component
+    params: Params
+    path: str
+    weight: float = 1.0
+    start_step: int = 0
+
+    def build(self, context: Any) -> Any:
+        return self.component.factory(self.params, context)
+
+
+@dataclass
+class ResolvedRecipe:
+    """Everything needed to build a run, validated."""
+
+    model: RecipeModel
+    source: RecipeSource
+    modality: ResolvedComponent
+    augmentations: list[ResolvedComponent]
+    encoder: ResolvedComponent
+    objectives: list[ResolvedComponent]
+    catalog: Catalog = field(repr=False)
+
+    @property
+    def train(self) -> TrainSpec:
+        return self.model.train
+
+    def resolved_dict(self) -> dict[str, Any]:
+        """The recipe with every default filled in (what the run directory stores)."""
+        data = self.model.model_dump(mode="json")
+        data["data"] = {"modality": self.modality.component.name, **self.modality.params.model_dump(mode="json")}
+        data["augment"] = [{"name": a.component.name, **a.params.model_dump(mode="json")} for a in self.augmentations]
+        data["encoder"] = {"name": self.encoder.component.name, **self.encoder.params.model_dump(mode="json")}
+        data["objectives"] = [
+            {
+                "name": o.component.name,
+                "weight": o.weight,
+                "start_step": o.start_step,
+                **o.params.model_dump(mode="json"),
+            }
+            for o in self.objectives
+        ]
+        return data
+
+    def resolved_yaml(self) -> str:
+        return yaml.safe_dump(self.resolved_dict(), sort_keys=False)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.resolved_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _issues_from_validation(
+    source: RecipeSource, error: ValidationError, prefix: PathKey, component: str = ""
+) -> list[RecipeIssue]:
+    issues = []
+    for item in error.errors():
+        path = (*prefix, *item["loc"])
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = f"unknown field{f' for {component}' if component else ''}"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        if item["type"] == "missing":
+            message = "required field is missing"
+        issues.append(RecipeIssue(source.location(path), format_path(path), message))
+    return issues
+
+
+def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
+    """Validate ``source`` fully and bind it to components of ``catalog``.
+
+    Raises:
+        RecipeError: with every problem found, each as ``FILE:LINE: field.path: message``.
+    """
+    try:
+        model = RecipeModel.model_validate(source.data)
+    except ValidationError as exc:
+        raise RecipeError(_issues_from_validation(source, exc, ())) from None
+
+    issues: list[RecipeIssue] = []
+    issues += _check_requirements(source, model, catalog)
+
+    def bind(kind: str, spec: _Open, path: PathKey, key_field: str, engine_keys: tuple[str, ...]) -> Any:
+        registry = catalog.registry(kind)
+        name = getattr(spec, key_field)
+        if name not in registry:
+            issues.append(RecipeIssue(source.location((*path, key_field)), format_path((*path, key_field)),
+                                      registry.unknown_message(name)))
+            return None
+        component = registry.get(name)
+        raw = {k: v for k, v in (spec.model_extra or {}).items() if k not in engine_keys}
+        try:
+            params = component.params.model_validate(raw)
+        except ValidationError as exc:
+            issues.extend(_issues_from_validation(source, exc, path, f"{kind} '{name}'"))
+            return None
+        return ResolvedComponent(component, params, format_path(path))
+
+    modality = bind("modality", model.data, ("data",), "modality", ())
+    augmentations = [bind("augmentation", spec, ("augment", i), "name", ()) for i, spec in enumerate(model.augment)]
+    encoder = bind("encoder", model.encoder, ("encoder",), "name", ())
+    objectives = []
+    for index, spec in enumerate(model.objectives):
+        bound = bind("objective", spec, ("objectives", index), "name", ("weight", "start_step"))
+        if bound is not None:
+            bound.weight, bound.start_step = spec.weight, spec.start_step
+        objectives.append(bound)
+
+    if modality is not None:
+        modality_name = modality.component.name
+        for resolved in [*augmentations, encoder, *objectives]:
+            if resolved is not None and not resolved.component.supports(modality_name):
+                accepted = ", ".join(sorted(resolved.component.modalities))
+                issues.append(
+                    RecipeIssue(
+                        source.location(_parse_path(resolved.path)),
+                        resolved.path,
+                        f"{resolved.component.kind} '{resolved.component.name}' does not accept modality "
+                        f"'{modality_name}' (it accepts: {accepted})",
+                    )
+                )
+    if encoder is not None:
+        for resolved in objectives:
+            if resolved is None:
+                continue
+            missing = resolved.component.requires - encoder.component.provides
+            if missing:
+                issues.append(
+                    RecipeIssue(
+                        source.location(_parse_path(resolved.path)),
+                        resolved.path,
+                        f"objective '{resolved.component.name}' needs {', '.join(sorted(missing))} features, but "
+                        f"encoder '{encoder.component.name}' provides only "
+                        f"{', '.join(sorted(encoder.component.provides))}",
+                    )
+                )
+    if issues:
+        raise RecipeError(issues)
+    return ResolvedRecipe(model, source, modality, augmentations, encoder, objectives, catalog)
+
+
+def _check_requirements(source: RecipeSource, model: RecipeModel, catalog: Catalog) -> list[RecipeIssue]:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    issues = []
+    installed = {}
+    for record in catalog.plugins:
+        if record.distribution and not record.errors and not record.blocked:
+            installed[_normalise(record.distribution)] = record.version
+        installed.setdefault(_normalise(record.name), record.version)
+    for index, text in enumerate(model.requires):
+        path = ("requires", index)
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement as exc:
+            issues.append(RecipeIssue(source.location(path), format_path(path), f"invalid requirement: {exc}"))
+            continue
+        version = installed.get(_normalise(requirement.name))
+        if version is None:
+            issues.append(RecipeIssue(source.location(path), format_path(path),
+                                      f"plugin '{requirement.name}' is not installed; pip install '{text}'"))
+        elif requirement.specifier and not requirement.specifier.contains(version, prereleases=True):
+            issues.append(RecipeIssue(source.location(path), format_path(path),
+                                      f"plugin '{requirement.name}' {version} is installed, but the recipe needs "
+                                      f"{requirement.specifier}; pip install '{text}'"))
+    return issues
+
+
+def _normalise(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _parse_path(text: str) -> PathKey:
+    parts: list[str | int] = []
+    for chunk in text.replace("]", "").split("."):
+        for i, piece in enumerate(chunk.split("[")):
+            parts.append(int(piece) if i else piece)
+    return tuple(p for p in parts if p != "")

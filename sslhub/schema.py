@@ -1,0 +1,37 @@
+"""JSON Schema of recipes, built from the components the installed plugins register."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sslhub.catalog import Catalog
+from sslhub.recipe import RecipeModel
+
+
+def _component_variants(catalog: Catalog, kind: str, key: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    variants = []
+    for component in catalog.registry(kind):
+        schema = component.params.model_json_schema()
+        properties = {key: {"const": component.name}, **(extra or {}), **schema.get("properties", {})}
+        variant = {"type": "object", "title": f"{kind} {component.name}", "properties": properties,
+                   "required": [key, *schema.get("required", [])], "additionalProperties": False}
+        if component.description:
+            variant["description"] = component.description
+        if "$defs" in schema:
+            variant["$defs"] = schema["$defs"]
+        variants.append(variant)
+    return {"anyOf": variants} if variants else {"type": "object"}
+
+
+def recipe_json_schema(catalog: Catalog) -> dict[str, Any]:
+    """The recipe schema with ``data``, ``augment``, ``encoder`` and ``objectives`` expanded per component."""
+    schema = RecipeModel.model_json_schema()
+    properties = schema["properties"]
+    properties["data"] = _component_variants(catalog, "modality", "modality")
+    properties["augment"] = {"type": "array", "items": _component_variants(catalog, "augmentation", "name")}
+    properties["encoder"] = _component_variants(catalog, "encoder", "name")
+    engine_keys = {"weight": {"type": "number", "minimum": 0}, "start_step": {"type": "integer", "minimum": 0}}
+    properties["objectives"] = {"type": "array", "minItems": 1,
+                                "items": _component_variants(catalog, "objective", "name", engine_keys)}
+    schema["title"] = "sslhub recipe"
+    return schema
