@@ -1,0 +1,261 @@
+"""The ``audio`` modality: fixed-length mono clips, log-mel features computed on the device.
+
+Per sample (CPU workers): decode -> mono mixdown -> resample to ``sample_rate`` -> center
+crop / symmetric zero-pad to ``duration`` seconds. Samples are ``{"waveform": float32 [T]}``.
+
+Per batch (device, :meth:`AudioModality.on_device`): ``features = log-mel(waveform)``,
+``[B, n_mels, frames]`` with ``frames = T // hop_length + 1``, normalised per utterance.
+The waveform is kept in the batch for waveform encoders and waveform augmentations.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import torch
+from pydantic import Field, field_validator, model_validator
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from sslhub import BuildContext, EvalSplit, Modality, Params
+from sslhub_audio.datasets import (
+    AudioFileDataset,
+    FolderScan,
+    SyntheticWordsDataset,
+    scan_audio_folder,
+    split_indices,
+)
+from sslhub_audio.features import LogMelFeatures
+from sslhub_audio.synthetic import SyntheticWords
+
+logger = logging.getLogger("sslhub")
+
+
+class DefaultAudioSource(Params):
+    """Embedded synthetic spoken-word clips (see :mod:`sslhub_audio.synthetic`)."""
+
+    type: Literal["default"] = "default"
+    num_clips: int = Field(2000, ge=10, description="Number of clips generated (train + evaluation).")
+    num_classes: int = Field(10, ge=2, le=40, description="Number of word classes (labels for evaluation).")
+    seed: int = Field(0, description="Data seed: changes the word inventory and every clip.")
+
+
+class FolderAudioSource(Params):
+    """Audio files under a folder; first-level subfolder names are class labels."""
+
+    type: Literal["folder"] = "folder"
+    path: Path = Field(description="Folder searched recursively for audio files.")
+    extensions: list[str] = Field(
+        default_factory=lambda: [".wav", ".flac", ".ogg"],
+        description="File suffixes read with soundfile (case-insensitive).",
+    )
+
+    @field_validator("extensions")
+    @classmethod
+    def _dotted(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("extensions must list at least one suffix such as '.wav'")
+        bad = [e for e in value if not e.startswith(".")]
+        if bad:
+            raise ValueError(f"extensions must start with '.', got {bad}")
+        return value
+
+
+class LogMelParams(Params):
+    """Log-mel front end computed on the device."""
+
+    n_mels: int = Field(64, gt=0, description="Mel bands.")
+    n_fft: int = Field(400, gt=0, description="FFT size in samples (400 = 25 ms at 16 kHz).")
+    hop_length: int = Field(160, gt=0, description="Samples between frames (160 = 10 ms at 16 kHz).")
+    win_length: int | None = Field(None, gt=0, description="Hann window length; None means n_fft.")
+    f_min: float = Field(0.0, ge=0, description="Lowest mel band edge in Hz.")
+    f_max: float | None = Field(None, gt=0, description="Highest mel band edge in Hz; None means sample_rate / 2.")
+    normalize: Literal["utterance", "none"] = Field(
+        "utterance", description="'utterance': standardise each clip's log-mel by its own mean and std."
+    )
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> LogMelParams:
+        if self.win_length is not None and self.win_length > self.n_fft:
+            raise ValueError(f"win_length ({self.win_length}) must be <= n_fft ({self.n_fft})")
+        return self
+
+
+class AudioParams(Params):
+    """Parameters of the ``audio`` modality (the recipe's ``data:`` section)."""
+
+    source: Annotated[DefaultAudioSource | FolderAudioSource, Field(discriminator="type")] = Field(
+        default_factory=DefaultAudioSource, description="Where clips come from: {type: default} or {type: folder, path}."
+    )
+    sample_rate: int = Field(16000, ge=1000, description="Sample rate in Hz every clip is resampled to.")
+    duration: float = Field(
+        1.0, gt=0, description="Clip length in seconds: longer clips are center-cropped, shorter ones zero-padded."
+    )
+    features: LogMelParams = Field(default_factory=LogMelParams, description="Log-mel feature settings.")
+    eval_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Fraction of clips held out for evaluation (kNN/probe test set, held-out metrics)."
+    )
+    split_seed: int = Field(0, description="Seed of the deterministic train / evaluation split.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AudioParams:
+        f = self.features
+        if f.f_max is not None and f.f_max > self.sample_rate / 2:
+            raise ValueError(f"features.f_max ({f.f_max}) must be <= sample_rate / 2 ({self.sample_rate / 2})")
+        if round(self.duration * self.sample_rate) < (f.win_length or f.n_fft):
+            raise ValueError(f"duration ({self.duration} s) is shorter than one analysis window")
+        return self
+
+
+class AudioModality(Modality):
+    """Fixed-length mono audio; the encoder input is a log-mel spectrogram ``[B, n_mels, frames]``."""
+
+    input_names = ("features",)
+
+    def __init__(self, params: AudioParams, context: BuildContext | None = None):
+        self.params = params
+        self.num_samples = int(round(params.duration * params.sample_rate))
+        f = params.features
+        self.featurizer = LogMelFeatures(
+            sample_rate=params.sample_rate,
+            n_fft=f.n_fft,
+            hop_length=f.hop_length,
+            win_length=f.win_length or f.n_fft,
+            n_mels=f.n_mels,
+            f_min=f.f_min,
+            f_max=f.f_max,
+            normalize=f.normalize,
+        )
+        self.num_frames = self.featurizer.num_frames(self.num_samples)
+        self._scan: FolderScan | None = None
+        self._splits: tuple[list[int], list[int]] | None = None
+
+    # -- data ---------------------------------------------------------------------------------
+
+    @property
+    def scan(self) -> FolderScan | None:
+        """Files found for a folder source (scanned once, on first use); ``None`` for the default source."""
+        source = self.params.source
+        if isinstance(source, FolderAudioSource) and self._scan is None:
+            self._scan = scan_audio_folder(source.path, source.extensions)
+        return self._scan
+
+    @property
+    def skipped_files(self) -> int:
+        """How many unreadable or empty files the folder scan skipped."""
+        return len(self.scan.skipped) if self.scan is not None else 0
+
+    def _split(self) -> tuple[list[int], list[int]]:
+        if self._splits is None:
+            source = self.params.source
+            count = source.num_clips if isinstance(source, DefaultAudioSource) else len(self.scan.files)
+            self._splits = split_indices(count, self.params.eval_fraction, self.params.split_seed)
+        return self._splits
+
+    def _dataset(self, indices: list[int], labeled: bool) -> Dataset:
+        source = self.params.source
+        if isinstance(source, DefaultAudioSource):
+            corpus = SyntheticWords(source.num_classes, self.params.sample_rate, self.num_samples, source.seed)
+            return SyntheticWordsDataset(corpus, indices, labeled=labeled)
+        files = [self.scan.files[i] for i in indices]
+        return AudioFileDataset(files, self.params.sample_rate, self.num_samples, labeled=labeled)
+
+    def train_dataset(self) -> Dataset:
+        return self._dataset(self._split()[0], labeled=False)
+
+    def held_out_dataset(self) -> Dataset | None:
+        return self._dataset(self._split()[1], labeled=False)
+
+    def eval_split(self) -> EvalSplit | None:
+        source = self.params.source
+        if isinstance(source, DefaultAudioSource):
+            class_names = [f"word_{i}" for i in range(source.num_classes)]
+        elif self.scan.labeled:
+            class_names = self.scan.class_names
+        else:
+            return None
+        train, test = self._split()
+        return EvalSplit(
+            train=self._dataset(train, labeled=True), test=self._dataset(test, labeled=True), class_names=class_names
+        )
+
+    # -- device side --------------------------------------------------------------------------
+
+    def featurize(self, waveform: Tensor) -> Tensor:
+        """Log-mel features of a waveform batch on its own device.
+
+        Args:
+            waveform: ``[B, T]`` float.
+
+        Returns:
+            ``[B, n_mels, T // hop_length + 1]`` float32.
+        """
+        if self.featurizer.mel.spectrogram.window.device != waveform.device:
+            # Keep the filter bank and window resident on the batch's device after the first call.
+            self.featurizer = self.featurizer.to(waveform.device)
+        return self.featurizer(waveform)
+
+    def on_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {**batch, "features": self.featurize(batch["waveform"])}
+
+    def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+        generator = torch.Generator().manual_seed(0)
+        waveform = 0.1 * torch.randn(batch_size, self.num_samples, generator=generator)
+        return self.on_device({"waveform": waveform.to(device)})
+
+    # -- description --------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "n_mels": self.params.features.n_mels,
+            "sample_rate": self.params.sample_rate,
+            "frames": self.num_frames,
+            "hop_length": self.params.features.hop_length,
+            "num_samples": self.num_samples,
+        }
+
+    def input_spec(self) -> dict[str, Any]:
+        f = self.params.features
+        return {
+            "inputs": {
+                "features": {"dtype": "float32", "shape": ["batch", f.n_mels, "frames"]},
+                "waveform": {"dtype": "float32", "shape": ["batch", "samples"]},
+            },
+            "dynamic_axes": {"features": {0: "batch", 2: "frames"}, "waveform": {0: "batch", 1: "samples"}},
+            "preprocessing": {
+                "sample_rate": self.params.sample_rate,
+                "channels": "mono (mean of channels)",
+                "duration_seconds": self.params.duration,
+                "num_samples": self.num_samples,
+                "length": "center crop or symmetric zero-pad to num_samples",
+                "features": "log_mel",
+                "n_fft": f.n_fft,
+                "hop_length": f.hop_length,
+                "win_length": f.win_length or f.n_fft,
+                "window": "hann",
+                "center": True,
+                "pad_mode": "reflect",
+                "power": 2.0,
+                "n_mels": f.n_mels,
+                "mel_scale": "htk",
+                "mel_norm": None,
+                "f_min": f.f_min,
+                "f_max": f.f_max if f.f_max is not None else self.params.sample_rate / 2,
+                "log": "natural log of (mel power + 1e-6)",
+                "normalize": f.normalize,
+                "normalize_formula": "(x - mean(x)) / max(std(x), 1e-5) over all mel bins and frames of one clip"
+                if f.normalize == "utterance"
+                else "none",
+            },
+        }
+
+    def fingerprint(self) -> str:
+        source = self.params.source
+        if isinstance(source, DefaultAudioSource):
+            return (
+                f"synthetic-words(seed={source.seed}, clips={source.num_clips}, classes={source.num_classes}, "
+                f"sr={self.params.sample_rate}, samples={self.num_samples})"
+            )
+        return f"folder({source.path}, files={len(self.scan.files)}, sha1={self.scan.fingerprint()})"
