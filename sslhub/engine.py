@@ -264,6 +264,10 @@ class Run:
         if self.train_spec.compile:
             model = torch.compile(model)
 
+        if distributed.world_size() > 1 and not self.resume:
+            # Same init on every rank (DDP broadcasts it anyway), but each rank needs its own
+            # augmentation randomness, or all ranks would draw identical views.
+            torch.manual_seed(self.recipe.model.seed + 1000003 * distributed.rank())
         if dry_run:
             return self._dry_run(model, module, modality, augment, dataset, sampler, optimizer, scaler, state)
 

@@ -25,10 +25,11 @@ import contextlib
 import importlib
 import io
 import json
+import logging
 import math
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ VERIFY_BATCH_SIZES = (1, 5)
 #: Fractions of the traced length used to verify the other dynamic axes (sequence, time).
 VERIFY_LENGTH_FRACTIONS = (0.75, 0.5)
 
+# Loggers that warn on every failed export, in words the exception already says better.
+_NOISY_LOGGERS = ("torch.fx.experimental.symbolic_shapes", "torch._dynamo", "torch.export", "torch._export")
 # Warnings the exporter emits on every export, which say nothing actionable to the user.
 _NOISY_WARNINGS = (
     r".*axis name: .* will not be used.*",
@@ -192,6 +195,10 @@ def export_encoder(
         feature_dim = int(reference.shape[1])
 
         _run_exporter(cpu_encoder, module, example, axes, onnx_path, opset)
+        # Exporters restore the training flag of the module they were handed, which for a
+        # fresh export_module() wrapper is True: make sure PyTorch is compared in eval mode.
+        cpu_encoder.eval()
+        module.eval()
         data_path = _name_axes(onnx_path, input_names, axes)
         _check_model(onnx_path)
         checks = _verify(module, modality, onnx_path, input_names, example, axes, encoder)
@@ -211,7 +218,13 @@ def export_encoder(
         feature_dim=feature_dim,
         opset=opset,
         name=name,
-        verification={"atol": atol, "passed": passed, "max_abs_diff": max_abs, "max_rel_diff": max_rel, "checks": checks},
+        verification={
+            "atol": atol,
+            "passed": passed,
+            "max_abs_diff": max_abs,
+            "max_rel_diff": max_rel,
+            "checks": checks,
+        },
         extra=metadata or {},
     )
     _write_metadata(onnx_path, metadata_path, doc)
@@ -306,7 +319,9 @@ def _encoder_inputs(modality: Modality, input_names: Sequence[str], batch_size: 
     return out
 
 
-def _dynamic_axes(declared: Mapping[str, Mapping[Any, str]], example: Mapping[str, Tensor]) -> dict[str, dict[int, str]]:
+def _dynamic_axes(
+    declared: Mapping[str, Mapping[Any, str]], example: Mapping[str, Tensor]
+) -> dict[str, dict[int, str]]:
     """Every input's dynamic axes ``{axis: name}``: the declared ones, plus axis 0 as the batch axis."""
     batch_names = {str(axes.get(0, axes.get("0", ""))) for axes in declared.values()} - {""}
     batch_name = "batch" if not batch_names or "batch" in batch_names else sorted(batch_names)[0]
@@ -365,11 +380,12 @@ def _dynamic_shapes(module: nn.Module, axes: Mapping[str, Mapping[int, str]]) ->
     per_input = [{axis: dim(n) for axis, n in input_axes.items()} for input_axes in axes.values()]
     shapes: list[Any] = []
     position = 0
+    positional_kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     for parameter in inspect.signature(module.forward).parameters.values():
         if parameter.kind == parameter.VAR_POSITIONAL:
             shapes.append(tuple(per_input[position:]))
             position = len(per_input)
-        elif parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD) and position < len(per_input):
+        elif parameter.kind in positional_kinds and position < len(per_input):
             shapes.append(per_input[position])
             position += 1
     if position != len(per_input):
@@ -396,7 +412,12 @@ def _run_exporter(
     log = io.StringIO()
     custom = getattr(encoder, "export_onnx", None)
     try:
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), warnings.catch_warnings():
+        with (
+            contextlib.redirect_stdout(log),
+            contextlib.redirect_stderr(log),
+            warnings.catch_warnings(),
+            _quiet_loggers(_NOISY_LOGGERS),
+        ):
             for pattern in _NOISY_WARNINGS:
                 warnings.filterwarnings("ignore", message=pattern)
             if callable(custom):
@@ -430,6 +451,20 @@ def _run_exporter(
         raise ExportError(f"{type(encoder).__name__}.export_onnx did not write {onnx_path}")
 
 
+@contextlib.contextmanager
+def _quiet_loggers(names: Sequence[str]) -> Iterator[None]:
+    """Raise these loggers to ERROR for the block (torch's handlers write past ``redirect_stderr``)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def _summarize_exception(error: BaseException, max_lines: int = 6) -> str:
     """A few lines that say what went wrong: the exception's first line, the root cause, the user's code.
 
@@ -438,9 +473,10 @@ def _summarize_exception(error: BaseException, max_lines: int = 6) -> str:
     this error`` the user's source line.
     """
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # the exporter colours its messages
+    text = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", text)  # <class 'torch.x.Y'> -> Y
     lines = [line.rstrip() for line in text.splitlines()]
-    nonempty = [line for line in lines if line.strip()]
-    picked = [f"{type(error).__name__}: {nonempty[0].strip()}" if nonempty else type(error).__name__]
+    nonempty = [line.split(" Next steps:")[0].strip() for line in lines if line.strip()]
+    picked = [f"{type(error).__name__}: {nonempty[0]}" if nonempty else type(error).__name__]
 
     def after(marker: str, count: int) -> list[str]:
         for i, line in enumerate(lines):
@@ -600,7 +636,7 @@ def _verify(
     checks = []
     for case, (batch_size, lengths) in enumerate(_verification_cases(axes, example)):
         inputs = _shorten(_encoder_inputs(modality, input_names, batch_size, seed=1000 + case), axes, lengths)
-        sizes = {"batch": batch_size}
+        sizes: dict[str, int] = {}
         for input_name, input_axes in axes.items():
             for axis, axis_name in input_axes.items():
                 sizes[axis_name] = int(inputs[input_name].shape[axis])
@@ -716,16 +752,4 @@ def _write_metadata(onnx_path: Path, metadata_path: Path, doc: Mapping[str, Any]
     for key, value in doc.items():
         model.metadata_props.add(key=METADATA_PREFIX + key, value=json.dumps(value, sort_keys=True))
     onnx.save_model(model, str(onnx_path))
-    metadata_path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-
-
-def read_metadata(onnx_path: Path) -> dict[str, Any]:
-    """The sslhub metadata stored in an exported ONNX file (without loading its weights)."""
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return {
-        p.key.removeprefix(METADATA_PREFIX): json.loads(p.value)
-        for p in model.metadata_props
-        if p.key.startswith(METADATA_PREFIX)
-    }
+    metadata_path.write_text(json.dumps(doc, indent=2) + "\n")

@@ -1,0 +1,182 @@
+"""The training engine, driven through the real ``sslhub`` command with the toy plugin."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+RECIPE = DATA / "toy_recipe.yaml"
+BLOCK_BUILTINS = ["-p", "no:vision", "-p", "no:text", "-p", "no:audio"]
+
+
+def sslhub_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(DATA), env.get("PYTHONPATH", "")])
+    env["HF_HUB_OFFLINE"] = "1"
+    env.pop("SSLHUB_STRICT_PLUGINS", None)
+    return env
+
+
+def sslhub(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sslhub", *args], capture_output=True, text=True, env=sslhub_env(), timeout=timeout
+    )
+
+
+def run_toy(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return sslhub("run", str(RECIPE), "-p", "toy_plugin", *BLOCK_BUILTINS, "--out", str(out), "--set", "export=null",
+                  *extra)
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    manifest = json.loads((run_dir / "checkpoints" / "manifest.json").read_text())
+    newest = manifest["checkpoints"][-1]["file"]
+    return torch.load(run_dir / "checkpoints" / newest, weights_only=True)["model"]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reference") / "run"
+    result = run_toy(out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_toy_recipe_learns_and_beats_random_init(reference_run: Path):
+    losses = [json.loads(line)["loss"] for line in (reference_run / "metrics.jsonl").read_text().splitlines()]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3
+    report = json.loads((reference_run / "evaluation.json").read_text())
+    assert report["trained"]["knn_accuracy"] > report["random_init"]["knn_accuracy"] + 0.1
+    assert report["trained"]["linear_probe_accuracy"] > report["random_init"]["linear_probe_accuracy"] + 0.1
+    for name in ("recipe.yaml", "environment.json", "summary.json"):
+        assert (reference_run / name).exists()
+    environment = json.loads((reference_run / "environment.json").read_text())
+    assert environment["data_fingerprint"] == "toy-512-16"
+    assert any(p["name"] == "toy_plugin" for p in environment["plugins"])
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(reference_run: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "sslhub", "run", str(RECIPE), "-p", "toy_plugin", *BLOCK_BUILTINS,
+               "--out", str(out), "--set", "export=null", "--set", "train.checkpoint_every=7"]
+    process = subprocess.Popen(command, env=sslhub_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = out / "checkpoints" / "manifest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if manifest.exists() and json.loads(manifest.read_text() or '{"checkpoints": []}')["checkpoints"]:
+            break
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    steps = [c["step"] for c in json.loads(manifest.read_text())["checkpoints"]]
+    assert steps and steps[-1] < 60, "the run should have been killed before it finished"
+    # Leave debris like a kill during a write would: a half-written temporary file.
+    (out / "checkpoints" / ".step_00000099.pt.tmp-1").write_bytes(b"partial")
+
+    resumed = run_toy(out, "--resume", str(out), "--set", "train.checkpoint_every=7")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_weights(final_weights(out), final_weights(reference_run))
+    logged_steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged_steps == sorted(set(logged_steps)), "metrics must not repeat steps after a resume"
+
+
+def test_corrupt_newest_checkpoint_is_skipped(reference_run: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    first = run_toy(out, "--set", "train.steps=40")
+    assert first.returncode == 0, first.stderr
+    newest = out / "checkpoints" / "step_00000040.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    resumed = run_toy(out, "--resume", str(out), "--set", "train.steps=40")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "skipping checkpoint" in resumed.stderr and "step_00000040.pt" in resumed.stderr
+    assert "resumed from" in resumed.stderr and "step_00000020.pt" in resumed.stderr
+
+
+def test_sigterm_saves_and_exits_143(tmp_path: Path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "sslhub", "run", str(RECIPE), "-p", "toy_plugin", *BLOCK_BUILTINS,
+               "--out", str(out), "--set", "export=null", "--set", "train.steps=100000",
+               "--set", "train.checkpoint_every=100000"]
+    process = subprocess.Popen(command, env=sslhub_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert "SIGTERM received: saved checkpoint" in stderr
+    assert "Traceback" not in stderr
+    manifest = json.loads((out / "checkpoints" / "manifest.json").read_text())
+    assert manifest["checkpoints"][-1]["step"] > 0
+
+
+def test_nan_loss_stops_with_message(tmp_path: Path):
+    result = run_toy(tmp_path / "run", "--set", "objectives.0.nan_at_step=5")
+    assert result.returncode == 3
+    assert "non-finite loss or gradient at step 5 from objective 'toy_contrastive'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_nan_loss_skip_step_policy_continues(tmp_path: Path):
+    result = run_toy(tmp_path / "run", "--set", "objectives.0.nan_at_step=5", "--set", "train.nonfinite=skip_step",
+                     "--set", "train.steps=10", "--set", "evaluate.enabled=false")
+    assert result.returncode == 0, result.stderr
+    assert "skipping step 5" in result.stderr
+
+
+def test_dry_run_reports_sizes_and_time(tmp_path: Path):
+    result = run_toy(tmp_path / "run", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["encoder_parameters"] == 16 * 32 + 32 + 32 * 16 + 16
+    assert report["step_seconds"] > 0 and report["views"] == 2
+
+
+def test_existing_run_dir_is_not_overwritten(reference_run: Path):
+    result = run_toy(reference_run)
+    assert result.returncode == 1
+    assert "already holds a run; continue it with --resume" in result.stderr
+
+
+def test_evaluate_command_rereads_run(reference_run: Path):
+    result = sslhub("evaluate", str(reference_run), "-p", "toy_plugin", *BLOCK_BUILTINS)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    stored = json.loads((reference_run / "evaluation.json").read_text())
+    assert report["trained"] == stored["trained"]
+
+
+def test_two_gloo_processes_match_one_process(tmp_path: Path):
+    """Same global batch: 2 ranks x 32 under torchrun equals 1 process x 64 (no augmentation, no dropout)."""
+    common = ["--set", "augment=[]", "--set", "train.steps=6", "--set", "evaluate.enabled=false",
+              "--set", "train.checkpoint_every=6"]
+    single = run_toy(tmp_path / "single", "--set", "train.batch_size=64", *common)
+    assert single.returncode == 0, single.stderr
+    env = sslhub_env()
+    env["OMP_NUM_THREADS"] = "1"
+    distributed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
+         "-m", "sslhub", "run", str(RECIPE), "-p", "toy_plugin", *BLOCK_BUILTINS, "--out", str(tmp_path / "ddp"),
+         "--set", "export=null", "--set", "train.batch_size=32", *common],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert distributed.returncode == 0, distributed.stderr[-3000:]
+    a, b = final_weights(tmp_path / "single"), final_weights(tmp_path / "ddp")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
