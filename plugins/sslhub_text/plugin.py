@@ -1,0 +1,40 @@
+"""Hook implementations of the built-in text plugin: registrations only."""
+
+from __future__ import annotations
+
+from sslhub import hookimpl
+from sslhub_text.augmentations.tokens import (
+    RandomTokenReplacement,
+    RandomTokenReplacementParams,
+    SpanDeletion,
+    SpanDeletionParams,
+    TokenDropout,
+    TokenDropoutParams,
+)
+from sslhub_text.encoders.hf_encoder import HFEncoder, HFParams
+from sslhub_text.modality import TextModality, TextParams
+from sslhub_text.objectives.mlm import MLMObjective, MLMParams
+
+
+@hookimpl
+def sslhub_register_modalities(registry):
+    registry.register("text", TextModality, params=TextParams)
+
+
+@hookimpl
+def sslhub_register_augmentations(registry):
+    registry.register("token_dropout", TokenDropout, params=TokenDropoutParams, modalities=["text"])
+    registry.register("span_deletion", SpanDeletion, params=SpanDeletionParams, modalities=["text"])
+    registry.register(
+        "random_token_replacement", RandomTokenReplacement, params=RandomTokenReplacementParams, modalities=["text"]
+    )
+
+
+@hookimpl
+def sslhub_register_encoders(registry):
+    registry.register("hf", HFEncoder, params=HFParams, modalities=["text"], provides=["pooled", "tokens"])
+
+
+@hookimpl
+def sslhub_register_objectives(registry):
+    registry.register("mlm", MLMObjective, params=MLMParams, modalities=["text"], requires=["tokens"])

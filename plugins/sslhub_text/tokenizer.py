@@ -1,0 +1,130 @@
+"""Tokenizers for the text modality: trained locally with HF ``tokenizers``, or loaded from disk.
+
+A trained tokenizer uses BERT-style normalisation and pre-tokenisation and marks word
+continuations with ``##`` for both WordPiece and BPE, so whole-word masking can find word
+boundaries from the vocabulary alone. Special tokens come first in the vocabulary:
+``[PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+CONTINUATION_PREFIX = "##"
+
+# Names other tokenizer families use for the same roles (RoBERTa/GPT-2 and SentencePiece styles).
+_ROLE_ALIASES = {
+    "pad": ("[PAD]", "<pad>"),
+    "unk": ("[UNK]", "<unk>"),
+    "cls": ("[CLS]", "<s>"),
+    "sep": ("[SEP]", "</s>"),
+    "mask": ("[MASK]", "<mask>"),
+}
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int = 4000,
+    lowercase: bool = True,
+    algorithm: str = "wordpiece",
+    min_frequency: int = 2,
+) -> Tokenizer:
+    """Train a WordPiece or BPE tokenizer on ``texts`` (deterministic for the same input).
+
+    Args:
+        texts: training documents.
+        vocab_size: target vocabulary size including the special tokens.
+        lowercase: lowercase and strip accents before splitting.
+        algorithm: ``wordpiece`` or ``bpe``.
+        min_frequency: minimum count for a merge / vocabulary entry.
+
+    Returns:
+        A tokenizer whose post-processor adds ``[CLS] ... [SEP]`` (for deployers that call
+        ``encode`` with special tokens); the modality itself encodes without them and adds
+        them explicitly so that documents can be packed.
+    """
+    if algorithm == "wordpiece":
+        model = models.WordPiece(unk_token="[UNK]", continuing_subword_prefix=CONTINUATION_PREFIX)
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=list(SPECIAL_TOKENS),
+            continuing_subword_prefix=CONTINUATION_PREFIX,
+            show_progress=False,
+        )
+    elif algorithm == "bpe":
+        model = models.BPE(unk_token="[UNK]", continuing_subword_prefix=CONTINUATION_PREFIX)
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=list(SPECIAL_TOKENS),
+            continuing_subword_prefix=CONTINUATION_PREFIX,
+            show_progress=False,
+        )
+    else:
+        raise ValueError(f"unknown tokenizer algorithm {algorithm!r}; expected 'wordpiece' or 'bpe'")
+    tokenizer = Tokenizer(model)
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix=CONTINUATION_PREFIX)
+    tokenizer.train_from_iterator(list(texts), trainer=trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return tokenizer
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Load ``tokenizer.json`` from a file path or a folder containing one."""
+    path = Path(path)
+    file = path / "tokenizer.json" if path.is_dir() else path
+    if not file.is_file():
+        raise ValueError(f"no tokenizer found at {path}: expected a tokenizer.json file or a folder containing one")
+    return Tokenizer.from_file(str(file))
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """Ids of the special tokens a tokenizer has (``None`` where it lacks one)."""
+
+    pad: int
+    unk: int | None
+    cls: int | None
+    sep: int | None
+    mask: int | None
+    all_ids: tuple[int, ...]
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> SpecialTokens:
+        found: dict[str, int | None] = {}
+        for role, names in _ROLE_ALIASES.items():
+            found[role] = next((tokenizer.token_to_id(n) for n in names if tokenizer.token_to_id(n) is not None), None)
+        if found["pad"] is None:
+            raise ValueError("the tokenizer has no padding token ([PAD] or <pad>); add one to its vocabulary")
+        # Every added special token counts, including ones outside the five roles.
+        added = {
+            token_id
+            for token_id, token in tokenizer.get_added_tokens_decoder().items()
+            if getattr(token, "special", False)
+        }
+        all_ids = tuple(sorted(added | {i for i in found.values() if i is not None}))
+        return cls(
+            pad=found["pad"], unk=found["unk"], cls=found["cls"], sep=found["sep"], mask=found["mask"], all_ids=all_ids
+        )
+
+
+def continuation_token_ids(tokenizer: Tokenizer, prefix: str = CONTINUATION_PREFIX) -> list[int]:
+    """Ids of vocabulary entries that continue a word (start with ``prefix``), for whole-word masking."""
+    return sorted(
+        i for token, i in tokenizer.get_vocab().items() if token.startswith(prefix) and len(token) > len(prefix)
+    )
