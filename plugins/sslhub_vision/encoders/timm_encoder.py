@@ -1,0 +1,177 @@
+"""``timm``: any timm architecture as an image encoder (random init, or local weights).
+
+CNNs give ``pooled`` and a ``spatial`` map (``forward_features``); vision transformers give
+``pooled`` and ``tokens``. Which one a built encoder has is in its ``provides``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from sslhub import BuildContext, Encoder, EncoderOutput, Params
+from sslhub_vision.encoders.export import ImageExportModule
+from sslhub_vision.encoders.normalize import Normalize, image_facts
+
+logger = logging.getLogger("sslhub")
+
+#: keys timm.create_model must not receive from ``model_kwargs`` (they are set here).
+_RESERVED_KWARGS = {"pretrained", "num_classes", "in_chans", "pretrained_cfg_overlay"}
+
+
+class TimmParams(Params):
+    """Parameters of the ``timm`` encoder."""
+
+    model: str = Field("resnet18", description="timm model name (see timm.list_models())")
+    weights: Path | None = Field(
+        None, description="local state-dict file to load (torch.load weights_only); never downloaded"
+    )
+    cifar_stem: bool = Field(
+        False, description="ResNets: replace the 7x7/2 stem and max-pool by one 3x3/1 conv, for small images"
+    )
+    drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0, description="stochastic depth rate, where the model has it")
+    model_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="extra keyword arguments for timm.create_model (e.g. drop_rate)"
+    )
+
+
+def unknown_model_message(name: str) -> str:
+    """A ValueError message for a name timm does not know, with the closest known names."""
+    import timm
+
+    names = timm.list_models()
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
+    close += [n for n in timm.list_models(f"*{name}*")[:5] if n not in close]
+    hint = f"; close matches: {', '.join(close[:8])}" if close else "; see timm.list_models() for the names"
+    return f"unknown timm model {name!r}{hint}"
+
+
+def apply_cifar_stem(model: nn.Module, in_channels: int) -> None:
+    """Swap a ResNet stem for a 3x3 stride-1 conv without max-pool (CIFAR-style ResNets).
+
+    Raises:
+        ValueError: the model has no ResNet-style ``conv1``/``bn1``/``maxpool``.
+    """
+    if not all(hasattr(model, attr) for attr in ("conv1", "bn1", "maxpool")):
+        raise ValueError(
+            f"cifar_stem applies to ResNet-style models with conv1/bn1/maxpool; {type(model).__name__} has none. "
+            "Set cifar_stem: false (vision transformers take img_size through the modality's image_size)."
+        )
+    out_channels = model.bn1.num_features
+    model.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+
+
+def load_local_weights(model: nn.Module, path: Path) -> None:
+    """Load a local state dict (plain, under ``state_dict``/``model``, or this encoder's own keys)."""
+    if not path.is_file():
+        raise ValueError(f"timm encoder weights file {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
+    cleaned = {}
+    for key, value in state.items():
+        for prefix in ("module.", "model."):
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        if not key.startswith("normalize."):
+            cleaned[key] = value
+    result = model.load_state_dict(cleaned, strict=False)
+    if result.missing_keys:
+        shown = ", ".join(result.missing_keys[:5])
+        raise ValueError(
+            f"weights file {path} lacks {len(result.missing_keys)} parameters of the model (e.g. {shown}); "
+            "is it for a different model or cifar_stem setting?"
+        )
+    if result.unexpected_keys:
+        logger.warning(
+            "ignored %d unexpected keys in %s (e.g. %s)",
+            len(result.unexpected_keys),
+            path,
+            ", ".join(result.unexpected_keys[:5]),
+        )
+
+
+class TimmEncoder(Encoder):
+    """A timm model (``pretrained=False`` always) with the modality's normalisation in front.
+
+    Shapes:
+        input ``image``: float ``[B, C, S, S]`` in ``[0, 1]``.
+        ``pooled``: ``[B, D]`` from the model's own global pooling (pre-logits).
+        ``spatial`` (CNNs): ``[B, D', h, w]`` from ``forward_features``.
+        ``tokens`` (transformers): ``[B, N, D]`` from ``forward_features``, prefix tokens included.
+    """
+
+    input_names = ("image",)
+
+    def __init__(self, params: TimmParams | None = None, context: BuildContext | None = None):
+        super().__init__()
+        import timm
+
+        self.params = params = params or TimmParams()
+        if not timm.is_model(params.model):
+            raise ValueError(unknown_model_message(params.model))
+        reserved = _RESERVED_KWARGS & set(params.model_kwargs)
+        if reserved:
+            raise ValueError(f"model_kwargs may not set {sorted(reserved)}; they are fixed by the timm encoder")
+        channels, image_size, mean, std = image_facts(context)
+        self.normalize = Normalize(mean, std)
+        kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 0, "in_chans": channels, **params.model_kwargs}
+        if params.drop_path_rate:
+            kwargs["drop_path_rate"] = params.drop_path_rate
+        try:
+            # transformers need the input size for their position embeddings; CNNs reject it
+            self.model = timm.create_model(params.model, img_size=image_size, **kwargs)
+        except TypeError:
+            self.model = timm.create_model(params.model, **kwargs)
+        if params.cifar_stem:
+            apply_cifar_stem(self.model, channels)
+        if params.weights is not None:
+            load_local_weights(self.model, params.weights.expanduser())
+        self._probe(channels, image_size)
+
+    @torch.no_grad()
+    def _probe(self, channels: int, image_size: int) -> None:
+        """Run a tiny batch once to learn the feature layout and sizes."""
+        was_training = self.model.training
+        self.model.eval()
+        features = self.model.forward_features(torch.zeros(2, channels, image_size, image_size))
+        num_features = getattr(self.model, "num_features", None)
+        if features.ndim == 4:
+            # most CNNs are NCHW; a few timm models (Swin, some MLPs) return NHWC
+            self.layout = "nchw" if features.shape[1] == num_features else "nhwc"
+            self.provides = frozenset({"pooled", "spatial"})
+        elif features.ndim == 3:
+            self.layout = "tokens"
+            self.provides = frozenset({"pooled", "tokens"})
+        else:
+            raise ValueError(
+                f"timm model {self.params.model!r} returned features of shape {list(features.shape)}; "
+                "expected [B, C, h, w] or [B, N, D]"
+            )
+        pooled = self.model.forward_head(features, pre_logits=True)
+        self.feature_dim = int(pooled.shape[-1])
+        self.model.train(was_training)
+
+    def forward(self, batch: Mapping[str, Tensor]) -> EncoderOutput:
+        features = self.model.forward_features(self.normalize(batch["image"]))
+        pooled = self.model.forward_head(features, pre_logits=True)
+        if self.layout == "tokens":
+            return EncoderOutput(pooled=pooled, tokens=features)
+        spatial = features.permute(0, 3, 1, 2) if self.layout == "nhwc" else features
+        return EncoderOutput(pooled=pooled, spatial=spatial)
+
+    def export_module(self) -> nn.Module:
+        """``image [B, C, S, S] in [0, 1] -> pooled [B, D]``, for ``torch.onnx.export``."""
+        return ImageExportModule(self)

@@ -1,0 +1,1 @@
+"""Heads trained with an objective (not exported)."""

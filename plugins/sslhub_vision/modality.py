@@ -1,0 +1,260 @@
+"""The ``image`` modality: images as uint8 ``[C, S, S]`` on the CPU, float ``[0, 1]`` on the device.
+
+Normalisation (``mean``/``std``) is **not** applied here: image encoders of this plugin
+apply it inside the model, so augmentations work in the natural ``[0, 1]`` range and the
+exported ONNX model takes plain ``[0, 1]`` RGB images. ``input_spec()`` records this as
+``preprocessing.normalization = "inside_model"`` together with the constants.
+
+Samples:
+    ``{"image": uint8 [C, S, S]}``, plus ``"label"`` (int64 scalar) on the eval split.
+Batches after :meth:`ImageModality.on_device`:
+    ``{"image": float32 [B, C, S, S] in [0, 1]}``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from sslhub import Batch, BuildContext, EvalSplit, Modality, Params
+from sslhub_vision import sources
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DefaultSource(Params):
+    """The embedded data set: scikit-learn's 1797 handwritten digits (8x8, 10 classes)."""
+
+    type: Literal["default"] = "default"
+
+
+class FolderSource(Params):
+    """Image files in nested folders; the first-level subfolder of each file is its class."""
+
+    type: Literal["folder"] = "folder"
+    path: Path = Field(description="root folder, searched recursively")
+    extensions: list[str] = Field(
+        default_factory=lambda: list(sources.DEFAULT_EXTENSIONS),
+        min_length=1,
+        description="file extensions to read (case-insensitive)",
+    )
+
+
+class NumpySource(Params):
+    """An ``.npz`` file with ``images`` (uint8 [N, H, W, C]) and optionally ``labels`` ([N])."""
+
+    type: Literal["numpy"] = "numpy"
+    path: Path = Field(description="path of the .npz file")
+
+
+ImageSource = Annotated[DefaultSource | FolderSource | NumpySource, Field(discriminator="type")]
+
+
+class ImageParams(Params):
+    """Parameters of the ``image`` modality (everything under the recipe's ``data:`` but ``modality``)."""
+
+    source: ImageSource = Field(
+        default_factory=DefaultSource, description="where images come from: type default | folder | numpy"
+    )
+    image_size: int = Field(32, ge=8, le=2048, description="side length S images are resized/cropped to")
+    channels: Literal[1, 3] = Field(3, description="3 for RGB (gray images are replicated), 1 for gray")
+    eval_fraction: float = Field(
+        0.2, ge=0.0, lt=1.0, description="share of labeled images held out as the eval test split"
+    )
+    split_seed: int = Field(0, description="seed of the deterministic train/test split")
+    mean: tuple[float, ...] | None = Field(
+        None, description="per-channel normalisation mean, applied inside the encoder; default ImageNet's"
+    )
+    std: tuple[float, ...] | None = Field(
+        None, description="per-channel normalisation std, applied inside the encoder; default ImageNet's"
+    )
+
+    @model_validator(mode="after")
+    def _check_constants(self) -> ImageParams:
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None and len(value) not in (1, self.channels):
+                raise ValueError(f"{name} must have 1 or channels={self.channels} values, got {len(value)}")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ValueError(f"std values must be > 0, got {list(self.std)}")
+        return self
+
+    def resolved_mean(self) -> tuple[float, ...]:
+        return _resolve(self.mean, IMAGENET_MEAN, self.channels)
+
+    def resolved_std(self) -> tuple[float, ...]:
+        return _resolve(self.std, IMAGENET_STD, self.channels)
+
+
+def _resolve(value: tuple[float, ...] | None, default: tuple[float, ...], channels: int) -> tuple[float, ...]:
+    if value is None:
+        # for gray images, the average of the RGB constants
+        return default if channels == 3 else (float(np.mean(default)),)
+    return tuple(value) * channels if len(value) == 1 else tuple(value)
+
+
+class _Unlabeled(Dataset):
+    """View of a labeled dataset without the ``label`` key."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {k: v for k, v in self.dataset[index].items() if k != "label"}
+
+
+class ImageModality(Modality):
+    """Images from the embedded digits, a folder tree or an ``.npz`` file, decoded to uint8 on the CPU.
+
+    The data are split once, deterministically (``split_seed``): ``train_dataset`` is the
+    training part (labels dropped), ``eval_split`` pairs the same training images with
+    labels against the ``eval_fraction`` held out (stratified by class).
+    """
+
+    input_names = ("image",)
+
+    def __init__(self, params: ImageParams | None = None, context: BuildContext | None = None):
+        self.params = params or ImageParams()
+        self.context = context
+
+    @property
+    def image_size(self) -> int:
+        return self.params.image_size
+
+    @property
+    def channels(self) -> int:
+        return self.params.channels
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.params.resolved_mean()
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.params.resolved_std()
+
+    @cached_property
+    def _data(self) -> dict[str, Any]:
+        """Load (or scan) the source once: a dataset factory over indices, labels and splits."""
+        source = self.params.source
+        size, channels = self.params.image_size, self.params.channels
+        if isinstance(source, FolderSource):
+            root = source.path.expanduser()
+            paths, labels, class_names, skipped = sources.scan_image_folder(root, source.extensions)
+
+            def make(indices: np.ndarray, with_labels: bool) -> Dataset:
+                chosen = [paths[i] for i in indices]
+                chosen_labels = [labels[i] for i in indices] if (with_labels and labels is not None) else None
+                return sources.FolderImageDataset(chosen, size, channels, chosen_labels)
+
+            fingerprint = f"folder:{root}:{len(paths)}:{sources.folder_fingerprint(root, paths)}"
+            count, skipped_count = len(paths), len(skipped)
+        else:
+            if isinstance(source, NumpySource):
+                images, labels, class_names = sources.load_npz(source.path.expanduser())
+                stat = source.path.expanduser().stat()
+                fingerprint = f"numpy:{source.path}:{images.shape[0]}:{stat.st_size}"
+            else:
+                images, labels, class_names = sources.load_digits_array(size, channels)
+                fingerprint = f"sklearn-digits:{images.shape[0]}"
+
+            def make(indices: np.ndarray, with_labels: bool) -> Dataset:
+                return sources.ArrayImageDataset(images, indices, size, channels, labels if with_labels else None)
+
+            count, skipped_count = images.shape[0], 0
+        train_idx, test_idx = sources.split_indices(
+            count, labels, self.params.eval_fraction if labels is not None else 0.0, self.params.split_seed
+        )
+        return {
+            "make": make,
+            "labels": labels,
+            "class_names": class_names,
+            "train": train_idx,
+            "test": test_idx,
+            "fingerprint": fingerprint,
+            "skipped": skipped_count,
+        }
+
+    def prepare(self, run_dir: Path | None) -> None:
+        """Scan or load the source now, so errors and skipped-file warnings come before training."""
+        self._data  # noqa: B018 - computed for its side effects
+
+    def train_dataset(self) -> Dataset:
+        """Training images ``{"image": uint8 [C, S, S]}`` (the held-out test images excluded)."""
+        data = self._data
+        return data["make"](data["train"], False)
+
+    def eval_split(self) -> EvalSplit | None:
+        """Labeled training images vs the held-out ``eval_fraction``; ``None`` without labels."""
+        data = self._data
+        if data["labels"] is None or len(data["test"]) == 0:
+            return None
+        return EvalSplit(
+            train=data["make"](data["train"], True),
+            test=data["make"](data["test"], True),
+            class_names=tuple(data["class_names"]),
+        )
+
+    def held_out_dataset(self) -> Dataset | None:
+        """The eval test images without labels, for objective metrics (reconstruction error)."""
+        data = self._data
+        if len(data["test"]) == 0:
+            return None
+        return _Unlabeled(data["make"](data["test"], False))
+
+    def on_device(self, batch: Batch) -> Batch:
+        """uint8 ``[B, C, S, S]`` -> float32 ``[0, 1]``; other keys pass through."""
+        image = batch["image"]
+        if image.dtype == torch.uint8:
+            image = image.float().div_(255.0)
+        return {**batch, "image": image}
+
+    def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
+        """Random float ``[B, C, S, S]`` images in ``[0, 1]``, shaped like encoder input."""
+        size, channels = self.params.image_size, self.params.channels
+        return {"image": torch.rand(batch_size, channels, size, size, device=device)}
+
+    def info(self) -> dict[str, Any]:
+        """``channels``, ``image_size`` and the normalisation constants encoders apply."""
+        return {
+            "channels": self.params.channels,
+            "image_size": self.params.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "value_range": [0.0, 1.0],
+        }
+
+    def input_spec(self) -> dict[str, Any]:
+        """ONNX input ``image`` float32 ``[batch, C, S, S]`` in ``[0, 1]``; normalisation inside the model."""
+        size, channels = self.params.image_size, self.params.channels
+        return {
+            "inputs": {"image": {"dtype": "float32", "shape": ["batch", channels, size, size]}},
+            "dynamic_axes": {"image": {0: "batch"}},
+            "preprocessing": {
+                "image_size": size,
+                "channels": channels,
+                "color": "RGB" if channels == 3 else "L",
+                "layout": "NCHW",
+                "value_range": [0.0, 1.0],
+                "scale": "pixel / 255",
+                "resize": "shorter side to image_size (bilinear, antialiased), then center crop",
+                "mean": list(self.mean),
+                "std": list(self.std),
+                "normalization": "inside_model",
+                "note": "feed RGB pixels divided by 255; the model subtracts mean and divides by std itself",
+            },
+        }
+
+    def fingerprint(self) -> str:
+        return self._data["fingerprint"]

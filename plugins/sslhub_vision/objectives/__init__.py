@@ -1,0 +1,1 @@
+"""Image pretext tasks."""

@@ -1,0 +1,302 @@
+"""Where images come from: the embedded digits, a folder tree, or an ``.npz`` array file.
+
+Each source yields map-style datasets of ``{"image": uint8 [C, S, S]}`` samples (plus an
+int64 ``"label"`` on labeled splits), decoded on the CPU one sample at a time. Decoding
+is deterministic per index (no randomness: augmentations run later, batched on the device),
+and every dataset is picklable so DataLoader workers can use it.
+
+Resizing is "shorter side to ``image_size``, then centre crop", so non-square images keep
+their aspect ratio; the same rule is written into the export metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+
+logger = logging.getLogger("sslhub")
+
+DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+#: how many skipped paths a warning names before it only counts them.
+NAMED_SKIPS = 5
+
+#: how many following indices a folder dataset tries when a file fails to decode at read time.
+DECODE_RETRIES = 8
+
+
+def adapt_channels(image: Tensor, channels: int) -> Tensor:
+    """Convert ``image`` ([c, H, W], any c in 1..4) to ``channels`` channels.
+
+    Gray becomes RGB by replication, RGB becomes gray with the ITU-R 601 luma weights
+    (the ones torchvision uses), and an alpha channel is dropped.
+    """
+    c = image.shape[0]
+    if c == 4:
+        image, c = image[:3], 3
+    elif c == 2:  # gray + alpha
+        image, c = image[:1], 1
+    if c == channels:
+        return image
+    if c == 1 and channels == 3:
+        return image.expand(3, -1, -1).clone()
+    if c == 3 and channels == 1:
+        weights = torch.tensor([0.2989, 0.587, 0.114], dtype=torch.float32).view(3, 1, 1)
+        gray = (image.float() * weights).sum(0, keepdim=True)
+        return gray.round().clamp(0, 255).to(image.dtype)
+    raise ValueError(f"cannot convert an image with {c} channels to {channels} channels")
+
+
+def resize_center_crop(image: Tensor, size: int) -> Tensor:
+    """Resize ``image`` (uint8 [C, H, W]) so its shorter side is ``size``, then centre-crop a square.
+
+    Returns:
+        uint8 ``[C, size, size]``.
+    """
+    _, height, width = image.shape
+    if height == size and width == size:
+        return image
+    scale = size / min(height, width)
+    new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
+    if (new_h, new_w) != (height, width):
+        # antialias only matters when shrinking; it is a no-op for the upsampled digits.
+        resized = F.interpolate(
+            image[None].float(), size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True
+        )[0]
+        image = resized.round().clamp(0, 255).to(torch.uint8)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return image[:, top : top + size, left : left + size].contiguous()
+
+
+class ArrayImageDataset(Dataset):
+    """Images held in memory as a numpy array, returned resized to ``image_size``.
+
+    Args:
+        images: uint8 ``[N, H, W, c]`` (c in 1, 3, 4) or ``[N, H, W]``.
+        indices: which rows of ``images`` this dataset exposes, in order.
+        image_size: output side length ``S``.
+        channels: output channels ``C`` (1 or 3).
+        labels: int64 ``[N]`` class indices; given, samples carry ``"label"``.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        indices: Sequence[int],
+        image_size: int,
+        channels: int,
+        labels: np.ndarray | None = None,
+    ):
+        self.images = images
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.image_size = image_size
+        self.channels = channels
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        row = int(self.indices[index])
+        array = self.images[row]
+        if array.ndim == 2:
+            array = array[:, :, None]
+        image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+        image = resize_center_crop(adapt_channels(image, self.channels), self.image_size)
+        sample = {"image": image}
+        if self.labels is not None:
+            sample["label"] = torch.tensor(int(self.labels[row]), dtype=torch.int64)
+        return sample
+
+
+class FolderImageDataset(Dataset):
+    """Image files decoded with Pillow on access.
+
+    A file that passed the scan but still fails to decode (truncated data) is replaced by
+    the next decodable file in order, deterministically, and a warning names it; training
+    never stops for one bad file.
+
+    Args:
+        paths: image files.
+        image_size: output side length ``S``.
+        channels: output channels ``C`` (1 or 3).
+        labels: int64 class index per path; given, samples carry ``"label"``.
+    """
+
+    def __init__(self, paths: Sequence[Path], image_size: int, channels: int, labels: Sequence[int] | None = None):
+        self.paths = [str(p) for p in paths]
+        self.image_size = image_size
+        self.channels = channels
+        self.labels = None if labels is None else [int(x) for x in labels]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def decode(self, path: str) -> Tensor:
+        """Decode one file to uint8 ``[C, S, S]``."""
+        with Image.open(path) as img:
+            img = img.convert("L" if self.channels == 1 else "RGB")
+            array = np.asarray(img, dtype=np.uint8)
+        if array.ndim == 2:
+            array = array[:, :, None]
+        image = torch.from_numpy(array.copy()).permute(2, 0, 1)
+        return resize_center_crop(image, self.image_size)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        for attempt in range(min(DECODE_RETRIES, len(self.paths))):
+            current = (index + attempt) % len(self.paths)
+            try:
+                image = self.decode(self.paths[current])
+            except (OSError, ValueError, UnidentifiedImageError) as exc:
+                logger.warning(
+                    "skipping unreadable image %s (%s); using the next one instead", self.paths[current], exc
+                )
+                continue
+            sample = {"image": image}
+            if self.labels is not None:
+                sample["label"] = torch.tensor(self.labels[current], dtype=torch.int64)
+            return sample
+        raise RuntimeError(
+            f"{DECODE_RETRIES} consecutive images starting at {self.paths[index]} failed to decode; "
+            "check the image folder"
+        )
+
+
+def load_digits_array(image_size: int, channels: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """scikit-learn's bundled 8x8 handwritten digits (no download), upsampled once, as uint8 images.
+
+    The whole set (1797 images) is resized in one batched call at load time, so per-sample
+    decoding is only indexing.
+
+    Returns:
+        images uint8 ``[1797, S, S, C]`` (0..16 scaled to 0..255, bilinear upsampling, gray
+        replicated to ``C`` channels), labels int64 ``[1797]``, class names ``"0".."9"``.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    small = torch.from_numpy(digits.images * (255.0 / 16.0)).float()[:, None]  # [N, 1, 8, 8]
+    resized = F.interpolate(small, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+    images = resized.round().clamp(0, 255).to(torch.uint8).expand(-1, channels, -1, -1)
+    return images.permute(0, 2, 3, 1).contiguous().numpy(), digits.target.astype(np.int64), [str(i) for i in range(10)]
+
+
+def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Read ``images`` (uint8 ``[N, H, W, C]``) and optional ``labels`` (``[N]``) from an ``.npz``.
+
+    Labels of any integer or string values are mapped to contiguous class indices in sorted
+    order; the original values become the class names.
+    """
+    if not path.is_file():
+        raise ValueError(f"numpy source: file {path} does not exist")
+    with np.load(path, allow_pickle=False) as archive:
+        if "images" not in archive.files:
+            raise ValueError(f"numpy source {path}: no 'images' array (found: {', '.join(archive.files) or 'none'})")
+        images = archive["images"]
+        raw_labels = archive["labels"] if "labels" in archive.files else None
+    if images.dtype != np.uint8:
+        raise ValueError(f"numpy source {path}: 'images' must be uint8, got {images.dtype}")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"numpy source {path}: 'images' must be [N, H, W, C] with C in 1, 3, 4; got {images.shape}")
+    if raw_labels is None:
+        return images, None, []
+    if raw_labels.shape != (images.shape[0],):
+        raise ValueError(
+            f"numpy source {path}: 'labels' must have shape [{images.shape[0]}], got {list(raw_labels.shape)}"
+        )
+    classes, labels = np.unique(raw_labels, return_inverse=True)
+    return images, labels.astype(np.int64), [str(c) for c in classes]
+
+
+def scan_image_folder(
+    root: Path, extensions: Sequence[str]
+) -> tuple[list[Path], list[int] | None, list[str], list[Path]]:
+    """Find readable images under ``root`` (recursively); first-level subfolders name the classes.
+
+    Each file's header is checked with Pillow (``Image.verify``) so obviously corrupt or
+    non-image files are skipped up front; they are counted and the first few are named in
+    a warning on the ``sslhub`` logger.
+
+    Returns:
+        paths (sorted), labels (class index per path, or ``None`` when some image lies
+        directly in ``root``), class names, and the skipped paths.
+    """
+    if not root.is_dir():
+        raise ValueError(f"folder source: {root} is not a directory")
+    wanted = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    candidates = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
+    paths: list[Path] = []
+    skipped: list[Path] = []
+    for path in candidates:
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except Exception:  # noqa: BLE001 - Pillow raises many kinds for bad files; all mean "skip"
+            skipped.append(path)
+            continue
+        paths.append(path)
+    if skipped:
+        named = ", ".join(str(p) for p in skipped[:NAMED_SKIPS])
+        more = f" and {len(skipped) - NAMED_SKIPS} more" if len(skipped) > NAMED_SKIPS else ""
+        logger.warning("skipped %d unreadable image file(s) under %s: %s%s", len(skipped), root, named, more)
+    if not paths:
+        raise ValueError(
+            f"folder source: no readable images with extensions {sorted(wanted)} under {root}"
+            + (f" ({len(skipped)} unreadable)" if skipped else "")
+        )
+    relative = [p.relative_to(root) for p in paths]
+    if any(len(r.parts) < 2 for r in relative):
+        return paths, None, [], skipped
+    class_names = sorted({r.parts[0] for r in relative})
+    index = {name: i for i, name in enumerate(class_names)}
+    return paths, [index[r.parts[0]] for r in relative], class_names, skipped
+
+
+def split_indices(
+    count: int, labels: Sequence[int] | np.ndarray | None, eval_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(count)`` into train and held-out test indices, deterministically.
+
+    With labels the split is stratified: each class keeps ``eval_fraction`` of its samples
+    (rounded, at least one when the class has two or more) for the test side.
+
+    Returns:
+        sorted train indices and sorted test indices (int64).
+    """
+    rng = np.random.default_rng(seed)
+    if eval_fraction <= 0:
+        return np.arange(count, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if labels is None:
+        order = rng.permutation(count)
+        n_test = int(round(count * eval_fraction))
+        return np.sort(order[n_test:]), np.sort(order[:n_test])
+    labels = np.asarray(labels)
+    train, test = [], []
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        n_test = int(round(len(members) * eval_fraction))
+        if n_test == 0 and len(members) >= 2:
+            n_test = 1
+        test.append(members[:n_test])
+        train.append(members[n_test:])
+    return np.sort(np.concatenate(train)).astype(np.int64), np.sort(np.concatenate(test)).astype(np.int64)
+
+
+def folder_fingerprint(root: Path, paths: Sequence[Path]) -> str:
+    """A short hash of relative paths and file sizes."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(str(path.stat().st_size).encode())
+    return digest.hexdigest()[:12]

@@ -1,0 +1,123 @@
+"""Image encoders: small_cnn and timm build, report their features truthfully and export to ONNX."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+from sslhub_vision.encoders import Normalize, SmallCNN, SmallCNNParams, TimmEncoder, TimmParams
+from sslhub_vision.modality import ImageModality, ImageParams
+
+from sslhub import BuildContext
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The test machine is small and shared: one intra-op thread avoids oversubscription."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def context() -> BuildContext:
+    return BuildContext(modality=ImageModality(ImageParams(image_size=32)), modality_name="image")
+
+
+def test_small_cnn_shapes_and_provides(context):
+    encoder = SmallCNN(SmallCNNParams(width=8, stages=3), context)
+    out = encoder(context.modality.example_batch(2))
+    assert encoder.feature_dim == 32
+    assert encoder.provides == {"pooled", "spatial"}
+    assert out.pooled.shape == (2, 32)
+    assert out.spatial.shape == (2, 32, 8, 8)
+    torch.testing.assert_close(out.pooled, out.spatial.mean(dim=(2, 3)))
+
+
+def test_normalisation_uses_modality_constants():
+    modality = ImageModality(ImageParams(image_size=8, mean=(0.5,), std=(0.25,)))
+    encoder = SmallCNN(SmallCNNParams(width=4, stages=1), BuildContext(modality=modality))
+    x = torch.full((1, 3, 8, 8), 0.75)
+    torch.testing.assert_close(encoder.normalize(x), torch.ones_like(x))
+    with pytest.raises(ValueError, match="std values must be > 0"):
+        Normalize([0.5], [0.0])
+
+
+def test_timm_resnet_cifar_stem_keeps_resolution(context):
+    encoder = TimmEncoder(TimmParams(model="resnet18", cifar_stem=True), context)
+    out = encoder(context.modality.example_batch(2))
+    assert encoder.provides == {"pooled", "spatial"}
+    assert encoder.feature_dim == 512
+    assert out.pooled.shape == (2, 512)
+    # stride-1 stem without max-pool: 32 / 8 = 4 instead of 32 / 32 = 1
+    assert out.spatial.shape == (2, 512, 4, 4)
+    plain = TimmEncoder(TimmParams(model="resnet18"), context)
+    assert plain(context.modality.example_batch(2)).spatial.shape == (2, 512, 1, 1)
+
+
+def test_timm_vit_gives_tokens(context):
+    encoder = TimmEncoder(TimmParams(model="vit_tiny_patch16_224", model_kwargs={"patch_size": 8, "depth": 2}), context)
+    out = encoder(context.modality.example_batch(2))
+    assert encoder.provides == {"pooled", "tokens"}
+    assert out.tokens.shape == (2, 1 + 16, 192)  # class token + (32 / 8)^2 patches
+    assert out.pooled.shape == (2, 192) and out.spatial is None
+
+
+def test_timm_unknown_model_lists_close_matches(context):
+    with pytest.raises(ValueError, match=r"unknown timm model 'resnet19'; close matches: .*resnet18"):
+        TimmEncoder(TimmParams(model="resnet19"), context)
+
+
+def test_timm_cifar_stem_on_a_transformer_is_a_clear_error(context):
+    with pytest.raises(ValueError, match="cifar_stem applies to ResNet-style models"):
+        TimmEncoder(TimmParams(model="vit_tiny_patch16_224", cifar_stem=True, model_kwargs={"depth": 1}), context)
+
+
+def test_timm_extra_kwargs_and_reserved_ones(context):
+    encoder = TimmEncoder(TimmParams(model="resnet18", drop_path_rate=0.1, model_kwargs={"drop_rate": 0.2}), context)
+    assert encoder.model.drop_rate == 0.2
+    with pytest.raises(ValueError, match=r"model_kwargs may not set \['pretrained'\]"):
+        TimmEncoder(TimmParams(model_kwargs={"pretrained": True}), context)
+
+
+def test_timm_loads_local_weights(tmp_path, context):
+    source = TimmEncoder(TimmParams(model="resnet18", cifar_stem=True), context)
+    torch.save(source.state_dict(), tmp_path / "encoder.pt")  # this encoder's own keys ("model.", "normalize.")
+    loaded = TimmEncoder(TimmParams(model="resnet18", cifar_stem=True, weights=tmp_path / "encoder.pt"), context)
+    source.eval(), loaded.eval()
+    x = context.modality.example_batch(2)
+    torch.testing.assert_close(loaded(x).pooled, source(x).pooled)
+    with pytest.raises(ValueError, match="lacks .* parameters of the model"):
+        torch.save({"fc.weight": torch.zeros(1)}, tmp_path / "wrong.pt")
+        TimmEncoder(TimmParams(model="resnet18", weights=tmp_path / "wrong.pt"), context)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ctx: SmallCNN(SmallCNNParams(width=8, stages=2), ctx),
+        lambda ctx: TimmEncoder(TimmParams(model="resnet18", cifar_stem=True), ctx),
+    ],
+    ids=["small_cnn", "timm_resnet18"],
+)
+def test_onnx_export_with_dynamic_batch(make, context):
+    import onnxruntime
+
+    encoder = make(context).eval()
+    module = encoder.export_module()
+    example = context.modality.example_batch(2)["image"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module, (example,), dynamo=True, input_names=["image"], dynamic_axes={"image": {0: "batch"}}, verbose=False
+        )
+    session = onnxruntime.InferenceSession(program.model_proto.SerializeToString())
+    fresh = torch.rand(5, 3, 32, 32)  # another batch size than the example
+    (onnx_out,) = session.run(None, {"image": fresh.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(onnx_out), module(fresh), atol=1e-4, rtol=1e-4)
