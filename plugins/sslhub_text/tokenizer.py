@@ -8,6 +8,7 @@ boundaries from the vocabulary alone. Special tokens come first in the vocabular
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,7 @@ def train_tokenizer(
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix=CONTINUATION_PREFIX)
     tokenizer.train_from_iterator(list(texts), trainer=trainer)
+    tokenizer = _canonical_ids(tokenizer)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -82,6 +84,22 @@ def train_tokenizer(
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     return tokenizer
+
+
+def _canonical_ids(tokenizer: Tokenizer) -> Tokenizer:
+    """Renumber a freshly trained vocabulary: special tokens first, then the rest sorted.
+
+    The trainers pick the same tokens (and merges) on every run, but hand out ids in hash-map
+    order, which differs between processes; sorted ids make the same corpus give the same ids.
+    """
+    state = json.loads(tokenizer.to_str())
+    vocab: dict[str, int] = state["model"]["vocab"]
+    special = sorted((i, t) for t, i in vocab.items() if t in SPECIAL_TOKENS)
+    if [i for i, _ in special] != list(range(len(special))):
+        raise RuntimeError(f"special tokens did not get the first ids: {special}")
+    rest = sorted(t for t in vocab if t not in SPECIAL_TOKENS)
+    state["model"]["vocab"] = {t: i for i, t in enumerate([t for _, t in special] + rest)}
+    return Tokenizer.from_str(json.dumps(state))
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:

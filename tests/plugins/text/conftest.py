@@ -1,0 +1,42 @@
+"""Fixtures for the text plugin tests: a small-vocabulary text modality and tiny encoders."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from sslhub import BuildContext  # noqa: E402
+from sslhub_text.encoders.hf_encoder import HFEncoder, HFParams  # noqa: E402
+from sslhub_text.modality import TextModality, TextParams, TrainTokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def text_modality() -> TextModality:
+    """The embedded pydoc corpus with a 1000-token WordPiece vocabulary, 32-token samples."""
+    modality = TextModality(TextParams(max_length=32, tokenizer=TrainTokenizer(vocab_size=1000)))
+    modality.prepare(None)
+    return modality
+
+
+@pytest.fixture
+def make_encoder(text_modality):
+    """``make_encoder(**hf_params)``: a tiny seeded ``hf`` encoder on ``text_modality``."""
+
+    def make(**overrides) -> HFEncoder:
+        torch.manual_seed(0)
+        params = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, **overrides}
+        return HFEncoder(HFParams(**params), BuildContext(modality=text_modality, modality_name="text"))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(text_modality, tmp_path_factory):
+    """A folder holding ``text_modality``'s tokenizer.json, for modalities that must share its ids."""
+    folder = tmp_path_factory.mktemp("tokenizer")
+    text_modality.tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
