@@ -1,0 +1,1 @@
+"""Test plugin distribution sslhub-test-broken-import: its plugin module cannot be imported."""

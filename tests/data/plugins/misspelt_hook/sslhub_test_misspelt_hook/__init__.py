@@ -1,0 +1,1 @@
+"""Test plugin distribution sslhub-test-misspelt-hook."""
