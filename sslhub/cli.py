@@ -73,13 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="sslhub: %(levelname)s: %(message)s", stream=sys.stderr)
+    # Other libraries (the ONNX exporter, transformers) stay at WARNING; sslhub speaks at INFO.
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("sslhub").setLevel(logging.DEBUG if args.debug else logging.INFO)
     try:
         return COMMANDS[args.command](args)
     except SSLHubError as exc:
         if args.debug:
             traceback.print_exc()
+            if getattr(exc, "details", ""):
+                print(exc.details, file=sys.stderr)
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -279,7 +282,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     opset = args.opset or (onnx_spec.opset if onnx_spec else 18)
     atol = onnx_spec.atol if onnx_spec else 1e-4
     report = export_encoder(encoder.to("cpu"), modality, args.out or args.run_dir / "onnx", opset=opset, atol=atol,
-                            allow_mismatch=args.allow_mismatch, metadata=run.export_metadata())
+                            allow_mismatch=args.allow_mismatch, metadata=run.export_metadata(),
+                            modality_name=run.recipe.modality.component.name)
     print(report.summary())
     return 0 if report.passed else 4
 

@@ -337,8 +337,7 @@ class Run:
             while state.step < total_steps:
                 step_start = time.perf_counter()
                 logged: dict[str, Any] = {}
-                total_loss = 0.0
-                nonfinite: str | None = None
+                loss_sum = torch.zeros((), device=self.device)
                 for micro in range(spec.grad_accumulation):
                     batch = next(batches)
                     views = self._make_views(augment, batch, num_views)
@@ -348,16 +347,19 @@ class Run:
                     with sync:
                         with self._autocast():
                             loss, logged = model(views, state.step)
-                        if not torch.isfinite(loss):
-                            nonfinite = self._nonfinite_culprit(logged)
                         scaler.scale(loss / spec.grad_accumulation).backward()
-                    total_loss += loss.detach().float().item() / spec.grad_accumulation
+                    loss_sum += loss.detach().float() / spec.grad_accumulation
                     window_samples += next(iter(batch.values())).shape[0]
                 scaler.unscale_(optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     module.parameters(), spec.grad_clip if spec.grad_clip else float("inf")
                 )
-                if nonfinite is None and not torch.isfinite(grad_norm) and not scaler.is_enabled():
+                # One host-device sync per step: the loss and gradient norm come back together.
+                total_loss, grad_norm_value = torch.stack([loss_sum, grad_norm.detach().float()]).tolist()
+                nonfinite: str | None = None
+                if not math.isfinite(total_loss):
+                    nonfinite = self._nonfinite_culprit(logged)
+                elif not math.isfinite(grad_norm_value) and not scaler.is_enabled():
                     nonfinite = "gradient"
                 if not self._agree_finite(nonfinite is None):
                     nonfinite = nonfinite or "another rank"
@@ -379,7 +381,7 @@ class Run:
                     throughput = window_samples * distributed.world_size() / max(now - window_start, 1e-9)
                     window_start, window_samples = now, 0
                     record = {"step": state.step, "epoch": state.epoch, "loss": total_loss,
-                              "lr": scheduler.get_last_lr()[0], "grad_norm": _to_float(grad_norm),
+                              "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm_value,
                               "samples_per_s": round(throughput, 2),
                               **{k: _to_float(v) for k, v in logged.items()}}
                     metrics_file.write(json.dumps(record) + "\n")
@@ -665,7 +667,8 @@ class Run:
         encoder_cpu = encoder.to("cpu")
         try:
             report = export_encoder(encoder_cpu, modality, self.run_dir / "onnx", opset=onnx_spec.opset,
-                                    atol=onnx_spec.atol, metadata=self.export_metadata())
+                                    atol=onnx_spec.atol, metadata=self.export_metadata(),
+                                    modality_name=self.recipe.modality.component.name)
         finally:
             encoder.to(self.device)
         return {"path": str(report.path), "max_abs_diff": report.max_abs_diff, "passed": report.passed}

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from sslhub.components import Encoder, Modality
+from sslhub.errors import SSLHubError
 
 #: Where the metadata lives inside the ONNX file: ``metadata_props`` keys ``sslhub.<key>``,
 #: each value a JSON string; ``metadata.json`` holds the same dictionary.
@@ -63,7 +64,7 @@ _NOISY_WARNINGS = (
 )
 
 
-class ExportError(Exception):
+class ExportError(SSLHubError):
     """The export or its verification failed; the message says what failed and what to do.
 
     Attributes:
