@@ -113,6 +113,13 @@ def installed_plugins(tmp_path_factory: pytest.TempPathFactory, pytestconfig: py
     return target
 
 
+@pytest.fixture
+def entry_point_plugins(installed_plugins: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The pip-installed test distributions are importable and their entry points visible in process."""
+    monkeypatch.syspath_prepend(str(installed_plugins))
+    return installed_plugins
+
+
 SslhubRunner = Callable[..., subprocess.CompletedProcess[str]]
 
 

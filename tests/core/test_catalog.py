@@ -236,13 +236,6 @@ def test_decorator_api_in_a_p_module_is_attributed_to_that_plugin(monkeypatch):
 # -- real entry points, in process ---------------------------------------------------------
 
 
-@pytest.fixture
-def entry_point_plugins(installed_plugins, monkeypatch):
-    """The pip-installed test distributions are importable and their entry points visible."""
-    monkeypatch.syspath_prepend(str(installed_plugins))
-    return installed_plugins
-
-
 def test_entry_points_load_each_plugin_with_its_distribution_and_report_broken_ones(entry_point_plugins):
     catalog = Catalog.load(["toy_plugin"])
     records = {r.name: r for r in catalog.plugins if r.name in TEST_DISTRIBUTIONS}
