@@ -8,10 +8,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
-from sslhub import BuildContext  # noqa: E402
 from sslhub_text.encoders.hf_encoder import HFEncoder, HFParams  # noqa: E402
 from sslhub_text.modality import TextModality, TextParams, TrainTokenizer  # noqa: E402
+
+from sslhub import BuildContext  # noqa: E402
 
 
 @pytest.fixture(scope="session")

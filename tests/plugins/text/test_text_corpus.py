@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-
-import pytest
 from pydoc_data.topics import topics
 
+import pytest
 from sslhub_text.corpus import (
     PYDOC_TOPIC_CHAPTERS,
     Document,

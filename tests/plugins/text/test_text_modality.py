@@ -9,10 +9,9 @@ import pickle
 import pytest
 import torch
 from pydantic import ValidationError
+from sslhub_text.modality import FilesSource, LocalTokenizer, TextModality, TextParams, TrainTokenizer
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
-
-from sslhub_text.modality import FilesSource, LocalTokenizer, TextModality, TextParams, TrainTokenizer
 
 
 def test_samples_are_variable_length_int64_wrapped_in_cls(text_modality):
@@ -141,8 +140,11 @@ def test_prepare_saves_the_tokenizer_and_a_resume_reuses_it(tmp_path):
 
 
 def test_files_source_with_labels_and_skip_warning(tmp_path, caplog):
-    lines = [json.dumps({"text": f"the {animal} number {i} eats {food}", "kind": animal}) for i in range(40)
-             for animal, food in (("cat", "fish"), ("cow", "grass"))]
+    lines = [
+        json.dumps({"text": f"the {animal} number {i} eats {food}", "kind": animal})
+        for i in range(40)
+        for animal, food in (("cat", "fish"), ("cow", "grass"))
+    ]
     (tmp_path / "data.jsonl").write_text("\n".join(lines) + "\n\n{broken\n")
     params = TextParams(
         source=FilesSource(path=str(tmp_path), label_field="kind"),
