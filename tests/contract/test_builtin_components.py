@@ -1,0 +1,53 @@
+"""Contract tests over every component the built-in plugins register, driven by the registry."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from sslhub.testing import build_components, catalog_with, check_augmentation, check_encoder, check_objective_learns
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+BUILTIN_PLUGINS = ("sslhub_vision.plugin", "sslhub_text.plugin", "sslhub_audio.plugin")
+CATALOG = catalog_with(*BUILTIN_PLUGINS)
+# The smallest encoder per modality, for augmentation and objective checks.
+SMALL_ENCODER = {"image": ("small_cnn", {}), "text": ("hf", {}), "audio": ("frame_transformer", {})}
+
+
+def first_modality(component) -> str:
+    return sorted(component.modalities)[0] if component.modalities else "image"
+
+
+@pytest.mark.parametrize("name", CATALOG.encoders.names())
+def test_encoder_reports_its_features_truthfully(name):
+    component = CATALOG.encoders.get(name)
+    modality_name = first_modality(component)
+    modality, encoder, _, _ = build_components(CATALOG, modality=modality_name, encoder=name)
+    encoder.eval()
+    with torch.no_grad():
+        check_encoder(encoder, modality.on_device(modality.example_batch(2)))
+    assert set(encoder.provides) <= set(component.provides)
+
+
+@pytest.mark.parametrize("name", CATALOG.augmentations.names())
+def test_augmentation_keeps_shapes_and_dtypes(name):
+    component = CATALOG.augmentations.get(name)
+    modality_name = first_modality(component)
+    encoder_name, _ = SMALL_ENCODER[modality_name]
+    modality, _, _, augmentations = build_components(CATALOG, modality=modality_name, encoder=encoder_name,
+                                                     augment=[name])
+    check_augmentation(augmentations[0], modality.on_device(modality.example_batch(4)))
+
+
+@pytest.mark.parametrize("name", CATALOG.objectives.names())
+def test_objective_learns_on_a_tiny_batch(name):
+    component = CATALOG.objectives.get(name)
+    modality_name = first_modality(component)
+    encoder_name, _ = SMALL_ENCODER[modality_name]
+    modality, encoder, objective, _ = build_components(CATALOG, modality=modality_name, encoder=encoder_name,
+                                                       objective=name)
+    torch.manual_seed(0)
+    batches = [modality.on_device(modality.collate([modality.train_dataset()[i] for i in range(8)]))]
+    check_objective_learns(objective, encoder, batches, steps=25, lr=2e-3)
