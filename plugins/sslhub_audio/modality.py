@@ -87,7 +87,8 @@ class AudioParams(Params):
     """Parameters of the ``audio`` modality (the recipe's ``data:`` section)."""
 
     source: Annotated[DefaultAudioSource | FolderAudioSource, Field(discriminator="type")] = Field(
-        default_factory=DefaultAudioSource, description="Where clips come from: {type: default} or {type: folder, path}."
+        default_factory=DefaultAudioSource,
+        description="Where clips come from: {type: default} or {type: folder, path}.",
     )
     sample_rate: int = Field(16000, ge=1000, description="Sample rate in Hz every clip is resampled to.")
     duration: float = Field(

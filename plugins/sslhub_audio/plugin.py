@@ -3,9 +3,65 @@
 from __future__ import annotations
 
 from sslhub import hookimpl
+from sslhub_audio.augmentations.gain import RandomGain, RandomGainParams
+from sslhub_audio.augmentations.noise import AdditiveNoise, AdditiveNoiseParams
+from sslhub_audio.augmentations.spec_augment import FrequencyMask, SpecMaskParams, TimeMask
+from sslhub_audio.augmentations.time_shift import TimeShift, TimeShiftParams
+from sslhub_audio.encoders.frame_transformer import FrameTransformerEncoder, FrameTransformerParams
+from sslhub_audio.encoders.wav2vec2 import Wav2Vec2Encoder, Wav2Vec2Params
 from sslhub_audio.modality import AudioModality, AudioParams
+from sslhub_audio.objectives.masked_audio import MaskedAudioObjective, MaskedAudioParams
+
+AUDIO = ["audio"]
 
 
 @hookimpl
 def sslhub_register_modalities(registry) -> None:
     registry.register("audio", AudioModality, params=AudioParams)
+
+
+@hookimpl
+def sslhub_register_augmentations(registry) -> None:
+    registry.register("time_mask", TimeMask, params=SpecMaskParams, modalities=AUDIO)
+    registry.register("frequency_mask", FrequencyMask, params=SpecMaskParams, modalities=AUDIO)
+    registry.register("random_gain", RandomGain, params=RandomGainParams, modalities=AUDIO)
+    registry.register("additive_noise", AdditiveNoise, params=AdditiveNoiseParams, modalities=AUDIO)
+    registry.register("time_shift", TimeShift, params=TimeShiftParams, modalities=AUDIO)
+
+
+@hookimpl
+def sslhub_register_encoders(registry) -> None:
+    registry.register(
+        "frame_transformer",
+        FrameTransformerEncoder,
+        params=FrameTransformerParams,
+        modalities=AUDIO,
+        provides=["pooled", "tokens"],
+    )
+    registry.register(
+        "wav2vec2",
+        Wav2Vec2Encoder,
+        params=Wav2Vec2Params,
+        modalities=AUDIO,
+        provides=["pooled", "tokens"],
+        description="torchaudio wav2vec 2.0 architecture built from config (no weights downloaded), on waveforms",
+    )
+    registry.register(
+        "hubert",
+        Wav2Vec2Encoder,
+        params=Wav2Vec2Params,
+        modalities=AUDIO,
+        provides=["pooled", "tokens"],
+        description="torchaudio HuBERT architecture (same module as wav2vec2) built from config, on waveforms",
+    )
+
+
+@hookimpl
+def sslhub_register_objectives(registry) -> None:
+    registry.register(
+        "masked_audio",
+        MaskedAudioObjective,
+        params=MaskedAudioParams,
+        modalities=AUDIO,
+        requires=["tokens"],
+    )

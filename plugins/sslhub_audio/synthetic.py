@@ -159,7 +159,11 @@ class SyntheticWords:
             length = max(16, int(length) - gap)
             if kind == "voiced":
                 piece = _voiced(
-                    rng, length, sr, tuple(c * pitch for c in contour), (shape[0] * formant_shift, shape[1] * formant_shift)
+                    rng,
+                    length,
+                    sr,
+                    tuple(c * pitch for c in contour),
+                    (shape[0] * formant_shift, shape[1] * formant_shift),
                 )
             else:
                 band = (min(shape[0] * formant_shift, 0.45 * sr), min(shape[1] * formant_shift, 0.48 * sr))
