@@ -7,6 +7,7 @@ from sslhub_vision import augmentations as aug
 from sslhub_vision.encoders.small_cnn import SmallCNN, SmallCNNParams
 from sslhub_vision.encoders.timm_encoder import TimmEncoder, TimmParams
 from sslhub_vision.modality import ImageModality, ImageParams
+from sslhub_vision.objectives.inpainting import InpaintingObjective, InpaintingParams
 from sslhub_vision.objectives.simclr import SimCLRObjective, SimCLRParams
 
 IMAGE = ["image"]
@@ -40,3 +41,6 @@ def sslhub_register_encoders(registry) -> None:
 @hookimpl
 def sslhub_register_objectives(registry) -> None:
     registry.register("simclr", SimCLRObjective, params=SimCLRParams, modalities=IMAGE)
+    registry.register(
+        "inpainting", InpaintingObjective, params=InpaintingParams, modalities=IMAGE, requires=["spatial"]
+    )

@@ -18,6 +18,7 @@ class SmallCNNParams(Params):
     width: int = Field(32, gt=0, le=1024, description="channels of the first stage; doubled at each later stage")
     stages: int = Field(3, ge=1, le=6, description="number of stages; each after the first halves the resolution")
     convs_per_stage: int = Field(2, ge=1, le=4, description="3x3 conv + norm + ReLU layers per stage")
+    stem_stride: int = Field(1, ge=1, le=4, description="stride of the very first conv (2 quarters the compute)")
     batch_norm: bool = Field(True, description="BatchNorm after each conv (GroupNorm(1) -- layer norm -- if false)")
 
 
@@ -36,7 +37,7 @@ class SmallCNN(Encoder):
     Shapes:
         input ``image``: float ``[B, C, S, S]`` in ``[0, 1]``.
         ``pooled``: ``[B, D]`` with ``D = width * 2**(stages-1)``.
-        ``spatial``: ``[B, D, S / 2**(stages-1), S / 2**(stages-1)]``.
+        ``spatial``: ``[B, D, s, s]`` with ``s = S / (stem_stride * 2**(stages-1))`` (rounded up).
     """
 
     input_names = ("image",)
@@ -52,7 +53,9 @@ class SmallCNN(Encoder):
         for stage in range(params.stages):
             out_channels = params.width * 2**stage
             for index in range(params.convs_per_stage):
-                stride = 2 if (stage > 0 and index == 0) else 1
+                stride = 1
+                if index == 0:
+                    stride = 2 if stage > 0 else params.stem_stride
                 layers.append(_conv_block(in_channels, out_channels, stride, params.batch_norm))
                 in_channels = out_channels
         self.features = nn.Sequential(*layers)

@@ -1,0 +1,157 @@
+"""Inpainting: masks, the masked loss, the decoder, the adversarial step, and that the loss falls."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sslhub_vision.encoders import SmallCNN, SmallCNNParams, TimmEncoder, TimmParams
+from sslhub_vision.heads.decoder import ConvDecoder
+from sslhub_vision.masks import make_mask
+from sslhub_vision.modality import ImageModality, ImageParams
+from sslhub_vision.objectives.inpainting import InpaintingObjective, InpaintingParams
+
+from sslhub import BuildContext
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The test machine is small and shared: one intra-op thread avoids oversubscription."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _context(image_size=16, **encoder_params) -> BuildContext:
+    modality = ImageModality(ImageParams(image_size=image_size))
+    context = BuildContext(modality=modality, modality_name="image")
+    context.encoder = SmallCNN(SmallCNNParams(**{"width": 8, "stages": 2, **encoder_params}), context)
+    return context
+
+
+@pytest.mark.parametrize("kind", ["central_block", "random_blocks", "random_regions"])
+def test_masks_shape_and_fraction(kind):
+    torch.manual_seed(0)
+    mask = make_mask(kind, 8, 32, 32, 0.25, torch.device("cpu"), num_blocks=4)
+    assert mask.shape == (8, 1, 32, 32)
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    share = mask.mean(dim=(1, 2, 3))
+    if kind == "random_blocks":  # blocks may overlap
+        assert (share <= 0.25 + 1e-6).all() and (share > 0.1).all()
+    else:
+        torch.testing.assert_close(share, torch.full((8,), 0.25), atol=0.01, rtol=0)
+    if kind == "central_block":
+        assert mask[:, :, 16, 16].all() and not mask[:, :, 0, 0].any()
+    else:
+        assert not torch.equal(mask[0], mask[1])  # each sample has its own mask
+
+
+def test_mask_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"mask fraction must be in \(0, 1\)"):
+        make_mask("central_block", 1, 8, 8, 1.5, torch.device("cpu"))
+    with pytest.raises(ValueError, match="unknown mask kind 'stripes'"):
+        make_mask("stripes", 1, 8, 8, 0.5, torch.device("cpu"))
+
+
+def test_decoder_reaches_image_size():
+    assert ConvDecoder(32, 3, (4, 4), (32, 32), width=8)(torch.randn(2, 32, 4, 4)).shape == (2, 3, 32, 32)
+    out = ConvDecoder(32, 1, (3, 3), (20, 20), width=8)(torch.randn(2, 32, 3, 3))
+    assert out.shape == (2, 1, 20, 20) and 0 <= out.min() and out.max() <= 1
+
+
+def test_corruption_fills_the_hole_with_the_mean_and_keeps_the_rest():
+    objective = InpaintingObjective(InpaintingParams(mask="central_block", mask_fraction=0.25), _context())
+    image = torch.rand(2, 3, 16, 16)
+    corrupted, mask = objective.corrupt(image)
+    hole = mask.bool().expand_as(image)
+    torch.testing.assert_close(corrupted[~hole], image[~hole])
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1).expand_as(image)
+    torch.testing.assert_close(corrupted[hole], mean[hole])
+    zero = InpaintingObjective(InpaintingParams(fill="zero", mask="central_block"), _context())
+    assert zero.corrupt(image)[0][hole].abs().max() == 0
+
+
+def test_loss_only_counts_the_hole_by_default():
+    objective = InpaintingObjective(InpaintingParams(loss="l1"), _context())
+    target = torch.zeros(1, 3, 4, 4)
+    prediction = torch.zeros(1, 3, 4, 4)
+    prediction[..., 0, :] = 1.0  # wrong on the first row only
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2, :] = 1.0  # hide the first two rows
+    assert objective.reconstruction_loss(prediction, target, mask).item() == pytest.approx(0.5)
+    weighted = InpaintingObjective(InpaintingParams(loss="l2", unmasked_weight=1.0), _context())
+    prediction[..., 3, :] = 2.0  # wrong on a visible row too
+    assert weighted.reconstruction_loss(prediction, target, mask).item() == pytest.approx(0.5 + 4.0 / 2)
+
+
+def test_needs_a_spatial_encoder():
+    modality = ImageModality(ImageParams(image_size=32))
+    context = BuildContext(modality=modality)
+    context.encoder = TimmEncoder(
+        TimmParams(model="vit_tiny_patch16_224", model_kwargs={"patch_size": 8, "depth": 1}), context
+    )
+    with pytest.raises(ValueError, match="requires an encoder with a spatial feature map"):
+        InpaintingObjective(InpaintingParams(), context)
+
+
+def _train(objective, encoder, images, steps):
+    optimizer = torch.optim.Adam([*encoder.parameters(), *objective.parameters()], lr=3e-3)
+    losses, metrics = [], []
+    for _ in range(steps):
+        output = objective([{"image": images}], encoder)
+        optimizer.zero_grad()
+        output.loss.backward()
+        optimizer.step()
+        losses.append(float(output.metrics["reconstruction_loss"]))
+        metrics.append(output.metrics)
+    return losses, metrics
+
+
+@pytest.mark.parametrize("kind", ["central_block", "random_regions"])
+def test_loss_falls_on_digits(kind):
+    torch.manual_seed(0)
+    context = _context()
+    modality = context.modality
+    dataset = modality.train_dataset()
+    images = modality.on_device(modality.collate([dataset[i] for i in range(64)]))["image"]
+    objective = InpaintingObjective(InpaintingParams(mask=kind, mask_fraction=0.25, decoder_width=8), context)
+    losses, _ = _train(objective, context.encoder, images, 40)
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.5 * first, (first, last)
+    held_out = objective.held_out_metrics({"image": images[:8]}, context.encoder)
+    assert set(held_out) == {"masked_l1", "reconstruction_loss"}
+
+
+def test_adversarial_term_updates_only_through_its_own_optimizer():
+    torch.manual_seed(0)
+    context = _context()
+    objective = InpaintingObjective(InpaintingParams(adversarial_weight=0.01, decoder_width=8), context)
+    before = [p.detach().clone() for p in objective.discriminator.parameters()]
+    images = torch.rand(8, 3, 16, 16)
+    output = objective([{"image": images}], context.encoder)
+    assert {"discriminator_loss", "generator_loss"} <= set(output.metrics)
+    changed = any(not torch.equal(a, p) for a, p in zip(before, objective.discriminator.parameters(), strict=True))
+    assert changed  # the discriminator stepped inside forward
+    output.loss.backward()
+    # the engine's optimizer would see no gradient on the discriminator, so it leaves it alone
+    assert all(p.grad is None for p in objective.discriminator.parameters())
+    assert all(p.requires_grad for p in objective.discriminator.parameters())
+    assert any(p.grad is not None for p in objective.decoder.parameters())
+    # the discriminator's optimizer state survives a state_dict round trip
+    state = objective.state_dict()
+    fresh = InpaintingObjective(InpaintingParams(adversarial_weight=0.01, decoder_width=8), context)
+    fresh.load_state_dict(state)
+    assert fresh.discriminator_optimizer.state_dict()["state"]
+    # no discriminator step in eval mode
+    objective.eval()
+    frozen = [p.detach().clone() for p in objective.discriminator.parameters()]
+    objective([{"image": images}], context.encoder)
+    assert all(torch.equal(a, p) for a, p in zip(frozen, objective.discriminator.parameters(), strict=True))
+
+
+def test_report_writes_a_picture(tmp_path):
+    context = _context()
+    objective = InpaintingObjective(InpaintingParams(decoder_width=8), context)
+    result = objective.report(tmp_path, context.encoder, context.modality)
+    assert (tmp_path / "inpainting_examples.png").is_file()
+    assert result["inpainting_examples"].endswith("inpainting_examples.png")
