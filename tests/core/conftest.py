@@ -50,8 +50,9 @@ def _fingerprint(paths: Iterable[Path]) -> str:
 
 
 def _pip(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, env=env,
-                          timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "pip", *args], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
 
 
 def _can_build_wheels_here() -> bool:
@@ -132,14 +133,27 @@ def run_sslhub() -> SslhubRunner:
     and runs in tests/data so ``-p toy_plugin`` works as it does for a user.
     """
 
-    def run(*args: str, env: dict[str, str] | None = None, pythonpath: Iterable[Path | str] = (),
-            command: list[str] | None = None, cwd: Path = DATA) -> subprocess.CompletedProcess[str]:
-        child_env = {key: value for key, value in os.environ.items()
-                     if key not in {"SSLHUB_STRICT_PLUGINS", "PYTHONPATH"}}
+    def run(
+        *args: str,
+        env: dict[str, str] | None = None,
+        pythonpath: Iterable[Path | str] = (),
+        command: list[str] | None = None,
+        cwd: Path = DATA,
+    ) -> subprocess.CompletedProcess[str]:
+        child_env = {
+            key: value for key, value in os.environ.items() if key not in {"SSLHUB_STRICT_PLUGINS", "PYTHONPATH"}
+        }
         child_env.update({"HF_HUB_OFFLINE": "1", "SSLHUB_DISABLE_PLUGINS": BUILTIN_PLUGINS})
         child_env.update(env or {})
         child_env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), str(PLUGINS)])
-        return subprocess.run([*(command or [sys.executable, "-m", "sslhub"]), *args], capture_output=True,
-                              text=True, env=child_env, cwd=cwd, timeout=180, check=False)
+        return subprocess.run(
+            [*(command or [sys.executable, "-m", "sslhub"]), *args],
+            capture_output=True,
+            text=True,
+            env=child_env,
+            cwd=cwd,
+            timeout=180,
+            check=False,
+        )
 
     return run

@@ -63,10 +63,18 @@ def test_toy_plugin_loaded_with_p_registers_everything_attributed_to_it():
     assert catalog.objectives.names() == ["toy_contrastive"]
     record = catalog.plugin_for("toy_plugin")
     assert (record.source, record.module, record.errors, record.blocked) == ("-p", "toy_plugin", [], False)
-    assert record.hooks == ["sslhub_register_augmentations", "sslhub_register_encoders",
-                            "sslhub_register_modalities", "sslhub_register_objectives"]
+    assert record.hooks == [
+        "sslhub_register_augmentations",
+        "sslhub_register_encoders",
+        "sslhub_register_modalities",
+        "sslhub_register_objectives",
+    ]
     assert sorted(f"{c.kind}:{c.name}" for c in record.components) == [
-        "augmentation:toy_noise", "encoder:toy_mlp", "modality:toy_vectors", "objective:toy_contrastive"]
+        "augmentation:toy_noise",
+        "encoder:toy_mlp",
+        "modality:toy_vectors",
+        "objective:toy_contrastive",
+    ]
     assert record.label() == "plugin 'toy_plugin' (module toy_plugin)"
     assert catalog.objectives.get("toy_contrastive").qualname == "toy_plugin:ToyContrastive"
     assert catalog.problems() == []
@@ -126,8 +134,9 @@ def test_plugin_problems_are_recorded_per_plugin_and_the_others_keep_working():
     toy = sys.modules.get("toy_plugin") or __import__("toy_plugin")
     # Register hooks run in pluggy's order, the last registered plugin first: toy_plugin comes
     # last so it owns its names and SelfClashingPlugin is the one refused.
-    catalog = Catalog.from_modules(MisspeltPlugin(), ExtraArgumentPlugin(), RaisingPlugin(), SelfClashingPlugin(),
-                                   BadNamePlugin(), toy)
+    catalog = Catalog.from_modules(
+        MisspeltPlugin(), ExtraArgumentPlugin(), RaisingPlugin(), SelfClashingPlugin(), BadNamePlugin(), toy
+    )
     errors = {record.name: record.errors for record in catalog.plugins}
     assert errors["toy_plugin"] == []
     assert errors["MisspeltPlugin"] == [
@@ -244,7 +253,9 @@ def test_entry_points_load_each_plugin_with_its_distribution_and_report_broken_o
 
     assert records["good_plugin"].errors == []
     assert [f"{c.kind}:{c.name}" for c in records["good_plugin"].components] == [
-        "augmentation:good_scale", "objective:good_objective"]
+        "augmentation:good_scale",
+        "objective:good_objective",
+    ]
     good_objective = catalog.objectives.get("good_objective")
     assert str(good_objective.provider) == GOOD
     assert good_objective.qualname == "sslhub_test_good.components:CosineAgreement"
@@ -304,10 +315,15 @@ def test_sslhub_plugins_json_reports_each_plugin_with_distribution_and_version(i
     assert result.returncode == 0, result.stderr
     records = {r["name"]: r for r in json.loads(result.stdout)}
     assert {name: (records[name]["distribution"], records[name]["version"]) for name in TEST_DISTRIBUTIONS} == (
-        TEST_DISTRIBUTIONS)
+        TEST_DISTRIBUTIONS
+    )
     good = records["good_plugin"]
     assert (good["errors"], good["blocked"], good["source"], good["module"]) == (
-        [], False, "entry point", "sslhub_test_good.plugin")
+        [],
+        False,
+        "entry point",
+        "sslhub_test_good.plugin",
+    )
     assert good["hooks"] == ["sslhub_register_augmentations", "sslhub_register_objectives"]
     assert good["components"] == ["augmentation:good_scale", "objective:good_objective"]
     assert records["clashing"]["errors"] == [CLASH_ERROR]
@@ -326,8 +342,9 @@ def test_sslhub_list_warns_about_broken_plugins_and_lists_the_good_ones(entry_po
     assert f"plugin 'clashing' (sslhub-test-clashing 0.4.0): {CLASH_ERROR}" in warnings
     assert f"plugin 'misspelt_hook' (sslhub-test-misspelt-hook 0.2.0): {MISSPELT_ERROR}" in warnings
     assert f"plugin 'bad_signature' (sslhub-test-bad-signature 0.3.0): {BAD_SIGNATURE_ERROR}" in warnings
-    assert any(w.startswith("plugin 'broken_import' (sslhub-test-broken-import 0.1.0): failed to import")
-               for w in warnings)
+    assert any(
+        w.startswith("plugin 'broken_import' (sslhub-test-broken-import 0.1.0): failed to import") for w in warnings
+    )
     assert "  good_objective  [good_plugin]\n" in stdout
     assert "      predictor_dim: int (default 16)  hidden width of the predictor head\n" in stdout
     assert "  good_scale  [good_plugin]\n" in stdout
@@ -358,10 +375,13 @@ def test_sslhub_plugins_shows_blocked_plugins_and_works_when_every_active_plugin
     assert "good_plugin [blocked] sslhub-test-good 1.2.3 (entry point: sslhub_test_good.plugin)" in lines
     assert "clashing [blocked] sslhub-test-clashing 0.4.0 (entry point: sslhub_test_clashing.plugin)" in lines
     assert "misspelt_hook [ERROR] sslhub-test-misspelt-hook 0.2.0 (entry point: sslhub_test_misspelt_hook.plugin)" in (
-        lines)
+        lines
+    )
     assert f"  error: {MISSPELT_ERROR}" in lines
-    assert ("broken_import [ERROR] sslhub-test-broken-import 0.1.0 (entry point: sslhub_test_broken_import.plugin)"
-            in lines)
+    assert (
+        "broken_import [ERROR] sslhub-test-broken-import 0.1.0 (entry point: sslhub_test_broken_import.plugin)" in lines
+    )
     assert "bad_signature [ERROR] sslhub-test-bad-signature 0.3.0 (entry point: sslhub_test_bad_signature.plugin)" in (
-        lines)
+        lines
+    )
     assert not any(line.startswith("  components:") for line in lines)

@@ -73,7 +73,7 @@ BAD_RECIPES_EXPECTED: dict[str, list[str]] = {
 }
 KNOWN_BUGS = {
     "unhashable_key.yaml": "recipe_yaml._StrictLoader.construct_mapping does `key in seen` on an unhashable key "
-                           "and raises TypeError instead of a RecipeError with the line",
+    "and raises TypeError instead of a RecipeError with the line",
 }
 
 
@@ -100,8 +100,12 @@ def test_every_bad_recipe_file_has_expectations():
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[name])) if name in KNOWN_BUGS
-     else name for name in sorted(BAD_RECIPES_EXPECTED)],
+    [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[name]))
+        if name in KNOWN_BUGS
+        else name
+        for name in sorted(BAD_RECIPES_EXPECTED)
+    ],
 )
 def test_bad_recipe_reports_exact_problems_with_lines(name, catalog):
     assert problems(BAD_RECIPES / name, catalog) == BAD_RECIPES_EXPECTED[name]
@@ -113,7 +117,8 @@ def test_recipe_error_message_lists_every_problem(catalog):
         resolve_recipe(load_recipe_file(path), catalog)
     assert info.value.exit_code == 2
     assert str(info.value) == "invalid recipe (4 problems):\n" + "\n".join(
-        "  " + line.replace("FILE", str(path)) for line in BAD_RECIPES_EXPECTED["several_problems.yaml"])
+        "  " + line.replace("FILE", str(path)) for line in BAD_RECIPES_EXPECTED["several_problems.yaml"]
+    )
 
 
 def test_python_tag_is_never_executed(tmp_path, catalog):
@@ -143,13 +148,18 @@ def test_toy_recipe_resolves_with_validated_params_and_defaults(catalog):
     assert recipe.encoder.params.hidden == 32
     [objective] = recipe.objectives
     assert (objective.component.name, objective.params.temperature, objective.weight, objective.start_step) == (
-        "toy_contrastive", 0.2, 1.0, 0)
+        "toy_contrastive",
+        0.2,
+        1.0,
+        0,
+    )
     assert objective.path == "objectives[0]"
     assert recipe.train.steps == 60 and recipe.train.optimizer.lr == 1e-2
     resolved = recipe.resolved_dict()
     assert resolved["encoder"] == {"name": "toy_mlp", "hidden": 32, "out": 16}
     assert resolved["objectives"] == [
-        {"name": "toy_contrastive", "weight": 1.0, "start_step": 0, "temperature": 0.2, "nan_at_step": -1}]
+        {"name": "toy_contrastive", "weight": 1.0, "start_step": 0, "temperature": 0.2, "nan_at_step": -1}
+    ]
     # the resolved YAML is itself a valid recipe that resolves to the same thing
     again = resolve_recipe(load_recipe_text(recipe.resolved_yaml(), "resolved.yaml"), catalog)
     assert again.fingerprint() == recipe.fingerprint()
@@ -167,8 +177,13 @@ def test_objective_weight_and_start_step_belong_to_the_engine(catalog):
 def test_set_overrides_fields_and_changes_the_fingerprint(catalog):
     baseline = resolve_recipe(load_recipe_file(TOY_RECIPE), catalog)
     source = load_recipe_file(TOY_RECIPE)
-    for assignment in ("train.steps=5", "objectives.0.temperature=0.5", "evaluate.knn.k=3", "data.dim=8",
-                       "train.optimizer.name=sgd"):
+    for assignment in (
+        "train.steps=5",
+        "objectives.0.temperature=0.5",
+        "evaluate.knn.k=3",
+        "data.dim=8",
+        "train.optimizer.name=sgd",
+    ):
         apply_override(source, assignment)
     recipe = resolve_recipe(source, catalog)
     assert recipe.train.steps == 5
@@ -184,8 +199,7 @@ def test_set_with_a_bad_value_names_the_override_not_a_line(catalog):
         "FILE (--set train.steps): train.steps: Input should be a valid integer, unable to parse string as an integer"
     ]
     assert problems(TOY_RECIPE, catalog, ("objectives.0.temperatur=1",)) == [
-        "FILE (--set objectives[0].temperatur): objectives[0].temperatur: unknown field for objective "
-        "'toy_contrastive'"
+        "FILE (--set objectives[0].temperatur): objectives[0].temperatur: unknown field for objective 'toy_contrastive'"
     ]
     # an override creating steps beside the file's own steps -> both given
     assert problems(TOY_RECIPE, catalog, ("train.epochs=2",)) == [
@@ -228,8 +242,11 @@ def test_requires_satisfied_and_version_checked_against_installed_distributions(
     assert len(info.value.issues) == 2  # 'toy_plugin' (a -p module) is present
 
 
-@pytest.mark.xfail(strict=True, reason="recipe._check_requirements counts blocked and broken plugins as installed "
-                                       "under their entry-point name (installed.setdefault runs for every record)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="recipe._check_requirements counts blocked and broken plugins as installed "
+    "under their entry-point name (installed.setdefault runs for every record)",
+)
 def test_requires_a_blocked_or_broken_plugin_is_a_problem(entry_point_plugins):
     catalog = Catalog.load(["toy_plugin", "no:good_plugin"], python_registrations=False)
     source = load_recipe_file(TOY_RECIPE)
@@ -272,8 +289,11 @@ def _refs(node: object) -> list[str]:
     return []
 
 
-@pytest.mark.xfail(strict=True, reason="schema._component_variants keeps a component's $defs inside its variant, "
-                                       "but pydantic's refs are '#/$defs/...', which resolve against the root")
+@pytest.mark.xfail(
+    strict=True,
+    reason="schema._component_variants keeps a component's $defs inside its variant, "
+    "but pydantic's refs are '#/$defs/...', which resolve against the root",
+)
 def test_json_schema_refs_all_resolve_from_the_root(catalog):
     schema = recipe_json_schema(catalog)
     for ref in _refs(schema):

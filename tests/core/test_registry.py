@@ -29,14 +29,24 @@ def other_factory(params, context):
 
 def test_register_then_get_returns_the_component_with_its_declarations():
     registry = Registry("encoder")
-    returned = registry.register("tiny_mlp", make_encoder, params=WidthParams, modalities=["toy"],
-                                 provides=["tokens"], provider=Provider("mine", "my-dist", "2.0"))
+    returned = registry.register(
+        "tiny_mlp",
+        make_encoder,
+        params=WidthParams,
+        modalities=["toy"],
+        provides=["tokens"],
+        provider=Provider("mine", "my-dist", "2.0"),
+    )
 
     component = registry.get("tiny_mlp")
     assert returned is make_encoder
     assert isinstance(component, Component)
     assert (component.kind, component.name, component.factory, component.params) == (
-        "encoder", "tiny_mlp", make_encoder, WidthParams)
+        "encoder",
+        "tiny_mlp",
+        make_encoder,
+        WidthParams,
+    )
     assert component.modalities == frozenset({"toy"})
     # every encoder gives pooled features, declared or not
     assert component.provides == frozenset({"pooled", "tokens"})
@@ -90,8 +100,11 @@ def test_duplicate_registration_is_refused_naming_both_providers():
 def test_duplicate_from_plain_python_names_the_python_provider():
     registry = Registry("encoder")
     registry.register("mlp", make_encoder, provider=Provider("toy_plugin"))
-    with pytest.raises(RegistryError, match=r"^encoder 'mlp' is registered twice: by plugin 'toy_plugin' and by "
-                                            r"plugin 'python'; block one"):
+    with pytest.raises(
+        RegistryError,
+        match=r"^encoder 'mlp' is registered twice: by plugin 'toy_plugin' and by "
+        r"plugin 'python'; block one",
+    ):
         registry.register("mlp", other_factory)
 
 
@@ -183,8 +196,13 @@ def test_names_lists_sorted_and_filters_by_wildcard():
     registry = Registry("augmentation")
     for name in ("random_resized_crop", "color_jitter", "random_grayscale", "horizontal_flip", "time_mask"):
         registry.register(name, make_encoder)
-    assert registry.names() == ["color_jitter", "horizontal_flip", "random_grayscale", "random_resized_crop",
-                                "time_mask"]
+    assert registry.names() == [
+        "color_jitter",
+        "horizontal_flip",
+        "random_grayscale",
+        "random_resized_crop",
+        "time_mask",
+    ]
     assert registry.names("random_*") == ["random_grayscale", "random_resized_crop"]
     assert registry.names("*_mask") == ["time_mask"]
     assert registry.names("?ime_*") == ["time_mask"]

@@ -47,8 +47,13 @@ def sslhub_register_augmentations(registry):
 
 @hookimpl
 def sslhub_register_encoders(registry):
-    registry.register("toy_token_mlp", _validation_only, params=TokenEncoderParams, modalities=["toy_vectors"],
-                      provides=["pooled", "tokens"])
+    registry.register(
+        "toy_token_mlp",
+        _validation_only,
+        params=TokenEncoderParams,
+        modalities=["toy_vectors"],
+        provides=["pooled", "tokens"],
+    )
 
 
 @hookimpl

@@ -47,8 +47,9 @@ class CosineAgreement(Objective):
     def __init__(self, params: CosineParams, context: BuildContext):
         super().__init__()
         dim = context.encoder.feature_dim
-        self.predictor = nn.Sequential(nn.Linear(dim, params.predictor_dim), nn.ReLU(),
-                                       nn.Linear(params.predictor_dim, dim))
+        self.predictor = nn.Sequential(
+            nn.Linear(dim, params.predictor_dim), nn.ReLU(), nn.Linear(params.predictor_dim, dim)
+        )
 
     def forward(self, views: list[Batch], encoder: Encoder) -> ObjectiveOutput:
         first, second = encoder(views[0]).pooled, encoder(views[1]).pooled
