@@ -1,0 +1,1 @@
+"""sslhub built-in autoencoder plugin."""
