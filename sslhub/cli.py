@@ -253,7 +253,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    import typing
+
+    if typing.get_origin(annotation) is typing.Literal:
+        return " | ".join(repr(choice) for choice in typing.get_args(annotation))
+    text = str(annotation) if typing.get_args(annotation) else getattr(annotation, "__name__", str(annotation))
+    return text.replace("typing.", "").replace("NoneType", "None")
 
 
 def _load_run(run_dir: Path, plugins: list[str]):
