@@ -185,8 +185,8 @@ def format_summary(name: str, run_dir: Path, summary: dict[str, Any]) -> str:
         for key, value in trained.items():
             other = baseline.get(key)
             lines.append(f"{key:<32} {value:>10.4f} {other if other is None else f'{other:.4f}':>12}")
-    if "export" in summary:
-        lines.append(f"ONNX: {summary['export']['path']} (max abs diff {summary['export']['max_abs_diff']:.2e})")
+    for result in (summary.get("export") or {}).values():
+        lines.append(f"ONNX: {result['path']} (max abs diff {result['max_abs_diff']:.2e})")
     return "\n".join(lines)
 
 
@@ -280,17 +280,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from sslhub.export import export_encoder
-
     run, modality, encoder, _ = _load_run(args.run_dir, args.plugins)
-    onnx_spec = (run.recipe.model.export.onnx if run.recipe.model.export and run.recipe.model.export.onnx else None)
-    opset = args.opset or (onnx_spec.opset if onnx_spec else 18)
-    atol = onnx_spec.atol if onnx_spec else 1e-4
-    report = export_encoder(encoder.to("cpu"), modality, args.out or args.run_dir / "onnx", opset=opset, atol=atol,
-                            allow_mismatch=args.allow_mismatch, metadata=run.export_metadata(),
-                            modality_name=run.recipe.modality.component.name)
-    print(report.summary())
-    return 0 if report.passed else 4
+    results = run.export(encoder, modality, out_dir=args.out, opset=args.opset, allow_mismatch=args.allow_mismatch)
+    for result in results.values():
+        print(result["summary"])
+    return 0 if all(r["passed"] for r in results.values()) else 4
 
 
 def cmd_recipe(args: argparse.Namespace) -> int:

@@ -40,7 +40,8 @@ class BuildContext:
             ``None`` for throwaway builds such as validation or tests.
         seed: the recipe seed.
         device: where training will run.
-        encoder: the built encoder, given to objectives (heads size themselves from it).
+        encoder: the built encoder, given to objectives (heads size themselves from it); an
+            :class:`EncoderSet` for objectives that use several encoders.
     """
 
     modality: Modality | None = None
@@ -48,7 +49,7 @@ class BuildContext:
     run_dir: Path | None = None
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    encoder: Encoder | None = None
+    encoder: Encoder | EncoderSet | None = None
 
 
 @dataclass
@@ -169,6 +170,17 @@ class _PooledExport(nn.Module):
 
     def forward(self, *inputs: Tensor) -> Tensor:
         return self.encoder(dict(zip(self.encoder.input_names, inputs, strict=True))).pooled
+
+
+class EncoderSet(nn.ModuleDict):
+    """Several encoders by recipe key (``encoders: {image: ..., text: ...}``).
+
+    Objectives registered with ``encoders=[...]`` receive this instead of one encoder and
+    pick theirs with ``encoders["image"]``.
+    """
+
+    def __init__(self, encoders: Mapping[str, Encoder]):
+        super().__init__(dict(encoders))
 
 
 @dataclass

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from sslhub import distributed
 from sslhub.checkpoint import CheckpointStore, atomic_write_bytes
-from sslhub.components import Batch, BuildContext, Encoder, Modality, Objective
+from sslhub.components import Batch, BuildContext, Encoder, EncoderSet, Modality, Objective
 from sslhub.errors import CheckpointError, NonFiniteLossError, RunInterrupted, SSLHubError
 from sslhub.evaluate import embed_dataset, knn_accuracy, linear_probe_accuracy
 from sslhub.optim import build_optimizer, build_schedule
@@ -64,11 +64,17 @@ class EpochSampler(Sampler[int]):
 class TrainingModule(nn.Module):
     """Encoder plus objectives; ``forward`` returns the weighted total loss (what DDP wraps)."""
 
-    def __init__(self, encoder: Encoder, objectives: list[Objective], weights: list[float], starts: list[int]):
+    def __init__(self, encoder: Encoder | EncoderSet, objectives: list[Objective], weights: list[float],
+                 starts: list[int], encoder_keys: list[str | None] | None = None):
         super().__init__()
         self.encoder = encoder
         self.objectives = nn.ModuleList(objectives)
         self.weights, self.starts = weights, starts
+        self.encoder_keys = encoder_keys or [None] * len(objectives)
+
+    def encoder_for(self, index: int) -> Encoder | EncoderSet:
+        key = self.encoder_keys[index]
+        return self.encoder if key is None else self.encoder[key]
 
     def forward(self, views: list[Batch], step: int) -> tuple[Tensor, dict[str, Any]]:
         total: Tensor | None = None
@@ -76,7 +82,7 @@ class TrainingModule(nn.Module):
         for index, objective in enumerate(self.objectives):
             if step < self.starts[index]:
                 continue
-            output = objective(views[: objective.num_views], self.encoder)
+            output = objective(views[: objective.num_views], self.encoder_for(index))
             key = self._key(index, objective)
             logged[f"{key}/loss"] = output.loss.detach()
             for name, value in output.metrics.items():
@@ -140,6 +146,13 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value
 
 
+def _named_encoders(encoder: Encoder | EncoderSet) -> list[tuple[str, Encoder]]:
+    """``[("", encoder)]`` for one encoder, ``[("image/", ...), ("text/", ...)]`` for a set."""
+    if isinstance(encoder, EncoderSet):
+        return [(f"{key}/", value) for key, value in encoder.items()]
+    return [("", encoder)]
+
+
 def _to_float(value: Any) -> float:
     return float(value.item()) if isinstance(value, Tensor) else float(value)
 
@@ -174,22 +187,35 @@ class Run:
         modality.prepare(self.run_dir)
         return modality
 
-    def build_encoder(self, modality: Modality) -> Encoder:
+    def build_encoder(self, modality: Modality) -> Encoder | EncoderSet:
         """Deterministic in the seed, so the random-init baseline can be rebuilt at any time."""
         seed_everything(self.recipe.model.seed)
         context = self._context(modality)
-        encoder = self.recipe.encoder.build(context)
-        missing = self.recipe.encoder.component.provides - set(getattr(encoder, "provides", ()))
-        if missing:
-            log.warning("encoder '%s' was registered as providing %s but the built module does not",
-                        self.recipe.encoder.component.name, ", ".join(sorted(missing)))
-        return encoder.to(self.device)
+        built = {}
+        for key, resolved in self.recipe.encoders.items():
+            encoder = resolved.build(context)
+            missing = resolved.component.provides - set(getattr(encoder, "provides", ()))
+            if missing:
+                log.warning("encoder '%s' was registered as providing %s but the built module does not",
+                            resolved.component.name, ", ".join(sorted(missing)))
+            built[key] = encoder
+        if not self.recipe.several_encoders:
+            return next(iter(built.values())).to(self.device)
+        return EncoderSet(built).to(self.device)
 
-    def build_objectives(self, modality: Modality, encoder: Encoder) -> list[Objective]:
-        context = self._context(modality, encoder)
+    def encoder_keys(self) -> list[str | None]:
+        """Per objective: the ``encoders:`` key it trains, or None for the whole encoder (set)."""
+        return [o.encoder_key for o in self.recipe.objectives]
+
+    def training_module(self, encoder: Encoder | EncoderSet, objectives: list[Objective]) -> TrainingModule:
+        return TrainingModule(encoder, objectives, [o.weight for o in self.recipe.objectives],
+                              [o.start_step for o in self.recipe.objectives], self.encoder_keys()).to(self.device)
+
+    def build_objectives(self, modality: Modality, encoder: Encoder | EncoderSet) -> list[Objective]:
         objectives = []
         for resolved in self.recipe.objectives:
-            objective = resolved.build(context)
+            own = encoder if resolved.encoder_key is None else encoder[resolved.encoder_key]
+            objective = resolved.build(self._context(modality, own))
             objective.sslhub_name = resolved.component.name
             objectives.append(objective.to(self.device))
         names = [o.sslhub_name for o in objectives]
@@ -202,17 +228,16 @@ class Run:
         context = self._context(modality)
         return nn.Sequential(*[a.build(context) for a in self.recipe.augmentations]).to(self.device)
 
-    def _context(self, modality: Modality, encoder: Encoder | None = None) -> BuildContext:
+    def _context(self, modality: Modality, encoder: Encoder | EncoderSet | None = None) -> BuildContext:
         return BuildContext(modality=modality, modality_name=self.recipe.modality.component.name,
                             run_dir=self.run_dir, seed=self.recipe.model.seed, device=self.device, encoder=encoder)
 
-    def load_trained(self) -> tuple[Run, Modality, Encoder, list[Objective]]:
+    def load_trained(self) -> tuple[Run, Modality, Encoder | EncoderSet, list[Objective]]:
         """Rebuild the components and load the newest good checkpoint's weights (for evaluate/export)."""
         modality = self.build_modality()
         encoder = self.build_encoder(modality)
         objectives = self.build_objectives(modality, encoder)
-        module = TrainingModule(encoder, objectives, [o.weight for o in self.recipe.objectives],
-                                [o.start_step for o in self.recipe.objectives]).to(self.device)
+        module = self.training_module(encoder, objectives)
         loaded = self.checkpoints.load_latest(map_location=self.device)
         if loaded is None:
             raise CheckpointError(f"no usable checkpoint in {self.checkpoints.directory}")
@@ -233,8 +258,7 @@ class Run:
         encoder = self.build_encoder(modality)
         objectives = self.build_objectives(modality, encoder)
         augment = self.build_augmentations(modality)
-        module = TrainingModule(encoder, objectives, [o.weight for o in self.recipe.objectives],
-                                [o.start_step for o in self.recipe.objectives]).to(self.device)
+        module = self.training_module(encoder, objectives)
         if self.train_spec.channels_last:
             module = module.to(memory_format=torch.channels_last)
         dataset = modality.train_dataset()
@@ -600,44 +624,54 @@ class Run:
                 report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         return report
 
-    def evaluate(self, modality: Modality, encoder: Encoder, objectives: list[Objective]) -> dict[str, Any]:
-        """Write ``evaluation.json`` comparing the trained encoder with its random init."""
+    def evaluate(self, modality: Modality, encoder: Encoder | EncoderSet, objectives: list[Objective]) -> dict[str, Any]:
+        """Write ``evaluation.json`` comparing the trained encoder(s) with the random init.
+
+        With several encoders, each one's scores are prefixed with its key (``image/knn_accuracy``).
+        """
         spec = self.recipe.model.evaluate
         report: dict[str, Any] = {}
         if not spec.enabled:
             return report
-        encoders = {"trained": encoder}
+        candidates = {"trained": encoder}
         if spec.random_init_baseline:
-            encoders["random_init"] = self.build_encoder(modality)
+            candidates["random_init"] = self.build_encoder(modality)
         split = modality.eval_split()
         if split is not None and (spec.knn or spec.linear_probe):
-            for label, candidate in encoders.items():
-                train_x, train_y = embed_dataset(candidate, modality, split.train, self.device, spec.batch_size)
-                test_x, test_y = embed_dataset(candidate, modality, split.test, self.device, spec.batch_size)
-                scores: dict[str, float] = {}
-                if spec.knn:
-                    scores["knn_accuracy"] = round(
-                        knn_accuracy(train_x, train_y, test_x, test_y, spec.knn.k, spec.knn.temperature), 4)
-                if spec.linear_probe:
-                    scores["linear_probe_accuracy"] = round(linear_probe_accuracy(
-                        train_x, train_y, test_x, test_y, spec.linear_probe.epochs, spec.linear_probe.weight_decay,
-                        self.recipe.model.seed), 4)
-                report.setdefault(label, {}).update(scores)
+            for label, candidate in candidates.items():
+                for prefix, single in _named_encoders(candidate):
+                    report.setdefault(label, {}).update(
+                        {prefix + k: v for k, v in self._probe_scores(single, modality, split, spec).items()})
             report["eval_split"] = {"train": len(split.train), "test": len(split.test)}
         held_out = modality.held_out_dataset()
         if held_out is not None:
-            for label, candidate in encoders.items():
+            for label, candidate in candidates.items():
                 report.setdefault(label, {}).update(
                     self._held_out_metrics(modality, candidate, objectives, held_out, spec))
         extras = {}
-        for objective in objectives:
-            extra = objective.report(self.run_dir, encoder, modality)
+        keys = self.encoder_keys()
+        for index, objective in enumerate(objectives):
+            own = encoder if keys[index] is None else encoder[keys[index]]
+            extra = objective.report(self.run_dir, own, modality)
             if extra:
                 extras[objective.sslhub_name] = extra
         if extras:
             report["objectives"] = extras
         atomic_write_bytes(self.run_dir / "evaluation.json", json.dumps(report, indent=2, default=str).encode())
         return report
+
+    def _probe_scores(self, encoder: Encoder, modality: Modality, split, spec) -> dict[str, float]:
+        train_x, train_y = embed_dataset(encoder, modality, split.train, self.device, spec.batch_size)
+        test_x, test_y = embed_dataset(encoder, modality, split.test, self.device, spec.batch_size)
+        scores: dict[str, float] = {}
+        if spec.knn:
+            scores["knn_accuracy"] = round(
+                knn_accuracy(train_x, train_y, test_x, test_y, spec.knn.k, spec.knn.temperature), 4)
+        if spec.linear_probe:
+            scores["linear_probe_accuracy"] = round(linear_probe_accuracy(
+                train_x, train_y, test_x, test_y, spec.linear_probe.epochs, spec.linear_probe.weight_decay,
+                self.recipe.model.seed), 4)
+        return scores
 
     @torch.no_grad()
     def _held_out_metrics(self, modality, encoder, objectives, dataset, spec) -> dict[str, float]:
@@ -646,32 +680,43 @@ class Run:
         count = 0
         encoder_mode = encoder.training
         encoder.eval()
+        keys = self.encoder_keys()
         for index, batch in enumerate(loader):
             if index >= spec.max_held_out_batches:
                 break
             batch = modality.on_device({k: v.to(self.device) for k, v in batch.items()})
-            for objective in objectives:
+            for position, objective in enumerate(objectives):
+                own = encoder if keys[position] is None else encoder[keys[position]]
                 was = objective.training
                 objective.eval()
-                for key, value in objective.held_out_metrics(batch, encoder).items():
+                for key, value in objective.held_out_metrics(batch, own).items():
                     sums[f"{objective.sslhub_name}/{key}"] = sums.get(f"{objective.sslhub_name}/{key}", 0.0) + value
                 objective.train(was)
             count += 1
         encoder.train(encoder_mode)
         return {key: round(value / max(count, 1), 5) for key, value in sums.items()}
 
-    def export(self, encoder: Encoder, modality: Modality) -> dict[str, Any]:
+    def export(self, encoder: Encoder | EncoderSet, modality: Modality, out_dir: Path | None = None,
+               opset: int | None = None, allow_mismatch: bool = False) -> dict[str, Any]:
+        """Export each encoder to verified ONNX: ``onnx/`` for one encoder, ``onnx/KEY/`` for several."""
         from sslhub.export import export_encoder
 
-        onnx_spec = self.recipe.model.export.onnx
-        encoder_cpu = encoder.to("cpu")
-        try:
-            report = export_encoder(encoder_cpu, modality, self.run_dir / "onnx", opset=onnx_spec.opset,
-                                    atol=onnx_spec.atol, metadata=self.export_metadata(),
-                                    modality_name=self.recipe.modality.component.name)
-        finally:
-            encoder.to(self.device)
-        return {"path": str(report.path), "max_abs_diff": report.max_abs_diff, "passed": report.passed}
+        onnx_spec = self.recipe.model.export.onnx if self.recipe.model.export and self.recipe.model.export.onnx else None
+        out_dir = out_dir or self.run_dir / "onnx"
+        results: dict[str, Any] = {}
+        for prefix, single in _named_encoders(encoder):
+            key = prefix.rstrip("/")
+            try:
+                report = export_encoder(
+                    single.to("cpu"), modality, out_dir / key if key else out_dir,
+                    opset=opset or (onnx_spec.opset if onnx_spec else 18), atol=onnx_spec.atol if onnx_spec else 1e-4,
+                    allow_mismatch=allow_mismatch, metadata={**self.export_metadata(), "encoder_key": key or None},
+                    modality_name=self.recipe.modality.component.name)
+            finally:
+                single.to(self.device)
+            results[key or "encoder"] = {"path": str(report.path), "max_abs_diff": report.max_abs_diff,
+                                         "passed": report.passed, "summary": report.summary()}
+        return results
 
     def export_metadata(self) -> dict[str, Any]:
         return {

@@ -23,6 +23,9 @@ from sslhub.recipe_yaml import PathKey, RecipeSource, format_path
 from sslhub.registry import Component
 
 
+SINGLE_ENCODER = "encoder"
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -44,6 +47,7 @@ class DataSpec(_Open):
 class ObjectiveSpec(ComponentSpec):
     weight: float = Field(1.0, ge=0, description="multiplier of this objective's loss in the total")
     start_step: int = Field(0, ge=0, description="optimizer step from which this objective is active")
+    encoder: str | None = Field(None, description="with several encoders: the one this objective trains")
 
 
 class OptimizerSpec(_Section):
@@ -121,11 +125,22 @@ class RecipeModel(_Section):
     requires: list[str] = Field(default_factory=list, description="plugins the recipe needs")
     data: DataSpec
     augment: list[ComponentSpec] = Field(default_factory=list)
-    encoder: ComponentSpec
+    encoder: ComponentSpec | None = Field(None, description="the encoder (or give several under encoders)")
+    encoders: dict[str, ComponentSpec] | None = Field(
+        None, description="one encoder per part of a multimodal batch, e.g. {image: ..., text: ...}"
+    )
     objectives: list[ObjectiveSpec] = Field(min_length=1)
     train: TrainSpec = Field(default_factory=TrainSpec)
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
     export: ExportSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_encoder_section(self) -> RecipeModel:
+        if (self.encoder is None) == (self.encoders is None):
+            raise ValueError("give either encoder (one) or encoders (one per modality part), exactly one of them")
+        if self.encoders is not None and not self.encoders:
+            raise ValueError("encoders is empty")
+        return self
 
 
 @dataclass
@@ -137,6 +152,8 @@ class ResolvedComponent:
     path: str
     weight: float = 1.0
     start_step: int = 0
+    #: objectives in a several-encoder recipe: the encoder key they train (None: all of them).
+    encoder_key: str | None = None
 
     def build(self, context: Any) -> Any:
         return self.component.factory(self.params, context)
@@ -150,9 +167,20 @@ class ResolvedRecipe:
     source: RecipeSource
     modality: ResolvedComponent
     augmentations: list[ResolvedComponent]
-    encoder: ResolvedComponent
+    encoders: dict[str, ResolvedComponent]
     objectives: list[ResolvedComponent]
     catalog: Catalog = field(repr=False)
+
+    @property
+    def several_encoders(self) -> bool:
+        return self.model.encoders is not None
+
+    @property
+    def encoder(self) -> ResolvedComponent:
+        """The encoder of a one-encoder recipe."""
+        if self.several_encoders:
+            raise AttributeError("this recipe has several encoders; use .encoders")
+        return self.encoders[SINGLE_ENCODER]
 
     @property
     def train(self) -> TrainSpec:
@@ -163,12 +191,19 @@ class ResolvedRecipe:
         data = self.model.model_dump(mode="json")
         data["data"] = {"modality": self.modality.component.name, **self.modality.params.model_dump(mode="json")}
         data["augment"] = [{"name": a.component.name, **a.params.model_dump(mode="json")} for a in self.augmentations]
-        data["encoder"] = {"name": self.encoder.component.name, **self.encoder.params.model_dump(mode="json")}
+        specs = {key: {"name": e.component.name, **e.params.model_dump(mode="json")} for key, e in self.encoders.items()}
+        if self.several_encoders:
+            data["encoders"] = specs
+            data.pop("encoder", None)
+        else:
+            data["encoder"] = specs[SINGLE_ENCODER]
+            data.pop("encoders", None)
         data["objectives"] = [
             {
                 "name": o.component.name,
                 "weight": o.weight,
                 "start_step": o.start_step,
+                **({"encoder": o.encoder_key} if o.encoder_key else {}),
                 **o.params.model_dump(mode="json"),
             }
             for o in self.objectives
@@ -205,10 +240,17 @@ def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
     Raises:
         RecipeError: with every problem found, each as ``FILE:LINE: field.path: message``.
     """
+    missing_encoder = []
+    if "encoder" not in source.data and "encoders" not in source.data:
+        missing_encoder.append(RecipeIssue(source.location(("encoder",)), "encoder",
+                                           "required field is missing (or give encoders:, one per modality part)"))
     try:
         model = RecipeModel.model_validate(source.data)
     except ValidationError as exc:
-        raise RecipeError(_issues_from_validation(source, exc, ())) from None
+        issues = _issues_from_validation(source, exc, ())
+        if missing_encoder:
+            issues = [i for i in issues if "give either encoder (one) or encoders" not in i.message] + missing_encoder
+        raise RecipeError(issues) from None
 
     issues: list[RecipeIssue] = []
     issues += _check_requirements(source, model, catalog)
@@ -231,45 +273,79 @@ def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
 
     modality = bind("modality", model.data, ("data",), "modality", ())
     augmentations = [bind("augmentation", spec, ("augment", i), "name", ()) for i, spec in enumerate(model.augment)]
-    encoder = bind("encoder", model.encoder, ("encoder",), "name", ())
+    if model.encoders is None:
+        encoders = {SINGLE_ENCODER: bind("encoder", model.encoder, ("encoder",), "name", ())}
+    else:
+        encoders = {key: bind("encoder", spec, ("encoders", key), "name", ()) for key, spec in model.encoders.items()}
     objectives = []
     for index, spec in enumerate(model.objectives):
-        bound = bind("objective", spec, ("objectives", index), "name", ("weight", "start_step"))
+        bound = bind("objective", spec, ("objectives", index), "name", ("weight", "start_step", "encoder"))
         if bound is not None:
-            bound.weight, bound.start_step = spec.weight, spec.start_step
+            bound.weight, bound.start_step, bound.encoder_key = spec.weight, spec.start_step, spec.encoder
         objectives.append(bound)
 
+    def problem(path: str, message: str) -> None:
+        issues.append(RecipeIssue(source.location(_parse_path(path)), path, message))
+
     if modality is not None:
-        modality_name = modality.component.name
-        for resolved in [*augmentations, encoder, *objectives]:
-            if resolved is not None and not resolved.component.supports(modality_name):
+        # A composite modality (image_text) lists its parts; components of a part work on it.
+        accepted_here = {modality.component.name, *modality.component.modalities}
+        for resolved in [*augmentations, *encoders.values(), *objectives]:
+            if resolved is not None and not any(resolved.component.supports(m) for m in accepted_here):
                 accepted = ", ".join(sorted(resolved.component.modalities))
-                issues.append(
-                    RecipeIssue(
-                        source.location(_parse_path(resolved.path)),
-                        resolved.path,
-                        f"{resolved.component.kind} '{resolved.component.name}' does not accept modality "
-                        f"'{modality_name}' (it accepts: {accepted})",
-                    )
-                )
-    if encoder is not None:
-        for resolved in objectives:
-            if resolved is None:
-                continue
-            missing = resolved.component.requires - encoder.component.provides
-            if missing:
-                issues.append(
-                    RecipeIssue(
-                        source.location(_parse_path(resolved.path)),
-                        resolved.path,
-                        f"objective '{resolved.component.name}' needs {', '.join(sorted(missing))} features, but "
-                        f"encoder '{encoder.component.name}' provides only "
-                        f"{', '.join(sorted(encoder.component.provides))}",
-                    )
-                )
+                problem(resolved.path, f"{resolved.component.kind} '{resolved.component.name}' does not accept "
+                                       f"modality '{modality.component.name}' (it accepts: {accepted})")
+    for index, resolved in enumerate(objectives):
+        if resolved is None:
+            continue
+        issues.extend(_check_objective_encoders(source, model, resolved, encoders, index))
     if issues:
         raise RecipeError(issues)
-    return ResolvedRecipe(model, source, modality, augmentations, encoder, objectives, catalog)
+    return ResolvedRecipe(model, source, modality, augmentations, encoders, objectives, catalog)
+
+
+def _check_objective_encoders(
+    source: RecipeSource, model: RecipeModel, objective: ResolvedComponent,
+    encoders: dict[str, ResolvedComponent | None], index: int,
+) -> list[RecipeIssue]:
+    """The objective gets the encoders it asks for, and they give the features it needs."""
+    path = ("objectives", index)
+    where = source.location(path)
+    name = objective.component.name
+    slots = objective.component.encoder_slots
+    if model.encoders is None:
+        if objective.encoder_key is not None:
+            return [RecipeIssue(source.location((*path, "encoder")), format_path((*path, "encoder")),
+                                "only recipes with several encoders (encoders:) choose an encoder per objective")]
+        if slots:
+            return [RecipeIssue(where, format_path(path), f"objective '{name}' needs one encoder for each of "
+                                f"{', '.join(sorted(slots))}: give them under encoders:")]
+        chosen = [encoders[SINGLE_ENCODER]]
+    elif slots:
+        missing = sorted(slots - set(model.encoders))
+        if missing:
+            return [RecipeIssue(where, format_path(path), f"objective '{name}' needs encoders for "
+                                f"{', '.join(sorted(slots))}; encoders: has no {', '.join(missing)}")]
+        chosen = [encoders[slot] for slot in sorted(slots)]
+    else:
+        key = objective.encoder_key
+        if key is None or key not in model.encoders:
+            known = ", ".join(sorted(model.encoders))
+            reason = "is missing" if key is None else f"'{key}' is not one of the encoders"
+            return [RecipeIssue(source.location((*path, "encoder")), format_path((*path, "encoder")),
+                                f"{reason}: objective '{name}' trains one encoder, so name it ({known})")]
+        chosen = [encoders[key]]
+    issues = []
+    for encoder in chosen:
+        if encoder is None:
+            continue
+        missing_features = objective.component.requires - encoder.component.provides
+        if missing_features:
+            issues.append(RecipeIssue(where, format_path(path),
+                                      f"objective '{name}' needs {', '.join(sorted(missing_features))} features, but "
+                                      f"encoder '{encoder.component.name}' provides only "
+                                      f"{', '.join(sorted(encoder.component.provides))}"))
+    return issues
 
 
 def _check_requirements(source: RecipeSource, model: RecipeModel, catalog: Catalog) -> list[RecipeIssue]:
@@ -278,7 +354,9 @@ def _check_requirements(source: RecipeSource, model: RecipeModel, catalog: Catal
     issues = []
     installed = {}
     for record in catalog.plugins:
-        if record.distribution and not record.errors and not record.blocked:
+        if record.errors or record.blocked:
+            continue
+        if record.distribution:
             installed[_normalise(record.distribution)] = record.version
         installed.setdefault(_normalise(record.name), record.version)
     for index, text in enumerate(model.requires):
@@ -294,7 +372,7 @@ def _check_requirements(source: RecipeSource, model: RecipeModel, catalog: Catal
                                       f"plugin '{requirement.name}' is not installed; pip install '{text}'"))
         elif requirement.specifier and not requirement.specifier.contains(version, prereleases=True):
             issues.append(RecipeIssue(source.location(path), format_path(path),
-                                      f"plugin '{requirement.name}' {version} is installed, but the recipe needs "
+                                      f"plugin '{requirement.name}' {version or '(unversioned)'} is installed, but the recipe needs "
                                       f"{requirement.specifier}; pip install '{text}'"))
     return issues
 

@@ -47,9 +47,12 @@ class Component:
         name: the key a recipe uses.
         factory: ``factory(params, context)`` returning the component.
         params: the pydantic model of its parameters.
-        modalities: modalities it works with; empty means any.
+        modalities: modalities it works with; empty means any. For a modality, the parts its
+            batches hold (``image_text`` lists ``image`` and ``text``).
         requires: encoder features an objective needs (``tokens``, ``spatial``).
         provides: features an encoder returns (``pooled`` always).
+        encoder_slots: for objectives that use several encoders at once (CLIP), the recipe
+            ``encoders:`` keys they need; they receive an :class:`sslhub.EncoderSet`.
         description: one line for ``sslhub list``.
         provider: the plugin that registered it.
     """
@@ -61,6 +64,7 @@ class Component:
     modalities: frozenset[str] = frozenset()
     requires: frozenset[str] = frozenset()
     provides: frozenset[str] = frozenset({"pooled"})
+    encoder_slots: frozenset[str] = frozenset()
     description: str = ""
     provider: Provider = field(default_factory=lambda: Provider("unknown"))
 
@@ -94,6 +98,7 @@ class Registry:
         modalities: Iterable[str] = (),
         requires: Iterable[str] = (),
         provides: Iterable[str] = ("pooled",),
+        encoders: Iterable[str] = (),
         description: str = "",
         provider: Provider | None = None,
     ) -> Any:
@@ -106,6 +111,8 @@ class Registry:
             modalities: modalities it accepts; empty for any.
             requires: for objectives, encoder features needed (``tokens``/``spatial``).
             provides: for encoders, features returned.
+            encoders: for objectives needing several encoders at once, the ``encoders:`` keys
+                they use (``["image", "text"]`` for CLIP).
             description: one line shown by ``sslhub list``; defaults to the docstring's first line.
             provider: set by the plugin manager; plugin code leaves it out.
         """
@@ -119,6 +126,7 @@ class Registry:
                     modalities=modalities,
                     requires=requires,
                     provides=provides,
+                    encoders=encoders,
                     description=description,
                     provider=provider,
                 )
@@ -161,6 +169,7 @@ class Registry:
             modalities=frozenset(modalities),
             requires=frozenset(requires),
             provides=frozenset(provides) | {"pooled"},
+            encoder_slots=frozenset(encoders),
             description=description,
             provider=provider,
         )

@@ -8,7 +8,9 @@ from sslhub.catalog import Catalog
 from sslhub.recipe import RecipeModel
 
 
-def _component_variants(catalog: Catalog, kind: str, key: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def _component_variants(
+    catalog: Catalog, kind: str, key: str, definitions: dict[str, Any], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     variants = []
     for component in catalog.registry(kind):
         schema = component.params.model_json_schema()
@@ -17,8 +19,8 @@ def _component_variants(catalog: Catalog, kind: str, key: str, extra: dict[str, 
                    "required": [key, *schema.get("required", [])], "additionalProperties": False}
         if component.description:
             variant["description"] = component.description
-        if "$defs" in schema:
-            variant["$defs"] = schema["$defs"]
+        # pydantic's references point at the document root (#/$defs/X), so definitions live there.
+        definitions.update(schema.get("$defs", {}))
         variants.append(variant)
     return {"anyOf": variants} if variants else {"type": "object"}
 
@@ -27,11 +29,15 @@ def recipe_json_schema(catalog: Catalog) -> dict[str, Any]:
     """The recipe schema with ``data``, ``augment``, ``encoder`` and ``objectives`` expanded per component."""
     schema = RecipeModel.model_json_schema()
     properties = schema["properties"]
-    properties["data"] = _component_variants(catalog, "modality", "modality")
-    properties["augment"] = {"type": "array", "items": _component_variants(catalog, "augmentation", "name")}
-    properties["encoder"] = _component_variants(catalog, "encoder", "name")
-    engine_keys = {"weight": {"type": "number", "minimum": 0}, "start_step": {"type": "integer", "minimum": 0}}
+    definitions = schema.setdefault("$defs", {})
+    properties["data"] = _component_variants(catalog, "modality", "modality", definitions)
+    properties["augment"] = {"type": "array", "items": _component_variants(catalog, "augmentation", "name", definitions)}
+    encoder = _component_variants(catalog, "encoder", "name", definitions)
+    properties["encoder"] = {"anyOf": [encoder, {"type": "null"}]}
+    properties["encoders"] = {"anyOf": [{"type": "object", "additionalProperties": encoder}, {"type": "null"}]}
+    engine_keys = {"weight": {"type": "number", "minimum": 0}, "start_step": {"type": "integer", "minimum": 0},
+                   "encoder": {"type": ["string", "null"]}}
     properties["objectives"] = {"type": "array", "minItems": 1,
-                                "items": _component_variants(catalog, "objective", "name", engine_keys)}
+                                "items": _component_variants(catalog, "objective", "name", definitions, engine_keys)}
     schema["title"] = "sslhub recipe"
     return schema

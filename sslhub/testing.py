@@ -38,7 +38,8 @@ def catalog_with(*plugins: str | object, entry_points: bool = False) -> Catalog:
             for component in registry:
                 catalog.registry(kind).register(component.name, component.factory, params=component.params,
                                                 modalities=component.modalities, requires=component.requires,
-                                                provides=component.provides, description=component.description,
+                                                provides=component.provides, encoders=component.encoder_slots,
+                                                description=component.description,
                                                 provider=component.provider)
         catalog.plugins.extend(extra.plugins)
     return catalog

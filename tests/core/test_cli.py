@@ -171,7 +171,9 @@ def test_recipe_schema_prints_json_with_the_loaded_components(capsys):
     schema = json.loads(capsys.readouterr().out)
     properties = schema["properties"]
     assert [v["properties"]["modality"]["const"] for v in properties["data"]["anyOf"]] == ["toy_vectors"]
-    assert [v["properties"]["name"]["const"] for v in properties["encoder"]["anyOf"]] == ["toy_mlp"]
+    single, none = properties["encoder"]["anyOf"]
+    assert [v["properties"]["name"]["const"] for v in single["anyOf"]] == ["toy_mlp"] and none == {"type": "null"}
+    assert properties["encoders"]["anyOf"][0]["additionalProperties"] == single
     assert [v["properties"]["name"]["const"] for v in properties["augment"]["items"]["anyOf"]] == ["toy_noise"]
     [objective] = properties["objectives"]["items"]["anyOf"]
     assert objective["properties"]["name"] == {"const": "toy_contrastive"}

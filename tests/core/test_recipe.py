@@ -60,7 +60,7 @@ BAD_RECIPES_EXPECTED: dict[str, list[str]] = {
     ],
     "missing_required.yaml": [
         "FILE:3: data.modality: required field is missing",
-        "FILE:2: encoder: required field is missing",
+        "FILE:2: encoder: required field is missing (or give encoders:, one per modality part)",
     ],
     "steps_and_epochs.yaml": ["FILE:9: train: give either steps or epochs, not both"],
     "requires_missing_plugin.yaml": [
@@ -71,10 +71,7 @@ BAD_RECIPES_EXPECTED: dict[str, list[str]] = {
     "not_a_mapping.yaml": ["FILE:1: a recipe must be a mapping of sections (name, data, ...)"],
     "unhashable_key.yaml": ["FILE:5:5: YAML error: found unhashable key"],
 }
-KNOWN_BUGS = {
-    "unhashable_key.yaml": "recipe_yaml._StrictLoader.construct_mapping does `key in seen` on an unhashable key "
-    "and raises TypeError instead of a RecipeError with the line",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 @pytest.fixture
@@ -242,11 +239,6 @@ def test_requires_satisfied_and_version_checked_against_installed_distributions(
     assert len(info.value.issues) == 2  # 'toy_plugin' (a -p module) is present
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recipe._check_requirements counts blocked and broken plugins as installed "
-    "under their entry-point name (installed.setdefault runs for every record)",
-)
 def test_requires_a_blocked_or_broken_plugin_is_a_problem(entry_point_plugins):
     catalog = Catalog.load(["toy_plugin", "no:good_plugin"], python_registrations=False)
     source = load_recipe_file(TOY_RECIPE)
@@ -289,11 +281,6 @@ def _refs(node: object) -> list[str]:
     return []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schema._component_variants keeps a component's $defs inside its variant, "
-    "but pydantic's refs are '#/$defs/...', which resolve against the root",
-)
 def test_json_schema_refs_all_resolve_from_the_root(catalog):
     schema = recipe_json_schema(catalog)
     for ref in _refs(schema):
