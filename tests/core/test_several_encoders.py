@@ -33,7 +33,7 @@ def catalog(monkeypatch):
     from pathlib import Path
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "data"))
-    return Catalog.load(["toy_plugin"], entry_points=False, python_registrations=False)
+    return Catalog.load(["toy_plugin", "toy_pair_plugin"], entry_points=False, python_registrations=False)
 
 
 def resolve(text: str, catalog: Catalog):
