@@ -49,8 +49,14 @@ def hand_written_step_seconds(recipe, steps: int, device: str) -> float:
     parameters = torch.nn.ModuleList([encoder, *objectives])
     optimizer = build_optimizer(parameters, recipe.train.optimizer)
     dataset = modality.train_dataset()
-    loader = DataLoader(dataset, batch_size=recipe.train.batch_size, shuffle=True, drop_last=True,
-                        collate_fn=modality.collate, num_workers=recipe.train.num_workers)
+    loader = DataLoader(
+        dataset,
+        batch_size=recipe.train.batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=modality.collate,
+        num_workers=recipe.train.num_workers,
+    )
     num_views = max(o.num_views for o in objectives)
     done = 0
     start = time.perf_counter()
@@ -58,7 +64,10 @@ def hand_written_step_seconds(recipe, steps: int, device: str) -> float:
         for batch in loader:
             batch = modality.on_device({k: v.to(target, non_blocking=True) for k, v in batch.items()})
             views = [augment(dict(batch)) for _ in range(num_views)]
-            loss = sum(o(views[: o.num_views], encoder).loss * r.weight for o, r in zip(objectives, recipe.objectives))
+            loss = sum(
+                o(views[: o.num_views], encoder).loss * r.weight
+                for o, r in zip(objectives, recipe.objectives, strict=True)
+            )
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -83,8 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         print("--device cuda: no CUDA device here", file=sys.stderr)
         return 2
     sys.path.insert(0, str(Path("tests/data").resolve()))
-    overrides = [f"train.steps={args.steps}", f"train.device={args.device}", "train.checkpoint_every=1000000",
-                 "train.log_every=1000000", "train.warmup=0"]
+    overrides = [
+        f"train.steps={args.steps}",
+        f"train.device={args.device}",
+        "train.checkpoint_every=1000000",
+        "train.log_every=1000000",
+        "train.warmup=0",
+    ]
     recipe = load_and_resolve(args.recipe, overrides, args.plugins)
     engine, hand = [], []
     for _ in range(args.repeats):

@@ -18,8 +18,14 @@ log = logging.getLogger("sslhub")
 
 
 def _add_plugin_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="MODULE",
-                        help="load MODULE as a plugin, or block one with no:NAME (repeatable)")
+    parser.add_argument(
+        "-p",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="load MODULE as a plugin, or block one with no:NAME (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="train a recipe, evaluate it and export it")
     run.add_argument("recipe", type=Path)
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a recipe field, e.g. --set train.steps=50 (repeatable)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field, e.g. --set train.steps=50 (repeatable)",
+    )
     _add_plugin_options(run)
     run.add_argument("--out", type=Path, help="run directory (default: runs/NAME-TIMESTAMP)")
     run.add_argument("--resume", metavar="RUN_DIR|auto", help="continue a run from its newest good checkpoint")
@@ -148,7 +160,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         run_dir = args.out or Path("runs") / f"{recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if (run_dir / "checkpoints" / "manifest.json").exists() and not args.dry_run:
-            raise SSLHubError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
+            raise SSLHubError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out"
+            )
     show = {"auto": None, "on": True, "off": False}[args.progress]
     run = Run(recipe, run_dir, resume=resume, show_progress=show)
     summary = run.execute(dry_run=args.dry_run)
@@ -176,8 +190,11 @@ def _find_resume_dir(resume: str, out: Path | None, name: str) -> Path:
 
 
 def format_summary(name: str, run_dir: Path, summary: dict[str, Any]) -> str:
-    lines = [f"run '{name}' finished: {summary['steps']} steps in {summary['train_seconds']} s, "
-             f"final loss {summary.get('final_loss')}", f"run directory: {run_dir}"]
+    lines = [
+        f"run '{name}' finished: {summary['steps']} steps in {summary['train_seconds']} s, "
+        f"final loss {summary.get('final_loss')}",
+        f"run directory: {run_dir}",
+    ]
     evaluation = summary.get("evaluation") or {}
     trained, baseline = evaluation.get("trained", {}), evaluation.get("random_init", {})
     if trained:
@@ -246,7 +263,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             if component.description:
                 print(f"      {component.description}")
             for field_name, info in component.params.model_fields.items():
-                default = "required" if info.is_required() else f"default {info.get_default(call_default_factory=True)!r}"
+                default = (
+                    "required" if info.is_required() else f"default {info.get_default(call_default_factory=True)!r}"
+                )
                 description = f"  {info.description}" if info.description else ""
                 print(f"      {field_name}: {_type_name(info.annotation)} ({default}){description}")
     return 0

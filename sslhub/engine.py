@@ -64,8 +64,14 @@ class EpochSampler(Sampler[int]):
 class TrainingModule(nn.Module):
     """Encoder plus objectives; ``forward`` returns the weighted total loss (what DDP wraps)."""
 
-    def __init__(self, encoder: Encoder | EncoderSet, objectives: list[Objective], weights: list[float],
-                 starts: list[int], encoder_keys: list[str | None] | None = None):
+    def __init__(
+        self,
+        encoder: Encoder | EncoderSet,
+        objectives: list[Objective],
+        weights: list[float],
+        starts: list[int],
+        encoder_keys: list[str | None] | None = None,
+    ):
         super().__init__()
         self.encoder = encoder
         self.objectives = nn.ModuleList(objectives)
@@ -181,8 +187,12 @@ class Run:
 
     def build_modality(self) -> Modality:
         seed_everything(self.recipe.model.seed)
-        context = BuildContext(modality_name=self.recipe.modality.component.name, run_dir=self.run_dir,
-                               seed=self.recipe.model.seed, device=self.device)
+        context = BuildContext(
+            modality_name=self.recipe.modality.component.name,
+            run_dir=self.run_dir,
+            seed=self.recipe.model.seed,
+            device=self.device,
+        )
         modality = self.recipe.modality.build(context)
         modality.prepare(self.run_dir)
         return modality
@@ -196,8 +206,11 @@ class Run:
             encoder = resolved.build(context)
             missing = resolved.component.provides - set(getattr(encoder, "provides", ()))
             if missing:
-                log.warning("encoder '%s' was registered as providing %s but the built module does not",
-                            resolved.component.name, ", ".join(sorted(missing)))
+                log.warning(
+                    "encoder '%s' was registered as providing %s but the built module does not",
+                    resolved.component.name,
+                    ", ".join(sorted(missing)),
+                )
             built[key] = encoder
         if not self.recipe.several_encoders:
             return next(iter(built.values())).to(self.device)
@@ -208,8 +221,13 @@ class Run:
         return [o.encoder_key for o in self.recipe.objectives]
 
     def training_module(self, encoder: Encoder | EncoderSet, objectives: list[Objective]) -> TrainingModule:
-        return TrainingModule(encoder, objectives, [o.weight for o in self.recipe.objectives],
-                              [o.start_step for o in self.recipe.objectives], self.encoder_keys()).to(self.device)
+        return TrainingModule(
+            encoder,
+            objectives,
+            [o.weight for o in self.recipe.objectives],
+            [o.start_step for o in self.recipe.objectives],
+            self.encoder_keys(),
+        ).to(self.device)
 
     def build_objectives(self, modality: Modality, encoder: Encoder | EncoderSet) -> list[Objective]:
         objectives = []
@@ -229,8 +247,14 @@ class Run:
         return nn.Sequential(*[a.build(context) for a in self.recipe.augmentations]).to(self.device)
 
     def _context(self, modality: Modality, encoder: Encoder | EncoderSet | None = None) -> BuildContext:
-        return BuildContext(modality=modality, modality_name=self.recipe.modality.component.name,
-                            run_dir=self.run_dir, seed=self.recipe.model.seed, device=self.device, encoder=encoder)
+        return BuildContext(
+            modality=modality,
+            modality_name=self.recipe.modality.component.name,
+            run_dir=self.run_dir,
+            seed=self.recipe.model.seed,
+            device=self.device,
+            encoder=encoder,
+        )
 
     def load_trained(self) -> tuple[Run, Modality, Encoder | EncoderSet, list[Objective]]:
         """Rebuild the components and load the newest good checkpoint's weights (for evaluate/export)."""
@@ -245,7 +269,9 @@ class Run:
         try:
             module.load_state_dict(payload["model"])
         except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint {path} does not fit this recipe's model: {str(exc).splitlines()[0]}")
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this recipe's model: {str(exc).splitlines()[0]}"
+            ) from exc
         log.info("loaded %s (step %d)", path, payload["step"])
         return self, modality, encoder, objectives
 
@@ -262,8 +288,13 @@ class Run:
         if self.train_spec.channels_last:
             module = module.to(memory_format=torch.channels_last)
         dataset = modality.train_dataset()
-        sampler = EpochSampler(len(dataset), self.recipe.model.seed, self.train_spec.batch_size,
-                               distributed.rank(), distributed.world_size())
+        sampler = EpochSampler(
+            len(dataset),
+            self.recipe.model.seed,
+            self.train_spec.batch_size,
+            distributed.rank(),
+            distributed.world_size(),
+        )
         if sampler.batches_per_epoch() == 0:
             raise SSLHubError(
                 f"the training data has {len(dataset)} samples, fewer than one batch of "
@@ -282,7 +313,8 @@ class Run:
         model: nn.Module = module
         if distributed.is_distributed():
             model = nn.parallel.DistributedDataParallel(
-                module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=any(s > 0 for s in module.starts),
             )
         if self.train_spec.compile:
@@ -295,8 +327,9 @@ class Run:
         if dry_run:
             return self._dry_run(model, module, modality, augment, dataset, sampler, optimizer, scaler, state)
 
-        self._train(model, module, modality, augment, dataset, sampler, optimizer, scheduler, scaler, state,
-                    total_steps)
+        self._train(
+            model, module, modality, augment, dataset, sampler, optimizer, scheduler, scaler, state, total_steps
+        )
         summary: dict[str, Any] = {"steps": state.step, "train_seconds": round(state.elapsed, 2)}
         if self.is_main:
             summary["final_loss"] = self._last_loss(state)
@@ -317,8 +350,13 @@ class Run:
         sampler.epoch, sampler.start_batch = state.epoch, state.batch_in_epoch
         while True:
             loader = DataLoader(
-                dataset, batch_size=self.train_spec.batch_size, sampler=sampler, collate_fn=modality.collate,
-                num_workers=self.train_spec.num_workers, pin_memory=self.device.type == "cuda", drop_last=True,
+                dataset,
+                batch_size=self.train_spec.batch_size,
+                sampler=sampler,
+                collate_fn=modality.collate,
+                num_workers=self.train_spec.num_workers,
+                pin_memory=self.device.type == "cuda",
+                drop_last=True,
                 persistent_workers=False,
                 # A private generator keeps worker seeding from consuming the global RNG,
                 # which must advance identically in an uninterrupted and a resumed run.
@@ -326,8 +364,9 @@ class Run:
             )
             for batch in loader:
                 state.batch_in_epoch += 1
-                batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v
-                         for k, v in batch.items()}
+                batch = {
+                    k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()
+                }
                 yield modality.on_device(batch)
             state.epoch += 1
             state.batch_in_epoch = 0
@@ -336,8 +375,13 @@ class Run:
     def _make_views(self, augment: nn.Sequential, batch: Batch, count: int) -> list[Batch]:
         views = [augment(dict(batch)) for _ in range(count)]
         if self.train_spec.channels_last:
-            views = [{k: v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 and v.is_floating_point()
-                      else v for k, v in view.items()} for view in views]
+            views = [
+                {
+                    k: v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 and v.is_floating_point() else v
+                    for k, v in view.items()
+                }
+                for view in views
+            ]
         return views
 
     def _autocast(self):
@@ -346,8 +390,20 @@ class Run:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _train(self, model, module, modality, augment, dataset, sampler, optimizer, scheduler, scaler,
-               state: RunState, total_steps: int) -> None:
+    def _train(
+        self,
+        model,
+        module,
+        modality,
+        augment,
+        dataset,
+        sampler,
+        optimizer,
+        scheduler,
+        scaler,
+        state: RunState,
+        total_steps: int,
+    ) -> None:
         spec = self.train_spec
         num_views = max(o.num_views for o in module.objectives)
         batches = self._batches(dataset, sampler, modality, state)
@@ -404,10 +460,15 @@ class Run:
                     now = time.perf_counter()
                     throughput = window_samples * distributed.world_size() / max(now - window_start, 1e-9)
                     window_start, window_samples = now, 0
-                    record = {"step": state.step, "epoch": state.epoch, "loss": total_loss,
-                              "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm_value,
-                              "samples_per_s": round(throughput, 2),
-                              **{k: _to_float(v) for k, v in logged.items()}}
+                    record = {
+                        "step": state.step,
+                        "epoch": state.epoch,
+                        "loss": total_loss,
+                        "lr": scheduler.get_last_lr()[0],
+                        "grad_norm": grad_norm_value,
+                        "samples_per_s": round(throughput, 2),
+                        **{k: _to_float(v) for k, v in logged.items()},
+                    }
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
                     if tensorboard is not None:
@@ -504,10 +565,16 @@ class Run:
             scheduler.load_state_dict(payload["scheduler"])
             scaler.load_state_dict(payload["scaler"])
         except (RuntimeError, KeyError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {path} does not fit this recipe's model: {str(exc).splitlines()[0]}")
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this recipe's model: {str(exc).splitlines()[0]}"
+            ) from exc
         restore_rng_state(payload["rng"])
-        state = RunState(step=payload["step"], epoch=payload["epoch"], batch_in_epoch=payload["batch_in_epoch"],
-                         elapsed=payload.get("elapsed", 0.0))
+        state = RunState(
+            step=payload["step"],
+            epoch=payload["epoch"],
+            batch_in_epoch=payload["batch_in_epoch"],
+            elapsed=payload.get("elapsed", 0.0),
+        )
         self._truncate_metrics(state.step)
         log.info("resumed from %s at step %d", path, state.step)
         return state
@@ -558,7 +625,9 @@ class Run:
             "platform": platform.platform(),
             "torch": torch.__version__,
             "device": str(self.device),
-            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor(),
+            "device_name": torch.cuda.get_device_name(self.device)
+            if self.device.type == "cuda"
+            else platform.processor(),
             "world_size": distributed.world_size(),
             "plugins": [r.as_dict() for r in self.recipe.catalog.plugins if not r.blocked],
             "data_fingerprint": modality.fingerprint(),
@@ -624,7 +693,9 @@ class Run:
                 report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         return report
 
-    def evaluate(self, modality: Modality, encoder: Encoder | EncoderSet, objectives: list[Objective]) -> dict[str, Any]:
+    def evaluate(
+        self, modality: Modality, encoder: Encoder | EncoderSet, objectives: list[Objective]
+    ) -> dict[str, Any]:
         """Write ``evaluation.json`` comparing the trained encoder(s) with the random init.
 
         With several encoders, each one's scores are prefixed with its key (``image/knn_accuracy``).
@@ -641,13 +712,15 @@ class Run:
             for label, candidate in candidates.items():
                 for prefix, single in _named_encoders(candidate):
                     report.setdefault(label, {}).update(
-                        {prefix + k: v for k, v in self._probe_scores(single, modality, split, spec).items()})
+                        {prefix + k: v for k, v in self._probe_scores(single, modality, split, spec).items()}
+                    )
             report["eval_split"] = {"train": len(split.train), "test": len(split.test)}
         held_out = modality.held_out_dataset()
         if held_out is not None:
             for label, candidate in candidates.items():
                 report.setdefault(label, {}).update(
-                    self._held_out_metrics(modality, candidate, objectives, held_out, spec))
+                    self._held_out_metrics(modality, candidate, objectives, held_out, spec)
+                )
         extras = {}
         keys = self.encoder_keys()
         for index, objective in enumerate(objectives):
@@ -666,11 +739,21 @@ class Run:
         scores: dict[str, float] = {}
         if spec.knn:
             scores["knn_accuracy"] = round(
-                knn_accuracy(train_x, train_y, test_x, test_y, spec.knn.k, spec.knn.temperature), 4)
+                knn_accuracy(train_x, train_y, test_x, test_y, spec.knn.k, spec.knn.temperature), 4
+            )
         if spec.linear_probe:
-            scores["linear_probe_accuracy"] = round(linear_probe_accuracy(
-                train_x, train_y, test_x, test_y, spec.linear_probe.epochs, spec.linear_probe.weight_decay,
-                self.recipe.model.seed), 4)
+            scores["linear_probe_accuracy"] = round(
+                linear_probe_accuracy(
+                    train_x,
+                    train_y,
+                    test_x,
+                    test_y,
+                    spec.linear_probe.epochs,
+                    spec.linear_probe.weight_decay,
+                    self.recipe.model.seed,
+                ),
+                4,
+            )
         return scores
 
     @torch.no_grad()
@@ -696,26 +779,43 @@ class Run:
         encoder.train(encoder_mode)
         return {key: round(value / max(count, 1), 5) for key, value in sums.items()}
 
-    def export(self, encoder: Encoder | EncoderSet, modality: Modality, out_dir: Path | None = None,
-               opset: int | None = None, allow_mismatch: bool = False) -> dict[str, Any]:
+    def export(
+        self,
+        encoder: Encoder | EncoderSet,
+        modality: Modality,
+        out_dir: Path | None = None,
+        opset: int | None = None,
+        allow_mismatch: bool = False,
+    ) -> dict[str, Any]:
         """Export each encoder to verified ONNX: ``onnx/`` for one encoder, ``onnx/KEY/`` for several."""
         from sslhub.export import export_encoder
 
-        onnx_spec = self.recipe.model.export.onnx if self.recipe.model.export and self.recipe.model.export.onnx else None
+        onnx_spec = (
+            self.recipe.model.export.onnx if self.recipe.model.export and self.recipe.model.export.onnx else None
+        )
         out_dir = out_dir or self.run_dir / "onnx"
         results: dict[str, Any] = {}
         for prefix, single in _named_encoders(encoder):
             key = prefix.rstrip("/")
             try:
                 report = export_encoder(
-                    single.to("cpu"), modality, out_dir / key if key else out_dir,
-                    opset=opset or (onnx_spec.opset if onnx_spec else 18), atol=onnx_spec.atol if onnx_spec else 1e-4,
-                    allow_mismatch=allow_mismatch, metadata={**self.export_metadata(), "encoder_key": key or None},
-                    modality_name=self.recipe.modality.component.name)
+                    single.to("cpu"),
+                    modality,
+                    out_dir / key if key else out_dir,
+                    opset=opset or (onnx_spec.opset if onnx_spec else 18),
+                    atol=onnx_spec.atol if onnx_spec else 1e-4,
+                    allow_mismatch=allow_mismatch,
+                    metadata={**self.export_metadata(), "encoder_key": key or None},
+                    modality_name=self.recipe.modality.component.name,
+                )
             finally:
                 single.to(self.device)
-            results[key or "encoder"] = {"path": str(report.path), "max_abs_diff": report.max_abs_diff,
-                                         "passed": report.passed, "summary": report.summary()}
+            results[key or "encoder"] = {
+                "path": str(report.path),
+                "max_abs_diff": report.max_abs_diff,
+                "passed": report.passed,
+                "summary": report.summary(),
+            }
         return results
 
     def export_metadata(self) -> dict[str, Any]:

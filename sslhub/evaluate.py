@@ -40,8 +40,12 @@ def embed_dataset(
 
 
 def knn_accuracy(
-    train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor,
-    k: int = 20, temperature: float = 0.07,
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
 ) -> float:
     """Accuracy of a cosine-similarity kNN with similarity-weighted votes (``exp(sim / T)``).
 
@@ -64,8 +68,13 @@ def knn_accuracy(
 
 
 def linear_probe_accuracy(
-    train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor,
-    epochs: int = 100, weight_decay: float = 1e-4, seed: int = 0,
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    epochs: int = 100,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
 ) -> float:
     """Test accuracy of a multinomial logistic regression fitted with L-BFGS on standardised features."""
     mean, std = train_features.mean(0), train_features.std(0).clamp_min(1e-6)
@@ -73,7 +82,7 @@ def linear_probe_accuracy(
     test = ((test_features - mean) / std).double()
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     generator = torch.Generator().manual_seed(seed)
-    weight = (torch.randn(train.shape[1], num_classes, generator=generator, dtype=torch.float64) * 0.01)
+    weight = torch.randn(train.shape[1], num_classes, generator=generator, dtype=torch.float64) * 0.01
     weight.requires_grad_(True)
     bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=epochs, line_search_fn="strong_wolfe")

@@ -1,6 +1,6 @@
 """Render the hook reference (docs/hooks.md) from the docstrings in :mod:`sslhub.hookspecs`.
 
-    python -m sslhub.hookdocs > docs/hooks.md
+python -m sslhub.hookdocs > docs/hooks.md
 """
 
 from __future__ import annotations

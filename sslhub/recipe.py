@@ -22,7 +22,6 @@ from sslhub.errors import RecipeError, RecipeIssue
 from sslhub.recipe_yaml import PathKey, RecipeSource, format_path
 from sslhub.registry import Component
 
-
 SINGLE_ENCODER = "encoder"
 
 
@@ -191,7 +190,9 @@ class ResolvedRecipe:
         data = self.model.model_dump(mode="json")
         data["data"] = {"modality": self.modality.component.name, **self.modality.params.model_dump(mode="json")}
         data["augment"] = [{"name": a.component.name, **a.params.model_dump(mode="json")} for a in self.augmentations]
-        specs = {key: {"name": e.component.name, **e.params.model_dump(mode="json")} for key, e in self.encoders.items()}
+        specs = {
+            key: {"name": e.component.name, **e.params.model_dump(mode="json")} for key, e in self.encoders.items()
+        }
         if self.several_encoders:
             data["encoders"] = specs
             data.pop("encoder", None)
@@ -242,8 +243,13 @@ def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
     """
     missing_encoder = []
     if "encoder" not in source.data and "encoders" not in source.data:
-        missing_encoder.append(RecipeIssue(source.location(("encoder",)), "encoder",
-                                           "required field is missing (or give encoders:, one per modality part)"))
+        missing_encoder.append(
+            RecipeIssue(
+                source.location(("encoder",)),
+                "encoder",
+                "required field is missing (or give encoders:, one per modality part)",
+            )
+        )
     try:
         model = RecipeModel.model_validate(source.data)
     except ValidationError as exc:
@@ -259,8 +265,11 @@ def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
         registry = catalog.registry(kind)
         name = getattr(spec, key_field)
         if name not in registry:
-            issues.append(RecipeIssue(source.location((*path, key_field)), format_path((*path, key_field)),
-                                      registry.unknown_message(name)))
+            issues.append(
+                RecipeIssue(
+                    source.location((*path, key_field)), format_path((*path, key_field)), registry.unknown_message(name)
+                )
+            )
             return None
         component = registry.get(name)
         raw = {k: v for k, v in (spec.model_extra or {}).items() if k not in engine_keys}
@@ -293,8 +302,11 @@ def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
         for resolved in [*augmentations, *encoders.values(), *objectives]:
             if resolved is not None and not any(resolved.component.supports(m) for m in accepted_here):
                 accepted = ", ".join(sorted(resolved.component.modalities))
-                problem(resolved.path, f"{resolved.component.kind} '{resolved.component.name}' does not accept "
-                                       f"modality '{modality.component.name}' (it accepts: {accepted})")
+                problem(
+                    resolved.path,
+                    f"{resolved.component.kind} '{resolved.component.name}' does not accept "
+                    f"modality '{modality.component.name}' (it accepts: {accepted})",
+                )
     for index, resolved in enumerate(objectives):
         if resolved is None:
             continue
@@ -305,8 +317,11 @@ def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
 
 
 def _check_objective_encoders(
-    source: RecipeSource, model: RecipeModel, objective: ResolvedComponent,
-    encoders: dict[str, ResolvedComponent | None], index: int,
+    source: RecipeSource,
+    model: RecipeModel,
+    objective: ResolvedComponent,
+    encoders: dict[str, ResolvedComponent | None],
+    index: int,
 ) -> list[RecipeIssue]:
     """The objective gets the encoders it asks for, and they give the features it needs."""
     path = ("objectives", index)
@@ -315,25 +330,47 @@ def _check_objective_encoders(
     slots = objective.component.encoder_slots
     if model.encoders is None:
         if objective.encoder_key is not None:
-            return [RecipeIssue(source.location((*path, "encoder")), format_path((*path, "encoder")),
-                                "only recipes with several encoders (encoders:) choose an encoder per objective")]
+            return [
+                RecipeIssue(
+                    source.location((*path, "encoder")),
+                    format_path((*path, "encoder")),
+                    "only recipes with several encoders (encoders:) choose an encoder per objective",
+                )
+            ]
         if slots:
-            return [RecipeIssue(where, format_path(path), f"objective '{name}' needs one encoder for each of "
-                                f"{', '.join(sorted(slots))}: give them under encoders:")]
+            return [
+                RecipeIssue(
+                    where,
+                    format_path(path),
+                    f"objective '{name}' needs one encoder for each of "
+                    f"{', '.join(sorted(slots))}: give them under encoders:",
+                )
+            ]
         chosen = [encoders[SINGLE_ENCODER]]
     elif slots:
         missing = sorted(slots - set(model.encoders))
         if missing:
-            return [RecipeIssue(where, format_path(path), f"objective '{name}' needs encoders for "
-                                f"{', '.join(sorted(slots))}; encoders: has no {', '.join(missing)}")]
+            return [
+                RecipeIssue(
+                    where,
+                    format_path(path),
+                    f"objective '{name}' needs encoders for "
+                    f"{', '.join(sorted(slots))}; encoders: has no {', '.join(missing)}",
+                )
+            ]
         chosen = [encoders[slot] for slot in sorted(slots)]
     else:
         key = objective.encoder_key
         if key is None or key not in model.encoders:
             known = ", ".join(sorted(model.encoders))
             reason = "is missing" if key is None else f"'{key}' is not one of the encoders"
-            return [RecipeIssue(source.location((*path, "encoder")), format_path((*path, "encoder")),
-                                f"{reason}: objective '{name}' trains one encoder, so name it ({known})")]
+            return [
+                RecipeIssue(
+                    source.location((*path, "encoder")),
+                    format_path((*path, "encoder")),
+                    f"{reason}: objective '{name}' trains one encoder, so name it ({known})",
+                )
+            ]
         chosen = [encoders[key]]
     issues = []
     for encoder in chosen:
@@ -341,10 +378,15 @@ def _check_objective_encoders(
             continue
         missing_features = objective.component.requires - encoder.component.provides
         if missing_features:
-            issues.append(RecipeIssue(where, format_path(path),
-                                      f"objective '{name}' needs {', '.join(sorted(missing_features))} features, but "
-                                      f"encoder '{encoder.component.name}' provides only "
-                                      f"{', '.join(sorted(encoder.component.provides))}"))
+            issues.append(
+                RecipeIssue(
+                    where,
+                    format_path(path),
+                    f"objective '{name}' needs {', '.join(sorted(missing_features))} features, but "
+                    f"encoder '{encoder.component.name}' provides only "
+                    f"{', '.join(sorted(encoder.component.provides))}",
+                )
+            )
     return issues
 
 
@@ -368,12 +410,22 @@ def _check_requirements(source: RecipeSource, model: RecipeModel, catalog: Catal
             continue
         version = installed.get(_normalise(requirement.name))
         if version is None:
-            issues.append(RecipeIssue(source.location(path), format_path(path),
-                                      f"plugin '{requirement.name}' is not installed; pip install '{text}'"))
+            issues.append(
+                RecipeIssue(
+                    source.location(path),
+                    format_path(path),
+                    f"plugin '{requirement.name}' is not installed; pip install '{text}'",
+                )
+            )
         elif requirement.specifier and not requirement.specifier.contains(version, prereleases=True):
-            issues.append(RecipeIssue(source.location(path), format_path(path),
-                                      f"plugin '{requirement.name}' {version or '(unversioned)'} is installed, but the recipe needs "
-                                      f"{requirement.specifier}; pip install '{text}'"))
+            issues.append(
+                RecipeIssue(
+                    source.location(path),
+                    format_path(path),
+                    f"plugin '{requirement.name}' {version or '(unversioned)'} is installed, but the recipe needs "
+                    f"{requirement.specifier}; pip install '{text}'",
+                )
+            )
     return issues
 
 

@@ -15,8 +15,13 @@ def _component_variants(
     for component in catalog.registry(kind):
         schema = component.params.model_json_schema()
         properties = {key: {"const": component.name}, **(extra or {}), **schema.get("properties", {})}
-        variant = {"type": "object", "title": f"{kind} {component.name}", "properties": properties,
-                   "required": [key, *schema.get("required", [])], "additionalProperties": False}
+        variant = {
+            "type": "object",
+            "title": f"{kind} {component.name}",
+            "properties": properties,
+            "required": [key, *schema.get("required", [])],
+            "additionalProperties": False,
+        }
         if component.description:
             variant["description"] = component.description
         # pydantic's references point at the document root (#/$defs/X), so definitions live there.
@@ -31,13 +36,22 @@ def recipe_json_schema(catalog: Catalog) -> dict[str, Any]:
     properties = schema["properties"]
     definitions = schema.setdefault("$defs", {})
     properties["data"] = _component_variants(catalog, "modality", "modality", definitions)
-    properties["augment"] = {"type": "array", "items": _component_variants(catalog, "augmentation", "name", definitions)}
+    properties["augment"] = {
+        "type": "array",
+        "items": _component_variants(catalog, "augmentation", "name", definitions),
+    }
     encoder = _component_variants(catalog, "encoder", "name", definitions)
     properties["encoder"] = {"anyOf": [encoder, {"type": "null"}]}
     properties["encoders"] = {"anyOf": [{"type": "object", "additionalProperties": encoder}, {"type": "null"}]}
-    engine_keys = {"weight": {"type": "number", "minimum": 0}, "start_step": {"type": "integer", "minimum": 0},
-                   "encoder": {"type": ["string", "null"]}}
-    properties["objectives"] = {"type": "array", "minItems": 1,
-                                "items": _component_variants(catalog, "objective", "name", definitions, engine_keys)}
+    engine_keys = {
+        "weight": {"type": "number", "minimum": 0},
+        "start_step": {"type": "integer", "minimum": 0},
+        "encoder": {"type": ["string", "null"]},
+    }
+    properties["objectives"] = {
+        "type": "array",
+        "minItems": 1,
+        "items": _component_variants(catalog, "objective", "name", definitions, engine_keys),
+    }
     schema["title"] = "sslhub recipe"
     return schema

@@ -36,11 +36,17 @@ def catalog_with(*plugins: str | object, entry_points: bool = False) -> Catalog:
         extra = Catalog.from_modules(*objects)
         for kind, registry in extra.registries.items():
             for component in registry:
-                catalog.registry(kind).register(component.name, component.factory, params=component.params,
-                                                modalities=component.modalities, requires=component.requires,
-                                                provides=component.provides, encoders=component.encoder_slots,
-                                                description=component.description,
-                                                provider=component.provider)
+                catalog.registry(kind).register(
+                    component.name,
+                    component.factory,
+                    params=component.params,
+                    modalities=component.modalities,
+                    requires=component.requires,
+                    provides=component.provides,
+                    encoders=component.encoder_slots,
+                    description=component.description,
+                    provider=component.provider,
+                )
         catalog.plugins.extend(extra.plugins)
     return catalog
 

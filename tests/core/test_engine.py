@@ -33,8 +33,9 @@ def sslhub(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 
 
 def run_toy(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return sslhub("run", str(RECIPE), "-p", "toy_plugin", *BLOCK_BUILTINS, "--out", str(out), "--set", "export=null",
-                  *extra)
+    return sslhub(
+        "run", str(RECIPE), "-p", "toy_plugin", *BLOCK_BUILTINS, "--out", str(out), "--set", "export=null", *extra
+    )
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -72,8 +73,22 @@ def test_toy_recipe_learns_and_beats_random_init(reference_run: Path):
 
 def test_sigkill_then_resume_matches_uninterrupted_run(reference_run: Path, tmp_path: Path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "sslhub", "run", str(RECIPE), "-p", "toy_plugin", *BLOCK_BUILTINS,
-               "--out", str(out), "--set", "export=null", "--set", "train.checkpoint_every=7"]
+    command = [
+        sys.executable,
+        "-m",
+        "sslhub",
+        "run",
+        str(RECIPE),
+        "-p",
+        "toy_plugin",
+        *BLOCK_BUILTINS,
+        "--out",
+        str(out),
+        "--set",
+        "export=null",
+        "--set",
+        "train.checkpoint_every=7",
+    ]
     process = subprocess.Popen(command, env=sslhub_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = out / "checkpoints" / "manifest.json"
     deadline = time.time() + 120
@@ -109,9 +124,24 @@ def test_corrupt_newest_checkpoint_is_skipped(reference_run: Path, tmp_path: Pat
 
 def test_sigterm_saves_and_exits_143(tmp_path: Path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "sslhub", "run", str(RECIPE), "-p", "toy_plugin", *BLOCK_BUILTINS,
-               "--out", str(out), "--set", "export=null", "--set", "train.steps=100000",
-               "--set", "train.checkpoint_every=100000"]
+    command = [
+        sys.executable,
+        "-m",
+        "sslhub",
+        "run",
+        str(RECIPE),
+        "-p",
+        "toy_plugin",
+        *BLOCK_BUILTINS,
+        "--out",
+        str(out),
+        "--set",
+        "export=null",
+        "--set",
+        "train.steps=100000",
+        "--set",
+        "train.checkpoint_every=100000",
+    ]
     process = subprocess.Popen(command, env=sslhub_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 120
@@ -134,8 +164,17 @@ def test_nan_loss_stops_with_message(tmp_path: Path):
 
 
 def test_nan_loss_skip_step_policy_continues(tmp_path: Path):
-    result = run_toy(tmp_path / "run", "--set", "objectives.0.nan_at_step=5", "--set", "train.nonfinite=skip_step",
-                     "--set", "train.steps=10", "--set", "evaluate.enabled=false")
+    result = run_toy(
+        tmp_path / "run",
+        "--set",
+        "objectives.0.nan_at_step=5",
+        "--set",
+        "train.nonfinite=skip_step",
+        "--set",
+        "train.steps=10",
+        "--set",
+        "evaluate.enabled=false",
+    )
     assert result.returncode == 0, result.stderr
     assert "skipping step 5" in result.stderr
 
@@ -164,17 +203,48 @@ def test_evaluate_command_rereads_run(reference_run: Path):
 
 def test_two_gloo_processes_match_one_process(tmp_path: Path):
     """Same global batch: 2 ranks x 32 under torchrun equals 1 process x 64 (no augmentation, no dropout)."""
-    common = ["--set", "augment=[]", "--set", "train.steps=6", "--set", "evaluate.enabled=false",
-              "--set", "train.checkpoint_every=6"]
+    common = [
+        "--set",
+        "augment=[]",
+        "--set",
+        "train.steps=6",
+        "--set",
+        "evaluate.enabled=false",
+        "--set",
+        "train.checkpoint_every=6",
+    ]
     single = run_toy(tmp_path / "single", "--set", "train.batch_size=64", *common)
     assert single.returncode == 0, single.stderr
     env = sslhub_env()
     env["OMP_NUM_THREADS"] = "1"
     distributed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
-         "-m", "sslhub", "run", str(RECIPE), "-p", "toy_plugin", *BLOCK_BUILTINS, "--out", str(tmp_path / "ddp"),
-         "--set", "export=null", "--set", "train.batch_size=32", *common],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29531",
+            "-m",
+            "sslhub",
+            "run",
+            str(RECIPE),
+            "-p",
+            "toy_plugin",
+            *BLOCK_BUILTINS,
+            "--out",
+            str(tmp_path / "ddp"),
+            "--set",
+            "export=null",
+            "--set",
+            "train.batch_size=32",
+            *common,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert distributed.returncode == 0, distributed.stderr[-3000:]
     a, b = final_weights(tmp_path / "single"), final_weights(tmp_path / "ddp")

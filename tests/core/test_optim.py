@@ -36,7 +36,11 @@ def test_each_optimizer_minimises_a_quadratic():
     for name in ("adamw", "sgd", "lars"):
         torch.manual_seed(0)
         model = nn.Linear(8, 1, bias=False)
-        spec = OptimizerSpec(name=name, lr=0.05) if name != "lars" else OptimizerSpec(name=name, lr=1.0, trust_coefficient=0.05)
+        spec = (
+            OptimizerSpec(name=name, lr=0.05)
+            if name != "lars"
+            else OptimizerSpec(name=name, lr=1.0, trust_coefficient=0.05)
+        )
         optimizer = build_optimizer(model, spec)
         inputs = torch.randn(64, 8)
         targets = inputs @ torch.arange(8.0).unsqueeze(1)

@@ -66,8 +66,9 @@ def test_several_encoders_train_evaluate_and_export(catalog, tmp_path):
 
 
 def test_objective_needing_several_encoders_in_a_one_encoder_recipe(catalog):
-    text = RECIPE.replace("encoders:\n  left: {name: toy_mlp, out: 16}\n  right: {name: toy_mlp, out: 8}",
-                          "encoder: {name: toy_mlp}").replace(", encoder: left", "")
+    text = RECIPE.replace(
+        "encoders:\n  left: {name: toy_mlp, out: 16}\n  right: {name: toy_mlp, out: 8}", "encoder: {name: toy_mlp}"
+    ).replace(", encoder: left", "")
     assert problems(text, catalog) == [
         "pair.yaml:6: objectives[0]: objective 'toy_pair_contrastive' needs one encoder for each of left, right: "
         "give them under encoders:"

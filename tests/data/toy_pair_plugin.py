@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from toy_plugin import ContrastParams
 
 from sslhub import Objective, ObjectiveOutput, hookimpl
-from toy_plugin import ContrastParams
 
 
 class ToyPairContrastive(Objective):

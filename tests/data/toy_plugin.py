@@ -71,8 +71,11 @@ class ToyVectors(Modality):
         return {"dim": self.params.dim}
 
     def input_spec(self):
-        return {"inputs": {"vector": {"dtype": "float32", "shape": ["batch", self.params.dim]}},
-                "dynamic_axes": {"vector": {0: "batch"}}, "preprocessing": {}}
+        return {
+            "inputs": {"vector": {"dtype": "float32", "shape": ["batch", self.params.dim]}},
+            "dynamic_axes": {"vector": {0: "batch"}},
+            "preprocessing": {},
+        }
 
     def fingerprint(self):
         return f"toy-{self.params.samples}-{self.params.dim}"
