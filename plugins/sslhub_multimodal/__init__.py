@@ -1,0 +1,1 @@
+"""sslhub built-in multimodal plugin: image-text pairs and CLIP."""
