@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from sslhub_vision.encoders import SmallCNN, SmallCNNParams, TimmEncoder, TimmParams
+from sslhub_vision.encoders import SmallCNN, SmallCNNParams
 from sslhub_vision.heads.decoder import ConvDecoder
 from sslhub_vision.masks import make_mask
 from sslhub_vision.modality import ImageModality, ImageParams
 from sslhub_vision.objectives.inpainting import InpaintingObjective, InpaintingParams
 
-from sslhub import BuildContext
+from sslhub import BuildContext, Encoder, EncoderOutput
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -84,12 +84,18 @@ def test_loss_only_counts_the_hole_by_default():
     assert weighted.reconstruction_loss(prediction, target, mask).item() == pytest.approx(0.5 + 4.0 / 2)
 
 
+class _PooledOnly(Encoder):
+    """An encoder without a spatial map (like a vision transformer)."""
+
+    feature_dim = 4
+    input_names = ("image",)
+
+    def forward(self, batch):
+        return EncoderOutput(pooled=batch["image"].mean(dim=(2, 3)).repeat(1, 2)[:, :4])
+
+
 def test_needs_a_spatial_encoder():
-    modality = ImageModality(ImageParams(image_size=32))
-    context = BuildContext(modality=modality)
-    context.encoder = TimmEncoder(
-        TimmParams(model="vit_tiny_patch16_224", model_kwargs={"patch_size": 8, "depth": 1}), context
-    )
+    context = BuildContext(modality=ImageModality(ImageParams(image_size=16)), encoder=_PooledOnly())
     with pytest.raises(ValueError, match="requires an encoder with a spatial feature map"):
         InpaintingObjective(InpaintingParams(), context)
 
