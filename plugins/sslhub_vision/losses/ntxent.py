@@ -32,7 +32,9 @@ class NTXentLoss(nn.Module):
     Args:
         temperature: ``T`` > 0; lower values weigh hard negatives more.
         gather_distributed: under ``torch.distributed``, use the other ranks' embeddings as
-            extra negatives (gradients flow back through ``sslhub.gather_with_grad``).
+            extra negatives (gradients flow back through ``sslhub.gather_with_grad``, which
+            sums them over ranks; DDP's averaging then matches a single-process run on the
+            whole batch). Every rank must pass the same batch size ``B``.
 
     Shapes:
         z0, z1: ``[B, D]``, row ``b`` of each is a positive pair.

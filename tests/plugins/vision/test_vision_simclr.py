@@ -127,3 +127,38 @@ def test_simclr_loss_falls_on_digits():
     first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
     assert last < first - 0.5, (first, last)
     assert sum(accuracies[-8:]) / 8 > sum(accuracies[:8]) / 8
+
+
+def _distributed_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        z0, z1 = torch.randn(8, 5, generator=generator), torch.randn(8, 5, generator=generator)
+        local = slice(rank * 4, rank * 4 + 4)
+        a = z0[local].clone().requires_grad_(True)
+        b = z1[local].clone().requires_grad_(True)
+        loss = NTXentLoss(0.5)(a, b)
+        loss.backward()
+        torch.save({"loss": loss.detach(), "grad0": a.grad, "grad1": b.grad}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ntxent_gathers_negatives_across_ranks(tmp_path):
+    """Two gloo processes with half the batch each see the same loss and gradients as one process."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    generator = torch.Generator().manual_seed(0)
+    z0 = torch.randn(8, 5, generator=generator).requires_grad_(True)
+    z1 = torch.randn(8, 5, generator=generator).requires_grad_(True)
+    full = NTXentLoss(0.5)(z0, z1)
+    full.backward()
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    torch.testing.assert_close((ranks[0]["loss"] + ranks[1]["loss"]) / 2, full.detach())
+    # gather_with_grad sums the gradient over ranks; DDP then averages, i.e. divides by the world size
+    torch.testing.assert_close(torch.cat([r["grad0"] for r in ranks]) / 2, z0.grad)
+    torch.testing.assert_close(torch.cat([r["grad1"] for r in ranks]) / 2, z1.grad)
