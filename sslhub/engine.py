@@ -180,6 +180,8 @@ class Run:
         self.is_main = distributed.is_main_process()
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
         self.device = select_device(self.train_spec.device)
+        if self.train_spec.threads:
+            torch.set_num_threads(self.train_spec.threads)
         self.checkpoints = CheckpointStore(self.run_dir / "checkpoints", keep=self.train_spec.keep_checkpoints)
         self._signal: tuple[str, int] | None = None
 
