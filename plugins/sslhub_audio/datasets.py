@@ -31,19 +31,40 @@ class SyntheticWordsDataset(Dataset):
         corpus: the generator.
         indices: which clips (global clip indices) this dataset holds.
         labeled: add ``"label"`` to each sample.
+        cache: optional dict ``clip index -> waveform`` kept in memory (per process, shareable
+            between datasets of one corpus), trading ``num_samples * 4`` bytes per clip for not
+            re-rendering every epoch; ``None`` renders every time.
     """
 
-    def __init__(self, corpus: SyntheticWords, indices: Sequence[int], labeled: bool = False):
+    def __init__(
+        self,
+        corpus: SyntheticWords,
+        indices: Sequence[int],
+        labeled: bool = False,
+        cache: dict[int, torch.Tensor] | None = None,
+    ):
         self.corpus = corpus
         self.indices = list(indices)
         self.labeled = labeled
+        self.cache = cache
+
+    def _waveform(self, index: int) -> torch.Tensor:
+        if self.cache is None:
+            return torch.from_numpy(self.corpus.render(index))
+        if index not in self.cache:
+            self.cache[index] = torch.from_numpy(self.corpus.render(index))
+        return self.cache[index]
+
+    def __getstate__(self) -> dict:
+        # Workers start with an empty cache rather than a pickled copy of the parent's.
+        return {**self.__dict__, "cache": None if self.cache is None else {}}
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         index = self.indices[item]
-        sample = {"waveform": torch.from_numpy(self.corpus.render(index))}
+        sample = {"waveform": self._waveform(index)}
         if self.labeled:
             sample["label"] = torch.tensor(self.corpus.label(index), dtype=torch.int64)
         return sample

@@ -40,6 +40,11 @@ class DefaultAudioSource(Params):
     num_clips: int = Field(2000, ge=10, description="Number of clips generated (train + evaluation).")
     num_classes: int = Field(10, ge=2, le=40, description="Number of word classes (labels for evaluation).")
     seed: int = Field(0, description="Data seed: changes the word inventory and every clip.")
+    cache: bool = Field(
+        True,
+        description="Keep rendered clips in memory (num_clips * samples * 4 bytes, 128 MB at the defaults) "
+        "instead of re-rendering them every epoch.",
+    )
 
 
 class FolderAudioSource(Params):
@@ -132,6 +137,7 @@ class AudioModality(Modality):
         self.num_frames = self.featurizer.num_frames(self.num_samples)
         self._scan: FolderScan | None = None
         self._splits: tuple[list[int], list[int]] | None = None
+        self._clip_cache: dict[int, Tensor] = {}
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -159,7 +165,9 @@ class AudioModality(Modality):
         source = self.params.source
         if isinstance(source, DefaultAudioSource):
             corpus = SyntheticWords(source.num_classes, self.params.sample_rate, self.num_samples, source.seed)
-            return SyntheticWordsDataset(corpus, indices, labeled=labeled)
+            return SyntheticWordsDataset(
+                corpus, indices, labeled=labeled, cache=self._clip_cache if source.cache else None
+            )
         files = [self.scan.files[i] for i in indices]
         return AudioFileDataset(files, self.params.sample_rate, self.num_samples, labeled=labeled)
 
