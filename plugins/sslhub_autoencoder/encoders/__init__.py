@@ -1,0 +1,5 @@
+"""Encoders of the autoencoder plugin."""
+
+from sslhub_autoencoder.encoders.mlp import MLPEncoder, MLPParams
+
+__all__ = ["MLPEncoder", "MLPParams"]

@@ -1,0 +1,220 @@
+"""The ``tabular`` modality: rows of numeric columns as standardised float vectors.
+
+Sources: a CSV file (header row; ``label_column`` optional), a ``.npy``/``.npz`` array, or
+(default) one of scikit-learn's bundled labeled sets -- ``digits`` (1797 rows of 64 pixel
+intensities, 10 classes) unless ``name`` says otherwise; nothing is downloaded.
+
+The rows are split once, deterministically (``split_seed``, stratified by label when there
+are labels): the training part feeds training and the eval split's train side, the
+``eval_fraction`` held out is the eval test split and the held-out set. Each column is
+standardised with the mean and standard deviation of the **training** part only (columns
+constant there get std 1), so no test statistics leak into training.
+
+Samples:
+    ``{"vector": float32 [D]}`` standardised, plus ``"label"`` (int64 scalar) on the eval split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from sslhub import Batch, BuildContext, EvalSplit, Modality, Params
+from sslhub_autoencoder.tables import Table, load_bundled, read_csv, read_numpy
+
+
+class BundledTableSource(Params):
+    """A labeled data set bundled with scikit-learn (no download)."""
+
+    type: Literal["default"] = "default"
+    name: Literal["digits", "wine", "breast_cancer", "iris"] = Field(
+        "digits", description="digits (1797x64, 10 classes) | wine (178x13) | breast_cancer (569x30) | iris (150x4)"
+    )
+
+
+class CsvTableSource(Params):
+    """A CSV file whose first row names the columns."""
+
+    type: Literal["csv"] = "csv"
+    path: Path = Field(description="the CSV file")
+    label_column: str | None = Field(None, description="column holding class labels (for evaluation), if any")
+    columns: list[str] | None = Field(None, description="feature columns; default every column but the label")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="field separator")
+
+
+class NumpyTableSource(Params):
+    """A 2-D ``.npy`` array, or arrays in an ``.npz`` file."""
+
+    type: Literal["numpy"] = "numpy"
+    path: Path = Field(description="the .npy or .npz file")
+    features_key: str = Field("features", description=".npz: name of the [rows, columns] array")
+    labels_key: str | None = Field("labels", description=".npz: name of the label array, used if present")
+    label_column: int | None = Field(None, description=".npy: index of the column holding labels, if any")
+
+
+TableSource = Annotated[BundledTableSource | CsvTableSource | NumpyTableSource, Field(discriminator="type")]
+
+
+class TabularParams(Params):
+    """Parameters of the ``tabular`` modality (the recipe's ``data:`` section)."""
+
+    source: TableSource = Field(
+        default_factory=BundledTableSource, description="where rows come from: type default | csv | numpy"
+    )
+    standardize: bool = Field(True, description="standardise columns with the training part's mean and std")
+    eval_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of rows held out (eval test / held-out set)")
+    split_seed: int = Field(0, description="seed of the deterministic train / held-out split")
+
+
+class VectorDataset(Dataset):
+    """Rows of a float32 array as ``{"vector": [D]}`` (and ``"label"`` when labels are given)."""
+
+    def __init__(self, vectors: np.ndarray, labels: np.ndarray | None = None):
+        self.vectors = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+        self.labels = torch.from_numpy(labels.astype(np.int64)) if labels is not None else None
+
+    def __len__(self) -> int:
+        return self.vectors.shape[0]
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        sample = {"vector": self.vectors[index]}
+        if self.labels is not None:
+            sample["label"] = self.labels[index]
+        return sample
+
+
+def split_rows(count: int, labels: np.ndarray | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic train / held-out row indices, stratified by label where every class has 2+ rows."""
+    from sklearn.model_selection import train_test_split
+
+    indices = np.arange(count)
+    if count < 2:
+        return indices, indices[:0]
+    stratify = None
+    if labels is not None and np.bincount(labels).min(initial=0) >= 2:
+        held = max(1, round(count * fraction))
+        if held >= len(np.unique(labels)) and count - held >= len(np.unique(labels)):
+            stratify = labels
+    train, test = train_test_split(indices, test_size=fraction, random_state=seed, stratify=stratify)
+    return np.sort(train), np.sort(test)
+
+
+class TabularModality(Modality):
+    """Numeric tables as standardised ``vector`` batches ``[B, D]``."""
+
+    input_names = ("vector",)
+
+    def __init__(self, params: TabularParams | None = None, context: BuildContext | None = None):
+        self.params = params or TabularParams()
+
+    @cached_property
+    def table(self) -> Table:
+        """The source, read once (skipped rows counted in ``table.skipped_rows``)."""
+        source = self.params.source
+        if isinstance(source, CsvTableSource):
+            return read_csv(source.path.expanduser(), source.label_column, source.columns, source.delimiter)
+        if isinstance(source, NumpyTableSource):
+            return read_numpy(source.path.expanduser(), source.features_key, source.labels_key, source.label_column)
+        return load_bundled(source.name)
+
+    @property
+    def skipped_rows(self) -> int:
+        """Malformed rows dropped while reading."""
+        return self.table.skipped_rows
+
+    @cached_property
+    def _splits(self) -> tuple[np.ndarray, np.ndarray]:
+        table = self.table
+        return split_rows(len(table.features), table.labels, self.params.eval_fraction, self.params.split_seed)
+
+    @cached_property
+    def statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-column ``(mean, std)`` of the training rows (identity when ``standardize`` is off)."""
+        dim = self.table.features.shape[1]
+        if not self.params.standardize:
+            return np.zeros(dim), np.ones(dim)
+        train = self.table.features[self._splits[0]]
+        mean, std = train.mean(axis=0), train.std(axis=0)
+        return mean, np.where(std > 1e-8, std, 1.0)
+
+    @cached_property
+    def _vectors(self) -> np.ndarray:
+        mean, std = self.statistics
+        return ((self.table.features - mean) / std).astype(np.float32)
+
+    def prepare(self, run_dir: Path | None) -> None:
+        """Read the source and fit the statistics now, so errors come before training."""
+        self._vectors  # noqa: B018 - computed for its side effects
+
+    def _dataset(self, indices: np.ndarray, labeled: bool) -> VectorDataset:
+        labels = self.table.labels[indices] if labeled and self.table.labels is not None else None
+        return VectorDataset(self._vectors[indices], labels)
+
+    def train_dataset(self) -> Dataset:
+        """Training rows ``{"vector": float32 [D]}``."""
+        return self._dataset(self._splits[0], labeled=False)
+
+    def held_out_dataset(self) -> Dataset | None:
+        """The held-out rows without labels (reconstruction error)."""
+        test = self._splits[1]
+        return self._dataset(test, labeled=False) if len(test) else None
+
+    def eval_split(self) -> EvalSplit | None:
+        """Labeled training rows vs the held-out rows; ``None`` without labels."""
+        train, test = self._splits
+        if self.table.labels is None or len(test) == 0:
+            return None
+        return EvalSplit(
+            train=self._dataset(train, labeled=True),
+            test=self._dataset(test, labeled=True),
+            class_names=tuple(self.table.class_names),
+        )
+
+    def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
+        """Standard-normal vectors ``[B, D]``, shaped like standardised rows."""
+        generator = torch.Generator().manual_seed(0)
+        return {"vector": torch.randn(batch_size, self.dim, generator=generator).to(device)}
+
+    @property
+    def dim(self) -> int:
+        """Number of feature columns ``D``."""
+        return int(self.table.features.shape[1])
+
+    def info(self) -> dict[str, Any]:
+        """``dim`` (vector size), ``num_classes`` and ``skipped_rows``; values are unbounded."""
+        return {
+            "dim": self.dim,
+            "num_classes": len(self.table.class_names),
+            "skipped_rows": self.skipped_rows,
+            "value_range": None,
+        }
+
+    def input_spec(self) -> dict[str, Any]:
+        """ONNX input ``vector`` float32 ``[batch, D]``, standardised before the model."""
+        mean, std = self.statistics
+        return {
+            "inputs": {"vector": {"dtype": "float32", "shape": ["batch", self.dim]}},
+            "dynamic_axes": {"vector": {0: "batch"}},
+            "preprocessing": {
+                "columns": list(self.table.column_names),
+                "standardize": self.params.standardize,
+                "mean": [float(v) for v in mean],
+                "std": [float(v) for v in std],
+                "normalization": "before_model",
+                "formula": "vector[i] = (column_i - mean[i]) / std[i]",
+            },
+        }
+
+    def fingerprint(self) -> str:
+        source = self.params.source
+        digest = hashlib.sha1(self.table.features.tobytes()).hexdigest()[:12]
+        origin = source.name if isinstance(source, BundledTableSource) else str(source.path)
+        return f"tabular:{source.type}:{origin}:{self.table.features.shape[0]}x{self.dim}:sha1={digest}"

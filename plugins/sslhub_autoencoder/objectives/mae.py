@@ -1,0 +1,295 @@
+"""``mae``: masked autoencoder for timm Vision Transformers.
+
+Most patches of each image are hidden (``mask_ratio`` 0.75); the ViT encodes only the
+visible ones (its patch embedding, position embedding, prefix tokens, blocks and final norm
+are used directly, so hidden patches never enter the encoder); a light transformer decoder
+gets the encoded visible patches plus a learned mask token at every hidden position and
+predicts the pixels of every patch; the loss is the mean squared error on hidden patches,
+optionally against per-patch normalised pixels (``norm_pix_loss``).
+
+Encoder requirement: the ``timm`` encoder of the vision plugin with a VisionTransformer-style
+model (``vit_*``, ``deit_*``): it must expose the timm model as ``encoder.model`` with
+``patch_embed``, ``pos_embed``, ``blocks`` and ``norm``, and a fixed image size (pass the
+patch size through ``model_kwargs: {patch_size: 4}``; the image size comes from the
+modality). Targets are the ``[0, 1]`` pixels.
+
+References:
+    - He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022,
+      https://arxiv.org/abs/2111.06377
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from sslhub import Batch, BuildContext, Encoder, Modality, Objective, ObjectiveOutput, Params
+from sslhub_autoencoder.patches import patchify, random_patch_mask, sincos_positions_2d, unpatchify
+
+
+class MAEParams(Params):
+    """Parameters of the ``mae`` objective."""
+
+    mask_ratio: float = Field(0.75, gt=0.0, lt=1.0, description="share of patches hidden from the encoder")
+    decoder_dim: int = Field(128, gt=0, description="width of the decoder transformer (divisible by 4 and heads)")
+    decoder_depth: int = Field(2, ge=1, le=24, description="decoder transformer blocks")
+    decoder_heads: int = Field(4, ge=1, description="decoder attention heads")
+    decoder_mlp_ratio: float = Field(4.0, gt=0.0, description="decoder feed-forward width / decoder_dim")
+    norm_pix_loss: bool = Field(False, description="targets are each patch's pixels standardised by its own mean/std")
+    report_samples: int = Field(512, ge=1, description="held-out images used for the report's masked error")
+
+    @model_validator(mode="after")
+    def _check(self) -> MAEParams:
+        if self.decoder_dim % self.decoder_heads:
+            raise ValueError(f"decoder_heads ({self.decoder_heads}) must divide decoder_dim ({self.decoder_dim})")
+        if self.decoder_dim % 4:
+            raise ValueError(f"decoder_dim must be divisible by 4 (2-D sine-cosine positions), got {self.decoder_dim}")
+        return self
+
+
+def vision_transformer_of(encoder: Encoder) -> nn.Module:
+    """The timm VisionTransformer inside an encoder, checked for what MAE uses.
+
+    Raises:
+        ValueError: naming what is missing and how to configure a fitting encoder.
+    """
+    model = getattr(encoder, "model", None)
+    needed = ("patch_embed", "pos_embed", "blocks", "norm")
+    missing = [name for name in needed if model is None or not hasattr(model, name)]
+    if missing:
+        raise ValueError(
+            f"mae needs a timm VisionTransformer encoder (encoder: {{name: timm, model: vit_tiny_patch16_224, "
+            f"model_kwargs: {{patch_size: 4}}}}); {type(encoder).__name__} lacks {', '.join(missing)}"
+        )
+    if getattr(model, "dynamic_img_size", False):
+        raise ValueError("mae needs a fixed image size; do not set dynamic_img_size in model_kwargs")
+    if getattr(model.patch_embed, "flatten", True) is False:
+        raise ValueError("mae needs a ViT whose patch embedding returns [B, N, D] tokens (flatten=True)")
+    if model.pos_embed is None:
+        raise ValueError("mae needs absolute position embeddings (pos_embed); this ViT has none")
+    return model
+
+
+class MAEDecoder(nn.Module):
+    """Light transformer decoder: visible tokens + mask tokens -> pixels of every patch.
+
+    Shapes:
+        visible: ``[B, P + K, D_enc]`` (``P`` prefix tokens, ``K`` visible patches, shuffled order).
+        ids_restore: ``[B, N]``.
+        returns: ``[B, N, patch_pixels]``.
+    """
+
+    def __init__(
+        self,
+        encoder_dim: int,
+        grid: tuple[int, int],
+        prefix_tokens: int,
+        patch_pixels: int,
+        dim: int = 128,
+        depth: int = 2,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+    ):
+        super().__init__()
+        self.prefix_tokens = prefix_tokens
+        self.embed = nn.Linear(encoder_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.register_buffer("positions", sincos_positions_2d(grid[0], grid[1], dim)[None], persistent=False)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                dim, heads, int(dim * mlp_ratio), dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+            )
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.predict = nn.Linear(dim, patch_pixels)
+
+    def forward(self, visible: Tensor, ids_restore: Tensor) -> Tensor:
+        x = self.embed(visible)
+        prefix, patches = x[:, : self.prefix_tokens], x[:, self.prefix_tokens :]
+        batch, total = ids_restore.shape
+        masks = self.mask_token.to(x.dtype).expand(batch, total - patches.shape[1], -1)
+        patches = torch.cat([patches, masks], dim=1)
+        # back to the original patch order
+        patches = patches.gather(1, ids_restore[..., None].expand(-1, -1, patches.shape[-1]))
+        x = torch.cat([prefix, patches + self.positions.to(x.dtype)], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.predict(self.norm(x))[:, self.prefix_tokens :]
+
+
+class MAEObjective(Objective):
+    """Masked autoencoder on a timm ViT: encode visible patches, decode all, loss on hidden ones.
+
+    Inputs: one view ``{"image": [B, C, H, W]}`` in ``[0, 1]``. Metrics: ``masked_mse``
+    (error on hidden patches, in the loss's target space) and ``visible_patches``.
+    """
+
+    num_views = 1
+
+    def __init__(self, params: MAEParams | None = None, context: BuildContext | None = None):
+        super().__init__()
+        self.params = params = params or MAEParams()
+        if context is None or context.encoder is None or context.modality is None:
+            raise ValueError("mae needs the built encoder and modality (context.encoder, context.modality)")
+        vit = vision_transformer_of(context.encoder)
+        example = context.modality.example_batch(2)["image"]
+        self.channels, self.height, self.width = example.shape[1:]
+        patch = vit.patch_embed.patch_size
+        self.patch_size = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+        if isinstance(patch, (tuple, list)) and patch[0] != patch[1]:
+            raise ValueError(f"mae needs square patches, got {tuple(patch)}")
+        self.grid = (self.height // self.patch_size, self.width // self.patch_size)
+        num_patches = self.grid[0] * self.grid[1]
+        if tuple(vit.patch_embed.grid_size) != self.grid:
+            raise ValueError(
+                f"the ViT expects a {tuple(vit.patch_embed.grid_size)} patch grid, the images give {self.grid}; "
+                "build it for the modality's image_size"
+            )
+        random_patch_mask(1, num_patches, params.mask_ratio, "cpu")  # fails early on a ratio leaving nothing
+        self.prefix_tokens = int(getattr(vit, "num_prefix_tokens", 1))
+        self.decoder = MAEDecoder(
+            vit.embed_dim,
+            self.grid,
+            self.prefix_tokens,
+            self.patch_size**2 * self.channels,
+            params.decoder_dim,
+            params.decoder_depth,
+            params.decoder_heads,
+            params.decoder_mlp_ratio,
+        )
+
+    @staticmethod
+    def encode_visible(encoder: Encoder, image: Tensor, ids_keep: Tensor) -> Tensor:
+        """Run the ViT on the visible patches only.
+
+        Args:
+            encoder: the timm encoder (its ``normalize`` is applied first when it has one).
+            image: ``[B, C, H, W]`` in ``[0, 1]``.
+            ids_keep: ``[B, K]`` indices of visible patches.
+
+        Returns:
+            ``[B, P + K, D]`` encoded prefix tokens and visible patches.
+        """
+        vit = vision_transformer_of(encoder)
+        normalize = getattr(encoder, "normalize", None)
+        x = vit.patch_embed(normalize(image) if normalize is not None else image)  # [B, N, D]
+        prefix_count = int(getattr(vit, "num_prefix_tokens", 0))
+        pos = vit.pos_embed.to(x.dtype)
+        if getattr(vit, "no_embed_class", False):
+            prefix_pos, patch_pos = None, pos
+        else:
+            prefix_pos, patch_pos = pos[:, :prefix_count], pos[:, prefix_count:]
+        x = x + patch_pos
+        x = x.gather(1, ids_keep[..., None].expand(-1, -1, x.shape[-1]))
+        prefix = [
+            token.to(x.dtype).expand(x.shape[0], -1, -1)
+            for token in (getattr(vit, "cls_token", None), getattr(vit, "reg_token", None))
+            if token is not None
+        ]
+        if prefix:
+            prefix_tokens = torch.cat(prefix, dim=1)
+            if prefix_pos is not None and prefix_pos.shape[1] == prefix_tokens.shape[1]:
+                prefix_tokens = prefix_tokens + prefix_pos
+            x = torch.cat([prefix_tokens, x], dim=1)
+        for name in ("pos_drop", "norm_pre"):
+            module = getattr(vit, name, None)
+            if module is not None:
+                x = module(x)
+        x = vit.blocks(x)
+        return vit.norm(x)
+
+    def targets(self, image: Tensor) -> Tensor:
+        """Pixels per patch ``[B, N, p*p*C]``, standardised per patch with ``norm_pix_loss``."""
+        target = patchify(image.float(), self.patch_size)
+        if self.params.norm_pix_loss:
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6).sqrt()
+        return target
+
+    def predict(self, image: Tensor, encoder: Encoder) -> tuple[Tensor, Tensor]:
+        """Mask, encode visible patches, decode: ``(prediction [B, N, p*p*C], mask [B, N] bool)``."""
+        num_patches = self.grid[0] * self.grid[1]
+        ids_keep, ids_restore, mask = random_patch_mask(
+            image.shape[0], num_patches, self.params.mask_ratio, image.device
+        )
+        encoded = self.encode_visible(encoder, image, ids_keep)
+        return self.decoder(encoded, ids_restore).float(), mask
+
+    def forward(self, views: list[Batch], encoder: Encoder) -> ObjectiveOutput:
+        if len(views) != 1:
+            raise ValueError(f"mae needs 1 view, got {len(views)}")
+        image = views[0]["image"]
+        prediction, mask = self.predict(image, encoder)
+        error = (prediction - self.targets(image)).square().mean(dim=-1)  # [B, N]
+        weights = mask.float()
+        loss = (error * weights).sum() / weights.sum()
+        return ObjectiveOutput(
+            loss=loss,
+            metrics={"masked_mse": loss.detach(), "visible_patches": float((~mask[0]).sum())},
+        )
+
+    @torch.no_grad()
+    def held_out_metrics(self, batch: Batch, encoder: Encoder) -> dict[str, float]:
+        """``masked_mse`` on held-out images (fresh random masks)."""
+        return {"masked_mse": float(self.forward([batch], encoder).loss)}
+
+    @torch.no_grad()
+    def report(self, run_dir: Path, encoder: Encoder, modality: Modality) -> dict[str, Any]:
+        """Masked-patch error on held-out images and ``mae_reconstructions.png``: originals,
+        masked inputs, and reconstructions with the visible patches pasted back (one row each)."""
+        dataset = modality.held_out_dataset()
+        if dataset is None:
+            split = modality.eval_split()
+            dataset = split.test if split is not None else None
+        if dataset is None or len(dataset) == 0:  # type: ignore[arg-type]
+            return {}
+        device = next(self.decoder.parameters()).device
+        count = min(self.params.report_samples, len(dataset))  # type: ignore[arg-type]
+        states = (encoder.training, self.training)
+        encoder.eval(), self.eval()
+        total, batches, first = 0.0, 0, None
+        try:
+            for start in range(0, count, 128):
+                samples = [dataset[i] for i in range(start, min(count, start + 128))]
+                batch = modality.collate([{k: v for k, v in s.items() if k != "label"} for s in samples])
+                batch = modality.on_device({k: v.to(device) for k, v in batch.items()})
+                image = batch["image"]
+                prediction, mask = self.predict(image, encoder)
+                error = (prediction - self.targets(image)).square().mean(dim=-1)
+                total += float((error * mask).sum() / mask.sum()) * image.shape[0]
+                batches += image.shape[0]
+                if first is None:
+                    first = (image[:8], prediction[:8], mask[:8])
+        finally:
+            encoder.train(states[0]), self.train(states[1])
+        entry: dict[str, Any] = {"held_out_samples": batches, "masked_mse": round(total / max(batches, 1), 6)}
+        if first is not None:
+            entry["reconstructions_png"] = str(self._save_grid(Path(run_dir), *first))
+        return entry
+
+    def _save_grid(self, run_dir: Path, image: Tensor, prediction: Tensor, mask: Tensor) -> Path:
+        from torchvision.utils import save_image
+
+        target = patchify(image.float(), self.patch_size)
+        if self.params.norm_pix_loss:  # back to pixel space with each patch's own statistics
+            mean = target.mean(dim=-1, keepdim=True)
+            std = (target.var(dim=-1, keepdim=True) + 1e-6).sqrt()
+            prediction = prediction * std + mean
+        hidden = mask[..., None].float()
+        masked = unpatchify(
+            target * (1 - hidden) + 0.5 * hidden, self.patch_size, self.channels, self.height, self.width
+        )
+        pasted = unpatchify(
+            prediction * hidden + target * (1 - hidden), self.patch_size, self.channels, self.height, self.width
+        )
+        path = run_dir / "mae_reconstructions.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(torch.cat([image.float(), masked, pasted]).clamp(0, 1).cpu(), path, nrow=image.shape[0], padding=2)
+        return path
