@@ -8,9 +8,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from sslhub_audio.modality import AudioModality, AudioParams  # noqa: E402
-
 from sslhub import BuildContext  # noqa: E402
+from sslhub_audio.modality import AudioModality, AudioParams  # noqa: E402
 
 
 @pytest.fixture

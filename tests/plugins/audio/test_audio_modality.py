@@ -12,11 +12,11 @@ import soundfile
 import torch
 import torchaudio
 from pydantic import ValidationError
+
+import sslhub
 from sslhub_audio.features import fix_length
 from sslhub_audio.modality import AudioModality, AudioParams
 from sslhub_audio.synthetic import SyntheticWords, word_inventory
-
-import sslhub
 
 
 def test_plugin_registers_its_components():
