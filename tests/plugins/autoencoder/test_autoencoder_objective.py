@@ -1,0 +1,187 @@
+"""The autoencoder objective: every variant's loss falls, per modality; KL warm-up; report; bad settings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sslhub import BuildContext
+from sslhub_audio.encoders.frame_transformer import FrameTransformerEncoder, FrameTransformerParams
+from sslhub_audio.modality import AudioModality, AudioParams
+from sslhub_autoencoder.encoders import MLPEncoder, MLPParams
+from sslhub_autoencoder.modality import TabularModality, TabularParams
+from sslhub_autoencoder.objectives.autoencoder import AutoencoderObjective, AutoencoderParams
+from sslhub_vision.encoders import SmallCNN, SmallCNNParams
+from sslhub_vision.modality import ImageModality, ImageParams
+
+
+def image_setup(**objective):
+    torch.manual_seed(0)
+    modality = ImageModality(ImageParams(image_size=16))
+    context = BuildContext(modality=modality, modality_name="image")
+    encoder = SmallCNN(SmallCNNParams(width=8, stages=2), context)
+    context.encoder = encoder
+    objective = AutoencoderObjective(AutoencoderParams(**objective), context)
+    data = modality.train_dataset()
+    batch = modality.on_device(modality.collate([data[i] for i in range(16)]))
+    return modality, encoder, objective, batch
+
+
+def audio_setup(**objective):
+    torch.manual_seed(0)
+    modality = AudioModality(AudioParams(source={"type": "default", "num_clips": 20}, duration=0.5))
+    context = BuildContext(modality=modality, modality_name="audio")
+    encoder = FrameTransformerEncoder(FrameTransformerParams(d_model=32, num_layers=1), context)
+    context.encoder = encoder
+    objective = AutoencoderObjective(AutoencoderParams(**objective), context)
+    data = modality.train_dataset()
+    batch = modality.on_device(modality.collate([data[i] for i in range(12)]))
+    return modality, encoder, objective, batch
+
+
+def tabular_setup(**objective):
+    torch.manual_seed(0)
+    modality = TabularModality(TabularParams())
+    context = BuildContext(modality=modality, modality_name="tabular")
+    encoder = MLPEncoder(MLPParams(hidden_sizes=[64], output_dim=16), context)
+    context.encoder = encoder
+    objective = AutoencoderObjective(AutoencoderParams(**objective), context)
+    data = modality.train_dataset()
+    batch = modality.on_device(modality.collate([data[i] for i in range(64)]))
+    return modality, encoder, objective, batch
+
+
+def train(encoder, objective, batch, steps=30, lr=3e-3):
+    parameters = [*encoder.parameters(), *objective.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    losses, outputs = [], []
+    for _ in range(steps):
+        output = objective([batch], encoder)
+        optimizer.zero_grad()
+        output.loss.backward()
+        optimizer.step()
+        losses.append(output.loss.item())
+        outputs.append(output)
+    return losses, outputs
+
+
+def mean(values):
+    return sum(values) / len(values)
+
+
+VARIANTS = [
+    {"variant": "plain"},
+    {"variant": "plain", "decode_from": "pooled", "bottleneck": 16},
+    {"variant": "denoising", "noise": "dropout", "noise_level": 0.3, "loss": "bce"},
+    {"variant": "denoising", "noise": "gaussian", "noise_level": 0.2, "loss": "l1"},
+    {"variant": "variational", "loss": "bce", "bottleneck": 8, "decode_from": "pooled"},
+]
+
+
+@pytest.mark.parametrize("settings", VARIANTS, ids=lambda s: "-".join(str(v) for v in s.values()))
+def test_image_autoencoder_loss_falls(settings):
+    _, encoder, objective, batch = image_setup(**settings)
+    losses, _ = train(encoder, objective, batch, steps=30)
+    # bce has a floor (the entropy of grey pixels), so the drop is measured against 0.8
+    assert mean(losses[-5:]) < 0.8 * mean(losses[:5]), losses
+
+
+@pytest.mark.parametrize("settings", [{"variant": "plain"}, {"variant": "variational"}, {"decode_from": "pooled"}])
+def test_spectrogram_autoencoder_loss_falls(settings):
+    _, encoder, objective, batch = audio_setup(**settings)
+    assert objective.target_key == "features"
+    losses, _ = train(encoder, objective, batch, steps=30)
+    assert mean(losses[-5:]) < 0.9 * mean(losses[:5]), losses
+
+
+@pytest.mark.parametrize("variant", ["plain", "denoising", "variational"])
+def test_tabular_autoencoder_loss_falls(variant):
+    _, encoder, objective, batch = tabular_setup(variant=variant)
+    assert objective.target_key == "vector" and objective.decode_from == "pooled"
+    losses, _ = train(encoder, objective, batch, steps=30)
+    assert mean(losses[-5:]) < 0.7 * mean(losses[:5]), losses
+
+
+def test_decoders_match_the_modality():
+    _, _, image_ae, batch = image_setup()
+    assert image_ae.decode_from == "spatial"
+    assert image_ae.reconstruct(batch, image_ae and image_setup()[1])["output"].shape == batch["image"].shape
+    _, encoder, audio_ae, batch = audio_setup()
+    assert audio_ae.decode_from == "tokens"
+    assert audio_ae.reconstruct(batch, encoder)["output"].shape == batch["features"].shape
+
+
+def test_variational_metrics_and_kl_warmup_ramp_restored_from_a_checkpoint():
+    _, encoder, objective, batch = tabular_setup(variant="variational", kl_weight=0.5, kl_warmup_steps=4)
+    _, outputs = train(encoder, objective, batch, steps=3)
+    weights = [float(o.metrics["kl_weight"]) for o in outputs]
+    assert weights == pytest.approx([0.0, 0.125, 0.25])
+    assert all(float(o.metrics["kl"]) >= 0 for o in outputs)
+    assert {"reconstruction", "kl", "kl_weight"} <= set(outputs[0].metrics)
+    # loss = reconstruction + weight * kl / elements (elements = 64 columns)
+    last = outputs[-1]
+    expected = float(last.metrics["reconstruction"]) + 0.25 * float(last.metrics["kl"]) / 64
+    assert last.loss.item() == pytest.approx(expected, rel=1e-5)
+    state = objective.state_dict()
+    assert int(state["step"]) == 3
+    _, _, fresh, _ = tabular_setup(variant="variational", kl_weight=0.5, kl_warmup_steps=4)
+    fresh.load_state_dict(state)
+    assert float(fresh.kl_weight_now()) == pytest.approx(0.375)
+    fresh.step.fill_(100)
+    assert float(fresh.kl_weight_now()) == pytest.approx(0.5)
+
+
+def test_eval_calls_do_not_advance_the_warmup():
+    _, encoder, objective, batch = tabular_setup(variant="variational", kl_warmup_steps=4)
+    objective.eval()
+    with torch.no_grad():
+        objective([batch], encoder)
+    objective.held_out_metrics(batch, encoder)
+    assert int(objective.step) == 0
+
+
+def test_denoising_encoder_sees_the_corrupted_input_and_the_loss_targets_the_clean_one():
+    _, encoder, objective, batch = image_setup(variant="denoising", noise="dropout", noise_level=0.5)
+    result = objective.reconstruct(batch, encoder)
+    assert torch.equal(result["target"], batch["image"])
+    assert not torch.equal(result["input"], batch["image"])
+    assert (result["input"] == 0).float().mean() > 0.4
+    clean = objective.reconstruct(batch, encoder, corrupt_input=False)
+    assert torch.equal(clean["input"], batch["image"])
+
+
+def test_report_writes_held_out_error_and_a_png(tmp_path):
+    modality, encoder, objective, batch = image_setup(report_samples=40)
+    train(encoder, objective, batch, steps=3)
+    entry = objective.report(tmp_path, encoder, modality)
+    assert entry["held_out_samples"] == 40
+    assert entry["reconstruction_mse"] > 0 and entry["mean_baseline_mse"] > 0
+    from PIL import Image
+
+    picture = Image.open(entry["reconstructions_png"])
+    assert picture.size == (2 + 8 * (16 + 2), 2 + 2 * (16 + 2))  # 8 inputs above 8 reconstructions
+
+
+def test_report_on_vectors_has_no_picture(tmp_path):
+    modality, encoder, objective, _ = tabular_setup()
+    entry = objective.report(tmp_path, encoder, modality)
+    assert "reconstructions_png" not in entry and entry["held_out_samples"] == 360
+
+
+def test_bce_is_refused_for_unbounded_data():
+    with pytest.raises(ValueError, match="loss bce needs data in \\[0, 1\\]"):
+        tabular_setup(loss="bce")
+
+
+def test_decode_from_must_fit_the_encoder_and_target():
+    with pytest.raises(ValueError, match="decode_from tokens needs an encoder with tokens features"):
+        image_setup(decode_from="tokens")
+    with pytest.raises(ValueError, match="decode_from spatial needs an encoder with spatial features"):
+        tabular_setup(decode_from="spatial")
+
+
+def test_bad_params_fail_validation():
+    with pytest.raises(ValueError, match="dropout noise_level is a probability"):
+        AutoencoderParams(variant="denoising", noise="dropout", noise_level=1.0)
+    with pytest.raises(ValueError, match="greater than 0"):
+        AutoencoderParams(bottleneck=0)
