@@ -720,8 +720,11 @@ class Run:
         held_out = modality.held_out_dataset()
         if held_out is not None:
             for label, candidate in candidates.items():
+                # The random-init row gets freshly initialised heads too: the trained heads on a
+                # random encoder would measure neither model.
+                own_objectives = objectives if label == "trained" else self.build_objectives(modality, candidate)
                 report.setdefault(label, {}).update(
-                    self._held_out_metrics(modality, candidate, objectives, held_out, spec)
+                    self._held_out_metrics(modality, candidate, own_objectives, held_out, spec)
                 )
         extras = {}
         keys = self.encoder_keys()
