@@ -119,12 +119,12 @@ def next_steps(name: str, directory: Path) -> str:
     return "\n".join(
         [
             f"created plugin '{name}' ({distribution_name(name)}) in {directory}",
-            "next:",
-            f"  pip install -e '{directory}[test]'      # installs it; sslhub finds it through its entry point",
+            "next steps:",
+            f"  pip install -e '{directory}[test]'",
             f"  pytest {directory / 'tests'}",
-            f"  sslhub plugins                          # lists '{name}' with its components",
+            f"  sslhub plugins    (lists '{name}' and its components)",
             f"  sslhub run {directory / 'recipes' / f'{name}_digits.yaml'}",
-            "see docs/writing-a-plugin.md in sslhub for the rest",
+            "guide: docs/writing-a-plugin.md in sslhub's repository",
         ]
     )
 

@@ -138,13 +138,14 @@ class Command:
     """The real ``sslhub`` command started in a child process: offline, strict about plugin
     problems, built-in plugins blocked. :meth:`result` waits for it."""
 
-    def __init__(self, *args: str, pythonpath: list[Path] = ()):
+    def __init__(self, *args: str, cwd: Path, pythonpath: list[Path] = ()):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "sslhub", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=_child_env(list(pythonpath)),
+            cwd=cwd,  # -p also searches the working directory: an empty one, so only PYTHONPATH counts
         )
         self._result: subprocess.CompletedProcess[str] | None = None
 
@@ -181,16 +182,16 @@ def commands(vicreg_site: Path, tmp_path_factory: pytest.TempPathFactory):
     # requires: names a distribution, and a module given with -p is not one, so it goes
     recipe_without_requires = write_recipe(tmp / "vicreg-p.yaml", requires=[])
     started = {
-        "plugins": Command("plugins", pythonpath=[vicreg_site]),
-        "list": Command("list", "objectives", pythonpath=[vicreg_site]),
+        "plugins": Command("plugins", cwd=tmp, pythonpath=[vicreg_site]),
+        "list": Command("list", "objectives", cwd=tmp, pythonpath=[vicreg_site]),
         "installed_run": Command(
             "run", str(recipe), *VISION, "--out", str(tmp / "installed-run"), "--progress", "off",
-            pythonpath=[vicreg_site],
+            cwd=tmp, pythonpath=[vicreg_site],
         ),
-        "uninstalled": Command("validate", str(recipe), *VISION),
+        "uninstalled": Command("validate", str(recipe), *VISION, cwd=tmp),
         "with_p": Command(
             "run", str(recipe_without_requires), *VISION, "-p", "sslhub_vicreg.plugin", "--set", "train.steps=3",
-            "--out", str(tmp / "p-run"), "--progress", "off", pythonpath=[VICREG_SRC],
+            "--out", str(tmp / "p-run"), "--progress", "off", cwd=tmp, pythonpath=[VICREG_SRC],
         ),
     }  # fmt: skip
     yield {"recipe": recipe, "tmp": tmp, **started}
