@@ -178,6 +178,10 @@ class Catalog:
         if entry_point.name in blocked or record.distribution in blocked:
             record.blocked = True
             return
+        incompatible = _incompatible_sslhub(dist)
+        if incompatible:
+            record.errors.append(incompatible)
+            return
         if self.plugin_manager.has_plugin(entry_point.name):
             record.errors.append(f"another plugin is already registered under the name '{entry_point.name}'")
             return
@@ -252,6 +256,27 @@ class Catalog:
                 scoped.register(pending.name, pending.factory, **dict(pending.options))
             except RegistryError as exc:
                 record.errors.append(str(exc))
+
+
+def _incompatible_sslhub(dist: importlib.metadata.Distribution | None) -> str:
+    """A message if the plugin's distribution declares an sslhub range this sslhub is outside of."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from sslhub import __version__
+
+    for text in (dist.requires or []) if dist is not None else []:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if requirement.name.lower() != "sslhub" or requirement.marker is not None:
+            continue
+        if requirement.specifier and not requirement.specifier.contains(__version__, prereleases=True):
+            return (
+                f"needs sslhub{requirement.specifier}, but sslhub {__version__} is installed; "
+                f"install a {dist.metadata['Name']} release made for sslhub {__version__}"
+            )
+    return ""
 
 
 def _describe(exc: BaseException) -> str:

@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--allow-mismatch", action="store_true", help="write the file even if verification fails")
     _add_plugin_options(export)
 
+    new_plugin = commands.add_parser("new-plugin", help="create a plugin package to start from (installable, tested)")
+    new_plugin.add_argument("name", help="snake_case plugin name, e.g. my_method")
+    new_plugin.add_argument(
+        "--directory", "--dir", type=Path, help="project directory to create (default: ./sslhub-NAME)"
+    )
+
     recipe = commands.add_parser("recipe", help="recipe tools")
     recipe_commands = recipe.add_subparsers(dest="recipe_command", required=True)
     schema = recipe_commands.add_parser("schema", help="print the JSON Schema of recipes for the installed plugins")
@@ -313,7 +319,16 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from sslhub.scaffold import create_plugin, default_directory, next_steps
+
+    path = create_plugin(args.name, args.directory or default_directory(args.name))
+    print(next_steps(args.name, path))
+    return 0
+
+
 COMMANDS = {
+    "new-plugin": cmd_new_plugin,
     "run": cmd_run,
     "validate": cmd_validate,
     "plugins": cmd_plugins,

@@ -386,3 +386,21 @@ def test_sslhub_plugins_shows_blocked_plugins_and_works_when_every_active_plugin
         lines
     )
     assert not any(line.startswith("  components:") for line in lines)
+
+
+class _FakeDistribution:
+    def __init__(self, requires):
+        self.requires = requires
+        self.metadata = {"Name": "sslhub-old"}
+
+
+def test_plugin_declaring_an_incompatible_sslhub_range_is_reported():
+    from sslhub import __version__
+    from sslhub.catalog import _incompatible_sslhub
+
+    assert _incompatible_sslhub(_FakeDistribution(["sslhub>=0.1", "torch"])) == ""
+    assert _incompatible_sslhub(_FakeDistribution(["sslhub<0.1"])) == (
+        f"needs sslhub<0.1, but sslhub {__version__} is installed; "
+        f"install a sslhub-old release made for sslhub {__version__}"
+    )
+    assert _incompatible_sslhub(None) == ""
