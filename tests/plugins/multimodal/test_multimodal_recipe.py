@@ -1,0 +1,58 @@
+"""recipes/image_text_clip.yaml end to end: two encoders, clip + mlm, evaluation, ONNX export."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+RECIPE = ROOT / "recipes" / "image_text_clip.yaml"
+
+
+@pytest.mark.slow
+def test_recipe_trains_both_objectives_evaluates_and_exports(tmp_path):
+    out = tmp_path / "run"
+    overrides = {
+        "train.steps": 12,
+        "train.batch_size": 32,
+        "train.log_every": 1,
+        "train.checkpoint_every": 12,
+        "data.image_size": 8,
+        "encoders.image.width": 8,
+        "encoders.image.stages": 2,
+        "encoders.text.hidden_size": 32,
+        "encoders.text.num_layers": 1,
+        "encoders.text.intermediate_size": 64,
+        "objectives.1.start_step": 6,
+        "evaluate.linear_probe.epochs": 10,
+    }
+    command = [sys.executable, "-m", "sslhub", "run", str(RECIPE), "--out", str(out)]
+    for key, value in overrides.items():
+        command += ["--set", f"{key}={value}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 12
+    # each objective's loss is logged on its own; mlm only from its start_step (6) on
+    assert all("clip/loss" in r and "clip/image_to_text_accuracy" in r for r in records)
+    assert [("mlm/loss" in r) for r in records] == [False] * 6 + [True] * 6
+    summary = json.loads((out / "summary.json").read_text())
+    evaluation = summary["evaluation"]
+    for candidate in ("trained", "random_init"):
+        for key in ("image/knn_accuracy", "text/knn_accuracy", "image/linear_probe_accuracy", "clip/loss"):
+            assert key in evaluation[candidate], (candidate, key)
+    clip = evaluation["objectives"]["clip"]
+    assert {"trained", "random_init", "chance", "examples"} <= clip.keys()
+    assert "zero_shot_accuracy" in clip["trained"] and "image_to_text_recall@5" in clip["trained"]
+    assert "held_out" in evaluation["objectives"]["mlm"]
+    for key in ("image", "text"):
+        assert summary["export"][key]["passed"], summary["export"][key]
+        assert (out / "onnx" / key / "model.onnx").is_file()
+    assert (out / "tokenizer.json").is_file()
