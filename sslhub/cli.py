@@ -163,6 +163,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         resume = True
         run_dir = _find_resume_dir(args.resume, args.out, recipe.model.name)
+        saved = run_dir / "recipe.yaml"
+        if saved.exists():
+            # The run continues with the recipe it was trained with (every default and earlier
+            # --set included); --set given now still applies on top, e.g. more train.steps.
+            recipe = load_and_resolve(saved, args.overrides, args.plugins)
     else:
         run_dir = args.out or Path("runs") / f"{recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if (run_dir / "checkpoints" / "manifest.json").exists() and not args.dry_run:

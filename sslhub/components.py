@@ -160,7 +160,7 @@ class Encoder(nn.Module):
 
     def export_module(self) -> nn.Module:
         """A module taking ``input_names`` tensors positionally and returning ``pooled``."""
-        return _PooledExport(self)
+        return _PooledExport(self).train(self.training)
 
 
 class _PooledExport(nn.Module):

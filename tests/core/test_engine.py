@@ -103,7 +103,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(reference_run: Path, tmp_
     # Leave debris like a kill during a write would: a half-written temporary file.
     (out / "checkpoints" / ".step_00000099.pt.tmp-1").write_bytes(b"partial")
 
-    resumed = run_toy(out, "--resume", str(out), "--set", "train.checkpoint_every=7")
+    # No --set this time: a resumed run continues with the recipe saved in its directory.
+    resumed = sslhub("run", str(RECIPE), "-p", "toy_plugin", *BLOCK_BUILTINS, "--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
     assert_same_weights(final_weights(out), final_weights(reference_run))
     logged_steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
