@@ -14,6 +14,7 @@ from sslhub_text.augmentations.tokens import (
 from sslhub_text.encoders.hf_encoder import HFEncoder, HFParams
 from sslhub_text.modality import TextModality, TextParams
 from sslhub_text.objectives.mlm import MLMObjective, MLMParams
+from sslhub_text.objectives.simcse import SimCSEObjective, SimCSEParams
 
 
 @hookimpl
@@ -38,3 +39,4 @@ def sslhub_register_encoders(registry):
 @hookimpl
 def sslhub_register_objectives(registry):
     registry.register("mlm", MLMObjective, params=MLMParams, modalities=["text"], requires=["tokens"])
+    registry.register("simcse", SimCSEObjective, params=SimCSEParams, modalities=["text"], requires=["pooled"])

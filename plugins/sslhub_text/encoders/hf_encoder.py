@@ -2,7 +2,7 @@
 
 Input ``input_ids``/``attention_mask``: ``int64 [B, L]``. Output ``tokens``: ``[B, L, D]``
 (the last hidden state), ``token_mask``: ``bool [B, L]``, ``pooled``: ``[B, D]`` (masked mean
-over real tokens, or the first token's state with ``pooling: cls``).
+over real tokens except [CLS]/[SEP], or the first token's state with ``pooling: cls``).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field
+import torch
 from torch import Tensor, nn
 
 from sslhub import BuildContext, Encoder, EncoderOutput, Params
@@ -58,6 +59,10 @@ class HFParams(Params):
         None, description="Load a local checkpoint folder with from_pretrained(local_files_only=True) instead."
     )
     pooling: Literal["mean", "cls"] = Field("mean", description="How pooled is formed from the token states.")
+    pool_special_tokens: bool = Field(
+        False,
+        description="With mean pooling, include the [CLS]/[SEP] states in the mean (False: real content tokens only).",
+    )
 
 
 def build_config(params: HFParams, vocab_size: int, pad_token_id: int, max_length: int) -> Any:
@@ -124,6 +129,14 @@ class HFEncoder(Encoder):
             if key not in info:
                 raise ValueError(f"hf encoder: modality {context.modality_name!r} info() has no {key!r}")
         self.pooling = params.pooling
+        # Ids left out of mean pooling: [CLS]/[SEP] carry no content, and their states dominate
+        # the mean of short texts. -1 (matches nothing) where the tokenizer lacks one.
+        excluded = [] if params.pool_special_tokens else [info.get("cls_token_id"), info.get("sep_token_id")]
+        self.register_buffer(
+            "pool_excluded_ids",
+            torch.tensor([-1 if i is None else int(i) for i in excluded] or [-1], dtype=torch.int64),
+            persistent=False,
+        )
         if params.local_path is not None:
             kwargs = {"add_pooling_layer": False} if _has_pooler(_local_model_type(params.local_path)) else {}
             self.model = AutoModel.from_pretrained(
@@ -149,10 +162,15 @@ class HFEncoder(Encoder):
     def forward(self, batch: Mapping[str, Tensor]) -> EncoderOutput:
         attention_mask = batch["attention_mask"]
         hidden = self.model(input_ids=batch["input_ids"], attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:
+            special = (batch["input_ids"].unsqueeze(-1) == self.pool_excluded_ids).any(dim=-1)
+            content = attention_mask.bool() & ~special
+            # A text of special tokens only falls back to all its real tokens (no division by 0).
+            empty = ~content.any(dim=1, keepdim=True)
+            content = torch.where(empty, attention_mask.bool(), content)
+            mask = content.to(hidden.dtype).unsqueeze(-1)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
         return EncoderOutput(pooled=pooled, tokens=hidden, token_mask=attention_mask.bool())
 

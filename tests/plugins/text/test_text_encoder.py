@@ -34,6 +34,10 @@ def test_sizes_reach_the_config(make_encoder):
     assert (distil.dim, distil.hidden_dim, distil.n_layers) == (32, 40, 1)
 
 
+def text_info_ids(encoder) -> set[int]:
+    return {int(i) for i in encoder.pool_excluded_ids}
+
+
 def test_mean_pooling_ignores_padding_and_cls_pooling_takes_the_first_token(make_encoder):
     encoder = make_encoder(dropout=0.0).eval()
     ids = torch.tensor([[2, 10, 11, 12, 3, 0, 0], [2, 10, 11, 12, 3, 0, 0]])
@@ -44,8 +48,19 @@ def test_mean_pooling_ignores_padding_and_cls_pooling_takes_the_first_token(make
         a = encoder({"input_ids": ids, "attention_mask": mask})
         b = encoder({"input_ids": changed, "attention_mask": mask})
     torch.testing.assert_close(a.pooled[0], b.pooled[1], atol=1e-5, rtol=0)
-    expected = a.tokens[0, :5].mean(0)
+    # [CLS] (2) and [SEP] (3) are left out of the mean: content tokens 1..3 only
+    assert text_info_ids(encoder) == {2, 3}
+    expected = a.tokens[0, 1:4].mean(0)
     torch.testing.assert_close(a.pooled[0], expected, atol=1e-5, rtol=0)
+    with_specials = make_encoder(dropout=0.0, pool_special_tokens=True).eval()
+    with torch.no_grad():
+        c = with_specials({"input_ids": ids, "attention_mask": mask})
+    torch.testing.assert_close(c.pooled[0], c.tokens[0, :5].mean(0), atol=1e-5, rtol=0)
+    # a text of special tokens only falls back to the mean of its real tokens
+    only_special = torch.tensor([[2, 3, 0]])
+    with torch.no_grad():
+        d = encoder({"input_ids": only_special, "attention_mask": (only_special != 0).long()})
+    torch.testing.assert_close(d.pooled[0], d.tokens[0, :2].mean(0), atol=1e-5, rtol=0)
     cls = make_encoder(dropout=0.0, pooling="cls").eval()
     with torch.no_grad():
         output = cls({"input_ids": ids, "attention_mask": mask})
