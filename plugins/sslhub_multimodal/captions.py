@@ -26,6 +26,12 @@ TRAIN_TEMPLATES = (
     "an {parity} digit: {digit}",
     "a blurry handwritten {digit}",
     "the figure {word} from a handwriting form",
+    "{word}",
+    "a {digit}",
+    "an {parity} number, {word}",
+    "the numeral {digit} in pencil",
+    "a tiny image of the handwritten number {digit}",
+    "a picture showing a {word}",
 )
 
 #: phrasings reserved for the held-out captions (never seen in training).

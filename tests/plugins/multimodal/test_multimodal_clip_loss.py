@@ -143,3 +143,51 @@ def test_zero_shot_accuracy():
     classes = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
     images = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     assert zero_shot_accuracy(images, classes, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
+
+
+# ------------------------------------------------------------------------------ across ranks
+def _distributed_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        image, text, keys = _shared_batch()
+        local = slice(rank * 4, rank * 4 + 4)
+        a = image[local].clone().requires_grad_(True)
+        b = text[local].clone().requires_grad_(True)
+        loss_fn = CLIPLoss(0.1)
+        loss = loss_fn(a, b, keys[local])
+        loss.backward()
+        torch.save(
+            {"loss": loss.detach(), "image": a.grad, "text": b.grad, "scale": loss_fn.log_logit_scale.grad},
+            f"{out_dir}/rank{rank}.pt",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def _shared_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    image, text = torch.randn(8, 5, generator=generator), torch.randn(8, 5, generator=generator)
+    keys = torch.tensor([1, 2, 3, 1, 4, 5, 2, 6])  # duplicates within and across the two ranks
+    return image, text, keys
+
+
+def test_negatives_and_caption_keys_are_gathered_across_ranks(tmp_path):
+    """Two gloo processes with half the batch each give the one-process loss and gradients."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    image, text, keys = _shared_batch()
+    image.requires_grad_(True)
+    text.requires_grad_(True)
+    loss_fn = CLIPLoss(0.1)
+    full = loss_fn(image, text, keys)
+    full.backward()
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    torch.testing.assert_close((ranks[0]["loss"] + ranks[1]["loss"]) / 2, full.detach())
+    # gather_with_grad sums embedding gradients over ranks and DDP averages: divide by the world size
+    torch.testing.assert_close(torch.cat([r["image"] for r in ranks]) / 2, image.grad)
+    torch.testing.assert_close(torch.cat([r["text"] for r in ranks]) / 2, text.grad)
+    torch.testing.assert_close((ranks[0]["scale"] + ranks[1]["scale"]) / 2, loss_fn.log_logit_scale.grad)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -26,19 +28,6 @@ def batches(modality, count: int, size: int, dataset=None):
     ]
 
 
-def test_clip_loss_falls_and_reaches_both_encoders(digit_pairs, make_encoders):
-    encoders = make_encoders()
-    objective = build(digit_pairs, encoders, projection_dim=16)
-    data = batches(digit_pairs, 2, 32)
-    losses = check_objective_learns(objective, encoders, data, steps=30, lr=3e-3, min_drop=0.15)
-    assert losses[0] == pytest.approx(float(torch.log(torch.tensor(32.0))), rel=0.35)  # near log(B) at init
-    for key in ("image", "text"):
-        objective.zero_grad()
-        encoders.zero_grad()
-        objective([data[0]], encoders).loss.backward()
-        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoders[key].parameters()), key
-
-
 def test_metrics_are_in_batch_accuracies(digit_pairs, make_encoders):
     encoders = make_encoders()
     objective = build(digit_pairs, encoders, identical_captions="negatives")
@@ -49,10 +38,19 @@ def test_metrics_are_in_batch_accuracies(digit_pairs, make_encoders):
     assert float(output.metrics["logit_scale"]) == pytest.approx(1 / 0.07, rel=1e-5)
 
 
-def test_report_scores_retrieval_and_zero_shot(digit_pairs, make_encoders, tmp_path):
+def test_clip_learns_and_reports_retrieval_and_zero_shot(digit_pairs, make_encoders, tmp_path):
     encoders = make_encoders()
     objective = build(digit_pairs, encoders, projection_dim=16, zero_shot_prompts=["a handwritten digit {name}"])
-    check_objective_learns(objective, encoders, batches(digit_pairs, 4, 64), steps=40, lr=3e-3, min_drop=0.1)
+    data = batches(digit_pairs, 3, 64)
+    # check_objective_learns also asserts that a gradient reaches the encoder set
+    losses = check_objective_learns(objective, encoders, data, steps=40, lr=3e-3, min_drop=0.08)
+    assert losses[0] == pytest.approx(math.log(64), rel=0.3)  # near log(B) at init
+    objective.zero_grad()
+    encoders.zero_grad()
+    objective([data[0]], encoders).loss.backward()
+    for key in ("image", "text"):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoders[key].parameters()), key
+
     report = objective.report(tmp_path, encoders, digit_pairs)
     assert report["held_out_pairs"] == len(digit_pairs.eval_split().test)
     expected = {
@@ -63,7 +61,7 @@ def test_report_scores_retrieval_and_zero_shot(digit_pairs, make_encoders, tmp_p
     } | {"zero_shot_accuracy"}
     assert set(report["trained"]) == set(report["random_init"]) == set(report["chance"]) == expected
     assert report["chance"]["zero_shot_accuracy"] == 0.1
-    # 40 steps on the digit pairs already align the two towers well above chance and random init
+    # a few dozen steps on the digit pairs already align the towers above chance and random init
     for key in ("image_to_text_class_recall@1", "zero_shot_accuracy"):
         assert report["trained"][key] > report["chance"][key] + 0.1, key
         assert report["trained"][key] > report["random_init"][key] + 0.1, key

@@ -52,7 +52,7 @@ def test_digit_captions_use_every_template_evenly_per_class():
         own = [c for c, y in zip(captions, labels, strict=True) if y == label]
         assert all(mentions_digit(c, label) for c in own)
         counts = [sum(c == fill_template(t, label) for c in own) for t in TRAIN_TEMPLATES]
-        assert counts == [2] * len(TRAIN_TEMPLATES)  # 16 captions over 8 templates
+        assert max(counts) - min(counts) <= 1 and sum(counts) == 16  # evenly spread
 
 
 # ------------------------------------------------------------------------------ default pairs
