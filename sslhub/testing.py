@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from sslhub.catalog import Catalog
-from sslhub.components import Augmentation, Batch, BuildContext, Encoder, Modality, Objective
+from sslhub.components import Augmentation, Batch, BuildContext, Encoder, EncoderSet, Modality, Objective
 from sslhub.engine import Run
 from sslhub.recipe import resolve_recipe
 from sslhub.recipe_yaml import RecipeSource, load_recipe_file, load_recipe_text
@@ -92,13 +92,17 @@ def build_components(
     catalog: Catalog,
     *,
     modality: str,
-    encoder: str,
+    encoder: str | Mapping[str, str],
     objective: str | None = None,
     augment: Sequence[str] = (),
     params: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int = 0,
-) -> tuple[Modality, Encoder, Objective | None, list[Augmentation]]:
-    """Build components by name with default (or given) parameters, the way the engine does."""
+) -> tuple[Modality, Encoder | EncoderSet, Objective | None, list[Augmentation]]:
+    """Build components by name with default (or given) parameters, the way the engine does.
+
+    ``encoder`` is one encoder name, or ``{key: name}`` for an :class:`EncoderSet`
+    (objectives that use several encoders, such as ``clip``).
+    """
     params = params or {}
 
     def make(kind: str, name: str, context: BuildContext) -> Any:
@@ -110,7 +114,10 @@ def build_components(
     built_modality = make("modality", modality, context)
     built_modality.prepare(None)
     context.modality = built_modality
-    built_encoder = make("encoder", encoder, context)
+    if isinstance(encoder, Mapping):
+        built_encoder = EncoderSet({key: make("encoder", name, context) for key, name in encoder.items()})
+    else:
+        built_encoder = make("encoder", encoder, context)
     context.encoder = built_encoder
     built_objective = make("objective", objective, context) if objective else None
     augmentations = [make("augmentation", name, context) for name in augment]
@@ -155,7 +162,8 @@ def check_objective_learns(
 ) -> list[float]:
     """Optimise encoder + objective on ``batches`` (cycled): the loss must be finite, reach every
     trainable parameter with a gradient somewhere, and fall by ``min_drop`` (relative)."""
-    parameters = [p for p in [*encoder.parameters(), *objective.parameters()] if p.requires_grad]
+    # A set is deduplicated: tied weights (an LM head sharing the embeddings) appear once.
+    parameters = list({id(p): p for p in [*encoder.parameters(), *objective.parameters()] if p.requires_grad}.values())
     optimizer = torch.optim.Adam(parameters, lr=lr)
     losses = []
     for step in range(steps):

@@ -10,10 +10,35 @@ import torch
 from sslhub.testing import build_components, catalog_with, check_augmentation, check_encoder, check_objective_learns
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-BUILTIN_PLUGINS = ("sslhub_vision.plugin", "sslhub_text.plugin", "sslhub_audio.plugin")
+BUILTIN_PLUGINS = (
+    "sslhub_vision.plugin",
+    "sslhub_text.plugin",
+    "sslhub_audio.plugin",
+    "sslhub_autoencoder.plugin",
+    "sslhub_multimodal.plugin",
+)
 CATALOG = catalog_with(*BUILTIN_PLUGINS)
 # The smallest encoder per modality, for augmentation and objective checks.
-SMALL_ENCODER = {"image": ("small_cnn", {}), "text": ("hf", {}), "audio": ("frame_transformer", {})}
+SMALL_ENCODER = {
+    "image": "small_cnn",
+    "text": "hf",
+    "audio": "frame_transformer",
+    "tabular": "mlp",
+    "image_text": {"image": "small_cnn", "text": "hf"},
+}
+
+# Objectives whose needs the small encoders do not meet: (encoder, per-component params).
+OBJECTIVE_SETUP = {
+    "mae": (
+        "timm",
+        {
+            "timm": {
+                "model": "vit_tiny_patch16_224",
+                "model_kwargs": {"patch_size": 8, "depth": 1, "embed_dim": 48, "num_heads": 3},
+            }
+        },
+    ),
+}
 
 
 def first_modality(component) -> str:
@@ -35,9 +60,10 @@ def test_encoder_reports_its_features_truthfully(name):
 def test_augmentation_keeps_shapes_and_dtypes(name):
     component = CATALOG.augmentations.get(name)
     modality_name = first_modality(component)
-    encoder_name, _ = SMALL_ENCODER[modality_name]
-    modality, _, _, augmentations = build_components(CATALOG, modality=modality_name, encoder=encoder_name,
-                                                     augment=[name])
+    encoder_name = SMALL_ENCODER[modality_name]
+    modality, _, _, augmentations = build_components(
+        CATALOG, modality=modality_name, encoder=encoder_name, augment=[name]
+    )
     check_augmentation(augmentations[0], modality.on_device(modality.example_batch(4)))
 
 
@@ -45,9 +71,15 @@ def test_augmentation_keeps_shapes_and_dtypes(name):
 def test_objective_learns_on_a_tiny_batch(name):
     component = CATALOG.objectives.get(name)
     modality_name = first_modality(component)
-    encoder_name, _ = SMALL_ENCODER[modality_name]
-    modality, encoder, objective, _ = build_components(CATALOG, modality=modality_name, encoder=encoder_name,
-                                                       objective=name)
+    encoder_name = SMALL_ENCODER[modality_name]
+    params = {}
+    if component.encoder_slots:
+        encoder_name = {slot: SMALL_ENCODER[slot] for slot in sorted(component.encoder_slots)}
+    if name in OBJECTIVE_SETUP:
+        encoder_name, params = OBJECTIVE_SETUP[name]
+    modality, encoder, objective, _ = build_components(
+        CATALOG, modality=modality_name, encoder=encoder_name, objective=name, params=params
+    )
     torch.manual_seed(0)
     batches = [modality.on_device(modality.collate([modality.train_dataset()[i] for i in range(8)]))]
     check_objective_learns(objective, encoder, batches, steps=25, lr=2e-3)
