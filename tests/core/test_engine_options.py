@@ -1,0 +1,54 @@
+"""Engine options that change the step: mixed precision, accumulation, LARS, several objectives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sslhub.catalog import Catalog
+from sslhub.testing import run_recipe_for_steps
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture
+def catalog(monkeypatch):
+    monkeypatch.syspath_prepend(str(DATA))
+    return Catalog.load(["toy_plugin"], entry_points=False, python_registrations=False)
+
+
+def toy_recipe() -> dict:
+    return yaml.safe_load((DATA / "toy_recipe.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"train.precision": "bf16"},
+        {"train.precision": "fp16"},
+        {"train.grad_accumulation": 2, "train.grad_clip": 1.0},
+        {"train.optimizer": {"name": "lars", "lr": 2.0, "trust_coefficient": 0.02}},
+        {"train.optimizer": {"name": "sgd", "lr": 0.1}, "train.schedule": "constant"},
+    ],
+    ids=["bf16", "fp16", "accumulation+clip", "lars", "sgd"],
+)
+def test_option_trains_and_loss_falls(catalog, overrides):
+    summary = run_recipe_for_steps(toy_recipe(), 40, catalog=catalog, overrides=overrides)
+    losses = summary["losses"]
+    assert summary["steps"] == 40
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1, losses
+
+
+def test_second_objective_starts_at_its_start_step(catalog, tmp_path):
+    recipe = toy_recipe()
+    recipe["objectives"].append({"name": "toy_contrastive", "temperature": 0.5, "weight": 0.5, "start_step": 10})
+    run_recipe_for_steps(recipe, 20, catalog=catalog, out=tmp_path / "run")
+    import json
+
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "toy_contrastive1/loss" not in records[5] and "toy_contrastive1/loss" in records[15]
+    assert records[15]["loss"] == pytest.approx(
+        records[15]["toy_contrastive0/loss"] + 0.5 * records[15]["toy_contrastive1/loss"], rel=1e-5
+    )
