@@ -165,12 +165,13 @@ class HFEncoder(Encoder):
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:
-            special = (batch["input_ids"].unsqueeze(-1) == self.pool_excluded_ids).any(dim=-1)
-            content = attention_mask.bool() & ~special
+            # Float arithmetic, not bool where/any: onnxruntime lacks Where/ReduceMax for bool.
+            real = attention_mask.to(hidden.dtype)
+            special = (batch["input_ids"].unsqueeze(-1) == self.pool_excluded_ids).to(hidden.dtype).sum(-1)
+            content = real * (1.0 - special.clamp_max(1.0))
             # A text of special tokens only falls back to all its real tokens (no division by 0).
-            empty = ~content.any(dim=1, keepdim=True)
-            content = torch.where(empty, attention_mask.bool(), content)
-            mask = content.to(hidden.dtype).unsqueeze(-1)
+            empty = (content.sum(1, keepdim=True) == 0).to(hidden.dtype)
+            mask = (content + empty * real).unsqueeze(-1)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
         return EncoderOutput(pooled=pooled, tokens=hidden, token_mask=attention_mask.bool())
 

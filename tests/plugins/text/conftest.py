@@ -13,6 +13,10 @@ from sslhub_text.modality import TextModality, TextParams, TrainTokenizer  # noq
 
 from sslhub import BuildContext  # noqa: E402
 
+# One intra-op thread: these models are tiny, and on a shared 2-core machine two threads per
+# op mostly wait on each other (the MLM training test ran 26 s with 2 threads, 7 s with 1).
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def text_modality() -> TextModality:
