@@ -206,13 +206,6 @@ class Run:
         built = {}
         for key, resolved in self.recipe.encoders.items():
             encoder = resolved.build(context)
-            missing = resolved.component.provides - set(getattr(encoder, "provides", ()))
-            if missing:
-                log.warning(
-                    "encoder '%s' was registered as providing %s but the built module does not",
-                    resolved.component.name,
-                    ", ".join(sorted(missing)),
-                )
             built[key] = encoder
         if not self.recipe.several_encoders:
             return next(iter(built.values())).to(self.device)
@@ -235,6 +228,16 @@ class Run:
         objectives = []
         for resolved in self.recipe.objectives:
             own = encoder if resolved.encoder_key is None else encoder[resolved.encoder_key]
+            # Registration declares what an encoder family can give; the built model (a CNN or a
+            # ViT under the same name) decides what it does give.
+            for single in own.values() if isinstance(own, EncoderSet) else [own]:
+                missing = resolved.component.requires - set(getattr(single, "provides", ()))
+                if missing:
+                    raise SSLHubError(
+                        f"objective '{resolved.component.name}' needs {', '.join(sorted(missing))} features, but the "
+                        f"built {type(single).__name__} gives only {', '.join(sorted(single.provides))}; "
+                        "choose an encoder model that has them"
+                    )
             objective = resolved.build(self._context(modality, own))
             objective.sslhub_name = resolved.component.name
             objectives.append(objective.to(self.device))
