@@ -32,10 +32,27 @@ def sslhub(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     )
 
 
+def toy_run_command(out: Path, *extra: str) -> list[str]:
+    """``sslhub run`` of the toy recipe into ``out``, without export, as an argument list."""
+    return [
+        sys.executable,
+        "-m",
+        "sslhub",
+        "run",
+        str(RECIPE),
+        "-p",
+        "toy_plugin",
+        *BLOCK_BUILTINS,
+        "--out",
+        str(out),
+        "--set",
+        "export=null",
+        *extra,
+    ]
+
+
 def run_toy(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return sslhub(
-        "run", str(RECIPE), "-p", "toy_plugin", *BLOCK_BUILTINS, "--out", str(out), "--set", "export=null", *extra
-    )
+    return subprocess.run(toy_run_command(out, *extra), capture_output=True, text=True, env=sslhub_env(), timeout=240)
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -73,22 +90,7 @@ def test_toy_recipe_learns_and_beats_random_init(reference_run: Path):
 
 def test_sigkill_then_resume_matches_uninterrupted_run(reference_run: Path, tmp_path: Path):
     out = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "sslhub",
-        "run",
-        str(RECIPE),
-        "-p",
-        "toy_plugin",
-        *BLOCK_BUILTINS,
-        "--out",
-        str(out),
-        "--set",
-        "export=null",
-        "--set",
-        "train.checkpoint_every=7",
-    ]
+    command = toy_run_command(out, "--set", "train.checkpoint_every=7")
     process = subprocess.Popen(command, env=sslhub_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = out / "checkpoints" / "manifest.json"
     deadline = time.time() + 120
@@ -125,24 +127,7 @@ def test_corrupt_newest_checkpoint_is_skipped(reference_run: Path, tmp_path: Pat
 
 def test_sigterm_saves_and_exits_143(tmp_path: Path):
     out = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "sslhub",
-        "run",
-        str(RECIPE),
-        "-p",
-        "toy_plugin",
-        *BLOCK_BUILTINS,
-        "--out",
-        str(out),
-        "--set",
-        "export=null",
-        "--set",
-        "train.steps=100000",
-        "--set",
-        "train.checkpoint_every=100000",
-    ]
+    command = toy_run_command(out, "--set", "train.steps=100000", "--set", "train.checkpoint_every=100000")
     process = subprocess.Popen(command, env=sslhub_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 120
