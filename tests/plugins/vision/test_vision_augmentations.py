@@ -5,19 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from pydantic import ValidationError
-from sslhub_vision import augmentations as A
-from sslhub_vision.augmentations import functional as AF
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine is small and shared: one intra-op thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from sslhub_vision import augmentations as A
+from sslhub_vision.augmentations import functional as AF
 
 
 def _images(batch=16, size=16, seed=0):

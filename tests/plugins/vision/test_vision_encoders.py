@@ -7,21 +7,12 @@ import warnings
 
 import pytest
 import torch
+
+from sslhub import BuildContext
 from sslhub_vision.encoders import Normalize, SmallCNN, SmallCNNParams, TimmEncoder, TimmParams
 from sslhub_vision.modality import ImageModality, ImageParams
 
-from sslhub import BuildContext
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine is small and shared: one intra-op thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from sslhub import BuildContext, Encoder, EncoderOutput
 from sslhub_vision.encoders import SmallCNN, SmallCNNParams
 from sslhub_vision.heads.decoder import ConvDecoder
 from sslhub_vision.masks import make_mask
 from sslhub_vision.modality import ImageModality, ImageParams
 from sslhub_vision.objectives.inpainting import InpaintingObjective, InpaintingParams
-
-from sslhub import BuildContext, Encoder, EncoderOutput
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine is small and shared: one intra-op thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _context(image_size=16, **encoder_params) -> BuildContext:

@@ -10,17 +10,9 @@ import pytest
 import torch
 from PIL import Image
 from pydantic import ValidationError
-from sslhub_vision.modality import ImageModality, ImageParams
 from torch.utils.data import DataLoader
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine is small and shared: one intra-op thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from sslhub_vision.modality import ImageModality, ImageParams
 
 
 @pytest.fixture(scope="module")

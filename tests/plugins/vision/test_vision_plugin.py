@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import sslhub_vision.plugin as vision_plugin
 import torch
 
+import sslhub_vision.plugin as vision_plugin
 from sslhub import BuildContext, Catalog
 
 

@@ -7,23 +7,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
+from sslhub import BuildContext
 from sslhub_vision import augmentations as A
 from sslhub_vision.encoders import SmallCNN, SmallCNNParams
 from sslhub_vision.heads.projection import ProjectionHead
 from sslhub_vision.losses import NTXentLoss
 from sslhub_vision.modality import ImageModality, ImageParams
 from sslhub_vision.objectives.simclr import SimCLRObjective, SimCLRParams
-
-from sslhub import BuildContext
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine is small and shared: one intra-op thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def hand_ntxent(z0: torch.Tensor, z1: torch.Tensor, temperature: float) -> float:
