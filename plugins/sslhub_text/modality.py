@@ -407,6 +407,13 @@ class TextModality(Modality):
             },
         }
 
+    def write_export_files(self, out_dir: Path) -> list[str]:
+        """The tokenizer, saved beside an exported model as ``tokenizer.json``."""
+        self._ensure_prepared()
+        assert self._tokenizer is not None
+        self._tokenizer.save(str(Path(out_dir) / TOKENIZER_FILE))
+        return [TOKENIZER_FILE]
+
     def fingerprint(self) -> str:
         """CRC32 of the training and held-out document texts and the tokenizer/sequence settings."""
         self._load_documents()
