@@ -97,6 +97,10 @@ class SimCSEObjective(Objective):
             else nn.Identity()
         )
 
+    def export_heads(self) -> dict[str, nn.Module]:
+        """``projection``: the head the contrastive loss is computed on (identity without ``projection_dim``)."""
+        return {"projection": self.head}
+
     def forward(self, views: list[Batch], encoder: Encoder) -> ObjectiveOutput:
         if len(views) != 2:
             raise ValueError(f"simcse needs 2 views, got {len(views)}")
