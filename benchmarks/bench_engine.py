@@ -1,116 +1,329 @@
-"""Framework overhead: the engine's training step against a hand-written PyTorch loop.
+"""Framework overhead: the engine's training step (what ``sslhub run`` does) against a hand-written PyTorch loop.
 
-Both loops use the same modules built from the recipe (same encoder, objective, augmentations,
-batch, precision and optimizer), the same data, and run alternately in one process; the
-figure that matters is the ratio of their median step times (target: within 3%).
+Both loops use the same modules built from the recipe (same encoder, objectives,
+augmentations, batch, precision, memory format, compile setting, optimizer and LR schedule),
+the same data set, and the same torch threads, and they run alternately in one process.
 
-    python benchmarks/bench_engine.py recipes/image_simclr.yaml --steps 30 --device cpu
+- sslhub: ``Run.execute()`` with evaluation and export off. Its step time is read from the
+  throughput it logs (``metrics.jsonl``) over every step after the first logging window,
+  so the warm-up steps (allocator, lazy init, compilation) are left out.
+- hand-written: a plain loop over a shuffled ``DataLoader``: to device, augment each view,
+  forward under autocast, backward, clip if the recipe clips, optimizer and LR-schedule
+  step, and one ``loss.item()`` per step (the engine also reads the loss every step, to
+  catch non-finite values). Timed over the same steps after the same warm-up.
+
+The figure that matters is the ratio of their median step times (target: the engine
+within 3% of the hand-written loop), and their peak memory (see ``bench_common``).
+
+    python benchmarks/bench_engine.py recipes/image_simclr.yaml --steps 40 --device cpu --threads 1
+    python benchmarks/bench_engine.py image_simclr --device cuda --variants recipe,bf16,bf16+channels_last+compile
     python benchmarks/bench_engine.py tests/data/toy_recipe.yaml -p toy_plugin --steps 200
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import contextlib
+import json
+import math
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from bench_common import PeakMemory, Result, alternate, check_device, format_table, median, memory_ratio, synchronize
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from sslhub.cli import load_and_resolve
-from sslhub.engine import Run
-from sslhub.optim import build_optimizer
+from sslhub.engine import PRECISION_DTYPES, Run
+from sslhub.optim import build_optimizer, build_schedule
+from sslhub.recipe import ResolvedRecipe
+
+REPO = Path(__file__).resolve().parent.parent
+#: step time within 3% of the hand-written loop, as a speed ratio
+ENGINE_SPEED_TARGET = 1 / 1.03
+#: peak memory no more than 10% above the hand-written loop (CPU RSS is a coarse measure)
+ENGINE_MEMORY_TARGET = 1.10
+#: the training settings a variant name can switch on, each a recipe override
+VARIANT_OVERRIDES = {
+    "bf16": "train.precision=bf16",
+    "fp16": "train.precision=fp16",
+    "channels_last": "train.channels_last=true",
+    "compile": "train.compile=true",
+}
 
 
-def engine_step_seconds(recipe, steps: int, device: str) -> float:
-    """Seconds per step of ``Run`` training, data loading included (timed by the engine)."""
+def recipe_path(name_or_path: str | Path) -> Path:
+    """``image_simclr`` -> ``recipes/image_simclr.yaml``; an existing path stays as it is."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = REPO / "recipes" / f"{name_or_path}.yaml"
+    if shipped.exists():
+        return shipped
+    raise SystemExit(f"no recipe file {name_or_path} (nor recipes/{name_or_path}.yaml)")
+
+
+def variant_overrides(variant: str) -> list[str]:
+    """``recipe`` -> no overrides; ``bf16+channels_last`` -> the overrides of both."""
+    if variant in ("", "recipe"):
+        return []
+    overrides = []
+    for part in variant.split("+"):
+        if part not in VARIANT_OVERRIDES:
+            raise SystemExit(
+                f"unknown variant part '{part}': use recipe or a '+' list of {', '.join(VARIANT_OVERRIDES)}"
+            )
+        overrides.append(VARIANT_OVERRIDES[part])
+    return overrides
+
+
+def load_benchmark_recipe(
+    path: Path,
+    *,
+    warmup: int,
+    steps: int,
+    device: str,
+    threads: int | None,
+    variant: str = "recipe",
+    plugins: Sequence[str] = (),
+) -> ResolvedRecipe:
+    """The recipe set up for timing: ``warmup + steps`` steps logged every ``warmup``, no evaluation or export."""
+    overrides = [
+        f"train.steps={warmup + steps}",
+        f"train.log_every={warmup}",
+        "train.checkpoint_every=1000000000",
+        f"train.device={device}",
+        "evaluate.enabled=false",
+        "export=null",
+        *variant_overrides(variant),
+    ]
+    if threads:
+        overrides.append(f"train.threads={threads}")
+    return load_and_resolve(path, overrides, list(plugins))
+
+
+def engine_run(recipe: ResolvedRecipe, warmup: int) -> tuple[float, int | None]:
+    """Seconds per step of ``Run`` training after the warm-up window, and its peak memory."""
+    spec = recipe.train
     with tempfile.TemporaryDirectory() as tmp:
-        run = Run(recipe, Path(tmp) / "run", show_progress=False)
-        run.recipe.model.evaluate.enabled = False
-        run.recipe.model.export = None
-        start = time.perf_counter()
-        summary = run.execute()
-        wall = time.perf_counter() - start
-    return summary["train_seconds"] / summary["steps"], wall
+        run_dir = Path(tmp) / "run"
+        run = Run(recipe, run_dir, show_progress=False)
+        with PeakMemory(run.device) as memory:
+            run.execute()
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    samples_per_step = spec.batch_size * spec.grad_accumulation
+    seconds = steps = 0.0
+    previous = warmup
+    for record in records:
+        if record["step"] <= warmup:
+            continue
+        window = record["step"] - previous
+        seconds += window * samples_per_step / record["samples_per_s"]
+        steps += window
+        previous = record["step"]
+    if steps != spec.steps - warmup:
+        raise RuntimeError(f"the engine logged {steps} of the {spec.steps - warmup} timed steps")
+    return seconds / steps, memory.peak
 
 
-def hand_written_step_seconds(recipe, steps: int, device: str) -> float:
-    """The same work as the engine, written as a plain PyTorch loop; seconds per step, data loading included."""
+class HandWrittenModel(nn.Module):
+    """The encoder and the objectives; ``forward`` returns the weighted sum of their losses."""
+
+    def __init__(self, encoder: nn.Module, objectives: Sequence[nn.Module], weights: Sequence[float]):
+        super().__init__()
+        self.encoder = encoder
+        self.objectives = nn.ModuleList(objectives)
+        self.weights = list(weights)
+
+    def forward(self, views: list[dict[str, Tensor]]) -> Tensor:
+        total = None
+        for objective, weight in zip(self.objectives, self.weights, strict=True):
+            loss = objective(views[: objective.num_views], self.encoder).loss.float() * weight
+            total = loss if total is None else total + loss
+        return total
+
+
+def hand_written_run(recipe: ResolvedRecipe, warmup: int) -> tuple[float, int | None]:
+    """The same work as the engine as a plain PyTorch loop: seconds per step after ``warmup`` steps, peak memory."""
+    spec = recipe.train
+    if any(o.start_step for o in recipe.objectives) or any(o.encoder_key for o in recipe.objectives):
+        raise ValueError("the hand-written loop covers one encoder and objectives active from step 0")
     with tempfile.TemporaryDirectory() as tmp:
         builder = Run(recipe, Path(tmp) / "run", show_progress=False)
-        modality = builder.build_modality()
-        encoder = builder.build_encoder(modality)
-        objectives = builder.build_objectives(modality, encoder)
-        augment = builder.build_augmentations(modality)
-    target = torch.device(builder.device)
-    parameters = torch.nn.ModuleList([encoder, *objectives])
-    optimizer = build_optimizer(parameters, recipe.train.optimizer)
-    dataset = modality.train_dataset()
-    loader = DataLoader(
-        dataset,
-        batch_size=recipe.train.batch_size,
-        shuffle=True,
-        drop_last=True,
-        collate_fn=modality.collate,
-        num_workers=recipe.train.num_workers,
-    )
-    num_views = max(o.num_views for o in objectives)
-    done = 0
-    start = time.perf_counter()
-    while done < steps:
-        for batch in loader:
-            batch = modality.on_device({k: v.to(target, non_blocking=True) for k, v in batch.items()})
-            views = [augment(dict(batch)) for _ in range(num_views)]
-            loss = sum(
-                o(views[: o.num_views], encoder).loss * r.weight
-                for o, r in zip(objectives, recipe.objectives, strict=True)
+        device = builder.device
+        with PeakMemory(device) as memory:
+            modality = builder.build_modality()
+            encoder = builder.build_encoder(modality)
+            objectives = builder.build_objectives(modality, encoder)
+            augment = builder.build_augmentations(modality)
+            model = HandWrittenModel(encoder, objectives, [o.weight for o in recipe.objectives]).to(device)
+            if spec.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            optimizer = build_optimizer(model, spec.optimizer)
+            schedule = build_schedule(optimizer, spec, spec.steps)
+            scaler = torch.amp.GradScaler(device.type, enabled=spec.precision == "fp16")
+            forward = torch.compile(model) if spec.compile else model
+            dtype = PRECISION_DTYPES.get(spec.precision)
+            loader = DataLoader(
+                modality.train_dataset(),
+                batch_size=spec.batch_size,
+                shuffle=True,
+                drop_last=True,
+                collate_fn=modality.collate,
+                num_workers=spec.num_workers,
+                pin_memory=device.type == "cuda",
             )
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss.item()
-            if target.type == "cuda":
-                torch.cuda.synchronize(target)
-            done += 1
-            if done >= steps:
-                break
-    return (time.perf_counter() - start) / steps
+
+            def batches():
+                while True:
+                    yield from loader
+
+            data = batches()
+            num_views = max(o.num_views for o in objectives)
+            model.train()
+            start = time.perf_counter()
+            for step in range(spec.steps):
+                if step == warmup:
+                    synchronize(device)
+                    start = time.perf_counter()
+                for _ in range(spec.grad_accumulation):
+                    batch = next(data)
+                    batch = modality.on_device({k: v.to(device, non_blocking=True) for k, v in batch.items()})
+                    views = [augment(dict(batch)) for _ in range(num_views)]
+                    if spec.channels_last:
+                        views = [
+                            {
+                                k: v.contiguous(memory_format=torch.channels_last)
+                                if v.ndim == 4 and v.is_floating_point()
+                                else v
+                                for k, v in view.items()
+                            }
+                            for view in views
+                        ]
+                    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+                    with autocast:
+                        loss = forward(views)
+                    scaler.scale(loss / spec.grad_accumulation).backward()
+                if spec.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                schedule.step()
+                loss.item()
+            synchronize(device)
+            seconds = (time.perf_counter() - start) / (spec.steps - warmup)
+    return seconds, memory.peak
+
+
+def compare_engine(
+    recipe: str | Path,
+    *,
+    steps: int = 40,
+    warmup: int = 10,
+    rounds: int = 3,
+    device: str = "cpu",
+    threads: int | None = 1,
+    variant: str = "recipe",
+    plugins: Sequence[str] = (),
+    verbose: bool = False,
+) -> Result:
+    """Median step time and peak memory of the engine vs the hand-written loop, alternating ``rounds`` times.
+
+    ``steps`` is rounded up to a multiple of ``warmup`` (the engine's logging window).
+    """
+    if warmup < 1 or steps < 1 or rounds < 1:
+        raise ValueError(f"warmup, steps and rounds must be >= 1, got {warmup}, {steps}, {rounds}")
+    steps = math.ceil(steps / warmup) * warmup
+    path = recipe_path(recipe)
+    loaded = load_benchmark_recipe(
+        path, warmup=warmup, steps=steps, device=device, threads=threads, variant=variant, plugins=plugins
+    )
+
+    def report(side: str, value: tuple[float, int | None]) -> None:
+        if verbose:
+            peak = "-" if value[1] is None else f"{value[1] / 2**20:.0f} MiB"
+            print(f"  {path.stem} [{variant}] {side}: {value[0] * 1e3:.2f} ms/step, peak {peak}", flush=True)
+
+    results = alternate(
+        {"hand": lambda: hand_written_run(loaded, warmup), "engine": lambda: engine_run(loaded, warmup)},
+        rounds,
+        report,
+    )
+    engine_ms = median([seconds for seconds, _ in results["engine"]]) * 1e3
+    hand_ms = median([seconds for seconds, _ in results["hand"]]) * 1e3
+    samples = loaded.train.batch_size * loaded.train.grad_accumulation
+    name = f"engine {path.stem}" + ("" if variant in ("", "recipe") else f" [{variant}]")
+    return Result(
+        benchmark=name,
+        ours=engine_ms,
+        baseline=hand_ms,
+        unit="ms/step",
+        higher_is_better=False,
+        baseline_name="hand-written PyTorch loop, same modules",
+        target=ENGINE_SPEED_TARGET,
+        memory_ratio=memory_ratio([p for _, p in results["engine"]], [p for _, p in results["hand"]]),
+        memory_target=ENGINE_MEMORY_TARGET,
+        details={
+            "recipe": str(path),
+            "variant": variant,
+            "device": device,
+            "threads": threads,
+            "batch_size": loaded.train.batch_size,
+            "precision": loaded.train.precision,
+            "channels_last": loaded.train.channels_last,
+            "compile": loaded.train.compile,
+            "warmup_steps": warmup,
+            "timed_steps": steps,
+            "rounds": rounds,
+            "engine_samples_per_s": samples / (engine_ms / 1e3),
+            "hand_samples_per_s": samples / (hand_ms / 1e3),
+            "engine_ms_per_round": [round(s * 1e3, 3) for s, _ in results["engine"]],
+            "hand_ms_per_round": [round(s * 1e3, 3) for s, _ in results["hand"]],
+            "engine_peak_bytes_per_round": [p for _, p in results["engine"]],
+            "hand_peak_bytes_per_round": [p for _, p in results["hand"]],
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipe", type=Path)
-    parser.add_argument("-p", dest="plugins", action="append", default=[])
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("recipes", nargs="+", help="recipe files, or names of shipped recipes (image_simclr)")
+    parser.add_argument("-p", dest="plugins", action="append", default=[], help="extra plugin module (repeatable)")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per run (a multiple of --warmup)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first; also the logging window")
+    parser.add_argument("--rounds", "--repeats", type=int, default=3, help="alternate the two loops this many times")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's choice)")
+    parser.add_argument(
+        "--variants",
+        default="recipe",
+        help="comma-separated: recipe (as written) or '+' lists of bf16, fp16, channels_last, compile",
+    )
     args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("--device cuda: no CUDA device here", file=sys.stderr)
-        return 2
-    sys.path.insert(0, str(Path("tests/data").resolve()))
-    overrides = [
-        f"train.steps={args.steps}",
-        f"train.device={args.device}",
-        "train.checkpoint_every=1000000",
-        "train.log_every=1000000",
-        "train.warmup=0",
+    check_device(args.device)
+    sys.path.insert(0, str(REPO / "tests" / "data"))  # the toy plugin of the engine tests
+    results = [
+        compare_engine(
+            recipe,
+            steps=args.steps,
+            warmup=args.warmup,
+            rounds=args.rounds,
+            device=args.device,
+            threads=args.threads or None,
+            variant=variant,
+            plugins=args.plugins,
+            verbose=True,
+        )
+        for recipe in args.recipes
+        for variant in args.variants.split(",")
     ]
-    recipe = load_and_resolve(args.recipe, overrides, args.plugins)
-    engine, hand = [], []
-    for _ in range(args.repeats):
-        hand.append(hand_written_step_seconds(recipe, args.steps, args.device))
-        engine_seconds, _ = engine_step_seconds(recipe, args.steps, args.device)
-        engine.append(engine_seconds)
-    engine_median, hand_median = statistics.median(engine), statistics.median(hand)
-    print(f"recipe: {args.recipe}  device: {args.device}  steps: {args.steps}  repeats: {args.repeats}")
-    print(f"{'loop':<14} {'ms/step':>10}")
-    print(f"{'hand-written':<14} {hand_median * 1e3:>10.2f}")
-    print(f"{'sslhub engine':<14} {engine_median * 1e3:>10.2f}")
-    print(f"engine / hand-written step time: {engine_median / hand_median:.3f} (target <= 1.03)")
+    print(format_table(results))
     return 0
 
 

@@ -6,6 +6,7 @@ ratio; it asserts nothing.
 
     python benchmarks/bench_onnx.py                  # a small conv encoder on 32x32 images
     python benchmarks/bench_onnx.py --threads 1 --repeats 50
+    python benchmarks/bench_onnx.py --threads 1 --recipes image_simclr text_mlm audio_masked mae_image
 
 From Python, for any encoder and modality::
 
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_common import Result, format_table
 from torch import nn
 
 from sslhub import Encoder, EncoderOutput, Modality
@@ -52,6 +54,7 @@ def benchmark_onnx(
     repeats: int = 30,
     warmup: int = 5,
     threads: int | None = None,
+    verbose: bool = True,
 ) -> list[dict[str, float]]:
     """Median latency of PyTorch eager and onnxruntime on the same inputs, per batch size.
 
@@ -64,6 +67,7 @@ def benchmark_onnx(
         warmup: untimed calls first.
         threads: CPU threads for both runtimes (default: PyTorch's current setting), so the
             comparison is like for like.
+        verbose: print the export summary and the table.
 
     Returns:
         One row per batch size: ``batch_size``, ``torch_ms``, ``onnxruntime_ms``, and
@@ -79,7 +83,9 @@ def benchmark_onnx(
     with tempfile.TemporaryDirectory() as scratch:
         if model_dir is None:
             model_dir = Path(scratch)
-            print(export_encoder(encoder, modality, model_dir).summary())
+            summary = export_encoder(encoder, modality, model_dir).summary()
+            if verbose:
+                print(summary)
         exported = ExportedEncoder(model_dir, threads=threads)
         rows = []
         try:
@@ -104,13 +110,58 @@ def benchmark_onnx(
                 )
         finally:
             torch.set_num_threads(previous_threads)
-    print(f"{type(encoder).__name__}, {threads} CPU thread(s), median of {repeats}:")
-    print(f"{'batch':>6} {'pytorch ms':>11} {'onnxruntime ms':>15} {'pytorch/ort':>12}")
-    for row in rows:
-        print(
-            f"{row['batch_size']:>6} {row['torch_ms']:>11.3f} {row['onnxruntime_ms']:>15.3f} {row['speedup']:>11.2f}x"
-        )
+    if verbose:
+        print(f"{type(encoder).__name__}, {threads} CPU thread(s), median of {repeats}:")
+        print(f"{'batch':>6} {'pytorch ms':>11} {'onnxruntime ms':>15} {'pytorch/ort':>12}")
+        for row in rows:
+            print(
+                f"{row['batch_size']:>6} {row['torch_ms']:>11.3f} {row['onnxruntime_ms']:>15.3f} "
+                f"{row['speedup']:>11.2f}x"
+            )
     return rows
+
+
+def compare_onnx_for_recipes(
+    recipes: Sequence[str | Path],
+    *,
+    batch_sizes: Sequence[int] = (1, 32),
+    repeats: int = 30,
+    threads: int | None = 1,
+) -> list[Result]:
+    """onnxruntime vs PyTorch eager for the encoder each recipe builds (at random init), one row per batch size.
+
+    The target (PERFORMANCE.md): at batch 1 the exported encoder is at least as fast as eager.
+    """
+    from bench_engine import recipe_path
+
+    from sslhub.cli import load_and_resolve
+    from sslhub.engine import Run
+
+    results = []
+    for recipe in recipes:
+        path = recipe_path(recipe)
+        resolved = load_and_resolve(path, ["train.device=cpu"], [])
+        with tempfile.TemporaryDirectory() as tmp:
+            builder = Run(resolved, Path(tmp) / "run", show_progress=False)
+            modality = builder.build_modality()
+            encoder = builder.build_encoder(modality)
+            rows = benchmark_onnx(
+                encoder, modality, batch_sizes=batch_sizes, repeats=repeats, threads=threads, verbose=False
+            )
+        for row in rows:
+            results.append(
+                Result(
+                    benchmark=f"onnx {path.stem} ({type(encoder).__name__}) batch {row['batch_size']}",
+                    ours=row["onnxruntime_ms"],
+                    baseline=row["torch_ms"],
+                    unit="ms/call",
+                    higher_is_better=False,
+                    baseline_name="PyTorch eager, inference_mode, CPU",
+                    target=1.0 if row["batch_size"] == 1 else None,
+                    details={"recipe": str(path), "threads": threads or torch.get_num_threads(), "repeats": repeats},
+                )
+            )
+    return results
 
 
 class BenchImageModality(Modality):
@@ -170,7 +221,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--width", type=int, default=32, help="channels of the first stage")
+    parser.add_argument(
+        "--recipes", nargs="+", help="time the encoders these recipes build (names or files) instead of the conv stack"
+    )
     args = parser.parse_args()
+    if args.recipes:
+        results = compare_onnx_for_recipes(
+            args.recipes, batch_sizes=args.batch_sizes, repeats=args.repeats, threads=args.threads
+        )
+        print(format_table(results))
+        return
     torch.manual_seed(0)
     benchmark_onnx(
         BenchConvEncoder(args.width),

@@ -11,7 +11,8 @@ both sides, since each is part of its loop.
     python benchmarks/bench_text_mlm.py --device cuda --hidden 768 --layers 12 --heads 12 \
         --batch-size 64 --max-length 128 --precision bf16
 
-Prints tokens/s (non-padding tokens per second) of each and their ratio; asserts nothing.
+Prints the median tokens/s (non-padding tokens per second) of each, their ratio and the ratio of
+their peak memory; asserts nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from bench_common import (  # noqa: E402
+    PeakMemory,
+    Result,
+    alternate,
+    check_device,
+    median,
+    memory_ratio,
+    synchronize,
+    torch_threads,
+)
 
 from sslhub import BuildContext  # noqa: E402
 from sslhub_text.encoders.hf_encoder import HFEncoder, HFParams  # noqa: E402
@@ -45,7 +56,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per side")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per side")
-    parser.add_argument("--rounds", type=int, default=2, help="alternate the sides this many times")
+    parser.add_argument("--rounds", type=int, default=3, help="alternate the sides this many times (medians)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return parser.parse_args()
 
@@ -59,11 +70,6 @@ def batches_of(modality: TextModality, batch_size: int, count: int) -> list[list
         start = (i * batch_size) % max(1, len(order) - batch_size)
         out.append([dataset[j] for j in order[start : start + batch_size]])
     return out
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def autocast(device: torch.device, precision: str):
@@ -143,31 +149,98 @@ def time_steps(step, batches: list[list[dict]], warmup: int, device: torch.devic
     return tokens / (time.perf_counter() - start)
 
 
+def compare_mlm(
+    device: str = "cpu",
+    *,
+    precision: str = "fp32",
+    hidden: int = 128,
+    layers: int = 2,
+    heads: int = 2,
+    intermediate: int | None = None,
+    vocab_size: int = 4000,
+    max_length: int = 64,
+    batch_size: int = 64,
+    steps: int = 20,
+    warmup: int = 3,
+    rounds: int = 3,
+    threads: int | None = 1,
+) -> Result:
+    """Median tokens/s and peak memory of our MLM step vs the transformers loop, alternating ``rounds`` times."""
+    args = argparse.Namespace(precision=precision, hidden=hidden, layers=layers, heads=heads, intermediate=intermediate)
+    target = torch.device(device)
+    with torch_threads(threads):
+        modality = TextModality(TextParams(max_length=max_length, tokenizer=TrainTokenizer(vocab_size=vocab_size)))
+        modality.prepare(None)
+        batches = batches_of(modality, batch_size, warmup + steps)
+        ours, config = build_ours(args, modality, target)
+        reference = build_reference(args, modality, config, target)
+
+        def measured(step):
+            def run() -> tuple[float, int | None]:
+                with PeakMemory(target) as memory:
+                    tokens_per_s = time_steps(step, batches, warmup, target)
+                return tokens_per_s, memory.peak
+
+            return run
+
+        results = alternate({"sslhub": measured(ours), "transformers": measured(reference)}, rounds)
+    return Result(
+        benchmark="text MLM step",
+        ours=median([rate for rate, _ in results["sslhub"]]),
+        baseline=median([rate for rate, _ in results["transformers"]]),
+        unit="tokens/s",
+        higher_is_better=True,
+        baseline_name="BertForMaskedLM + DataCollatorForLanguageModeling, same BERT config",
+        target=1.0,
+        memory_ratio=memory_ratio([p for _, p in results["sslhub"]], [p for _, p in results["transformers"]]),
+        details={
+            "device": device,
+            "precision": precision,
+            "bert": {"hidden": hidden, "layers": layers, "heads": heads, "vocab": modality.info()["vocab_size"]},
+            "batch_size": batch_size,
+            "max_length": max_length,
+            "timed_steps": steps,
+            "warmup_steps": warmup,
+            "rounds": rounds,
+            "sslhub_tokens_per_s_per_round": [round(rate) for rate, _ in results["sslhub"]],
+            "transformers_tokens_per_s_per_round": [round(rate) for rate, _ in results["transformers"]],
+        },
+    )
+
+
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    modality = TextModality(
-        TextParams(max_length=args.max_length, tokenizer=TrainTokenizer(vocab_size=args.vocab_size))
+    check_device(args.device)
+    result = compare_mlm(
+        args.device,
+        precision=args.precision,
+        hidden=args.hidden,
+        layers=args.layers,
+        heads=args.heads,
+        intermediate=args.intermediate,
+        vocab_size=args.vocab_size,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        warmup=args.warmup,
+        rounds=args.rounds,
+        threads=args.threads,
     )
-    modality.prepare(None)
-    batches = batches_of(modality, args.batch_size, args.warmup + args.steps)
-    ours, config = build_ours(args, modality, device)
-    reference = build_reference(args, modality, config, device)
-    results: dict[str, list[float]] = {"sslhub": [], "transformers": []}
-    for _ in range(args.rounds):  # alternate so both see the same machine load
-        results["sslhub"].append(time_steps(ours, batches, args.warmup, device))
-        results["transformers"].append(time_steps(reference, batches, args.warmup, device))
-    best = {name: max(values) for name, values in results.items()}
+    details = result.details
+    bert = details["bert"]
     print(
         f"device={args.device} precision={args.precision} bert hidden={args.hidden} layers={args.layers} "
-        f"heads={args.heads} vocab={modality.info()['vocab_size']} batch={args.batch_size} "
-        f"max_length={args.max_length} steps={args.steps}"
+        f"heads={args.heads} vocab={bert['vocab']} batch={args.batch_size} "
+        f"max_length={args.max_length} steps={args.steps} rounds={args.rounds} (medians)"
     )
-    for name, value in best.items():
-        print(f"{name:>13}: {value:10.0f} tokens/s  (rounds: {', '.join(f'{v:.0f}' for v in results[name])})")
-    print(f"ratio sslhub / transformers: {best['sslhub'] / best['transformers']:.3f}")
+    for name, key, value in (
+        ("sslhub", "sslhub_tokens_per_s_per_round", result.ours),
+        ("transformers", "transformers_tokens_per_s_per_round", result.baseline),
+    ):
+        print(f"{name:>13}: {value:10.0f} tokens/s  (rounds: {', '.join(str(v) for v in details[key])})")
+    print(f"ratio sslhub / transformers: {result.ratio:.3f}")
+    if result.memory_ratio is not None:
+        print(f"peak memory sslhub / transformers: {result.memory_ratio:.3f}")
 
 
 if __name__ == "__main__":

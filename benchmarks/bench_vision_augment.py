@@ -9,7 +9,8 @@ float views on ``--device``:
 - batched: the DataLoader only collates uint8 images; the batch moves to the device and
   sslhub_vision's augmentations transform it there in one go.
 
-Prints views/s of each and their ratio; no assertions (the figure depends on the machine).
+Prints the median views/s of each (the two alternate ``--rounds`` times) and their ratio;
+no assertions (the figure depends on the machine).
 
     python benchmarks/bench_vision_augment.py --device cpu
     python benchmarks/bench_vision_augment.py --device cuda --batch-size 512 --num-workers 8
@@ -21,9 +22,11 @@ import argparse
 import time
 
 import torch
-from sslhub_vision import augmentations as A
+from bench_common import Result, alternate, check_device, median, synchronize, torch_threads
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
+
+from sslhub_vision import augmentations as A
 
 
 class RawImages(Dataset):
@@ -64,11 +67,6 @@ def batched_pipeline() -> A.Compose:
             A.GaussianBlur(A.GaussianBlurParams(kernel_size=3, sigma=(0.1, 2.0), p=0.5)),
         ]
     )
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def views_per_second_torchvision(images, args, device) -> float:
@@ -115,6 +113,52 @@ def views_per_second_batched(images, args, device) -> float:
     return count / (time.perf_counter() - start)
 
 
+def compare_augmentation(
+    device: str = "cpu",
+    *,
+    image_size: int = 32,
+    batch_size: int = 256,
+    batches: int = 8,
+    num_workers: int = 0,
+    threads: int | None = 1,
+    rounds: int = 3,
+) -> Result:
+    """Median views/s of the batched device-side pipeline vs per-sample torchvision v2, alternating ``rounds`` times."""
+    settings = argparse.Namespace(image_size=image_size, batch_size=batch_size, num_workers=num_workers)
+    target = torch.device(device)
+    with torch_threads(threads):
+        torch.manual_seed(0)
+        images = torch.randint(0, 256, (batch_size * batches, 3, image_size, image_size), dtype=torch.uint8)
+        results = alternate(
+            {
+                "torchvision": lambda: views_per_second_torchvision(images, settings, target),
+                "batched": lambda: views_per_second_batched(images, settings, target),
+            },
+            rounds,
+        )
+        used_threads = torch.get_num_threads()
+    return Result(
+        benchmark="image augmentation, batched on device",
+        ours=median(results["batched"]),
+        baseline=median(results["torchvision"]),
+        unit="views/s",
+        higher_is_better=True,
+        baseline_name=f"per-sample torchvision v2 in a DataLoader with {num_workers} workers",
+        target=1.0,
+        details={
+            "device": device,
+            "image_size": image_size,
+            "batch_size": batch_size,
+            "views_per_round": batch_size * batches,
+            "num_workers": num_workers,
+            "torch_threads": used_threads,
+            "rounds": rounds,
+            "batched_views_per_s_per_round": results["batched"],
+            "torchvision_views_per_s_per_round": results["torchvision"],
+        },
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -123,25 +167,26 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8, help="batches per timed epoch")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (both sides)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: leave as is)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternate the two pipelines this many times")
     args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    count = args.batch_size * args.batches
-    images = torch.randint(0, 256, (count, 3, args.image_size, args.image_size), dtype=torch.uint8)
-
-    per_sample = views_per_second_torchvision(images, args, device)
-    batched = views_per_second_batched(images, args, device)
+    check_device(args.device)
+    result = compare_augmentation(
+        args.device,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        batches=args.batches,
+        num_workers=args.num_workers,
+        threads=args.threads or None,
+        rounds=args.rounds,
+    )
     print(
         f"device={args.device} image_size={args.image_size} batch_size={args.batch_size} "
-        f"views={count} num_workers={args.num_workers} torch_threads={torch.get_num_threads()}"
+        f"views={result.details['views_per_round']} num_workers={args.num_workers} "
+        f"torch_threads={result.details['torch_threads']} rounds={args.rounds} (medians)"
     )
-    print(f"per-sample torchvision v2 in DataLoader : {per_sample:12.0f} views/s")
-    print(f"batched sslhub_vision on {args.device:<5}         : {batched:12.0f} views/s")
-    print(f"ratio batched / per-sample               : {batched / per_sample:12.2f}x")
+    print(f"per-sample torchvision v2 in DataLoader : {result.baseline:12.0f} views/s")
+    print(f"batched sslhub_vision on {args.device:<5}         : {result.ours:12.0f} views/s")
+    print(f"ratio batched / per-sample               : {result.ratio:12.2f}x")
 
 
 if __name__ == "__main__":
