@@ -16,6 +16,7 @@ topical label that a text representation should be able to separate.
 from __future__ import annotations
 
 import json
+import random
 import re
 import zlib
 from collections import Counter
@@ -160,18 +161,18 @@ def normalize_whitespace(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip()
 
 
-def pydoc_documents(skipped: SkipCounts | None = None) -> list[Document]:
+def iter_pydoc_documents(skipped: SkipCounts | None = None) -> Iterator[Document]:
     """Paragraphs of CPython's ``pydoc_data.topics``, de-duplicated, labeled by documentation chapter.
 
     Topics are visited in sorted order and paragraphs in text order, so the result is
     deterministic for a given Python version. A paragraph seen before (topics overlap) is
-    dropped; reST underline rows are removed.
+    dropped; reST underline rows are removed. The corpus is small (460 kB), so the set of
+    texts seen for de-duplication is no memory concern.
     """
     from pydoc_data.topics import topics
 
     skipped = skipped if skipped is not None else SkipCounts()
     seen: set[str] = set()
-    documents = []
     for topic in sorted(topics):
         label = PYDOC_TOPIC_CHAPTERS.get(topic, "other")
         for paragraph in topics[topic].split("\n\n"):
@@ -184,11 +185,21 @@ def pydoc_documents(skipped: SkipCounts | None = None) -> list[Document]:
                 skipped.add("duplicate paragraphs")
                 continue
             seen.add(text)
-            documents.append(Document(text, label))
-    return documents
+            yield Document(text, label)
 
 
-def _files_under(path: Path) -> list[Path]:
+def pydoc_documents(skipped: SkipCounts | None = None) -> list[Document]:
+    """All of :func:`iter_pydoc_documents` as a list."""
+    return list(iter_pydoc_documents(skipped))
+
+
+def text_files_under(path: str | Path) -> list[Path]:
+    """``path`` itself if it is a file, else every ``.txt``/``.jsonl`` file below it, sorted.
+
+    Raises:
+        ValueError: the path does not exist, or the folder holds no such file.
+    """
+    path = Path(path)
     if path.is_file():
         return [path]
     if path.is_dir():
@@ -199,8 +210,19 @@ def _files_under(path: Path) -> list[Path]:
     raise ValueError(f"text source path {path} does not exist")
 
 
-def _decode_lines(raw: bytes, skipped: SkipCounts) -> Iterator[str]:
-    for line_bytes in raw.splitlines():
+def _file_lines(file: Path) -> Iterator[bytes]:
+    """The lines of a file without their line ends, read lazily.
+
+    Splits exactly like ``bytes.splitlines`` on the whole file (``\\n``, ``\\r\\n`` and a lone
+    ``\\r``) while holding one line at a time.
+    """
+    with open(file, "rb") as handle:
+        for raw_line in handle:
+            yield from raw_line.splitlines()
+
+
+def _decode_lines(lines: Iterable[bytes], skipped: SkipCounts) -> Iterator[str]:
+    for line_bytes in lines:
         try:
             line = line_bytes.decode("utf-8")
         except UnicodeDecodeError:
@@ -212,8 +234,10 @@ def _decode_lines(raw: bytes, skipped: SkipCounts) -> Iterator[str]:
         yield line
 
 
-def _jsonl_documents(raw: bytes, text_field: str, label_field: str | None, skipped: SkipCounts) -> Iterator[Document]:
-    for line in _decode_lines(raw, skipped):
+def _jsonl_documents(
+    lines: Iterable[bytes], text_field: str, label_field: str | None, skipped: SkipCounts
+) -> Iterator[Document]:
+    for line in _decode_lines(lines, skipped):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -233,14 +257,18 @@ def _jsonl_documents(raw: bytes, text_field: str, label_field: str | None, skipp
         yield Document(text.strip(), label)
 
 
-def file_documents(
-    path: Path,
+def iter_file_documents(
+    path: str | Path,
     text_field: str = "text",
     label_field: str | None = None,
     one_document_per: str = "line",
     skipped: SkipCounts | None = None,
-) -> list[Document]:
-    """Documents read from a ``.txt``/``.jsonl`` file or a folder of them (sorted, recursive).
+) -> Iterator[Document]:
+    """Documents read lazily from a ``.txt``/``.jsonl`` file or a folder of them (sorted, recursive).
+
+    Only one line (or, with ``one_document_per="file"``, one ``.txt`` file) is in memory at a
+    time, so corpora larger than memory can be streamed. The path and ``one_document_per`` are
+    checked at once; ``skipped`` is complete once the iterator is exhausted.
 
     Args:
         path: a file, or a folder searched recursively for ``*.txt`` and ``*.jsonl``.
@@ -253,26 +281,61 @@ def file_documents(
     """
     if one_document_per not in ("line", "file"):
         raise ValueError(f"one_document_per must be 'line' or 'file', got {one_document_per!r}")
+    files = text_files_under(path)
     skipped = skipped if skipped is not None else SkipCounts()
-    documents: list[Document] = []
-    for file in _files_under(Path(path)):
-        raw = file.read_bytes()
+    return _documents_of_files(files, text_field, label_field, one_document_per, skipped)
+
+
+def _documents_of_files(
+    files: list[Path], text_field: str, label_field: str | None, one_document_per: str, skipped: SkipCounts
+) -> Iterator[Document]:
+    for file in files:
         if file.suffix.lower() == ".jsonl":
-            documents.extend(_jsonl_documents(raw, text_field, label_field, skipped))
+            yield from _jsonl_documents(_file_lines(file), text_field, label_field, skipped)
         elif one_document_per == "file":
             try:
-                text = raw.decode("utf-8")
+                text = file.read_bytes().decode("utf-8")
             except UnicodeDecodeError:
                 skipped.add("files with invalid UTF-8")
                 continue
             text = normalize_whitespace(text)
             if text:
-                documents.append(Document(text))
+                yield Document(text)
             else:
                 skipped.add("empty files")
         else:
-            documents.extend(Document(line.strip()) for line in _decode_lines(raw, skipped))
-    return documents
+            yield from (Document(line.strip()) for line in _decode_lines(_file_lines(file), skipped))
+
+
+def file_documents(
+    path: str | Path,
+    text_field: str = "text",
+    label_field: str | None = None,
+    one_document_per: str = "line",
+    skipped: SkipCounts | None = None,
+) -> list[Document]:
+    """All of :func:`iter_file_documents` as a list (same arguments)."""
+    return list(iter_file_documents(path, text_field, label_field, one_document_per, skipped))
+
+
+def sample_documents(documents: Iterable[Document], max_documents: int, seed: int = 0) -> list[Document]:
+    """A uniform random sample of at most ``max_documents`` documents, in one pass (reservoir sampling).
+
+    Holds only the sample in memory, however long ``documents`` is; returns every document,
+    in order, when there are no more than ``max_documents``. Deterministic for a given seed.
+    """
+    if max_documents < 1:
+        raise ValueError(f"max_documents must be at least 1, got {max_documents}")
+    rng = random.Random(seed)
+    sample: list[Document] = []
+    for seen, document in enumerate(documents):
+        if seen < max_documents:
+            sample.append(document)
+        else:
+            slot = rng.randrange(seen + 1)
+            if slot < max_documents:
+                sample[slot] = document
+    return sample
 
 
 def is_held_out(document: Document, held_out_fraction: float) -> bool:

@@ -4,27 +4,51 @@ Samples are ``{"input_ids": int64 [L], "attention_mask": int64 [L]}`` with ``L <
 (variable); labeled evaluation samples add ``"label"`` (int64 scalar). :meth:`TextModality.collate`
 pads to the longest sample of the batch with the tokenizer's pad id, on the right.
 
-The corpus is small enough to tokenize once, up front, in :meth:`TextModality.prepare`; the
-datasets then hold flat ``numpy`` arrays, so they pickle cheaply into DataLoader workers and
-are deterministic per index.
+:meth:`TextModality.prepare` reads the corpus lazily, twice at most: once to train the
+tokenizer (from an iterator, optionally on a bounded sample), once to tokenize it chunk by
+chunk into flat arrays (:mod:`sslhub_text.token_store`). The document texts are never all in
+memory. The arrays stay in memory by default; with ``streaming: true`` they are written to a
+disk-backed token store and memory-mapped, so a corpus larger than memory trains the same way
+(the datasets stay map-style: seeded order, exact resume and rank sharding are unchanged), and
+a resumed run reuses the store instead of tokenizing again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import os
+import platform
+import tempfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
 import torch
-from pydantic import Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 from tokenizers import Tokenizer
-from torch.utils.data import Dataset
 
 from sslhub import Batch, EvalSplit, Modality, Params
-from sslhub_text.corpus import Document, SkipCounts, file_documents, pydoc_documents, split_documents
+from sslhub_text.corpus import (
+    Document,
+    SkipCounts,
+    is_held_out,
+    iter_file_documents,
+    iter_pydoc_documents,
+    sample_documents,
+    text_files_under,
+)
+from sslhub_text.token_store import (
+    STORE_FORMAT_VERSION,
+    SampleLayout,
+    TokenSequences,
+    cached_store,
+    exclusive_lock,
+    write_samples,
+)
 from sslhub_text.tokenizer import (
     CONTINUATION_PREFIX,
     SpecialTokens,
@@ -33,9 +57,23 @@ from sslhub_text.tokenizer import (
     train_tokenizer,
 )
 
+__all__ = [
+    "DefaultSource",
+    "FilesSource",
+    "LocalTokenizer",
+    "TextModality",
+    "TextParams",
+    "TokenSequences",
+    "TrainTextTokenizer",
+    "TrainTokenizer",
+    "pad_batch",
+]
+
 logger = logging.getLogger("sslhub")
 
 TOKENIZER_FILE = "tokenizer.json"
+#: Default folder, inside the run directory, for the token store of ``streaming: true``.
+STORE_FOLDER = "token_store"
 
 
 class DefaultSource(Params):
@@ -68,6 +106,19 @@ class TrainTokenizer(Params):
     min_frequency: int = Field(2, ge=1, description="Minimum count for a vocabulary entry or merge.")
 
 
+class TrainTextTokenizer(TrainTokenizer):
+    """:class:`TrainTokenizer` for the ``text`` modality, which can train on a sample of a large corpus."""
+
+    max_documents: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Train on a uniform random sample of at most this many training documents (held in memory) "
+            "instead of streaming all of them through the trainer; null: all."
+        ),
+    )
+
+
 class LocalTokenizer(Params):
     """Load an existing ``tokenizer.json`` (HF ``tokenizers`` format)."""
 
@@ -90,49 +141,38 @@ class TextParams(Params):
         description="Concatenate documents ([SEP] between) and cut into max_length samples, so no padding is wasted.",
     )
     pad_to_multiple_of: int = Field(1, ge=1, description="Round the padded batch length up to a multiple of this.")
-    tokenizer: Annotated[TrainTokenizer | LocalTokenizer, Field(discriminator="type")] = Field(
-        default_factory=TrainTokenizer, description="{type: train, vocab_size, ...} or {type: local, path}."
+    tokenizer: Annotated[TrainTextTokenizer | LocalTokenizer, Field(discriminator="type")] = Field(
+        default_factory=TrainTextTokenizer,
+        description="{type: train, vocab_size, ..., max_documents} or {type: local, path}.",
+    )
+    streaming: bool = Field(
+        False,
+        description=(
+            "Tokenize into a disk-backed token store read through memory maps, for corpora larger than memory; "
+            "a resumed run (or another run with the same corpus, settings and tokenizer, via cache_dir) reuses it."
+        ),
+    )
+    cache_dir: str | None = Field(
+        None,
+        description=(
+            "With streaming: folder for token stores, shareable between runs (each store is named by a hash of "
+            "the corpus files, sample settings and tokenizer); null: token_store/ in the run directory."
+        ),
     )
 
+    @model_validator(mode="after")
+    def _cache_dir_needs_streaming(self) -> TextParams:
+        if self.cache_dir is not None and not self.streaming:
+            raise ValueError("cache_dir holds token stores, which only streaming: true writes; set streaming: true")
+        return self
 
-class TokenSequences(Dataset):
-    """Token-id sequences stored flat (picklable, deterministic).
-
-    Args:
-        ids: ``int32 [total]`` all sequences concatenated.
-        offsets: ``int64 [N + 1]`` start of each sequence in ``ids``.
-        labels: ``int64 [N]`` class ids, or ``None`` for unlabeled data.
-    """
-
-    def __init__(self, ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray | None = None):
-        self.ids = ids
-        self.offsets = offsets
-        self.labels = labels
-
+    @field_validator("tokenizer", mode="before")
     @classmethod
-    def from_lists(cls, sequences: list[list[int]], labels: list[int] | None = None) -> TokenSequences:
-        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
-        offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        ids = np.fromiter((t for s in sequences for t in s), dtype=np.int32, count=int(offsets[-1]))
-        return cls(ids, offsets, None if labels is None else np.asarray(labels, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def __getitem__(self, index: int) -> Batch:
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} sequences")
-        input_ids = torch.from_numpy(self.ids[self.offsets[index] : self.offsets[index + 1]].astype(np.int64))
-        sample = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-        if self.labels is not None:
-            sample["label"] = torch.tensor(int(self.labels[index]), dtype=torch.int64)
-        return sample
-
-    def num_tokens(self) -> int:
-        return int(self.offsets[-1])
+    def _accept_shared_tokenizer_params(cls, value: Any) -> Any:
+        # A TrainTokenizer built by code shared with other modalities is re-read as TrainTextTokenizer.
+        if isinstance(value, BaseModel) and not isinstance(value, TrainTextTokenizer | LocalTokenizer):
+            return value.model_dump()
+        return value
 
 
 def pad_batch(samples: list[Batch], pad_token_id: int, pad_to_multiple_of: int = 1) -> Batch:
@@ -173,143 +213,189 @@ class TextModality(Modality):
         self.params = params
         self._tokenizer: Tokenizer | None = None
         self._special: SpecialTokens | None = None
-        self._train_documents: list[Document] | None = None
-        self._held_out_documents: list[Document] = []
         self._class_names: list[str] = []
-        self._datasets: dict[str, TokenSequences | None] = {}
+        self._datasets: dict[str, TokenSequences] = {}
+        self._corpus_facts: dict[str, Any] = {}
         self._prepared_dir: Path | None = None
+        self._temporary_store: tempfile.TemporaryDirectory | None = None
 
     # ----------------------------------------------------------------- data loading
-    def _load_documents(self) -> None:
-        if self._train_documents is not None:
-            return
-        skipped = SkipCounts()
+    def _documents(self, skipped: SkipCounts) -> Iterator[Document]:
+        """A fresh lazy iterator over the source's documents."""
         source = self.params.source
         if isinstance(source, FilesSource):
-            documents = file_documents(
+            return iter_file_documents(
                 Path(source.path), source.text_field, source.label_field, source.one_document_per, skipped
             )
-            where = source.path
-        else:
-            documents = pydoc_documents(skipped)
-            where = "the embedded pydoc corpus"
-        if skipped.total():
-            logger.warning("text: skipped %d items from %s (%s)", skipped.total(), where, skipped.describe())
-        if not documents:
-            raise ValueError(f"no usable text documents in {where}")
-        self._train_documents, self._held_out_documents = split_documents(documents, self.params.held_out_fraction)
-        if not self._train_documents:
-            raise ValueError(f"all {len(documents)} documents of {where} fell into the held-out part")
-        self._class_names = sorted({d.label for d in documents if d.label is not None})
+        return iter_pydoc_documents(skipped)
+
+    def _source_description(self) -> str:
+        source = self.params.source
+        return source.path if isinstance(source, FilesSource) else "the embedded pydoc corpus"
 
     def prepare(self, run_dir: Path | None) -> None:
-        """Read documents, train or load the tokenizer, tokenize everything.
+        """Train or load the tokenizer, then tokenize the corpus into samples.
 
         With a ``run_dir`` the tokenizer is saved there as ``tokenizer.json`` (the exported
         model's preprocessing points at it); a trained tokenizer already present there (a
-        resumed run) is loaded instead of retrained.
+        resumed run) is loaded instead of retrained. Processes sharing a ``run_dir`` (ranks
+        under ``torchrun``) prepare one after the other, so they share one tokenizer and one
+        token store.
         """
         if self._tokenizer is not None and (run_dir is None or self._prepared_dir == Path(run_dir)):
             return
-        self._load_documents()
         saved = Path(run_dir) / TOKENIZER_FILE if run_dir is not None else None
-        if self._tokenizer is None:
-            spec = self.params.tokenizer
-            if isinstance(spec, LocalTokenizer):
-                self._tokenizer = load_tokenizer(spec.path)
-            elif saved is not None and saved.is_file():
-                logger.info("text: reusing the tokenizer saved at %s", saved)
-                self._tokenizer = load_tokenizer(saved)
-            else:
-                self._tokenizer = train_tokenizer(
-                    (d.text for d in self._train_documents),
-                    vocab_size=spec.vocab_size,
-                    lowercase=spec.lowercase,
-                    algorithm=spec.algorithm,
-                    min_frequency=spec.min_frequency,
-                )
-            self._special = SpecialTokens.of(self._tokenizer)
-            self._tokenize_all()
-        if saved is not None:
-            saved.parent.mkdir(parents=True, exist_ok=True)
-            if not saved.is_file():
-                self._tokenizer.save(str(saved))
-            self._prepared_dir = Path(run_dir)
+        lock = exclusive_lock(Path(run_dir) / ".text-prepare.lock") if run_dir is not None else contextlib.nullcontext()
+        with lock:
+            if self._tokenizer is None:
+                self._tokenizer = self._load_or_train_tokenizer(saved)
+                self._special = SpecialTokens.of(self._tokenizer)
+                try:
+                    self._tokenize_corpus(run_dir)
+                except BaseException:
+                    self._tokenizer = self._special = None  # not prepared: a later call starts over
+                    raise
+            if saved is not None:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                if not saved.is_file():
+                    self._tokenizer.save(str(saved))
+                self._prepared_dir = Path(run_dir)
 
     def _ensure_prepared(self) -> None:
         if self._tokenizer is None:
             self.prepare(None)
 
-    def _encode(self, documents: list[Document]) -> list[list[int]]:
+    def _load_or_train_tokenizer(self, saved: Path | None) -> Tokenizer:
+        spec = self.params.tokenizer
+        if isinstance(spec, LocalTokenizer):
+            return load_tokenizer(spec.path)
+        if saved is not None and saved.is_file():
+            logger.info("text: reusing the tokenizer saved at %s", saved)
+            return load_tokenizer(saved)
+        fraction = self.params.held_out_fraction
+        # Skips are counted (and reported) by the tokenizing pass, not this one.
+        training = (d for d in self._documents(SkipCounts()) if not is_held_out(d, fraction))
+        if spec.max_documents is None:
+            texts: Iterator[str] = (d.text for d in training)
+        else:
+            texts = iter([d.text for d in sample_documents(training, spec.max_documents)])
+        return train_tokenizer(
+            texts,
+            vocab_size=spec.vocab_size,
+            lowercase=spec.lowercase,
+            algorithm=spec.algorithm,
+            min_frequency=spec.min_frequency,
+        )
+
+    def _layout(self) -> SampleLayout:
+        special = self._special
+        assert special is not None and self._tokenizer is not None
+        return SampleLayout(
+            max_length=self.params.max_length,
+            pack=self.params.pack,
+            cls_id=special.cls,
+            sep_id=special.sep,
+            vocab_size=self._tokenizer.get_vocab_size(with_added_tokens=True),
+        )
+
+    def _tokenize_corpus(self, run_dir: Path | None) -> None:
+        """Fill the four splits, in memory or (``streaming``) from a disk-backed token store."""
         assert self._tokenizer is not None
-        # Tokenize in the main process; DataLoader workers forked afterwards only index arrays,
-        # so the Rust thread pool is not needed there (and would warn after the fork).
+
+        def build(directory: Path | None):
+            skipped = SkipCounts()
+            built = write_samples(
+                self._documents(skipped),
+                self._tokenizer,
+                self._layout(),
+                self.params.held_out_fraction,
+                skipped,
+                directory,
+            )
+            self._report_corpus(built.meta)
+            return built
+
+        if not self.params.streaming:
+            built = build(None)
+            assert built.datasets is not None
+            datasets, meta = built.datasets, built.meta
+        else:
+            root = self._store_root(run_dir)
+            datasets, meta, reused = cached_store(root, self._store_key(), lambda directory: build(directory).meta)
+            store = root / meta["key"]
+            if reused:
+                logger.info("text: reusing the token store at %s", store)
+                self._report_corpus(meta)
+            train = meta["splits"]["train"]
+            logger.info(
+                "text: token store %s: %d training samples, %d tokens", store, train["samples"], train["tokens"]
+            )
+        # The corpus is tokenized; DataLoader workers forked from now on only index arrays, so
+        # the tokenizers' thread pool is not needed there (and would warn after the fork).
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        encodings = self._tokenizer.encode_batch([d.text for d in documents], add_special_tokens=False)
-        return [e.ids for e in encodings]
+        self._datasets = datasets
+        self._corpus_facts = meta
+        self._class_names = list(meta["class_names"])
+
+    def _report_corpus(self, meta: dict[str, Any]) -> None:
+        """Warn about what was skipped; refuse a corpus with no usable training document."""
+        where = self._source_description()
+        skipped = SkipCounts()
+        for reason, count in meta["skipped"].items():
+            skipped.add(reason, count)
+        if skipped.total():
+            logger.warning("text: skipped %d items from %s (%s)", skipped.total(), where, skipped.describe())
+        if meta["documents_without_tokens"]:
+            logger.warning("text: skipped %d documents that produced no tokens", meta["documents_without_tokens"])
+        documents = meta["documents"]
+        if not documents["train"] + documents["held_out"]:
+            raise ValueError(f"no usable text documents in {where}")
+        if not documents["train"]:
+            raise ValueError(f"all {documents['held_out']} documents of {where} fell into the held-out part")
+
+    def _store_root(self, run_dir: Path | None) -> Path:
+        if self.params.cache_dir is not None:
+            return Path(self.params.cache_dir)
+        if run_dir is not None:
+            return Path(run_dir) / STORE_FOLDER
+        # No run directory (tests, throwaway builds): a store that lives as long as this object.
+        self._temporary_store = tempfile.TemporaryDirectory(prefix="sslhub-text-store-")
+        return Path(self._temporary_store.name)
+
+    def _store_key(self) -> str:
+        """Names the token store: changes with anything that changes the samples.
+
+        The corpus enters through its files' paths, sizes and modification times (reading
+        every byte to hash it would cost as much as tokenizing); the tokenizer through its
+        full serialisation.
+        """
+        assert self._tokenizer is not None
+        params = self.params
+        digest = hashlib.sha256()
+        settings = {
+            "format": STORE_FORMAT_VERSION,
+            "source": params.source.model_dump(),
+            "max_length": params.max_length,
+            "held_out_fraction": params.held_out_fraction,
+            "pack": params.pack,
+        }
+        digest.update(json.dumps(settings, sort_keys=True).encode())
+        digest.update(self._tokenizer.to_str().encode())
+        if isinstance(params.source, FilesSource):
+            for file in text_files_under(params.source.path):
+                stat = file.stat()
+                digest.update(f"{file.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        else:
+            digest.update(f"pydoc_data of Python {platform.python_version()}".encode())
+        return f"text-{digest.hexdigest()[:20]}"
 
     def _wrap(self, tokens: list[int]) -> list[int]:
         """``[CLS] tokens [SEP]`` (whichever of the two the tokenizer has)."""
-        special = self._special
-        assert special is not None
-        head = [special.cls] if special.cls is not None else []
-        tail = [special.sep] if special.sep is not None else []
-        return head + tokens + tail
+        layout = self._layout()
+        return layout.head + tokens + layout.tail
 
     def _content_length(self) -> int:
-        special = self._special
-        assert special is not None
-        return self.params.max_length - (special.cls is not None) - (special.sep is not None)
-
-    def _training_sequences(self, token_lists: list[list[int]]) -> list[list[int]]:
-        """Cut documents into samples: packed into a stream, or each document chunked alone."""
-        special = self._special
-        assert special is not None
-        width = self._content_length()
-        sequences: list[list[int]] = []
-        if self.params.pack:
-            stream: list[int] = []
-            for tokens in token_lists:
-                stream.extend(tokens)
-                if special.sep is not None:
-                    stream.append(special.sep)
-            # Each sample is [CLS] + up to max_length - 1 stream tokens; document boundaries
-            # inside it are the [SEP]s already in the stream.
-            width = self.params.max_length - (special.cls is not None)
-            head = [special.cls] if special.cls is not None else []
-            sequences = [head + stream[i : i + width] for i in range(0, len(stream), width)]
-        else:
-            for tokens in token_lists:
-                sequences.extend(self._wrap(tokens[i : i + width]) for i in range(0, len(tokens), width))
-        return sequences
-
-    def _tokenize_all(self) -> None:
-        assert self._train_documents is not None
-        train_tokens = self._encode(self._train_documents)
-        held_tokens = self._encode(self._held_out_documents)
-        empty = sum(not t for t in train_tokens) + sum(not t for t in held_tokens)
-        if empty:
-            logger.warning("text: skipped %d documents that produced no tokens", empty)
-        train_pairs = [(d, t) for d, t in zip(self._train_documents, train_tokens, strict=True) if t]
-        held_pairs = [(d, t) for d, t in zip(self._held_out_documents, held_tokens, strict=True) if t]
-        self._datasets["train"] = TokenSequences.from_lists(self._training_sequences([t for _, t in train_pairs]))
-        self._datasets["held_out"] = (
-            TokenSequences.from_lists(self._training_sequences([t for _, t in held_pairs])) if held_pairs else None
-        )
-        # Labeled split: one sample per document, truncated, never packed (a label is per document).
-        self._datasets["eval_train"] = self._datasets["eval_test"] = None
-        if self._class_names:
-            index = {name: i for i, name in enumerate(self._class_names)}
-            width = self._content_length()
-
-            def labeled(pairs: list[tuple[Document, list[int]]]) -> TokenSequences:
-                kept = [(d, t) for d, t in pairs if d.label is not None]
-                return TokenSequences.from_lists(
-                    [self._wrap(t[:width]) for _, t in kept], [index[d.label] for d, _ in kept]
-                )
-
-            self._datasets["eval_train"] = labeled(train_pairs)
-            self._datasets["eval_test"] = labeled(held_pairs)
+        return self._layout().content_length
 
     # ----------------------------------------------------------------- Modality API
     @property
@@ -321,19 +407,18 @@ class TextModality(Modality):
 
     def train_dataset(self) -> TokenSequences:
         self._ensure_prepared()
-        dataset = self._datasets["train"]
-        assert dataset is not None
-        return dataset
+        return self._datasets["train"]
 
     def held_out_dataset(self) -> TokenSequences | None:
         self._ensure_prepared()
-        return self._datasets["held_out"]
+        held_out = self._datasets["held_out"]
+        return held_out if len(held_out) else None
 
     def eval_split(self) -> EvalSplit | None:
         """Documents with labels (pydoc: documentation chapter; files: ``label_field``), else ``None``."""
         self._ensure_prepared()
         train, test = self._datasets["eval_train"], self._datasets["eval_test"]
-        if train is None or test is None or len(train) == 0 or len(test) == 0:
+        if not self._class_names or len(train) == 0 or len(test) == 0:
             return None
         return EvalSplit(train=train, test=test, class_names=tuple(self._class_names))
 
@@ -415,10 +500,13 @@ class TextModality(Modality):
         return [TOKENIZER_FILE]
 
     def fingerprint(self) -> str:
-        """CRC32 of the training and held-out document texts and the tokenizer/sequence settings."""
-        self._load_documents()
-        assert self._train_documents is not None
-        crc = zlib.crc32(self.params.model_dump_json(exclude={"source"}).encode())
-        for document in (*self._train_documents, *self._held_out_documents):
-            crc = zlib.crc32(document.text.encode("utf-8"), crc)
-        return f"text-{len(self._train_documents)}+{len(self._held_out_documents)}docs-{crc:08x}"
+        """Document counts and a CRC32 of every document text plus the sample settings.
+
+        The same data gives the same fingerprint with or without ``streaming``.
+        """
+        self._ensure_prepared()
+        facts = self._corpus_facts
+        settings = self.params.model_dump_json(exclude={"source", "streaming", "cache_dir"})
+        crc = zlib.crc32(settings.encode(), facts["content_crc"])
+        documents = facts["documents"]
+        return f"text-{documents['train']}+{documents['held_out']}docs-{crc:08x}"

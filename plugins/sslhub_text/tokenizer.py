@@ -38,7 +38,8 @@ def train_tokenizer(
     """Train a WordPiece or BPE tokenizer on ``texts`` (deterministic for the same input).
 
     Args:
-        texts: training documents.
+        texts: training documents, consumed once as an iterator: the trainer keeps word counts,
+            not the texts, so a generator over a corpus larger than memory is fine.
         vocab_size: target vocabulary size including the special tokens.
         lowercase: lowercase and strip accents before splitting.
         algorithm: ``wordpiece`` or ``bpe``.
@@ -75,7 +76,7 @@ def train_tokenizer(
     )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix=CONTINUATION_PREFIX)
-    tokenizer.train_from_iterator(list(texts), trainer=trainer)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
     tokenizer = _canonical_ids(tokenizer)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
@@ -302,6 +303,9 @@ class MLMObjective(Objective):
         }
 
 
+_COUNT_BLOCK = 1 << 22
+
+
 def unigram_counts(dataset: Sequence[Batch], vocab_size: int, is_special: Tensor) -> Tensor:
     """Add-one smoothed counts ``float64 [V]`` of non-special tokens in ``dataset`` (specials get 0).
 
@@ -310,9 +314,13 @@ def unigram_counts(dataset: Sequence[Batch], vocab_size: int, is_special: Tensor
         vocab_size: ``V``.
         is_special: ``bool [V]``.
     """
-    ids = getattr(dataset, "ids", None)  # TokenSequences keeps all ids flat: count them at once
+    ids = getattr(dataset, "ids", None)  # TokenSequences keeps all ids flat: count them in blocks
     if ids is not None:
-        counts = torch.bincount(torch.as_tensor(ids, dtype=torch.int64), minlength=vocab_size).double()
+        # Blocks keep the int64 copy bincount needs small when ``ids`` is a memory-mapped store.
+        totals = np.zeros(vocab_size, dtype=np.int64)
+        for start in range(0, len(ids), _COUNT_BLOCK):
+            totals += np.bincount(ids[start : start + _COUNT_BLOCK], minlength=vocab_size)[:vocab_size]
+        counts = torch.from_numpy(totals).double()
     else:
         counter: Counter[int] = Counter()
         for sample in dataset:

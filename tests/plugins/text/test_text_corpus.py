@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pydoc_data.topics import topics
 
 import pytest
+
 from sslhub_text.corpus import (
     PYDOC_TOPIC_CHAPTERS,
     Document,
     SkipCounts,
     file_documents,
+    iter_file_documents,
     pydoc_documents,
+    sample_documents,
     split_documents,
 )
 
@@ -92,3 +96,42 @@ def test_split_is_deterministic_disjoint_and_near_the_fraction():
     # a document's side depends on its text only, not on what else is in the corpus
     _, held_small = split_documents(documents[:300], 0.1)
     assert set(held_small) <= set(held_out)
+
+
+def test_file_reader_is_lazy_and_splits_lines_like_splitlines_on_the_whole_file(tmp_path):
+    raw = b"dos line\r\nold mac\rline\n\r\n\xff bad\nlast without newline"
+    (tmp_path / "a.txt").write_bytes(raw)
+    skipped = SkipCounts()
+    documents = iter_file_documents(tmp_path, skipped=skipped)
+    assert inspect.isgenerator(documents)
+    assert next(documents) == Document("dos line")
+    assert not skipped.counts  # nothing past the first line has been read yet
+    expected = [line.decode() for line in raw.splitlines() if line.strip() and b"\xff" not in line]
+    assert ["dos line", *(d.text for d in documents)] == expected
+    assert skipped.counts == {"empty lines": 1, "lines with invalid UTF-8": 1}
+
+
+def test_file_reader_checks_its_arguments_before_iterating(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        iter_file_documents(tmp_path / "nope")
+    with pytest.raises(ValueError, match="one_document_per must be 'line' or 'file'"):
+        iter_file_documents(tmp_path, one_document_per="paragraph")
+
+
+def test_sample_documents_is_a_bounded_uniform_reservoir():
+    documents = [Document(f"document {i}") for i in range(200)]
+    assert sample_documents(iter(documents[:30]), 50) == documents[:30]
+    sample = sample_documents(iter(documents), 50, seed=3)
+    assert len(sample) == len({d.text for d in sample}) == 50
+    assert sample == sample_documents(iter(documents), 50, seed=3)
+    # every document is equally likely: over many seeds each is drawn about 50/200 of the time
+    draws = [0] * len(documents)
+    for seed in range(400):
+        for document in sample_documents(iter(documents), 50, seed=seed):
+            draws[int(document.text.split()[1])] += 1
+    first_half, second_half = sum(draws[:100]), sum(draws[100:])
+    assert first_half + second_half == 400 * 50
+    assert abs(first_half - second_half) < 0.05 * 400 * 50
+    assert min(draws) > 0.6 * 100 and max(draws) < 1.4 * 100
+    with pytest.raises(ValueError, match="at least 1"):
+        sample_documents(iter(documents), 0)

@@ -188,6 +188,8 @@ def test_example_batch_and_input_spec(text_modality):
         ({"tokenizer": {"type": "train", "algorithm": "unigram"}}, "'wordpiece' or 'bpe'"),
         ({"source": {"type": "files"}}, "path"),
         ({"maxlen": 3}, "Extra inputs are not permitted"),
+        ({"cache_dir": "cache"}, "only streaming: true writes"),
+        ({"tokenizer": {"type": "train", "max_documents": 0}}, "greater than or equal to 1"),
     ],
 )
 def test_bad_params_fail_validation(data, message):
