@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -94,6 +95,40 @@ class Catalog:
         self.plugin_manager.add_hookspecs(hookspecs)
         self.registries: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
         self.plugins: list[PluginRecord] = []
+
+    def export_with_plugins(
+        self,
+        encoder: Any,
+        example_inputs: tuple[Any, ...],
+        dynamic_axes: dict[str, dict[int, str]],
+        out_path: Path,
+        opset: int,
+    ) -> str | None:
+        """Offer an encoder to the plugins' ``sslhub_export_encoder`` hooks, newest first.
+
+        Returns:
+            The name of the plugin that wrote ``out_path``, or ``None`` if none took it.
+
+        Raises:
+            PluginError: a hook raised; the message names the plugin.
+        """
+        caller = self.plugin_manager.hook.sslhub_export_encoder
+        for impl in reversed(caller.get_hookimpls()):
+            try:
+                done = impl.function(
+                    encoder=encoder,
+                    example_inputs=example_inputs,
+                    dynamic_axes=dynamic_axes,
+                    out_path=out_path,
+                    opset=opset,
+                )
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin '{impl.plugin_name}': sslhub_export_encoder raised {_describe(exc)}"
+                ) from exc
+            if done:
+                return impl.plugin_name
+        return None
 
     modalities = property(lambda self: self.registries["modality"])
     augmentations = property(lambda self: self.registries["augmentation"])

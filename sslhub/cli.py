@@ -73,7 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, help="output directory (default: RUN_DIR/onnx)")
     export.add_argument("--opset", type=int)
     export.add_argument("--allow-mismatch", action="store_true", help="write the file even if verification fails")
+    export.add_argument(
+        "--include-head",
+        metavar="OBJECTIVE.HEAD",
+        help="export head(pooled) instead of the pooled embedding, e.g. simclr.projection",
+    )
     _add_plugin_options(export)
+
+    embed = commands.add_parser("embed", help="embed files with an exported model through onnxruntime")
+    embed.add_argument("model", type=Path, metavar="MODEL_DIR_OR_RUN_DIR")
+    embed.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="files or folders to embed")
+    embed.add_argument("--out", type=Path, default=Path("embeddings.npy"), help="output .npy (default: embeddings.npy)")
+    embed.add_argument("--encoder", metavar="KEY", help="which encoder of a run with several")
+    embed.add_argument("--text-field", default="text", help="the text key of .jsonl inputs (default: text)")
+    embed.add_argument("--batch-size", type=int, default=64)
+    embed.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
 
     new_plugin = commands.add_parser("new-plugin", help="create a plugin package to start from (installable, tested)")
     new_plugin.add_argument("name", help="snake_case plugin name, e.g. my_method")
@@ -310,11 +324,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    run, modality, encoder, _ = _load_run(args.run_dir, args.plugins)
-    results = run.export(encoder, modality, out_dir=args.out, opset=args.opset, allow_mismatch=args.allow_mismatch)
+    run, modality, encoder, objectives = _load_run(args.run_dir, args.plugins)
+    results = run.export(
+        encoder,
+        modality,
+        out_dir=args.out,
+        opset=args.opset,
+        allow_mismatch=args.allow_mismatch,
+        objectives=objectives,
+        include_head=args.include_head,
+    )
     for result in results.values():
         print(result["summary"])
     return 0 if all(r["passed"] for r in results.values()) else 4
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from sslhub.embed_files import FileEmbedder, resolve_model_dir, save_embeddings
+
+    embedder = FileEmbedder(
+        resolve_model_dir(args.model, args.encoder), text_field=args.text_field, threads=args.threads
+    )
+    embeddings = embedder.embed(args.inputs, batch_size=args.batch_size)
+    sources = save_embeddings(embeddings, args.out)
+    rows, dim = embeddings.vectors.shape
+    print(f"embedded {rows} inputs ({embedder.kind}) with {embedder.model.path}: [{rows}, {dim}] float32")
+    print(f"wrote {sources.with_suffix('').with_suffix('.npy')} and {sources} (the input behind each row)")
+    return 0
 
 
 def cmd_recipe(args: argparse.Namespace) -> int:
@@ -340,6 +376,7 @@ COMMANDS = {
     "list": cmd_list,
     "evaluate": cmd_evaluate,
     "export": cmd_export,
+    "embed": cmd_embed,
     "recipe": cmd_recipe,
 }
 

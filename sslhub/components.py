@@ -114,6 +114,49 @@ class Modality(ABC):
         """A short string identifying the data (recorded in the run's environment file)."""
         return ""
 
+    def write_export_files(self, out_dir: Path) -> list[str]:
+        """Write the files a deployer needs beside an exported model (a tokenizer); return their names.
+
+        Called by the exporter after :meth:`prepare`; names are relative to ``out_dir`` and are
+        listed in the model's metadata under ``files``.
+        """
+        return []
+
+    def export_frontend(self) -> ExportFrontend | None:
+        """Preprocessing from raw inputs to encoder inputs that can be exported as its own model.
+
+        Audio returns its waveform-to-log-mel module, so a deployer can feed waveforms. The
+        exporter writes it beside the encoder when the ONNX exporter can capture it, and says
+        in the metadata whether it did.
+        """
+        return None
+
+
+@dataclass
+class ExportFrontend:
+    """A module turning raw inputs into encoder inputs, for export beside the encoder.
+
+    Attributes:
+        module: takes ``input_names`` tensors positionally, returns the ``output_names``
+            tensors (one tensor, or a tuple in that order).
+        input_names: the raw inputs (``waveform``).
+        output_names: what the module returns; must be encoder input names (``features``).
+        example: one raw example per input name, batch first (traced and varied for checks).
+        dynamic_axes: ``{input_name: {axis: axis_name}}`` for the raw inputs.
+        output_axes: ``{output_name: {axis: axis_name}}`` naming the outputs' dynamic axes.
+        atol: tolerance of the onnxruntime-vs-PyTorch check (spectrogram logs amplify float noise).
+        description: one line for the metadata (what goes in, what comes out).
+    """
+
+    module: nn.Module
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    example: dict[str, Tensor]
+    dynamic_axes: dict[str, dict[int, str]]
+    output_axes: dict[str, dict[int, str]] = field(default_factory=dict)
+    atol: float = 1e-3
+    description: str = ""
+
 
 class Augmentation(nn.Module):
     """A batched, device-side transform making one random view: ``batch -> batch``.
@@ -211,4 +254,12 @@ class Objective(nn.Module):
 
     def report(self, run_dir: Path, encoder: Encoder, modality: Modality) -> dict[str, Any]:
         """Extra report entries or artifacts after training (reconstruction pictures)."""
+        return {}
+
+    def export_heads(self) -> dict[str, nn.Module]:
+        """Heads that map the pooled embedding ``[B, D]`` to another ``[B, K]`` vector, by name.
+
+        ``sslhub export --include-head OBJECTIVE.NAME`` exports ``head(pooled)`` instead of the
+        pooled embedding (a SimCLR projection, a CLIP joint-space projection). None by default.
+        """
         return {}

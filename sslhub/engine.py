@@ -794,17 +794,30 @@ class Run:
         out_dir: Path | None = None,
         opset: int | None = None,
         allow_mismatch: bool = False,
+        objectives: list[Objective] | None = None,
+        include_head: str | None = None,
     ) -> dict[str, Any]:
-        """Export each encoder to verified ONNX: ``onnx/`` for one encoder, ``onnx/KEY/`` for several."""
+        """Export each encoder to verified ONNX: ``onnx/`` for one encoder, ``onnx/KEY/`` for several.
+
+        Args:
+            include_head: ``OBJECTIVE.HEAD`` (see ``Objective.export_heads``): the encoder that
+                head belongs to is exported as ``head(pooled)``; needs ``objectives``.
+        """
         from sslhub.export import export_encoder
 
         onnx_spec = (
             self.recipe.model.export.onnx if self.recipe.model.export and self.recipe.model.export.onnx else None
         )
         out_dir = out_dir or self.run_dir / "onnx"
+        head_key, head_name, head = (None, None, None)
+        if include_head:
+            head_key, head_name, head = self._export_head(
+                objectives or [], include_head, several=isinstance(encoder, EncoderSet)
+            )
         results: dict[str, Any] = {}
         for prefix, single in _named_encoders(encoder):
             key = prefix.rstrip("/")
+            own_head = head if head is not None and head_key == (key or None) else None
             try:
                 report = export_encoder(
                     single.to("cpu"),
@@ -815,6 +828,9 @@ class Run:
                     allow_mismatch=allow_mismatch,
                     metadata={**self.export_metadata(), "encoder_key": key or None},
                     modality_name=self.recipe.modality.component.name,
+                    head=own_head,
+                    head_name=head_name if own_head is not None else None,
+                    plugin_exporter=self.recipe.catalog.export_with_plugins,
                 )
             finally:
                 single.to(self.device)
@@ -825,6 +841,31 @@ class Run:
                 "summary": report.summary(),
             }
         return results
+
+    def _export_head(
+        self, objectives: list[Objective], wanted: str, several: bool
+    ) -> tuple[str | None, str, nn.Module]:
+        """``(encoder key, full head name, head)`` for ``--include-head``, or an error listing the heads.
+
+        A head of an objective over several encoders is named ``ENCODER_KEY.name`` by the objective.
+        """
+        keys = self.encoder_keys()
+        heads: dict[str, tuple[str | None, nn.Module]] = {}
+        for position, objective in enumerate(objectives):
+            for name, module in objective.export_heads().items():
+                key = keys[position]
+                if key is None and several and "." in name:
+                    key = name.split(".", 1)[0]
+                heads[f"{objective.sslhub_name}.{name}"] = (key, module)
+        matches = [n for n in heads if n == wanted] or [n for n in heads if n.endswith(f".{wanted}")]
+        if len(matches) != 1:
+            available = ", ".join(sorted(heads)) or "none (no objective of this recipe has exportable heads)"
+            problem = "matches several heads" if matches else "is not a head of this run"
+            from sslhub.export import ExportError
+
+            raise ExportError(f"--include-head {wanted!r} {problem}; available: {available}")
+        key, module = heads[matches[0]]
+        return key, matches[0], module
 
     def export_metadata(self) -> dict[str, Any]:
         return {

@@ -29,7 +29,7 @@ import logging
 import math
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,9 @@ TRACE_BATCH_SIZE = 2
 VERIFY_BATCH_SIZES = (1, 5)
 #: Fractions of the traced length used to verify the other dynamic axes (sequence, time).
 VERIFY_LENGTH_FRACTIONS = (0.75, 0.5)
+
+#: ``(encoder, example_inputs, dynamic_axes, out_path, opset) -> plugin name or None``.
+PluginExporter = Callable[[Encoder, tuple[Tensor, ...], dict[str, dict[int, str]], Path, int], "str | None"]
 
 # Loggers that warn on every failed export, in words the exception already says better.
 _NOISY_LOGGERS = ("torch.fx.experimental.symbolic_shapes", "torch._dynamo", "torch.export", "torch._export")
@@ -116,6 +119,20 @@ class ExportReport:
         for check in self.checks:
             axes = " ".join(f"{k}={v}" for k, v in check["axes"].items())
             lines.append(f"  {axes}: abs {check['max_abs_diff']:.2e}, rel {check['max_rel_diff']:.2e}")
+        head = (self.metadata.get("output") or {}).get("head")
+        if head:
+            lines.append(f"output: head {head} applied to the pooled embedding")
+        frontend = self.metadata.get("frontend")
+        if frontend and frontend.get("exported"):
+            lines.append(
+                f"front end: {frontend['file']} ({', '.join(frontend['input_names'])} -> "
+                f"{', '.join(frontend['output_names'])}): features max abs diff {frontend['max_abs_diff']:.2e}, "
+                f"embeddings through both files {frontend['end_to_end_max_abs_diff']:.2e}"
+            )
+        elif frontend:
+            lines.append(f"front end not exported: {frontend.get('reason')}")
+        for name in self.metadata.get("files") or []:
+            lines.append(f"copied beside it: {name}")
         return "\n".join(lines)
 
 
@@ -130,6 +147,10 @@ def export_encoder(
     metadata: dict[str, Any] | None = None,
     name: str = "model",
     modality_name: str | None = None,
+    head: nn.Module | None = None,
+    head_name: str | None = None,
+    plugin_exporter: PluginExporter | None = None,
+    export_frontend: bool = True,
 ) -> ExportReport:
     """Export ``encoder``'s pooled embedding to ONNX, describe it, and verify it.
 
@@ -155,6 +176,15 @@ def export_encoder(
             ``<name>.metadata.json`` otherwise (so several encoders can share a folder).
         modality_name: the modality's registry key for the metadata; defaults to the
             modality's ``name`` attribute or class name.
+        head: a module applied to the pooled embedding (an objective's projection head, see
+            :meth:`sslhub.Objective.export_heads`); the model then outputs ``head(pooled)``.
+        head_name: what the metadata calls the head (``simclr.projection``); the output is
+            named after its last part.
+        plugin_exporter: offered the encoder before the built-in exporter (the plugins'
+            ``sslhub_export_encoder`` hooks, see :meth:`sslhub.Catalog.export_with_plugins`);
+            returns the name of the plugin that wrote the file, or ``None``.
+        export_frontend: also export ``modality.export_frontend()`` (waveform to log-mel) as
+            ``frontend.onnx`` when the modality has one and the exporter can capture it.
 
     Returns:
         The report: paths, per-case differences, verdict.
@@ -177,34 +207,58 @@ def export_encoder(
         raise ValueError(f"name must be a plain file stem (letters, digits, '_', '.', '-'), got {name!r}")
     _require_onnx_stack()
 
+    if head is not None and not head_name:
+        raise ValueError("head_name is required with head")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = out_dir / f"{name}.onnx"
     metadata_path = out_dir / ("metadata.json" if name == "model" else f"{name}.metadata.json")
-    for stale in (onnx_path, out_dir / f"{name}.onnx.data", metadata_path):
+    frontend_path = out_dir / ("frontend.onnx" if name == "model" else f"{name}.frontend.onnx")
+    for stale in (onnx_path, out_dir / f"{name}.onnx.data", metadata_path, frontend_path):
         stale.unlink(missing_ok=True)
 
     spec = modality.input_spec() or {}
     input_names = tuple(encoder.input_names)
+    output_name = OUTPUT_NAME if head is None else _output_name(head_name)
     cpu_encoder, restore = _cpu_float_eval(encoder)
+    cpu_head, restore_head = _cpu_float_eval(head) if head is not None else (None, lambda: None)
     try:
         module = cpu_encoder.export_module().eval()
+        if cpu_head is not None:
+            module = _WithHead(module, cpu_head).eval()
         example = _encoder_inputs(modality, input_names, TRACE_BATCH_SIZE, seed=0)
         axes = _dynamic_axes(spec.get("dynamic_axes") or {}, example)
         with torch.inference_mode():
-            reference = _check_output(module(*example.values()), encoder, TRACE_BATCH_SIZE)
+            reference = _check_output(module(*example.values()), encoder, TRACE_BATCH_SIZE, head=head_name)
         feature_dim = int(reference.shape[1])
 
-        _run_exporter(cpu_encoder, module, example, axes, onnx_path, opset)
+        written_by = _run_exporter(
+            cpu_encoder,
+            module,
+            example,
+            axes,
+            onnx_path,
+            opset,
+            output_name,
+            plugin_exporter,
+            with_head=head is not None,
+        )
         # Exporters restore the training flag of the module they were handed, which for a
         # fresh export_module() wrapper is True: make sure PyTorch is compared in eval mode.
         cpu_encoder.eval()
         module.eval()
         data_path = _name_axes(onnx_path, input_names, axes)
         _check_model(onnx_path)
-        checks = _verify(module, modality, onnx_path, input_names, example, axes, encoder)
+        checks = _verify(module, modality, onnx_path, input_names, example, axes, encoder, head_name)
+        frontend = None
+        if export_frontend:
+            from sslhub.frontend_export import export_frontend as write_frontend
+
+            frontend = write_frontend(modality, frontend_path, input_names, opset, module, onnx_path, atol)
     finally:
         restore()
+        restore_head()
+    files = [str(f) for f in modality.write_export_files(out_dir)]
 
     max_abs = max(c["max_abs_diff"] for c in checks)
     max_rel = max(c["max_rel_diff"] for c in checks)
@@ -227,6 +281,11 @@ def export_encoder(
             "checks": checks,
         },
         extra=metadata or {},
+        output_name=output_name,
+        head_name=head_name,
+        exported_by=written_by,
+        frontend=frontend,
+        files=files,
     )
     _write_metadata(onnx_path, metadata_path, doc)
     _check_model(onnx_path)
@@ -340,9 +399,12 @@ def _dynamic_axes(
     return result
 
 
-def _check_output(output: Any, encoder: Encoder, batch_size: int) -> Tensor:
-    """The export module's output, checked to be ``[batch, feature_dim]`` floating point."""
-    name = type(encoder).__name__
+def _check_output(output: Any, encoder: Encoder, batch_size: int, head: str | None = None) -> Tensor:
+    """The export module's output, checked to be ``[batch, feature_dim]`` floating point.
+
+    With a ``head`` the width is the head's own, so only the rank and batch size are checked.
+    """
+    name = type(encoder).__name__ if head is None else f"{type(encoder).__name__} + head {head}"
     if not isinstance(output, Tensor):
         raise ExportError(f"{name}.export_module() returned {type(output).__name__}; it must return the pooled tensor")
     if output.dim() != 2 or output.shape[0] != batch_size or not output.is_floating_point():
@@ -350,7 +412,7 @@ def _check_output(output: Any, encoder: Encoder, batch_size: int) -> Tensor:
             f"{name}.export_module() returned {output.dtype} {list(output.shape)} for batch size {batch_size}; "
             "it must return the pooled embedding, float [batch, feature_dim]"
         )
-    if encoder.feature_dim and output.shape[1] != encoder.feature_dim:
+    if head is None and encoder.feature_dim and output.shape[1] != encoder.feature_dim:
         raise ExportError(
             f"{name}.export_module() returned {output.shape[1]} features per sample, but {name}.feature_dim "
             f"is {encoder.feature_dim}: make them agree"
@@ -403,15 +465,23 @@ def _run_exporter(
     axes: Mapping[str, Mapping[int, str]],
     onnx_path: Path,
     opset: int,
-) -> None:
-    """Write ``onnx_path`` with the encoder's ``export_onnx`` or ``torch.onnx.export``.
+    output_name: str = OUTPUT_NAME,
+    plugin_exporter: PluginExporter | None = None,
+    with_head: bool = False,
+) -> str:
+    """Write ``onnx_path``: a plugin's hook, else the encoder's ``export_onnx``, else ``torch.onnx.export``.
 
     The exporter prints graphs and progress as it works: that text is kept for the error's
     ``details`` rather than shown.
+
+    Returns:
+        Who wrote the file: ``plugin:NAME``, ``export_onnx`` or ``torch.onnx.export``.
     """
     args = tuple(example.values())
     log = io.StringIO()
-    custom = getattr(encoder, "export_onnx", None)
+    # A head is only known to sslhub's own wrapper, so custom exporters are skipped with one.
+    custom = None if with_head else getattr(encoder, "export_onnx", None)
+    how = "torch.onnx.export"
     try:
         with (
             contextlib.redirect_stdout(log),
@@ -421,9 +491,17 @@ def _run_exporter(
         ):
             for pattern in _NOISY_WARNINGS:
                 warnings.filterwarnings("ignore", message=pattern)
-            if callable(custom):
+            plugin = None
+            if plugin_exporter is not None and not with_head:
+                how = "a plugin's sslhub_export_encoder hook"
+                plugin = plugin_exporter(encoder, args, {k: dict(v) for k, v in axes.items()}, onnx_path, opset)
+            if plugin:
+                how = f"plugin:{plugin}"
+            elif callable(custom):
+                how = f"{type(encoder).__name__}.export_onnx"
                 custom(onnx_path, args, opset)
             else:
+                how = "torch.onnx.export"
                 torch.onnx.export(
                     module,
                     args,
@@ -433,7 +511,7 @@ def _run_exporter(
                     opset_version=opset,
                     external_data=True,
                     input_names=list(example),
-                    output_names=[OUTPUT_NAME],
+                    output_names=[output_name],
                     verbose=False,
                 )
     except ExportError:
@@ -441,15 +519,37 @@ def _run_exporter(
     except Exception as error:
         import traceback
 
-        how = f"{type(encoder).__name__}.export_onnx" if callable(custom) else "torch.onnx.export"
+        advice = (
+            "Fix the plugin, or leave it out of this export with -p no:PLUGIN."
+            if how.startswith("a plugin")
+            else "Common causes: Python control flow on tensor values in forward (if x.sum() > 0), "
+            ".item()/.tolist()/numpy calls, shapes fixed to the example size."
+        )
         raise ExportError(
             f"ONNX export of {type(encoder).__name__} failed in {how}:\n{_summarize_exception(error)}\n"
-            "Run with --debug for the full trace. Common causes: Python control flow on tensor values "
-            "in forward (if x.sum() > 0), .item()/.tolist()/numpy calls, shapes fixed to the example size.",
+            f"Run with --debug for the full trace. {advice}",
             details=log.getvalue() + "".join(traceback.format_exception(error)),
         ) from error
     if not onnx_path.is_file():
-        raise ExportError(f"{type(encoder).__name__}.export_onnx did not write {onnx_path}")
+        raise ExportError(f"{how} did not write {onnx_path}")
+    return "export_onnx" if how.endswith(".export_onnx") else how
+
+
+class _WithHead(nn.Module):
+    """``head(encoder_export(*inputs))``: the pooled embedding passed through an objective's head."""
+
+    def __init__(self, pooled: nn.Module, head: nn.Module):
+        super().__init__()
+        self.pooled = pooled
+        self.head = head
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.head(self.pooled(*inputs))
+
+
+def _output_name(head_name: str) -> str:
+    """The graph output's name for a head: the last dotted part of its name, as an identifier."""
+    return re.sub(r"\W", "_", head_name.rsplit(".", 1)[-1]) or "head"
 
 
 @contextlib.contextmanager
@@ -621,6 +721,7 @@ def _verify(
     example: Mapping[str, Tensor],
     axes: Mapping[str, Mapping[int, str]],
     encoder: Encoder,
+    head_name: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run onnxruntime and PyTorch on fresh inputs of untraced shapes; one result per case."""
     from sslhub.embed import make_session
@@ -642,7 +743,7 @@ def _verify(
             for axis, axis_name in input_axes.items():
                 sizes[axis_name] = int(inputs[input_name].shape[axis])
         with torch.inference_mode():
-            expected = _check_output(module(*inputs.values()), encoder, batch_size).float().numpy()
+            expected = _check_output(module(*inputs.values()), encoder, batch_size, head_name).float().numpy()
         feeds = {n: t.numpy() for n, t in inputs.items()}
         try:
             (actual,) = session.run([output_name], feeds)
@@ -701,6 +802,11 @@ def _metadata_document(
     name: str,
     verification: dict[str, Any],
     extra: Mapping[str, Any],
+    output_name: str = OUTPUT_NAME,
+    head_name: str | None = None,
+    exported_by: str = "torch.onnx.export",
+    frontend: Mapping[str, Any] | None = None,
+    files: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Everything a deployer needs, as one JSON-ready dictionary (see :data:`METADATA_PREFIX`)."""
     inputs = {}
@@ -728,11 +834,20 @@ def _metadata_document(
             "encoder": f"{encoder_class.__module__}.{encoder_class.__qualname__}",
             "input_spec": input_spec,
             "output": {
-                "name": OUTPUT_NAME,
+                "name": output_name,
                 "dtype": "float32",
                 "shape": [batch_name, feature_dim],
-                "meaning": f"pooled embedding [{batch_name}, D]: one {feature_dim}-dim vector per sample",
+                "meaning": (
+                    f"pooled embedding [{batch_name}, D]: one {feature_dim}-dim vector per sample"
+                    if head_name is None
+                    else f"head '{head_name}' applied to the pooled embedding: one {feature_dim}-dim vector per sample"
+                ),
+                "head": head_name,
             },
+            "expects": _expects(list(example), frontend),
+            "frontend": dict(frontend) if frontend else None,
+            "files": list(files),
+            "exported_by": exported_by,
             "feature_dim": feature_dim,
             "opset": opset,
             "versions": _versions(),
@@ -740,6 +855,17 @@ def _metadata_document(
             "metadata": dict(extra),
         }
     )
+
+
+def _expects(input_names: Sequence[str], frontend: Mapping[str, Any] | None) -> str:
+    """One sentence saying what the model file takes, and whether a front end can produce it."""
+    text = f"{', '.join(input_names)} as described under input_spec"
+    if frontend and frontend.get("exported"):
+        raw = ", ".join(frontend["input_names"])
+        return f"{text}; {frontend['file']} turns {raw} into {', '.join(frontend['output_names'])}"
+    if frontend:
+        return f"{text}; the front end from raw input was not exported ({frontend.get('reason')})"
+    return text
 
 
 def _write_metadata(onnx_path: Path, metadata_path: Path, doc: Mapping[str, Any]) -> None:

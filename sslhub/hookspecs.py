@@ -8,7 +8,8 @@ below. It is found through the ``sslhub`` entry-point group::
 
 or loaded for one run with ``sslhub run RECIPE -p my_module``. Each ``register`` hook receives
 the registry of its kind; everything the plugin registers there is attributed to it, so
-clashes and errors name the plugin, its distribution and version.
+clashes and errors name the plugin, its distribution and version. ``sslhub_export_encoder``
+lets a plugin take over the ONNX export of encoders the built-in exporter cannot capture.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from torch import Tensor
+
+    from sslhub.components import Encoder
     from sslhub.registry import ScopedRegistry
 
 PROJECT_NAME = "sslhub"
@@ -101,4 +107,48 @@ def sslhub_register_objectives(registry: ScopedRegistry) -> None:
         @hookimpl
         def sslhub_register_objectives(registry):
             registry.register("simclr", SimCLRObjective, params=SimCLRParams, modalities=["image"])
+    """
+
+
+@hookspec(firstresult=True)
+def sslhub_export_encoder(
+    encoder: Encoder,
+    example_inputs: tuple[Tensor, ...],
+    dynamic_axes: dict[str, dict[int, str]],
+    out_path: Path,
+    opset: int,
+) -> bool | None:
+    """Write the ONNX file of an encoder that ``torch.onnx.export`` cannot capture.
+
+    Called by ``sslhub export`` (and the recipe's ``export:`` section) for every encoder before
+    the built-in exporter; the first implementation returning ``True`` wins, ``None`` passes
+    the encoder on. An encoder class may instead define ``export_onnx(out_path,
+    example_inputs, opset)``; the hook is for plugins exporting encoders they do not own.
+
+    Whatever writes the file, sslhub then names the dynamic axes, stores the metadata and
+    verifies it against PyTorch exactly as for its own exports.
+
+    Args:
+        encoder: the encoder in eval mode, on the CPU, in float32.
+        example_inputs: one example batch, the tensors of ``encoder.input_names`` in order.
+        dynamic_axes: ``{input_name: {axis: axis_name}}``; axis 0 of every input is the batch.
+        out_path: the ``.onnx`` file to write. Its graph inputs must be named
+            ``encoder.input_names`` in order; its first output is the pooled embedding
+            ``[batch, feature_dim]``. Weights may sit in a file beside it.
+        opset: the ONNX opset asked for.
+
+    Returns:
+        ``True`` if the file was written, ``None`` to leave the encoder to others.
+
+    Example::
+
+        @hookimpl
+        def sslhub_export_encoder(encoder, example_inputs, dynamic_axes, out_path, opset):
+            if not isinstance(encoder, MyStatefulEncoder):
+                return None
+            torch.onnx.export(encoder.stateless_module(), example_inputs, str(out_path),
+                              dynamo=False, opset_version=opset,
+                              input_names=list(encoder.input_names), output_names=["pooled"],
+                              dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()})
+            return True
     """

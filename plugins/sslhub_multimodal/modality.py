@@ -368,6 +368,13 @@ class ImageTextModality(Modality):
             },
         }
 
+    def write_export_files(self, out_dir: Path) -> list[str]:
+        """The tokenizer, saved beside an exported model as ``tokenizer.json``."""
+        self._ensure_prepared()
+        assert self._tokenizer is not None
+        self._tokenizer.save(str(Path(out_dir) / TOKENIZER_FILE))
+        return [TOKENIZER_FILE]
+
     def fingerprint(self) -> str:
         """The source's fingerprint plus a CRC of the captions and the text/image settings."""
         pairs = self._load_pairs()

@@ -27,7 +27,7 @@ CLASH_ERROR = (
     "plugin 'clashing' (sslhub-test-clashing 0.4.0); block one with -p no:PLUGIN or SSLHUB_DISABLE_PLUGINS"
 )
 MISSPELT_ERROR = (
-    "unknown hook sslhub_register_objectivs; known hooks: sslhub_register_augmentations, "
+    "unknown hook sslhub_register_objectivs; known hooks: sslhub_export_encoder, sslhub_register_augmentations, "
     "sslhub_register_encoders, sslhub_register_modalities, sslhub_register_objectives"
 )
 BAD_SIGNATURE_ERROR = (
@@ -140,7 +140,7 @@ def test_plugin_problems_are_recorded_per_plugin_and_the_others_keep_working():
     errors = {record.name: record.errors for record in catalog.plugins}
     assert errors["toy_plugin"] == []
     assert errors["MisspeltPlugin"] == [
-        "unknown hook sslhub_register_encoder; known hooks: sslhub_register_augmentations, "
+        "unknown hook sslhub_register_encoder; known hooks: sslhub_export_encoder, sslhub_register_augmentations, "
         "sslhub_register_encoders, sslhub_register_modalities, sslhub_register_objectives"
     ]
     assert errors["ExtraArgumentPlugin"] == [

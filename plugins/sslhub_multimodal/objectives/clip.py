@@ -147,6 +147,10 @@ class CLIPObjective(Objective):
             gather_distributed=params.gather_distributed,
         )
 
+    def export_heads(self) -> dict[str, nn.Module]:
+        """Each encoder's projection into the joint space (before L2 normalisation), by encoder key."""
+        return {f"{IMAGE}.projection": self.image_projection, f"{TEXT}.projection": self.text_projection}
+
     def embed(self, batch: Batch, encoders: Any) -> tuple[Tensor, Tensor]:
         """Projected (not yet normalised) embeddings: image ``[B, P]`` and text ``[B, P]``."""
         image_encoder, text_encoder = _encoder_pair(encoders)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch import nn
 
 from sslhub import Batch, BuildContext, Encoder, Objective, ObjectiveOutput, Params
 from sslhub_vision.heads.projection import ProjectionHead
@@ -53,6 +54,10 @@ class SimCLRObjective(Objective):
             batch_norm=params.batch_norm,
         )
         self.loss_fn = NTXentLoss(params.temperature, gather_distributed=params.gather_distributed)
+
+    def export_heads(self) -> dict[str, nn.Module]:
+        """``projection``: the head the contrastive loss is computed on (``--include-head simclr.projection``)."""
+        return {"projection": self.head}
 
     def forward(self, views: list[Batch], encoder: Encoder) -> ObjectiveOutput:
         if len(views) != 2:

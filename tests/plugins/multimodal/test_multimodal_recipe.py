@@ -56,3 +56,24 @@ def test_recipe_trains_both_objectives_evaluates_and_exports(tmp_path):
         assert summary["export"][key]["passed"], summary["export"][key]
         assert (out / "onnx" / key / "model.onnx").is_file()
     assert (out / "tokenizer.json").is_file()
+
+    # the text model travels with its tokenizer; embed picks one encoder of the run
+    assert (out / "onnx" / "text" / "tokenizer.json").is_file()
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a handwritten seven\na handwritten zero\n")
+    embed = [sys.executable, "-m", "sslhub", "embed", str(out), str(captions), "--encoder", "text"]
+    result = subprocess.run(
+        embed + ["--out", str(tmp_path / "e.npy")], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "embedded 2 inputs (text)" in result.stdout
+
+    # a head of an objective over two encoders applies to its own encoder only
+    export = [sys.executable, "-m", "sslhub", "export", str(out), "--include-head", "clip.image.projection"]
+    result = subprocess.run(
+        export + ["--out", str(tmp_path / "heads")], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    image = json.loads((tmp_path / "heads" / "image" / "metadata.json").read_text())
+    text = json.loads((tmp_path / "heads" / "text" / "metadata.json").read_text())
+    assert image["output"]["head"] == "clip.image.projection" and text["output"]["head"] is None
