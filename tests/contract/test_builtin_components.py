@@ -83,3 +83,21 @@ def test_objective_learns_on_a_tiny_batch(name):
     torch.manual_seed(0)
     batches = [modality.on_device(modality.collate([modality.train_dataset()[i] for i in range(8)]))]
     check_objective_learns(objective, encoder, batches, steps=25, lr=2e-3)
+
+
+# Encoders exported in more than their default form: (encoder, per-component params).
+EXPORT_VARIANTS = {name: (name, {}) for name in CATALOG.encoders.names()}
+EXPORT_VARIANTS["timm_vit"] = OBJECTIVE_SETUP["mae"]
+
+
+@pytest.mark.parametrize("variant", sorted(EXPORT_VARIANTS))
+def test_encoder_exports_to_verified_onnx(variant, tmp_path):
+    """sslhub's own export path (dynamic axes, metadata, onnxruntime vs PyTorch) on every family."""
+    from sslhub.export import export_encoder
+
+    name, params = EXPORT_VARIANTS[variant]
+    modality_name = first_modality(CATALOG.encoders.get(name))
+    modality, encoder, _, _ = build_components(CATALOG, modality=modality_name, encoder=name, params=params)
+    report = export_encoder(encoder, modality, tmp_path, modality_name=modality_name, export_frontend=False)
+    assert report.passed and report.max_abs_diff <= 1e-4, report.summary()
+    assert report.metadata["input_spec"]["input_names"] == list(encoder.input_names)
