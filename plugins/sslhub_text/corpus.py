@@ -1,8 +1,9 @@
 """Where text documents come from: the embedded Python reference corpus, or .txt/.jsonl files.
 
-Every source yields :class:`Document` records (text plus an optional label) and counts what
-it had to skip (undecodable bytes, empty lines, malformed JSON), so the modality can warn
-about it once instead of failing on the first bad line.
+Every source yields :class:`Document` records (text plus an optional label) lazily, one line
+or file at a time, so a corpus larger than memory can be streamed, and counts what it had to
+skip (undecodable bytes, empty lines, malformed JSON), so the modality can warn about it once
+instead of failing on the first bad line. ``*_documents`` functions return the same as lists.
 
 The default corpus is the English reference documentation that CPython ships in
 ``pydoc_data.topics`` (what ``help("assert")`` prints): about 80 topics, 460 kB of text,
