@@ -95,6 +95,8 @@ class Catalog:
         self.plugin_manager.add_hookspecs(hookspecs)
         self.registries: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
         self.plugins: list[PluginRecord] = []
+        #: the ``-p`` arguments :meth:`load` was given (recorded in a run's environment.json).
+        self.load_args: list[str] = []
 
     def export_with_plugins(
         self,
@@ -155,6 +157,7 @@ class Catalog:
                 ``SSLHUB_STRICT_PLUGINS``.
         """
         catalog = cls()
+        catalog.load_args = list(plugins)
         blocked = set(_env_list("SSLHUB_DISABLE_PLUGINS"))
         modules = []
         for spec in plugins:

@@ -181,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if saved.exists():
             # The run continues with the recipe it was trained with (every default and earlier
             # --set included); --set given now still applies on top, e.g. more train.steps.
-            recipe = load_and_resolve(saved, args.overrides, args.plugins)
+            recipe = load_and_resolve(saved, args.overrides, saved_plugin_args(run_dir, args.plugins))
     else:
         run_dir = args.out or Path("runs") / f"{recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if (run_dir / "checkpoints" / "manifest.json").exists() and not args.dry_run:
@@ -305,13 +305,27 @@ def _type_name(annotation: Any) -> str:
     return text.replace("typing.", "").replace("NoneType", "None")
 
 
+def saved_plugin_args(run_dir: Path, plugins: list[str]) -> list[str]:
+    """The ``-p`` arguments a run was started with (from its environment.json), then ``plugins``.
+
+    So ``sslhub evaluate/export RUN_DIR`` and ``--resume`` load the plugin modules the run was
+    trained with, without repeating ``-p``; arguments given now come last and add to them.
+    """
+    try:
+        environment = json.loads((Path(run_dir) / "environment.json").read_text())
+    except (OSError, ValueError):
+        return list(plugins)
+    saved = environment.get("plugin_args") or []
+    return list(dict.fromkeys([*(a for a in saved if isinstance(a, str)), *plugins]))
+
+
 def _load_run(run_dir: Path, plugins: list[str]):
     from sslhub.engine import Run
 
     recipe_file = run_dir / "recipe.yaml"
     if not recipe_file.exists():
         raise SSLHubError(f"{run_dir} is not an sslhub run directory (no recipe.yaml)")
-    recipe = load_and_resolve(recipe_file, [], plugins)
+    recipe = load_and_resolve(recipe_file, [], saved_plugin_args(run_dir, plugins))
     run = Run(recipe, run_dir, resume=False, show_progress=False)
     return run.load_trained()
 

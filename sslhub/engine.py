@@ -635,6 +635,7 @@ class Run:
             else platform.processor(),
             "world_size": distributed.world_size(),
             "plugins": [r.as_dict() for r in self.recipe.catalog.plugins if not r.blocked],
+            "plugin_args": list(getattr(self.recipe.catalog, "load_args", [])),
             "data_fingerprint": modality.fingerprint(),
             "recipe_fingerprint": self.recipe.fingerprint(),
             "recipe_file": self.recipe.source.file,

@@ -150,3 +150,12 @@ def test_embed_errors_are_messages_not_tracebacks(exported_run, tmp_path):
         result = sslhub("embed", str(exported_run), path, "--out", str(tmp_path / "e.npy"))
         assert result.returncode == 1 and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_export_loads_the_plugins_the_run_was_trained_with(exported_run, tmp_path):
+    """-p given to `sslhub run` is recorded; export/evaluate/resume need not repeat it."""
+    environment = json.loads((exported_run / "environment.json").read_text())
+    assert environment["plugin_args"] == ["toy_plugin", *BLOCK_BUILTINS[1::2]]
+    result = sslhub("export", str(exported_run), "--out", str(tmp_path / "again"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "again" / "model.onnx").is_file()
