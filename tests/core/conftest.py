@@ -7,16 +7,14 @@ Nothing here is autouse: the tests of the registry, catalog, recipe and CLI opt 
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
+from plugin_install import cached_install
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 PLUGINS = DATA / "plugins"
@@ -40,79 +38,14 @@ def sslhub_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(DATA))
 
 
-def _fingerprint(paths: Iterable[Path]) -> str:
-    digest = hashlib.sha256(sys.version.encode())
-    for root in paths:
-        for file in sorted(root.rglob("*")):
-            if file.is_file() and "__pycache__" not in file.parts and ".egg-info" not in str(file):
-                digest.update(str(file.relative_to(PLUGINS)).encode())
-                digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _pip(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pip", *args], capture_output=True, text=True, env=env, timeout=300, check=False
-    )
-
-
-def _can_build_wheels_here() -> bool:
-    """setuptools >= 70.1 builds wheels by itself; older ones need the ``wheel`` package."""
-    import setuptools
-
-    major, minor = (int(part) for part in setuptools.__version__.split(".")[:2])
-    return (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None
-
-
-def _install(packages: list[Path], target: Path, scratch: Path) -> None:
-    # Build from copies so pip's in-tree build/ and .egg-info never land in tests/data.
-    sources = []
-    for package in packages:
-        copy = scratch / "src" / package.name
-        shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
-        sources.append(str(copy))
-    env = dict(os.environ)
-    # Building without isolation is several times faster than letting pip make a fresh build
-    # environment per package, but needs a setuptools able to build wheels.
-    isolation = ["--no-build-isolation", "--no-index"]
-    if not _can_build_wheels_here():
-        # Put a recent setuptools (from the configured package index) on PYTHONPATH instead of
-        # touching the venv; if even that is impossible, fall back to pip's build isolation.
-        build_env = scratch / "build-env"
-        result = _pip("install", "--quiet", "--no-deps", "--target", str(build_env), "setuptools>=70.1")
-        if result.returncode == 0:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(build_env), env.get("PYTHONPATH", "")]))
-        else:
-            isolation = []
-    result = _pip("install", "--quiet", "--no-deps", *isolation, "--target", str(target), *sources, env=env)
-    if result.returncode != 0:
-        pytest.fail(f"pip could not install the test plugins:\n{result.stdout}\n{result.stderr}")
-
-
 @pytest.fixture(scope="session")
 def installed_plugins(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Path:
     """A directory holding the test plugin distributions installed by pip (with .dist-info).
 
-    Installed once per session; the result is also kept in pytest's cache under a hash of the
-    plugin sources, because building five wheels costs ~10 s and the sources rarely change.
+    Installed once per session and kept in pytest's cache under a hash of the plugin sources,
+    because building five wheels costs ~10 s and the sources rarely change.
     """
-    scratch = tmp_path_factory.mktemp("plugin-install")
-    cache = getattr(pytestconfig, "cache", None)
-    if cache is None:
-        target = scratch / "site"
-        _install(PLUGIN_PACKAGES, target, scratch)
-        return target
-    target = cache.mkdir("sslhub-test-plugins") / _fingerprint(PLUGIN_PACKAGES)
-    if not (target / ".complete").exists():
-        fresh = scratch / "site"
-        _install(PLUGIN_PACKAGES, fresh, scratch)
-        (fresh / ".complete").write_text("installed by tests/core/conftest.py\n")
-        shutil.rmtree(target, ignore_errors=True)
-        try:
-            os.replace(fresh, target)
-        except OSError:  # another session put it there first
-            return fresh
-    return target
+    return cached_install("test-plugins", PLUGIN_PACKAGES, pytestconfig, tmp_path_factory.mktemp("plugin-install"))
 
 
 @pytest.fixture

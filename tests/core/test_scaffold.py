@@ -3,14 +3,13 @@ through its entry point, and its own tests pass right after it is created."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from plugin_install import cache_dir_of, install
 
 from sslhub import Catalog
 from sslhub.errors import SSLHubError
@@ -30,42 +29,9 @@ EXPECTED_FILES = {
 }
 
 
-def _pip(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-
-
-def _build_env(cache_dir: Path) -> dict[str, str]:
-    """An environment where ``pip install --no-build-isolation`` can build a wheel: setuptools
-    >= 70.1 does it alone; an older one (Python 3.11 ships 65.x) gets a recent setuptools from
-    the package index on PYTHONPATH, kept in pytest's cache, instead of touching the venv."""
-    import setuptools
-
-    env = dict(os.environ)
-    major, minor = (int(part) for part in setuptools.__version__.split(".")[:2])
-    if (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None:
-        return env
-    build_env = cache_dir / "wheel-building-setuptools"
-    if not (build_env / ".complete").exists():
-        shutil.rmtree(build_env, ignore_errors=True)
-        result = _pip("install", "--quiet", "--no-deps", "--target", str(build_env), "setuptools>=70.1")
-        if result.returncode != 0:
-            pytest.fail(f"could not get a setuptools able to build wheels:\n{result.stdout}\n{result.stderr}")
-        (build_env / ".complete").write_text("")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(build_env), env.get("PYTHONPATH", "")]))
-    return env
-
-
 @pytest.fixture
 def cache_dir(pytestconfig: pytest.Config, tmp_path: Path) -> Path:
-    cache = getattr(pytestconfig, "cache", None)
-    return cache.mkdir("sslhub-plugin-builds") if cache is not None else tmp_path
+    return cache_dir_of(pytestconfig, tmp_path)
 
 
 # -- names and directories ------------------------------------------------------------------------
@@ -138,11 +104,7 @@ def test_the_scaffolded_plugin_installs_loads_through_its_entry_point_and_its_te
 ):
     root = create_plugin("demo_noise", tmp_path / "sslhub-demo-noise")
     site = tmp_path / "site"
-    result = _pip(
-        "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", "--target", str(site), str(root),
-        env=_build_env(cache_dir),
-    )  # fmt: skip
-    assert result.returncode == 0, f"pip could not install the scaffolded plugin:\n{result.stdout}\n{result.stderr}"
+    install([root], site, tmp_path, cache_dir)
     assert (site / "sslhub_demo_noise" / "plugin.py").exists()
 
     # its generated tests, run by pytest in a child process against the installed copy (cwd is

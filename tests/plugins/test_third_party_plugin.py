@@ -17,12 +17,9 @@ command to one torch import (~4 s) and the output about this plugin.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from plugin_install import cached_install
 
 import sslhub
 from sslhub import Catalog
@@ -46,63 +44,6 @@ VISION = ["-p", "sslhub_vision.plugin"]
 # -- installing the plugin ----------------------------------------------------------------
 
 
-def _pip(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-
-
-def _wheel_building_setuptools(cache_dir: Path) -> dict[str, str]:
-    """An environment in which ``pip install --no-build-isolation`` can build a wheel.
-
-    setuptools >= 70.1 builds wheels by itself; older ones (Python 3.11's bundled 65.x) need
-    the ``wheel`` package. Rather than touch the venv, a recent setuptools from the package
-    index is put on ``PYTHONPATH`` for the build (and kept in pytest's cache).
-    """
-    import setuptools
-
-    env = dict(os.environ)
-    major, minor = (int(part) for part in setuptools.__version__.split(".")[:2])
-    if (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None:
-        return env
-    build_env = cache_dir / "wheel-building-setuptools"
-    if not (build_env / ".complete").exists():
-        shutil.rmtree(build_env, ignore_errors=True)
-        result = _pip("install", "--quiet", "--no-deps", "--target", str(build_env), "setuptools>=70.1")
-        if result.returncode != 0:
-            pytest.fail(f"could not get a setuptools able to build wheels:\n{result.stdout}\n{result.stderr}")
-        (build_env / ".complete").write_text("")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(build_env), env.get("PYTHONPATH", "")]))
-    return env
-
-
-def pip_install(source: Path, target: Path, scratch: Path, cache_dir: Path) -> None:
-    """``pip install --no-deps --target TARGET SOURCE``, building from a copy so tests/data stays clean."""
-    copy = scratch / "src" / source.name
-    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
-    env = _wheel_building_setuptools(cache_dir)
-    result = _pip(
-        "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", "--target", str(target), str(copy),
-        env=env,
-    )  # fmt: skip
-    if result.returncode != 0:
-        pytest.fail(f"pip could not install {source.name}:\n{result.stdout}\n{result.stderr}")
-
-
-def _fingerprint(root: Path) -> str:
-    digest = hashlib.sha256(sys.version.encode())
-    for file in sorted(root.rglob("*")):
-        if file.is_file() and "__pycache__" not in file.parts and ".egg-info" not in str(file):
-            digest.update(str(file.relative_to(root)).encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 @pytest.fixture(scope="module")
 def vicreg_site(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Path:
     """A directory where pip installed sslhub-vicreg (package + .dist-info with the entry point).
@@ -110,20 +51,7 @@ def vicreg_site(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.C
     Kept in pytest's cache under a hash of the plugin's sources: building the wheel costs a few
     seconds and the sources rarely change.
     """
-    scratch = tmp_path_factory.mktemp("vicreg-install")
-    cache = getattr(pytestconfig, "cache", None)
-    cache_dir = cache.mkdir("sslhub-plugin-builds") if cache is not None else scratch
-    target = cache_dir / f"vicreg-{_fingerprint(VICREG_SRC)}"
-    if not (target / ".complete").exists():
-        fresh = scratch / "site"
-        pip_install(VICREG_SRC, fresh, scratch, cache_dir)
-        (fresh / ".complete").write_text("installed by tests/plugins/test_third_party_plugin.py\n")
-        shutil.rmtree(target, ignore_errors=True)
-        try:
-            os.replace(fresh, target)
-        except OSError:  # another session put it there first
-            return fresh
-    return target
+    return cached_install("vicreg", [VICREG_SRC], pytestconfig, tmp_path_factory.mktemp("vicreg-install"))
 
 
 def _child_env(pythonpath: list[Path]) -> dict[str, str]:
