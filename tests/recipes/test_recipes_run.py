@@ -28,7 +28,11 @@ def run_recipe(name: str, out: Path, overrides: list[str]) -> subprocess.Complet
     arguments = [a for override in overrides for a in ("--set", override)]
     return subprocess.run(
         [sys.executable, "-m", "sslhub", "run", str(ROOT / "recipes" / name), "--out", str(out), *arguments],
-        capture_output=True, text=True, env=env, timeout=900, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=ROOT,
     )
 
 

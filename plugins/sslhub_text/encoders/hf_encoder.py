@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from sslhub import BuildContext, Encoder, EncoderOutput, Params

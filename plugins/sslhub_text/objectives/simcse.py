@@ -51,7 +51,9 @@ def simcse_logits_and_labels(
         ``offset + i`` where ``offset`` is this rank's start in the gathered candidates.
     """
     if anchors.shape != positives.shape or anchors.dim() != 2:
-        raise ValueError(f"simcse: anchors {tuple(anchors.shape)} and positives {tuple(positives.shape)} must be [B, D]")
+        raise ValueError(
+            f"simcse: anchors {tuple(anchors.shape)} and positives {tuple(positives.shape)} must be [B, D]"
+        )
     anchors = F.normalize(anchors.float(), dim=1)
     positives = F.normalize(positives.float(), dim=1)
     candidates = gather_with_grad(positives) if gather_distributed else positives

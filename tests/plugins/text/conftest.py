@@ -8,10 +8,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from sslhub_text.encoders.hf_encoder import HFEncoder, HFParams  # noqa: E402
-from sslhub_text.modality import TextModality, TextParams, TrainTokenizer  # noqa: E402
 
 from sslhub import BuildContext  # noqa: E402
+from sslhub_text.encoders.hf_encoder import HFEncoder, HFParams  # noqa: E402
+from sslhub_text.modality import TextModality, TextParams, TrainTokenizer  # noqa: E402
 
 # One intra-op thread: these models are tiny, and on a shared 2-core machine two threads per
 # op mostly wait on each other (the MLM training test ran 26 s with 2 threads, 7 s with 1).

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from sslhub import BuildContext
 from sslhub_text.augmentations.tokens import (
     RandomTokenReplacement,
     RandomTokenReplacementParams,
@@ -13,8 +15,6 @@ from sslhub_text.augmentations.tokens import (
     TokenDropoutParams,
     delete_tokens,
 )
-
-from sslhub import BuildContext
 
 CLS, SEP, PAD = 2, 3, 0
 

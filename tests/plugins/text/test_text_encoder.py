@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from pydantic import ValidationError
-from sslhub_text.encoders.hf_encoder import HFEncoder, HFParams
 
 from sslhub import BuildContext
+from sslhub_text.encoders.hf_encoder import HFEncoder, HFParams
 
 
 @pytest.mark.parametrize("architecture", ["bert", "roberta", "distilbert", "electra"])

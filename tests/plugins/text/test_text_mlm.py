@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
-from sslhub_text.objectives.mlm import MLMObjective, MLMParams, mask_tokens, unigram_counts, word_start_positions
 from torch.utils.data import DataLoader
 
 from sslhub import BuildContext
+from sslhub_text.objectives.mlm import MLMObjective, MLMParams, mask_tokens, unigram_counts, word_start_positions
 
 
 def make_objective(text_modality, encoder, **params) -> MLMObjective:

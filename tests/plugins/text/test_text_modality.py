@@ -9,9 +9,10 @@ import pickle
 import pytest
 import torch
 from pydantic import ValidationError
-from sslhub_text.modality import FilesSource, LocalTokenizer, TextModality, TextParams, TrainTokenizer
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
+
+from sslhub_text.modality import FilesSource, LocalTokenizer, TextModality, TextParams, TrainTokenizer
 
 
 def test_samples_are_variable_length_int64_wrapped_in_cls(text_modality):

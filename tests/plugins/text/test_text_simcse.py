@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
-from sslhub_text.objectives.simcse import SimCSEObjective, SimCSEParams, simcse_logits_and_labels
 
 from sslhub import BuildContext
+from sslhub_text.objectives.simcse import SimCSEObjective, SimCSEParams, simcse_logits_and_labels
 
 
 def make_objective(text_modality, encoder, **params) -> SimCSEObjective:
