@@ -3,9 +3,9 @@
 Every benchmark compares *ours* with a *baseline* measured in the same process run, and
 reports ratios, never absolute timings alone:
 
-- ``speed ratio`` = ours' speed / the baseline's speed, so above 1 means ours is faster
-  (for a time per step: baseline time / our time; for a throughput: our rate / theirs);
-- ``memory ratio`` = our peak memory / the baseline's peak, so below 1 means ours uses less.
+- ``ratio`` = ours / the baseline, turned so that above 1 means ours is better: for a time
+  (ms/step) the baseline's time / ours, for a rate (samples/s) or an accuracy ours / theirs;
+- ``peak mem ratio`` = our peak memory / the baseline's peak, so below 1 means ours uses less.
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above what was allocated at the
 start; on the CPU (Linux), the process's peak resident set size (``VmHWM``, reset through
@@ -47,7 +47,7 @@ class Result:
         unit: e.g. ``ms/step``, ``views/s``, ``accuracy``.
         higher_is_better: whether a larger figure in ``unit`` is better (a rate) or worse (a time).
         baseline_name: what the baseline is, in words.
-        target: the least acceptable speed ratio (None: reported, no target).
+        target: the least acceptable ``ratio`` (None: reported, no target).
         memory_ratio: our peak memory / the baseline's (None: not measured).
         memory_target: the largest acceptable memory ratio (None: no target).
         details: anything else worth keeping in the JSON (every round's figures, settings).
@@ -66,7 +66,7 @@ class Result:
 
     @property
     def ratio(self) -> float:
-        """Speed ratio: above 1 means ours is better on this row's unit."""
+        """Ours / the baseline, turned so that above 1 means ours is better on this row's unit."""
         if self.ours <= 0 or self.baseline <= 0:
             return math.nan
         return self.ours / self.baseline if self.higher_is_better else self.baseline / self.ours
@@ -233,7 +233,7 @@ def _figure(value: float | None) -> str:
     return f"{value:.4f}"
 
 
-TABLE_COLUMNS = ("benchmark", "ours", "baseline", "unit", "speed ratio", "target", "memory ratio", "verdict")
+TABLE_COLUMNS = ("benchmark", "ours", "baseline", "unit", "ratio", "target", "peak mem ratio", "verdict")
 
 
 def table_rows(results: Sequence[Result]) -> list[list[str]]:

@@ -1,0 +1,257 @@
+"""Run every benchmark and print one table of ratios, each measured side by side in this one process run.
+
+    python benchmarks/run_all.py --quick                      # a few minutes on 2 CPU cores
+    python benchmarks/run_all.py --json benchmarks/results-cpu.json --markdown benchmarks/results-cpu.md
+    python benchmarks/run_all.py --device cuda --json benchmarks/results-cuda.json
+    python benchmarks/run_all.py --only engine:image_simclr,augment
+
+Benchmarks (``--only`` takes these names, comma-separated; ``engine`` and ``onnx`` select
+all of their kind):
+
+- ``engine:<recipe>``: ``sslhub run``'s step time and peak memory against a hand-written
+  PyTorch loop with the same modules, data, batch and precision (target: within 3%), for
+  image_simclr, image_inpainting, text_mlm, audio_masked, autoencoder_image, mae_image.
+  With ``--device cuda`` each recipe also runs with bf16, bf16 + channels_last, and
+  bf16 + channels_last + torch.compile (``--variants`` picks others).
+- ``augment``: batched device-side image augmentation against per-sample torchvision v2 in
+  DataLoader workers.
+- ``mlm``: our MLM step against ``BertForMaskedLM`` + ``DataCollatorForLanguageModeling``.
+- ``onnx:<recipe>``: onnxruntime against PyTorch eager on the CPU, batch 1 and 32, for the
+  encoder of image_simclr, text_mlm, audio_masked and mae_image.
+- ``lightly``: lightly's SimCLR transform and loss in a plain loop against the image_simclr
+  recipe: throughput and kNN accuracy after the same epochs (skipped without lightly).
+- ``scaling``: samples/s of 2 processes against 1 under torchrun (gloo on CPU, NCCL on GPUs).
+
+Each ratio is oriented so that above 1 means ours is better; see ``bench_common`` for the
+peak-memory measure. Timings go to the table and the JSON, never into tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from bench_common import Result, check_device, format_table, machine_description, write_json
+
+ENGINE_RECIPES = ("image_simclr", "image_inpainting", "text_mlm", "audio_masked", "autoencoder_image", "mae_image")
+ONNX_RECIPES = ("image_simclr", "text_mlm", "audio_masked", "mae_image")
+CUDA_VARIANTS = "recipe,bf16,bf16+channels_last,bf16+channels_last+compile"
+
+
+@dataclass
+class Settings:
+    """How long each benchmark measures; ``--quick`` and the full run differ only here."""
+
+    engine_warmup: int
+    engine_steps: int
+    rounds: int
+    augment_batches: int
+    mlm_steps: int
+    mlm_warmup: int
+    onnx_repeats: int
+    lightly_epochs: float
+    scaling_steps: int
+    scaling_rounds: int
+
+
+QUICK = Settings(
+    engine_warmup=5,
+    engine_steps=10,
+    rounds=3,
+    augment_batches=4,
+    mlm_steps=8,
+    mlm_warmup=2,
+    onnx_repeats=10,
+    lightly_epochs=2,
+    scaling_steps=10,
+    scaling_rounds=1,
+)
+FULL = Settings(
+    engine_warmup=10,
+    engine_steps=40,
+    rounds=5,
+    augment_batches=8,
+    mlm_steps=20,
+    mlm_warmup=3,
+    onnx_repeats=50,
+    lightly_epochs=27,
+    scaling_steps=30,
+    scaling_rounds=3,
+)
+
+
+def benchmark_plan(args: argparse.Namespace, settings: Settings) -> dict[str, Callable[[], list[Result]]]:
+    """Every benchmark by name, as a call that returns its rows (not yet run)."""
+    from bench_engine import compare_engine
+    from bench_lightly import compare_lightly
+    from bench_onnx import compare_onnx_for_recipes
+    from bench_scaling import measure_scaling
+    from bench_text_mlm import compare_mlm
+    from bench_vision_augment import compare_augmentation
+
+    cuda = args.device.startswith("cuda")
+    threads = args.threads or None
+    workers = args.num_workers if args.num_workers is not None else min(8, os.cpu_count() or 1)
+    variants = (args.variants or (CUDA_VARIANTS if cuda else "recipe")).split(",")
+    plan: dict[str, Callable[[], list[Result]]] = {}
+    for recipe in ENGINE_RECIPES:
+        plan[f"engine:{recipe}"] = lambda recipe=recipe: [
+            compare_engine(
+                recipe,
+                steps=settings.engine_steps,
+                warmup=settings.engine_warmup,
+                rounds=settings.rounds,
+                device=args.device,
+                threads=threads,
+                variant=variant,
+                verbose=args.verbose,
+            )
+            for variant in variants
+        ]
+    plan["augment"] = lambda: [
+        compare_augmentation(
+            args.device,
+            batch_size=512 if cuda else 256,
+            batches=settings.augment_batches,
+            num_workers=workers,
+            threads=threads,
+            rounds=settings.rounds,
+        )
+    ]
+    plan["mlm"] = lambda: [
+        compare_mlm(
+            args.device,
+            precision=precision,
+            steps=settings.mlm_steps,
+            warmup=settings.mlm_warmup,
+            rounds=settings.rounds,
+            threads=threads,
+        )
+        for precision in (("fp32", "bf16") if cuda else ("fp32",))
+    ]
+    for recipe in ONNX_RECIPES:
+        plan[f"onnx:{recipe}"] = lambda recipe=recipe: compare_onnx_for_recipes(
+            [recipe], repeats=settings.onnx_repeats, threads=threads
+        )
+    plan["lightly"] = lambda: compare_lightly(
+        args.device, epochs=settings.lightly_epochs, num_workers=workers, threads=threads
+    )
+    plan["scaling"] = lambda: measure_scaling(
+        "image_simclr",
+        processes=(1, 2),
+        warmup=settings.engine_warmup,
+        steps=settings.scaling_steps,
+        rounds=settings.scaling_rounds,
+        device=args.device,
+        threads=threads or 1,
+    )
+    return plan
+
+
+def select(plan: dict[str, Callable[[], list[Result]]], only: str | None) -> list[str]:
+    """The benchmark names ``--only`` picks (all when None); ``engine`` / ``onnx`` pick their whole kind."""
+    if not only:
+        return list(plan)
+    chosen: list[str] = []
+    for name in (part.strip() for part in only.split(",") if part.strip()):
+        matches = [key for key in plan if key == name or key.startswith(name + ":")]
+        if not matches:
+            raise SystemExit(f"--only: no benchmark '{name}'; choose from {', '.join(plan)}, engine, onnx")
+        chosen += [match for match in matches if match not in chosen]
+    return chosen
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (ONNX latency is always measured on the CPU)")
+    parser.add_argument("--quick", action="store_true", help="fewer steps, rounds and epochs: minutes, not an hour")
+    parser.add_argument("--only", help="comma-separated benchmark names (see above)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: 1 on cpu, torch's on cuda)"
+    )
+    parser.add_argument("--num-workers", type=int, default=None, help="DataLoader workers of the per-sample baselines")
+    parser.add_argument("--variants", help=f"engine variants, comma-separated (cuda default: {CUDA_VARIANTS})")
+    parser.add_argument("--steps", type=int, help="override the engine's timed steps")
+    parser.add_argument("--warmup", type=int, help="override the engine's warm-up steps (its logging window)")
+    parser.add_argument("--rounds", type=int, help="override how often the sides alternate")
+    parser.add_argument("--json", type=Path, help="write the results, settings and machine as JSON here")
+    parser.add_argument("--markdown", type=Path, help="write the table and the machine as Markdown here")
+    parser.add_argument("--verbose", action="store_true", help="print every round of the engine benchmarks")
+    args = parser.parse_args(argv)
+    if args.threads is None and not args.device.startswith("cuda"):
+        args.threads = 1  # the shared 2-core machines: one thread per process is the steadiest
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    check_device(args.device)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings = QUICK if args.quick else FULL
+    if args.steps or args.warmup or args.rounds:
+        settings = Settings(
+            **{
+                **vars(settings),
+                "engine_steps": args.steps or settings.engine_steps,
+                "engine_warmup": args.warmup or settings.engine_warmup,
+                "rounds": args.rounds or settings.rounds,
+            }
+        )
+    plan = benchmark_plan(args, settings)
+    names = select(plan, args.only)
+    machine = machine_description(args.device)
+    print(
+        f"{len(names)} benchmark(s) on {args.device}: {machine['cpu']}, {machine['cpu_cores']} cores"
+        + (f", {machine['gpu']}" if "gpu" in machine else "")
+        + f"; torch {machine['torch']}; threads {args.threads or torch.get_num_threads()}; "
+        f"load average {machine['load_average_1_5_15']}",
+        flush=True,
+    )
+    results: list[Result] = []
+    failed: list[str] = []
+    start = time.perf_counter()
+    for name in names:
+        began = time.perf_counter()
+        try:
+            rows = plan[name]()
+        except Exception:  # noqa: BLE001 - one broken benchmark must not hide the others' figures
+            traceback.print_exc()
+            failed.append(name)
+            print(f"[{name}] failed", file=sys.stderr, flush=True)
+            continue
+        for row in rows:
+            print(f"[{name}] {row.benchmark}: ratio {row.ratio:.3f} ({row.verdict})", flush=True)
+        if not rows:
+            print(f"[{name}] skipped", flush=True)
+        results.extend(rows)
+        print(f"[{name}] {time.perf_counter() - began:.0f} s", flush=True)
+    machine["load_average_after"] = [round(value, 2) for value in os.getloadavg()]
+    print()
+    print(format_table(results))
+    print(
+        "\nratio: ours vs the baseline, > 1 means ours is better (faster, or more accurate); "
+        f"peak mem ratio: ours / baseline ({machine['memory_measure']})."
+    )
+    print(f"total {time.perf_counter() - start:.0f} s; load average after: {machine['load_average_after']}")
+    run_settings = {"quick": args.quick, "threads": args.threads, **vars(settings)}
+    if args.json:
+        write_json(args.json, results, machine, run_settings)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"- {key}: {value}" for key, value in machine.items()]
+        args.markdown.write_text(format_table(results, markdown=True) + "\n\n" + "\n".join(lines) + "\n")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Smoke test of ``benchmarks/run_all.py``: one tiny engine comparison and one ONNX comparison.
+
+It checks that the command produces the rows with positive, finite ratios and writes them
+as JSON; it asserts nothing about timings (those depend on the machine and its load).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture
+def run_all(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    threads = torch.get_num_threads()
+    import run_all
+
+    yield run_all
+    torch.set_num_threads(threads)  # the engine sets the recipe's thread count process-wide
+
+
+def test_quick_run_prints_and_writes_a_row_per_comparison(run_all, tmp_path: Path, capsys):
+    out = tmp_path / "results.json"
+    code = run_all.main(
+        [
+            "--quick",
+            "--only",
+            "engine:autoencoder_image,onnx:image_simclr",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--rounds",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    payload = json.loads(out.read_text())
+    rows = {row["benchmark"]: row for row in payload["results"]}
+    assert set(rows) == {
+        "engine autoencoder_image",
+        "onnx image_simclr (SmallCNN) batch 1",
+        "onnx image_simclr (SmallCNN) batch 32",
+    }
+    for name, row in rows.items():
+        assert name in printed
+        assert row["ours"] > 0 and row["baseline"] > 0
+        assert math.isfinite(row["ratio"]) and row["ratio"] > 0
+    engine = rows["engine autoencoder_image"]
+    assert engine["unit"] == "ms/step" and engine["details"]["timed_steps"] == 2
+    assert engine["memory_ratio"] is None or engine["memory_ratio"] > 0
+    assert payload["machine"]["device"] == "cpu"
+
+
+def test_only_rejects_an_unknown_benchmark(run_all):
+    with pytest.raises(SystemExit, match="no benchmark 'engine:nope'"):
+        run_all.main(["--only", "engine:nope"])
+
+
+def test_ratio_is_turned_so_that_above_one_means_ours_is_better(run_all):
+    from bench_common import Result
+
+    time_row = Result("t", ours=100.0, baseline=110.0, unit="ms/step", higher_is_better=False, target=1 / 1.03)
+    rate_row = Result("r", ours=50.0, baseline=200.0, unit="views/s", higher_is_better=True, target=1.0)
+    assert time_row.ratio == pytest.approx(1.1) and time_row.verdict == "meets"
+    assert rate_row.ratio == pytest.approx(0.25) and rate_row.verdict == "misses speed"
+    heavy = Result("m", 1.0, 1.0, "ms/step", False, target=0.97, memory_ratio=1.2, memory_target=1.1)
+    assert heavy.verdict == "misses memory"
+    assert Result("i", 1.0, 2.0, "accuracy", True).verdict == "info"
+
+
+def test_peer_comparison_is_skipped_with_a_message_without_lightly(run_all, monkeypatch, capsys):
+    import bench_lightly
+
+    monkeypatch.setattr(bench_lightly, "lightly_available", lambda: False)
+    assert bench_lightly.compare_lightly(epochs=1) == []
+    assert "pip install -e .[bench]" in capsys.readouterr().err
