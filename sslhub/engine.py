@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, Subset
 
 from sslhub import distributed
 from sslhub.checkpoint import CheckpointStore, atomic_write_bytes
-from sslhub.components import Batch, BuildContext, Encoder, EncoderSet, Modality, Objective
+from sslhub.components import Batch, BuildContext, Encoder, EncoderSet, EvalSplit, Modality, Objective
 from sslhub.errors import CheckpointError, NonFiniteLossError, RunInterrupted, SSLHubError
 from sslhub.evaluate import embed_dataset, knn_accuracy, linear_probe_accuracy
 from sslhub.optim import build_optimizer, build_schedule
@@ -159,6 +159,18 @@ def _named_encoders(encoder: Encoder | EncoderSet) -> list[tuple[str, Encoder]]:
     if isinstance(encoder, EncoderSet):
         return [(f"{key}/", value) for key, value in encoder.items()]
     return [("", encoder)]
+
+
+def _capped_split(split: EvalSplit, limit: int, seed: int) -> EvalSplit:
+    """``split`` with each side cut to a seeded random ``limit`` samples when larger (same subset every time)."""
+
+    def cap(dataset: Any, offset: int) -> Any:
+        if len(dataset) <= limit:
+            return dataset
+        chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed + offset))[:limit]
+        return Subset(dataset, sorted(chosen.tolist()))
+
+    return EvalSplit(train=cap(split.train, 0), test=cap(split.test, 1), class_names=split.class_names)
 
 
 def _to_float(value: Any) -> float:
@@ -716,6 +728,8 @@ class Run:
         if spec.random_init_baseline:
             candidates["random_init"] = self.build_encoder(modality)
         split = modality.eval_split()
+        if split is not None and spec.max_samples is not None:
+            split = _capped_split(split, spec.max_samples, self.recipe.model.seed)
         if split is not None and (spec.knn or spec.linear_probe):
             for label, candidate in candidates.items():
                 for prefix, single in _named_encoders(candidate):

@@ -107,6 +107,12 @@ class EvaluateSpec(_Section):
     batch_size: int = Field(256, gt=0)
     random_init_baseline: bool = True
     max_held_out_batches: int = Field(50, gt=0)
+    max_samples: int | None = Field(
+        20000,
+        gt=0,
+        description="cap on each side (train, test) of the labeled split for kNN and the linear probe: a "
+        "seeded random subset above it; null for all",
+    )
 
 
 class OnnxSpec(_Section):

@@ -52,3 +52,12 @@ def test_second_objective_starts_at_its_start_step(catalog, tmp_path):
     assert records[15]["loss"] == pytest.approx(
         records[15]["toy_contrastive0/loss"] + 0.5 * records[15]["toy_contrastive1/loss"], rel=1e-5
     )
+
+
+def test_evaluation_caps_each_side_of_the_labeled_split(catalog):
+    recipe = toy_recipe()
+    overrides = {"evaluate.max_samples": 100, "evaluate.linear_probe.epochs": 5}
+    summary = run_recipe_for_steps(recipe, 2, catalog=catalog, overrides=overrides, evaluate=True)
+    assert summary["evaluation"]["eval_split"] == {"train": 100, "test": 100}  # of 256 each
+    uncapped = run_recipe_for_steps(recipe, 2, catalog=catalog, overrides={"evaluate.max_samples": None}, evaluate=True)
+    assert uncapped["evaluation"]["eval_split"] == {"train": 256, "test": 256}
