@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from sslhub import Batch, BuildContext, Encoder, Modality, Objective, ObjectiveOutput, Params
 
@@ -40,6 +40,12 @@ class MLMParams(Params):
         False, description="Select whole words: a word's ## continuation pieces follow its first piece."
     )
     held_out_seed: int = Field(1234, description="Seed of the fixed masks used for held-out metrics.")
+    report_max_samples: int | None = Field(
+        20000,
+        gt=0,
+        description="The end-of-run report (held-out accuracy, perplexity, unigram baseline) uses at most the "
+        "first this many held-out samples; null for all.",
+    )
 
     @model_validator(mode="after")
     def _ratios_fit(self) -> MLMParams:
@@ -244,9 +250,9 @@ class MLMObjective(Objective):
 
     @torch.no_grad()
     def evaluate(self, encoder: Encoder, modality: Modality, batch_size: int = 64) -> dict[str, float] | None:
-        """Token-weighted held-out masked accuracy, loss and perplexity over the whole held-out set."""
-        dataset = modality.held_out_dataset()
-        if dataset is None or len(dataset) == 0:
+        """Token-weighted held-out masked accuracy, loss and perplexity (up to ``report_max_samples``)."""
+        dataset = self._report_samples(modality)
+        if dataset is None:
             return None
         device = next(encoder.parameters()).device
         was_training = encoder.training
@@ -275,8 +281,8 @@ class MLMObjective(Objective):
         Uses the same fixed held-out masks as :meth:`held_out_metrics`; the prediction ignores
         the input, so its accuracy is the frequency of the most common token among targets.
         """
-        held_out = modality.held_out_dataset()
-        if held_out is None or len(held_out) == 0:
+        held_out = self._report_samples(modality)
+        if held_out is None:
             return None
         counts = unigram_counts(modality.train_dataset(), self.vocab_size, self.is_special.cpu())
         log_probs = torch.log(counts / counts.sum())
@@ -292,6 +298,14 @@ class MLMObjective(Objective):
         if total == 0:
             return None
         return {"accuracy": correct / total, "loss": total_nll / total, "perplexity": math.exp(total_nll / total)}
+
+    def _report_samples(self, modality: Modality) -> Any:
+        """The held-out samples the report uses: the first ``report_max_samples``, or ``None`` if there are none."""
+        dataset = modality.held_out_dataset()
+        if dataset is None or len(dataset) == 0:
+            return None
+        limit = self.params.report_max_samples
+        return dataset if limit is None or len(dataset) <= limit else Subset(dataset, range(limit))
 
     def report(self, run_dir: Path, encoder: Encoder, modality: Modality) -> dict[str, Any]:
         """Held-out masked accuracy/perplexity beside a unigram-frequency and a uniform baseline."""

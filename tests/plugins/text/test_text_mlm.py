@@ -178,3 +178,13 @@ def test_bad_params_and_encoders_are_refused(text_modality):
 
     with pytest.raises(ValueError, match="has no get_input_embeddings"):
         make_objective(text_modality, NoEmbeddings())
+
+
+def test_report_uses_at_most_report_max_samples_held_out_samples(text_modality, make_encoder):
+    encoder = make_encoder().eval()
+    full = make_objective(text_modality, encoder).evaluate(encoder, text_modality)
+    capped = make_objective(text_modality, encoder, report_max_samples=8).evaluate(encoder, text_modality)
+    per_sample = full["masked_tokens"] / len(text_modality.held_out_dataset())
+    assert len(text_modality.held_out_dataset()) > 8
+    assert 0 < capped["masked_tokens"] < 8 * per_sample * 3
+    assert capped["masked_tokens"] < full["masked_tokens"]
