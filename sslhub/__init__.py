@@ -1,29 +1,46 @@
 """sslhub: plugin-based self-supervised pretraining across modalities.
 
 Plugin authors import only from here (and :mod:`sslhub.testing`).
+
+The names below are loaded on first use (PEP 562), so ``import sslhub`` and commands that
+need no model, such as ``sslhub --help`` and ``sslhub embed``, do not import torch.
 """
 
-from sslhub.catalog import Catalog, PluginError, PluginRecord
-from sslhub.components import (
-    Augmentation,
-    Batch,
-    BuildContext,
-    Encoder,
-    EncoderOutput,
-    EncoderSet,
-    EvalSplit,
-    ExportFrontend,
-    Modality,
-    Objective,
-    ObjectiveOutput,
-    Params,
-)
-from sslhub.distributed import gather_with_grad
-from sslhub.hookspecs import hookimpl
-from sslhub.python_api import augmentations, encoders, modalities, objectives
-from sslhub.registry import Component, Provider, Registry, RegistryError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: public name -> the module defining it
+_EXPORTS = {
+    "Catalog": "sslhub.catalog",
+    "PluginError": "sslhub.catalog",
+    "PluginRecord": "sslhub.catalog",
+    "Augmentation": "sslhub.components",
+    "Batch": "sslhub.components",
+    "BuildContext": "sslhub.components",
+    "Encoder": "sslhub.components",
+    "EncoderOutput": "sslhub.components",
+    "EncoderSet": "sslhub.components",
+    "EvalSplit": "sslhub.components",
+    "ExportFrontend": "sslhub.components",
+    "Modality": "sslhub.components",
+    "Objective": "sslhub.components",
+    "ObjectiveOutput": "sslhub.components",
+    "Params": "sslhub.components",
+    "gather_with_grad": "sslhub.distributed",
+    "hookimpl": "sslhub.hookspecs",
+    "augmentations": "sslhub.python_api",
+    "encoders": "sslhub.python_api",
+    "modalities": "sslhub.python_api",
+    "objectives": "sslhub.python_api",
+    "Component": "sslhub.registry",
+    "Provider": "sslhub.registry",
+    "Registry": "sslhub.registry",
+    "RegistryError": "sslhub.registry",
+}
 
 __all__ = [
     "Augmentation",
@@ -53,3 +70,38 @@ __all__ = [
     "modalities",
     "objectives",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sslhub' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:
+    from sslhub.catalog import Catalog, PluginError, PluginRecord
+    from sslhub.components import (
+        Augmentation,
+        Batch,
+        BuildContext,
+        Encoder,
+        EncoderOutput,
+        EncoderSet,
+        EvalSplit,
+        ExportFrontend,
+        Modality,
+        Objective,
+        ObjectiveOutput,
+        Params,
+    )
+    from sslhub.distributed import gather_with_grad
+    from sslhub.hookspecs import hookimpl
+    from sslhub.python_api import augmentations, encoders, modalities, objectives
+    from sslhub.registry import Component, Provider, Registry, RegistryError

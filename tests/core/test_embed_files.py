@@ -159,3 +159,19 @@ def test_export_loads_the_plugins_the_run_was_trained_with(exported_run, tmp_pat
     result = sslhub("export", str(exported_run), "--out", str(tmp_path / "again"))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "again" / "model.onnx").is_file()
+
+
+def test_embed_does_not_import_torch(exported_run, tmp_path):
+    """A deployer's machine needs onnxruntime and numpy for `sslhub embed`, not PyTorch."""
+    np.save(tmp_path / "one.npy", np.zeros((2, 16), np.float32))
+    script = (
+        "import sys\n"
+        "from sslhub.cli import main\n"
+        f"code = main(['embed', {str(exported_run)!r}, {str(tmp_path / 'one.npy')!r}, '--out', {str(tmp_path / 'e.npy')!r}])\n"
+        "assert code == 0, code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=sslhub_env(), timeout=120
+    )
+    assert result.returncode == 0, result.stderr
