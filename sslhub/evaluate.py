@@ -6,7 +6,7 @@ runs them for the trained encoder and for the same encoder at random init.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -73,10 +73,17 @@ def linear_probe_accuracy(
     test_features: Tensor,
     test_labels: Tensor,
     epochs: int = 100,
-    weight_decay: float = 1e-4,
+    weight_decay: float | Sequence[float] = 1e-4,
     seed: int = 0,
 ) -> float:
-    """Test accuracy of a multinomial logistic regression fitted with L-BFGS on standardised features."""
+    """Test accuracy of a multinomial logistic regression fitted with L-BFGS on standardised features.
+
+    ``weight_decay`` may be a sequence of candidates: each is fitted on a seeded 80% of the
+    training features and scored on the other 20%, and the best (the larger on ties) is refitted
+    on all of them. The test features are never used to choose.
+    """
+    if isinstance(weight_decay, Sequence):
+        weight_decay = select_weight_decay(train_features, train_labels, list(weight_decay), epochs, seed)
     mean, std = train_features.mean(0), train_features.std(0).clamp_min(1e-6)
     train = ((train_features - mean) / std).double()
     test = ((test_features - mean) / std).double()
@@ -96,3 +103,26 @@ def linear_probe_accuracy(
     optimizer.step(closure)
     with torch.no_grad():
         return ((test @ weight + bias).argmax(1) == test_labels).double().mean().item()
+
+
+def select_weight_decay(
+    features: Tensor, labels: Tensor, candidates: list[float], epochs: int = 100, seed: int = 0
+) -> float:
+    """The candidate weight decay with the best accuracy on a seeded 20% validation part of ``features``."""
+    if not candidates:
+        raise ValueError("weight_decay candidates must not be empty")
+    if len(candidates) == 1:
+        return float(candidates[0])
+    order = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(seed + 7919))
+    cut = max(1, int(round(features.shape[0] * 0.8)))
+    fit, check = order[:cut], order[cut:]
+    if check.numel() == 0:
+        return float(max(candidates))
+    scores = {
+        float(decay): linear_probe_accuracy(
+            features[fit], labels[fit], features[check], labels[check], epochs, float(decay), seed
+        )
+        for decay in candidates
+    }
+    best = max(scores.values())
+    return max(decay for decay, score in scores.items() if score == best)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sslhub.catalog import Catalog
 from sslhub.components import Params
@@ -97,7 +97,19 @@ class KnnSpec(_Section):
 
 class LinearProbeSpec(_Section):
     epochs: int = Field(100, gt=0, description="L-BFGS iterations of the logistic regression")
-    weight_decay: float = Field(1e-4, ge=0)
+    weight_decay: float | list[float] = Field(
+        1e-4,
+        description="L2 penalty; a list of candidates is chosen among on a held-out 20% of the probe's training "
+        "features (never the test features)",
+    )
+
+    @field_validator("weight_decay")
+    @classmethod
+    def _non_negative(cls, value: float | list[float]) -> float | list[float]:
+        values = value if isinstance(value, list) else [value]
+        if not values or any(v < 0 for v in values):
+            raise ValueError("weight_decay must be >= 0, or a non-empty list of such values")
+        return value
 
 
 class EvaluateSpec(_Section):
