@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+REPO = Path(__file__).resolve().parent.parent
+
 MEMORY_MEASURE = {
     "cuda": "torch.cuda.max_memory_allocated above the start",
     "cpu": "peak RSS above the start (Linux VmHWM reset via /proc/self/clear_refs, after malloc_trim)",
@@ -85,6 +87,14 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ratio": self.ratio, "verdict": self.verdict}
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the repository where it lies inside it (for portable JSON)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def median(values: Sequence[float]) -> float:

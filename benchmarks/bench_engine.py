@@ -33,7 +33,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from bench_common import PeakMemory, Result, alternate, check_device, format_table, median, memory_ratio, synchronize
+from bench_common import (
+    PeakMemory,
+    Result,
+    alternate,
+    check_device,
+    display_path,
+    format_table,
+    median,
+    memory_ratio,
+    synchronize,
+)
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -270,7 +280,7 @@ def compare_engine(
         memory_ratio=memory_ratio([p for _, p in results["engine"]], [p for _, p in results["hand"]]),
         memory_target=ENGINE_MEMORY_TARGET,
         details={
-            "recipe": str(path),
+            "recipe": display_path(path),
             "variant": variant,
             "device": device,
             "threads": threads,

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_common import Result, format_table
+from bench_common import Result, display_path, format_table
 from torch import nn
 
 from sslhub import Encoder, EncoderOutput, Modality
@@ -158,7 +158,11 @@ def compare_onnx_for_recipes(
                     higher_is_better=False,
                     baseline_name="PyTorch eager, inference_mode, CPU",
                     target=1.0 if row["batch_size"] == 1 else None,
-                    details={"recipe": str(path), "threads": threads or torch.get_num_threads(), "repeats": repeats},
+                    details={
+                        "recipe": display_path(path),
+                        "threads": threads or torch.get_num_threads(),
+                        "repeats": repeats,
+                    },
                 )
             )
     return results

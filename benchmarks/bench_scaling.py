@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from bench_common import Result, alternate, check_device, format_table, median
+from bench_common import Result, alternate, check_device, display_path, format_table, median
 
 REPO = Path(__file__).resolve().parent.parent
 #: with several GPUs, each added GPU should bring at least 90% of linear scaling (PERFORMANCE.md)
@@ -183,7 +183,7 @@ def measure_scaling(
                 # On CPU processes share the machine's cores: correctness is what gloo shows, not speed.
                 target=GPU_SCALING_TARGET * ideal if backend == "nccl" else None,
                 details={
-                    "recipe": str(path),
+                    "recipe": display_path(path),
                     "device": device,
                     "backend": backend,
                     "batch_size_per_process": batch_size,

@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = benchmark_plan(args, settings)
     names = select(plan, args.only)
     machine = machine_description(args.device)
+    if args.threads:
+        machine["torch_threads"] = args.threads
     print(
         f"{len(names)} benchmark(s) on {args.device}: {machine['cpu']}, {machine['cpu_cores']} cores"
         + (f", {machine['gpu']}" if "gpu" in machine else "")
