@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
@@ -553,7 +554,28 @@ class Run:
 
     # -- checkpoints -------------------------------------------------------------
 
+    def _rank_rng_file(self, step: int, rank: int) -> Path:
+        return self.checkpoints.directory / "rng" / f"step_{step:08d}.rank{rank}.pt"
+
+    def _save_rank_rng(self, step: int) -> None:
+        """Ranks other than 0 keep their own RNG state beside the checkpoint (no collective needed).
+
+        Each rank draws its own augmentation randomness; restoring rank 0's state everywhere
+        would make every rank draw the same views after a resume.
+        """
+        rank = distributed.rank()
+        path = self._rank_rng_file(step, rank)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save(rng_state(), buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+        own = sorted(path.parent.glob(f"step_*.rank{rank}.pt"))
+        for stale in own[: -self.checkpoints.keep]:
+            stale.unlink(missing_ok=True)
+
     def _save(self, module, optimizer, scheduler, scaler, state: RunState) -> Path | None:
+        if distributed.is_distributed() and distributed.rank() > 0:
+            self._save_rank_rng(state.step)
         if not self.is_main:
             return None
         payload = {
@@ -570,6 +592,22 @@ class Run:
             "world_size": distributed.world_size(),
         }
         return self.checkpoints.save(payload, state.step)
+
+    def _restore_rank_rng(self, payload: dict[str, Any]) -> None:
+        rank = distributed.rank()
+        if rank == 0:
+            return
+        path = self._rank_rng_file(payload["step"], rank)
+        if path.is_file() and payload.get("world_size") == distributed.world_size():
+            restore_rng_state(torch.load(path, map_location="cpu", weights_only=False))
+            return
+        log.warning(
+            "no saved RNG state of rank %d for step %d (another world size, or an older run): "
+            "this rank continues with a fresh seed, so the run will not repeat an uninterrupted one exactly",
+            rank,
+            payload["step"],
+        )
+        torch.manual_seed(self.recipe.model.seed + 1000003 * rank + payload["step"])
 
     def _restore(self, module, optimizer, scheduler, scaler) -> RunState:
         loaded = self.checkpoints.load_latest(map_location=self.device)
@@ -588,6 +626,7 @@ class Run:
                 f"checkpoint {path} does not fit this recipe's model: {str(exc).splitlines()[0]}"
             ) from exc
         restore_rng_state(payload["rng"])
+        self._restore_rank_rng(payload)
         state = RunState(
             step=payload["step"],
             epoch=payload["epoch"],

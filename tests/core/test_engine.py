@@ -236,3 +236,26 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path):
     a, b = final_weights(tmp_path / "single"), final_weights(tmp_path / "ddp")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def _torchrun(out: Path, port: int, *extra: str) -> subprocess.CompletedProcess:
+    env = sslhub_env()
+    env["OMP_NUM_THREADS"] = "1"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
+    command += toy_run_command(out, *extra)[1:]  # drop the interpreter: torchrun runs "-m sslhub ..."
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_two_process_resume_restores_each_ranks_augmentation_randomness(tmp_path: Path):
+    """With augmentation noise drawn per rank, a resumed 2-process run ends with the uninterrupted weights."""
+    common = ["--set", "evaluate.enabled=false", "--set", "train.checkpoint_every=4", "--set", "train.batch_size=32"]
+    common += ["--set", "train.schedule=constant", "--set", "train.warmup=0"]  # the same lr with 4 or 8 steps
+    whole = _torchrun(tmp_path / "whole", 29533, "--set", "train.steps=8", *common)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    first = _torchrun(tmp_path / "parts", 29534, "--set", "train.steps=4", *common)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (tmp_path / "parts" / "checkpoints" / "rng" / "step_00000004.rank1.pt").is_file()
+    rest = _torchrun(tmp_path / "parts", 29535, "--resume", str(tmp_path / "parts"), "--set", "train.steps=8", *common)
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    assert "no saved RNG state" not in rest.stderr
+    assert_same_weights(final_weights(tmp_path / "whole"), final_weights(tmp_path / "parts"))
