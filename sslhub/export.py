@@ -483,14 +483,7 @@ def _run_exporter(
     custom = None if with_head else getattr(encoder, "export_onnx", None)
     how = "torch.onnx.export"
     try:
-        with (
-            contextlib.redirect_stdout(log),
-            contextlib.redirect_stderr(log),
-            warnings.catch_warnings(),
-            _quiet_loggers(_NOISY_LOGGERS),
-        ):
-            for pattern in _NOISY_WARNINGS:
-                warnings.filterwarnings("ignore", message=pattern)
+        with exporter_output_to(log):
             plugin = None
             if plugin_exporter is not None and not with_head:
                 how = "a plugin's sslhub_export_encoder hook"
@@ -550,6 +543,20 @@ class _WithHead(nn.Module):
 def _output_name(head_name: str) -> str:
     """The graph output's name for a head: the last dotted part of its name, as an identifier."""
     return re.sub(r"\W", "_", head_name.rsplit(".", 1)[-1]) or "head"
+
+
+@contextlib.contextmanager
+def exporter_output_to(log: io.StringIO) -> Iterator[None]:
+    """Send the exporter's prints, progress lines and routine warnings to ``log`` for the block."""
+    with (
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+        warnings.catch_warnings(),
+        _quiet_loggers(_NOISY_LOGGERS),
+    ):
+        for pattern in _NOISY_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        yield
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ says why it is missing.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import warnings
 from collections.abc import Sequence
@@ -21,14 +20,12 @@ from torch import Tensor
 
 from sslhub.components import ExportFrontend, Modality
 from sslhub.export import (
-    _NOISY_LOGGERS,
-    _NOISY_WARNINGS,
     VERIFY_BATCH_SIZES,
     VERIFY_LENGTH_FRACTIONS,
     _dynamic_shapes,
-    _quiet_loggers,
     _summarize_exception,
     compare_outputs,
+    exporter_output_to,
 )
 
 
@@ -105,15 +102,7 @@ def export_frontend(
 def _write(frontend: ExportFrontend, module: torch.nn.Module, out_path: Path, opset: int) -> None:
     args = tuple(frontend.example[n].detach().cpu().float() for n in frontend.input_names)
     axes = {n: dict(frontend.dynamic_axes.get(n) or {0: "batch"}) for n in frontend.input_names}
-    log = io.StringIO()
-    with (
-        contextlib.redirect_stdout(log),
-        contextlib.redirect_stderr(log),
-        warnings.catch_warnings(),
-        _quiet_loggers(_NOISY_LOGGERS),
-    ):
-        for pattern in _NOISY_WARNINGS:
-            warnings.filterwarnings("ignore", message=pattern)
+    with exporter_output_to(io.StringIO()):
         wrapper = _Positional(module).eval()
         torch.onnx.export(
             wrapper,
