@@ -153,13 +153,18 @@ def load_and_resolve(recipe_path: Path, overrides: list[str], plugins: list[str]
     return resolve_recipe(source, load_catalog(plugins))
 
 
-def _init_distributed() -> None:
+def _init_distributed(device: str = "auto") -> None:
+    """Join the torchrun process group: NCCL when training on CUDA, gloo on the CPU.
+
+    ``device`` is the recipe's ``train.device``: a CPU run on a machine with GPUs uses gloo.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+            backend = "nccl" if on_cuda else "gloo"
             if backend == "nccl":
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
             dist.init_process_group(backend=backend)
@@ -172,7 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sslhub.engine import Run
 
     recipe = load_and_resolve(args.recipe, args.overrides, args.plugins)
-    _init_distributed()
+    _init_distributed(recipe.train.device)
     resume = False
     if args.resume:
         resume = True
