@@ -32,15 +32,21 @@ from torch.utils.data import Dataset
 from sslhub import Batch, BuildContext, EvalSplit, Modality, Params
 from sslhub_multimodal.pairs import PairCollection, PairDataset, digit_pairs, folder_pairs, jsonl_pairs
 from sslhub_text.modality import LocalTokenizer, TokenSequences, TrainTokenizer, pad_batch
-from sslhub_text.tokenizer import CONTINUATION_PREFIX, SpecialTokens, continuation_token_ids, load_tokenizer
+from sslhub_text.tokenizer import (
+    CONTINUATION_PREFIX,
+    TOKENIZER_FILE,
+    SpecialTokens,
+    continuation_token_ids,
+    load_tokenizer,
+    save_beside_model,
+    token_input_spec,
+)
 from sslhub_text.tokenizer import train_tokenizer as train_wordpiece
 from sslhub_vision import sources
 from sslhub_vision.modality import ImageModality, ImageParams
 from sslhub_vision.sources import ArrayImageDataset, FolderImageDataset
 
 logger = logging.getLogger("sslhub")
-
-TOKENIZER_FILE = "tokenizer.json"
 
 
 class DefaultPairSource(Params):
@@ -338,42 +344,21 @@ class ImageTextModality(Modality):
         """Inputs of both encoders (the exporter keeps the ones each encoder reads):
         ``image`` float32 ``[batch, C, S, S]`` in ``[0, 1]``, ``input_ids``/``attention_mask``
         int64 ``[batch, sequence]``; preprocessing of each part under ``image`` and ``text``."""
-        info = self.info()
         image_spec = self._image.input_spec()
         tokenizer = self.params.tokenizer
+        lowercase = tokenizer.lowercase if isinstance(tokenizer, TrainTokenizer) else None
+        text_spec = token_input_spec(self.info(), lowercase, "[CLS] caption [SEP]")
         return {
-            "inputs": {
-                **image_spec["inputs"],
-                "input_ids": {"dtype": "int64", "shape": ["batch", "sequence"]},
-                "attention_mask": {"dtype": "int64", "shape": ["batch", "sequence"]},
-            },
-            "dynamic_axes": {
-                **image_spec["dynamic_axes"],
-                "input_ids": {0: "batch", 1: "sequence"},
-                "attention_mask": {0: "batch", 1: "sequence"},
-            },
-            "preprocessing": {
-                "image": image_spec["preprocessing"],
-                "text": {
-                    "tokenizer_file": TOKENIZER_FILE,
-                    "lowercase": tokenizer.lowercase if isinstance(tokenizer, TrainTokenizer) else None,
-                    "template": "[CLS] caption [SEP]",
-                    "max_length": info["max_length"],
-                    "padding": "right",
-                    "pad_token_id": info["pad_token_id"],
-                    "cls_token_id": info["cls_token_id"],
-                    "sep_token_id": info["sep_token_id"],
-                    "vocab_size": info["vocab_size"],
-                },
-            },
+            "inputs": {**image_spec["inputs"], **text_spec["inputs"]},
+            "dynamic_axes": {**image_spec["dynamic_axes"], **text_spec["dynamic_axes"]},
+            "preprocessing": {"image": image_spec["preprocessing"], "text": text_spec["preprocessing"]},
         }
 
     def write_export_files(self, out_dir: Path) -> list[str]:
         """The tokenizer, saved beside an exported model as ``tokenizer.json``."""
         self._ensure_prepared()
         assert self._tokenizer is not None
-        self._tokenizer.save(str(Path(out_dir) / TOKENIZER_FILE))
-        return [TOKENIZER_FILE]
+        return save_beside_model(self._tokenizer, out_dir)
 
     def fingerprint(self) -> str:
         """The source's fingerprint plus a CRC of the captions and the text/image settings."""

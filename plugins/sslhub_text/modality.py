@@ -51,9 +51,12 @@ from sslhub_text.token_store import (
 )
 from sslhub_text.tokenizer import (
     CONTINUATION_PREFIX,
+    TOKENIZER_FILE,
     SpecialTokens,
     continuation_token_ids,
     load_tokenizer,
+    save_beside_model,
+    token_input_spec,
     train_tokenizer,
 )
 
@@ -71,7 +74,6 @@ __all__ = [
 
 logger = logging.getLogger("sslhub")
 
-TOKENIZER_FILE = "tokenizer.json"
 #: Default folder, inside the run directory, for the token store of ``streaming: true``.
 STORE_FOLDER = "token_store"
 
@@ -468,36 +470,15 @@ class TextModality(Modality):
         return continuation_token_ids(self.tokenizer)
 
     def input_spec(self) -> dict[str, Any]:
-        info = self.info()
         tokenizer = self.params.tokenizer
-        return {
-            "inputs": {
-                "input_ids": {"dtype": "int64", "shape": ["batch", "sequence"]},
-                "attention_mask": {"dtype": "int64", "shape": ["batch", "sequence"]},
-            },
-            "dynamic_axes": {
-                "input_ids": {0: "batch", 1: "sequence"},
-                "attention_mask": {0: "batch", 1: "sequence"},
-            },
-            "preprocessing": {
-                "tokenizer_file": TOKENIZER_FILE,
-                "lowercase": tokenizer.lowercase if isinstance(tokenizer, TrainTokenizer) else None,
-                "template": "[CLS] text [SEP]",
-                "max_length": info["max_length"],
-                "padding": "right",
-                "pad_token_id": info["pad_token_id"],
-                "cls_token_id": info["cls_token_id"],
-                "sep_token_id": info["sep_token_id"],
-                "vocab_size": info["vocab_size"],
-            },
-        }
+        lowercase = tokenizer.lowercase if isinstance(tokenizer, TrainTokenizer) else None
+        return token_input_spec(self.info(), lowercase, "[CLS] text [SEP]")
 
     def write_export_files(self, out_dir: Path) -> list[str]:
         """The tokenizer, saved beside an exported model as ``tokenizer.json``."""
         self._ensure_prepared()
         assert self._tokenizer is not None
-        self._tokenizer.save(str(Path(out_dir) / TOKENIZER_FILE))
-        return [TOKENIZER_FILE]
+        return save_beside_model(self._tokenizer, out_dir)
 
     def fingerprint(self) -> str:
         """Document counts and a CRC32 of every document text plus the sample settings.

@@ -12,8 +12,12 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+#: the tokenizer file saved in a run directory and beside an exported model
+TOKENIZER_FILE = "tokenizer.json"
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 CONTINUATION_PREFIX = "##"
@@ -147,3 +151,41 @@ def continuation_token_ids(tokenizer: Tokenizer, prefix: str = CONTINUATION_PREF
     return sorted(
         i for token, i in tokenizer.get_vocab().items() if token.startswith(prefix) and len(token) > len(prefix)
     )
+
+
+def token_input_spec(info: dict[str, Any], lowercase: bool | None, template: str) -> dict[str, Any]:
+    """The exported-model description of token inputs: ``input_ids``/``attention_mask`` int64
+    ``[batch, sequence]`` and the constants a deployer needs to make them with ``tokenizer.json``.
+
+    Args:
+        info: the modality's ``info()`` (``max_length`` and the special token ids).
+        lowercase: whether the trained tokenizer lowercases (``None`` for a loaded one).
+        template: how a text is wrapped, e.g. ``"[CLS] text [SEP]"``.
+    """
+    return {
+        "inputs": {
+            "input_ids": {"dtype": "int64", "shape": ["batch", "sequence"]},
+            "attention_mask": {"dtype": "int64", "shape": ["batch", "sequence"]},
+        },
+        "dynamic_axes": {
+            "input_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "sequence"},
+        },
+        "preprocessing": {
+            "tokenizer_file": TOKENIZER_FILE,
+            "lowercase": lowercase,
+            "template": template,
+            "max_length": info["max_length"],
+            "padding": "right",
+            "pad_token_id": info["pad_token_id"],
+            "cls_token_id": info["cls_token_id"],
+            "sep_token_id": info["sep_token_id"],
+            "vocab_size": info["vocab_size"],
+        },
+    }
+
+
+def save_beside_model(tokenizer: Tokenizer, out_dir: Path) -> list[str]:
+    """Save ``tokenizer`` as ``out_dir/tokenizer.json`` (for ``Modality.write_export_files``)."""
+    tokenizer.save(str(Path(out_dir) / TOKENIZER_FILE))
+    return [TOKENIZER_FILE]
