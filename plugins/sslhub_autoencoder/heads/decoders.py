@@ -12,24 +12,14 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def _doublings(source: int, target: int) -> int:
-    """Stride-2 upsamplings needed to grow ``source`` to at least ``target``."""
-    return max(0, math.ceil(math.log2(target / source))) if target > source else 0
+from sslhub_vision.heads.decoder import ConvDecoder
 
 
-class ImageDecoder(nn.Module):
-    """Transposed convolutions from a spatial map ``[B, C_in, h, w]`` to an image ``[B, C_out, H, W]``.
+class ImageDecoder(ConvDecoder):
+    """Transposed convolutions from a spatial map ``[B, C_in, h, w]`` to raw image values ``[B, C_out, H, W]``.
 
-    ``ceil(log2(H / h))`` stride-2 stages, channels halving from ``width * 2**(n-1)`` down to
-    ``width``; a final bilinear resize covers sizes that are not a power-of-two multiple.
-
-    Args:
-        in_channels: ``C_in``.
-        out_channels: ``C_out``, the image channels.
-        in_size: ``(h, w)``.
-        out_size: ``(H, W)``.
-        width: channels of the last upsampling stage.
+    The vision plugin's inpainting decoder without its sigmoid (see
+    :class:`sslhub_vision.heads.decoder.ConvDecoder` for the layout).
     """
 
     def __init__(
@@ -40,33 +30,7 @@ class ImageDecoder(nn.Module):
         out_size: tuple[int, int],
         width: int = 32,
     ):
-        super().__init__()
-        if min(in_channels, out_channels, width, *in_size, *out_size) <= 0:
-            raise ValueError(
-                f"image decoder sizes must be positive: in_channels={in_channels}, out_channels={out_channels}, "
-                f"in_size={in_size}, out_size={out_size}, width={width}"
-            )
-        self.out_size = (int(out_size[0]), int(out_size[1]))
-        stages = max(_doublings(in_size[0], out_size[0]), _doublings(in_size[1], out_size[1]))
-        channels = width * 2 ** max(stages - 1, 0)
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, 1), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
-        for _ in range(stages):
-            out = max(width, channels // 2)
-            layers += [
-                nn.ConvTranspose2d(channels, out, kernel_size=4, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(out),
-                nn.ReLU(inplace=True),
-            ]
-            channels = out
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Conv2d(channels, out_channels, 3, padding=1)
-
-    def forward(self, spatial: Tensor) -> Tensor:
-        """``[B, C_in, h, w] -> [B, C_out, H, W]`` raw values."""
-        x = self.head(self.body(spatial))
-        if tuple(x.shape[-2:]) != self.out_size:
-            x = F.interpolate(x, size=self.out_size, mode="bilinear", align_corners=False)
-        return x
+        super().__init__(in_channels, out_channels, in_size, out_size, width, sigmoid=False)
 
 
 class VectorToImageDecoder(nn.Module):
