@@ -17,7 +17,8 @@ all of their kind):
   DataLoader workers.
 - ``mlm``: our MLM step against ``BertForMaskedLM`` + ``DataCollatorForLanguageModeling``.
 - ``onnx:<recipe>``: onnxruntime against PyTorch eager on the CPU, batch 1 and 32, for the
-  encoder of image_simclr, text_mlm, audio_masked and mae_image.
+  encoder of image_simclr, text_mlm, audio_masked, mae_image and autoencoder_tabular: every
+  encoder family the recipes use (the other recipes reuse these encoders).
 - ``lightly``: lightly's SimCLR transform and loss in a plain loop against the image_simclr
   recipe: throughput and kNN accuracy after the same epochs (skipped without lightly).
 - ``scaling``: samples/s of 2 processes against 1 under torchrun (gloo on CPU, NCCL on GPUs).
@@ -41,7 +42,7 @@ import torch
 from bench_common import Result, check_device, format_table, machine_description, write_json
 
 ENGINE_RECIPES = ("image_simclr", "image_inpainting", "text_mlm", "audio_masked", "autoencoder_image", "mae_image")
-ONNX_RECIPES = ("image_simclr", "text_mlm", "audio_masked", "mae_image")
+ONNX_RECIPES = ("image_simclr", "text_mlm", "audio_masked", "mae_image", "autoencoder_tabular")
 CUDA_VARIANTS = "recipe,bf16,bf16+channels_last,bf16+channels_last+compile"
 
 
