@@ -173,6 +173,7 @@ class Catalog:
         catalog._call_register_hooks()
         if python_registrations:
             catalog._add_python_registrations()
+        catalog._note_unavailable_plugins()
         if strict if strict is not None else strict_from_env():
             problems = catalog.problems()
             if problems:
@@ -192,6 +193,27 @@ class Catalog:
             catalog._register_plugin(module, record)
         catalog._call_register_hooks()
         return catalog
+
+    def _note_unavailable_plugins(self) -> None:
+        """Tell every registry which plugins were blocked or failed, for its unknown-name messages.
+
+        Built-in plugins blocked all at once (``SSLHUB_DISABLE_PLUGINS=sslhub``) are summarised
+        in one entry per distribution.
+        """
+        notes: list[str] = []
+        blocked_by_dist: dict[str, list[str]] = {}
+        for record in self.plugins:
+            if record.blocked:
+                blocked_by_dist.setdefault(record.distribution or record.module, []).append(record.name)
+            elif record.errors and not record.components:
+                notes.append(f"{record.label()} failed to load")  # its errors: `sslhub plugins`
+        for dist, names in blocked_by_dist.items():
+            listed = ", ".join(f"'{n}'" for n in sorted(names))
+            notes.append(
+                f"plugin{'s' if len(names) > 1 else ''} {listed} of {dist} {'are' if len(names) > 1 else 'is'} blocked"
+            )
+        for registry in self.registries.values():
+            registry.unavailable = list(notes)
 
     def problems(self) -> list[str]:
         return [f"{record.label()}: {error}" for record in self.plugins for error in record.errors]

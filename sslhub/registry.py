@@ -88,6 +88,9 @@ class Registry:
         self._components: dict[str, Component] = {}
         #: names some known-but-absent plugin would provide, for friendlier lookup errors.
         self.hints: dict[str, str] = {}
+        #: plugins that were blocked or failed to load ("plugin 'x' (dist 1.0) failed to load"),
+        #: named in lookup errors because one of them may provide the missing name.
+        self.unavailable: list[str] = []
 
     def register(
         self,
@@ -188,11 +191,16 @@ class Registry:
             return f"{message}; it is provided by {self.hints[name]}, which is not installed or failed to load"
         close = difflib.get_close_matches(str(name), list(self._components), n=3, cutoff=0.5)
         if close:
-            message += "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-        elif self._components:
+            # A near miss is most likely a typo: plugins that did not load are not the point.
+            return message + "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+        if self._components:
             message += f"; known: {', '.join(sorted(self._components))}"
         else:
             message += f"; no {KIND_PLURALS[self.kind]} are registered (is a plugin missing?)"
+        if len(self.unavailable) == 1:
+            message += f"; {self.unavailable[0]} and may provide it (see `sslhub plugins`)"
+        elif self.unavailable:
+            message += f"; these may provide it: {'; '.join(self.unavailable)} (see `sslhub plugins`)"
         return message
 
     def names(self, pattern: str = "*") -> list[str]:

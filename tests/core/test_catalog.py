@@ -404,3 +404,17 @@ def test_plugin_declaring_an_incompatible_sslhub_range_is_reported():
         f"install a sslhub-old release made for sslhub {__version__}"
     )
     assert _incompatible_sslhub(None) == ""
+
+
+def test_unknown_names_point_at_plugins_that_did_not_load(entry_point_plugins):
+    catalog = Catalog.load(["toy_plugin"])
+    message = catalog.encoders.unknown_message("resnet_from_a_missing_plugin")
+    assert message.startswith("unknown encoder 'resnet_from_a_missing_plugin'; known: ")
+    assert "these may provide it: " in message and message.endswith("(see `sslhub plugins`)")
+    assert "plugin 'broken_import' (sslhub-test-broken-import 0.1.0) failed to load" in message
+    assert "plugin 'bad_signature' (sslhub-test-bad-signature 0.3.0) failed to load" in message
+    assert "of sslhub are blocked" in message  # the built-ins, blocked by the sslhub_env fixture
+    # a near miss is a typo, not a missing plugin
+    assert catalog.objectives.unknown_message("good_objectiv") == (
+        "unknown objective 'good_objectiv'; did you mean 'good_objective'?"
+    )

@@ -230,3 +230,12 @@ def test_scoped_registry_attributes_registrations_to_its_plugin():
     # a plugin cannot claim to be someone else
     scoped.register("mae", make_encoder, provider=Provider("impostor"))
     assert registry.get("mae").provider == provider
+
+
+def test_unknown_name_names_a_plugin_that_did_not_load():
+    registry = Registry("encoder")
+    registry.unavailable = ["plugin 'vision' of sslhub is blocked"]
+    assert registry.unknown_message("small_cnn") == (
+        "unknown encoder 'small_cnn'; no encoders are registered (is a plugin missing?); "
+        "plugin 'vision' of sslhub is blocked and may provide it (see `sslhub plugins`)"
+    )
