@@ -97,6 +97,23 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
+def logged_step_time(records: Sequence[dict[str, Any]], warmup: int, samples_per_step: int) -> tuple[float, int]:
+    """``(seconds, steps)`` of training after step ``warmup``, from the engine's ``metrics.jsonl`` records.
+
+    Each record's ``samples_per_s`` covers the steps since the previous record, so the windows
+    after the warm-up one add up to the timed steps.
+    """
+    seconds, steps, previous = 0.0, 0, warmup
+    for record in records:
+        if record["step"] <= warmup:
+            continue
+        window = record["step"] - previous
+        seconds += window * samples_per_step / record["samples_per_s"]
+        steps += window
+        previous = record["step"]
+    return seconds, steps
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

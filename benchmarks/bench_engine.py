@@ -40,6 +40,7 @@ from bench_common import (
     check_device,
     display_path,
     format_table,
+    logged_step_time,
     median,
     memory_ratio,
     synchronize,
@@ -126,15 +127,7 @@ def engine_run(recipe: ResolvedRecipe, warmup: int) -> tuple[float, int | None]:
             run.execute()
         records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     samples_per_step = spec.batch_size * spec.grad_accumulation
-    seconds = steps = 0.0
-    previous = warmup
-    for record in records:
-        if record["step"] <= warmup:
-            continue
-        window = record["step"] - previous
-        seconds += window * samples_per_step / record["samples_per_s"]
-        steps += window
-        previous = record["step"]
+    seconds, steps = logged_step_time(records, warmup, samples_per_step)
     if steps != spec.steps - warmup:
         raise RuntimeError(f"the engine logged {steps} of the {spec.steps - warmup} timed steps")
     return seconds / steps, memory.peak

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from bench_common import Result, alternate, check_device, display_path, format_table, median
+from bench_common import Result, alternate, check_device, display_path, format_table, logged_step_time, median
 
 REPO = Path(__file__).resolve().parent.parent
 #: with several GPUs, each added GPU should bring at least 90% of linear scaling (PERFORMANCE.md)
@@ -48,16 +48,8 @@ def torchrun_command(recipe: Path, processes: int, run_dir: Path, overrides: Seq
 
 def samples_per_second(run_dir: Path, warmup: int, samples_per_step: int) -> float:
     """Global samples/s over the logged windows after the first (rank 0's ``metrics.jsonl``)."""
-    seconds = steps = 0.0
-    previous = warmup
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record["step"] <= warmup:
-            continue
-        window = record["step"] - previous
-        seconds += window * samples_per_step / record["samples_per_s"]
-        steps += window
-        previous = record["step"]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    seconds, steps = logged_step_time(records, warmup, samples_per_step)
     if not steps:
         raise RuntimeError(f"{run_dir}: no logged step after the warm-up window of {warmup} steps")
     return steps * samples_per_step / seconds
