@@ -114,11 +114,12 @@ class Modality(ABC):
         """A short string identifying the data (recorded in the run's environment file)."""
         return ""
 
-    def write_export_files(self, out_dir: Path) -> list[str]:
+    def write_export_files(self, out_dir: Path, input_names: Sequence[str]) -> list[str]:
         """Write the files a deployer needs beside an exported model (a tokenizer); return their names.
 
         Called by the exporter after :meth:`prepare`; names are relative to ``out_dir`` and are
-        listed in the model's metadata under ``files``.
+        listed in the model's metadata under ``files``. ``input_names`` are the inputs of the
+        model being exported, so a composite modality writes only what that model reads.
         """
         return []
 

@@ -258,7 +258,7 @@ def export_encoder(
     finally:
         restore()
         restore_head()
-    files = [str(f) for f in modality.write_export_files(out_dir)]
+    files = [str(f) for f in modality.write_export_files(out_dir, input_names)]
 
     max_abs = max(c["max_abs_diff"] for c in checks)
     max_rel = max(c["max_rel_diff"] for c in checks)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -354,8 +355,10 @@ class ImageTextModality(Modality):
             "preprocessing": {"image": image_spec["preprocessing"], "text": text_spec["preprocessing"]},
         }
 
-    def write_export_files(self, out_dir: Path) -> list[str]:
-        """The tokenizer, saved beside an exported model as ``tokenizer.json``."""
+    def write_export_files(self, out_dir: Path, input_names: Sequence[str]) -> list[str]:
+        """The tokenizer, saved as ``tokenizer.json`` beside a model that reads tokens (not the image one)."""
+        if "input_ids" not in input_names:
+            return []
         self._ensure_prepared()
         assert self._tokenizer is not None
         return save_beside_model(self._tokenizer, out_dir)

@@ -23,7 +23,7 @@ import os
 import platform
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -474,7 +474,7 @@ class TextModality(Modality):
         lowercase = tokenizer.lowercase if isinstance(tokenizer, TrainTokenizer) else None
         return token_input_spec(self.info(), lowercase, "[CLS] text [SEP]")
 
-    def write_export_files(self, out_dir: Path) -> list[str]:
+    def write_export_files(self, out_dir: Path, input_names: Sequence[str]) -> list[str]:
         """The tokenizer, saved beside an exported model as ``tokenizer.json``."""
         self._ensure_prepared()
         assert self._tokenizer is not None

@@ -59,6 +59,7 @@ def test_recipe_trains_both_objectives_evaluates_and_exports(tmp_path):
 
     # the text model travels with its tokenizer; embed picks one encoder of the run
     assert (out / "onnx" / "text" / "tokenizer.json").is_file()
+    assert not (out / "onnx" / "image" / "tokenizer.json").exists()  # the image model reads no tokens
     captions = tmp_path / "captions.txt"
     captions.write_text("a handwritten seven\na handwritten zero\n")
     embed = [sys.executable, "-m", "sslhub", "embed", str(out), str(captions), "--encoder", "text"]
