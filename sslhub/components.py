@@ -257,6 +257,14 @@ class Objective(nn.Module):
         """Extra report entries or artifacts after training (reconstruction pictures)."""
         return {}
 
+    def prepare(self, modality: Modality, encoder: Encoder | EncoderSet) -> None:  # noqa: B027 - optional hook
+        """Fit anything the objective derives from data before training (k-means targets).
+
+        Called once on a freshly built objective before its first step, and not when its state
+        comes from a checkpoint (resume, ``sslhub evaluate``/``export``): whatever it fits must
+        therefore live in buffers or parameters, so checkpoints carry it.
+        """
+
     def export_heads(self) -> dict[str, nn.Module]:
         """Heads that map the pooled embedding ``[B, D]`` to another ``[B, K]`` vector, by name.
 

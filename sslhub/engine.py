@@ -239,7 +239,10 @@ class Run:
             self.encoder_keys(),
         ).to(self.device)
 
-    def build_objectives(self, modality: Modality, encoder: Encoder | EncoderSet) -> list[Objective]:
+    def build_objectives(
+        self, modality: Modality, encoder: Encoder | EncoderSet, prepare: bool = True
+    ) -> list[Objective]:
+        """The recipe's objectives for ``encoder``; ``prepare=False`` when a checkpoint will fill their state."""
         objectives = []
         for resolved in self.recipe.objectives:
             own = encoder if resolved.encoder_key is None else encoder[resolved.encoder_key]
@@ -253,9 +256,11 @@ class Run:
                         f"built {type(single).__name__} gives only {', '.join(sorted(single.provides))}; "
                         "choose an encoder model that has them"
                     )
-            objective = resolved.build(self._context(modality, own))
+            objective = resolved.build(self._context(modality, own)).to(self.device)
             objective.sslhub_name = resolved.component.name
-            objectives.append(objective.to(self.device))
+            if prepare:
+                objective.prepare(modality, own)
+            objectives.append(objective)
         names = [o.sslhub_name for o in objectives]
         for index, objective in enumerate(objectives):
             if names.count(objective.sslhub_name) > 1:
@@ -280,7 +285,7 @@ class Run:
         """Rebuild the components and load the newest good checkpoint's weights (for evaluate/export)."""
         modality = self.build_modality()
         encoder = self.build_encoder(modality)
-        objectives = self.build_objectives(modality, encoder)
+        objectives = self.build_objectives(modality, encoder, prepare=False)
         module = self.training_module(encoder, objectives)
         loaded = self.checkpoints.load_latest(map_location=self.device)
         if loaded is None:
@@ -302,7 +307,7 @@ class Run:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         modality = self.build_modality()
         encoder = self.build_encoder(modality)
-        objectives = self.build_objectives(modality, encoder)
+        objectives = self.build_objectives(modality, encoder, prepare=not self.resume)
         augment = self.build_augmentations(modality)
         module = self.training_module(encoder, objectives)
         if self.train_spec.channels_last:

@@ -120,6 +120,8 @@ def build_components(
         built_encoder = make("encoder", encoder, context)
     context.encoder = built_encoder
     built_objective = make("objective", objective, context) if objective else None
+    if built_objective is not None:
+        built_objective.prepare(built_modality, built_encoder)
     augmentations = [make("augmentation", name, context) for name in augment]
     return built_modality, built_encoder, built_objective, augmentations
 

@@ -8,11 +8,10 @@ embeddings with a learned mask embedding *before* the transformer
   (its ``frame_rate_divisor`` mel frames stacked, ``n_mels * divisor`` values) with an L1 or
   L2 loss;
 * ``target: clusters`` -- HuBERT iteration 1: classify the k-means cluster of those stacked
-  log-mel frames (cross-entropy). The centroids are fitted when the objective is built, on
-  ``kmeans_clips`` clips of the modality's training set (deterministic in the recipe seed,
-  the global RNG untouched), and kept in a buffer so checkpoints save and restore them.
-  The core has no objective-preparation hook; building is the first point where the
-  objective sees the data.
+  log-mel frames (cross-entropy). The centroids are fitted in ``prepare`` (the engine calls
+  it once before training, not when a checkpoint provides them) on ``kmeans_clips`` clips of
+  the modality's training set (deterministic in the recipe seed, the global RNG untouched),
+  and kept in a buffer so checkpoints save and restore them.
 
 The encoder must offer ``count_frames(batch)``, ``forward_frames(batch, frame_mask,
 mask_embedding)`` and an integer ``frame_rate_divisor`` (mel frames per encoder frame):
@@ -111,8 +110,17 @@ class MaskedAudioObjective(Objective):
             self.register_buffer("centroids", None)
         else:
             self.head = nn.Linear(dim, params.num_clusters)
-            centroids = self.fit_centroids(context.modality, encoder, context.seed, context.device)
-            self.register_buffer("centroids", centroids)
+            self.register_buffer("centroids", torch.zeros(params.num_clusters, self.target_dim))
+        self.seed = context.seed
+        # Not saved: a checkpoint that restores the centroids also marks them fitted (hook below).
+        self.fitted = params.target == "reconstruct"
+        self.register_load_state_dict_post_hook(_centroids_loaded)
+
+    def prepare(self, modality: Modality, encoder: Encoder) -> None:
+        """Fit the k-means centroids (``target: clusters``); nothing to do for ``reconstruct``."""
+        if self.params.target == "clusters":
+            self.centroids.copy_(self.fit_centroids(modality, encoder, self.seed, self.centroids.device))
+            self.fitted = True
 
     @torch.no_grad()
     def fit_centroids(self, modality: Modality, encoder: Encoder, seed: int, device: torch.device) -> Tensor:
@@ -155,6 +163,11 @@ class MaskedAudioObjective(Objective):
             else:
                 loss = F.mse_loss(predictions, targets)
         else:
+            if not self.fitted:
+                raise RuntimeError(
+                    "masked_audio: the k-means centroids are not fitted; call objective.prepare(modality, encoder) "
+                    "or load a checkpoint before training"
+                )
             labels = assign_clusters(targets, self.centroids)
             loss = F.cross_entropy(predictions.float(), labels)
             metrics["accuracy"] = (predictions.argmax(dim=-1) == labels).float().mean().detach()
@@ -174,3 +187,9 @@ class MaskedAudioObjective(Objective):
         if "accuracy" in metrics:
             out["masked_accuracy"] = float(metrics["accuracy"])
         return out
+
+
+def _centroids_loaded(module: nn.Module, incompatible_keys) -> None:
+    """After ``load_state_dict``, centroids that came from the state are fitted ones."""
+    if isinstance(module, MaskedAudioObjective):
+        module.fitted = True

@@ -82,6 +82,7 @@ def _setup(small_audio, target: str, **params):
         "kmeans_iterations": 15,
     }
     objective = MaskedAudioObjective(MaskedAudioParams(target=target, **{**defaults, **params}), context)
+    objective.prepare(small_audio, encoder)
     return encoder, objective
 
 
@@ -164,3 +165,15 @@ def test_encoders_without_frame_access_are_refused_in_words(small_audio):
     with pytest.raises(ValueError, match=r"needs an encoder with \['count_frames', 'forward_frames'\]"):
         MaskedAudioObjective(MaskedAudioParams(), BuildContext(modality=small_audio, encoder=_PooledOnly()))
     assert F.mse_loss is not None
+
+
+def test_clusters_need_prepare_or_a_checkpoint(small_audio):
+    encoder, fitted = _setup(small_audio, "clusters")
+    context = BuildContext(modality=small_audio, modality_name="audio", seed=0, encoder=encoder)
+    params = MaskedAudioParams(target="clusters", num_clusters=16, kmeans_clips=64, kmeans_iterations=15)
+    fresh = MaskedAudioObjective(params, context)
+    with pytest.raises(RuntimeError, match="centroids are not fitted; call objective.prepare"):
+        fresh([small_audio.example_batch(2)], encoder)
+    fresh.load_state_dict(fitted.state_dict())  # what evaluate/export/resume do instead of prepare
+    assert torch.equal(fresh.centroids, fitted.centroids)
+    assert torch.isfinite(fresh([small_audio.example_batch(2)], encoder).loss)
