@@ -254,7 +254,13 @@ class Objective(nn.Module):
         return {}
 
     def report(self, run_dir: Path, encoder: Encoder, modality: Modality) -> dict[str, Any]:
-        """Extra report entries or artifacts after training (reconstruction pictures)."""
+        """Extra report entries or artifacts after training (reconstruction pictures).
+
+        An override may also take a keyword argument ``baseline``: the engine then passes
+        ``(objective, encoder)``, this objective with fresh heads on the encoder at its random
+        initialisation (the run's random-init baseline), whenever the recipe evaluates one,
+        so the report can score both the same way.
+        """
         return {}
 
     def prepare(self, modality: Modality, encoder: Encoder | EncoderSet) -> None:  # noqa: B027 - optional hook

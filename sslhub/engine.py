@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import json
 import logging
@@ -781,12 +782,15 @@ class Run:
                         {prefix + k: v for k, v in self._probe_scores(single, modality, split, spec).items()}
                     )
             report["eval_split"] = {"train": len(split.train), "test": len(split.test)}
+        # The random-init row gets freshly initialised heads too: the trained heads on a random
+        # encoder would measure neither model.
+        baseline_objectives = (
+            self.build_objectives(modality, candidates["random_init"]) if "random_init" in candidates else None
+        )
         held_out = modality.held_out_dataset()
         if held_out is not None:
             for label, candidate in candidates.items():
-                # The random-init row gets freshly initialised heads too: the trained heads on a
-                # random encoder would measure neither model.
-                own_objectives = objectives if label == "trained" else self.build_objectives(modality, candidate)
+                own_objectives = objectives if label == "trained" else baseline_objectives
                 report.setdefault(label, {}).update(
                     self._held_out_metrics(modality, candidate, own_objectives, held_out, spec)
                 )
@@ -794,7 +798,12 @@ class Run:
         keys = self.encoder_keys()
         for index, objective in enumerate(objectives):
             own = encoder if keys[index] is None else encoder[keys[index]]
-            extra = objective.report(self.run_dir, own, modality)
+            options = {}
+            if baseline_objectives is not None and "baseline" in inspect.signature(objective.report).parameters:
+                random_encoder = candidates["random_init"]
+                random_own = random_encoder if keys[index] is None else random_encoder[keys[index]]
+                options["baseline"] = (baseline_objectives[index], random_own)
+            extra = objective.report(self.run_dir, own, modality, **options)
             if extra:
                 extras[objective.sslhub_name] = extra
         if extras:

@@ -259,15 +259,18 @@ class CLIPObjective(Objective):
             chance["zero_shot_accuracy"] = round(1.0 / len(class_names), 4)
         return scores, chance, embedded
 
-    def report(self, run_dir: Path, encoders: Any, modality: Modality) -> dict[str, Any]:
+    def report(
+        self, run_dir: Path, encoders: Any, modality: Modality, baseline: tuple[CLIPObjective, Any] | None = None
+    ) -> dict[str, Any]:
         """Held-out retrieval and zero-shot scores: trained, random-init and chance.
 
         The pairs are the labeled eval test split when the modality has one (class-level
         recall and zero-shot classification need labels), else its held-out pairs.
-        ``random_init`` re-initialises copies of both encoders and projections with each
-        layer's ``reset_parameters()`` (seed 0): untrained networks of the same architecture,
-        though not bit-identical to the engine's random-init baseline (its encoder factories
-        may initialise differently).
+        ``random_init`` scores the engine's random-init baseline (``baseline``: this objective
+        with fresh projections, and both encoders at their initialisation), the same networks
+        as the baseline column of the kNN and probe figures. Called without one, it
+        re-initialises copies of both encoders and projections itself (``reset_parameters()``,
+        seed 0) and says so under ``random_init_source``.
         """
         split = modality.eval_split()
         dataset = split.test if split is not None else modality.held_out_dataset()
@@ -275,13 +278,11 @@ class CLIPObjective(Objective):
         if dataset is None or len(dataset) < 2:
             return {}
         image_encoder, text_encoder = _encoder_pair(encoders)
-        modes = [(m, m.training) for m in (image_encoder, text_encoder, self)]
-        for module, _ in modes:
-            module.eval()
-        try:
-            trained, chance, embedded = self._scores(
-                encoders, (self.image_projection, self.text_projection), modality, dataset, class_names
-            )
+        if baseline is not None:
+            random_objective, random_set = baseline
+            random_projections = (random_objective.image_projection, random_objective.text_projection)
+            source = "the engine's random-init baseline"
+        else:
             random_set = {
                 IMAGE: _reinitialised(image_encoder, RANDOM_INIT_SEED),
                 TEXT: _reinitialised(text_encoder, RANDOM_INIT_SEED + 1),
@@ -289,6 +290,15 @@ class CLIPObjective(Objective):
             random_projections = (
                 _reinitialised(self.image_projection, RANDOM_INIT_SEED + 2),
                 _reinitialised(self.text_projection, RANDOM_INIT_SEED + 3),
+            )
+            source = "copies re-initialised by the report"
+        random_modules = [*_encoder_pair(random_set), *random_projections]
+        modes = [(m, m.training) for m in (image_encoder, text_encoder, self, *random_modules)]
+        for module, _ in modes:
+            module.eval()
+        try:
+            trained, chance, embedded = self._scores(
+                encoders, (self.image_projection, self.text_projection), modality, dataset, class_names
             )
             random_init, _, _ = self._scores(random_set, random_projections, modality, dataset, class_names)
         finally:
@@ -298,6 +308,7 @@ class CLIPObjective(Objective):
             "held_out_pairs": len(dataset),
             "trained": trained,
             "random_init": random_init,
+            "random_init_source": source,
             "chance": chance,
             "temperature": round(self.loss_fn.temperature, 5),
             "examples": self._examples(embedded, modality),

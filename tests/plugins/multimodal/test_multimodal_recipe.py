@@ -50,6 +50,7 @@ def test_recipe_trains_both_objectives_evaluates_and_exports(tmp_path):
             assert key in evaluation[candidate], (candidate, key)
     clip = evaluation["objectives"]["clip"]
     assert {"trained", "random_init", "chance", "examples"} <= clip.keys()
+    assert clip["random_init_source"] == "the engine's random-init baseline"
     assert "zero_shot_accuracy" in clip["trained"] and "image_to_text_recall@5" in clip["trained"]
     assert "held_out" in evaluation["objectives"]["mlm"]
     for key in ("image", "text"):
