@@ -30,6 +30,7 @@ _EXPORTS = {
     "Objective": "sslhub.components",
     "ObjectiveOutput": "sslhub.components",
     "Params": "sslhub.components",
+    "average_gradients": "sslhub.distributed",
     "gather_with_grad": "sslhub.distributed",
     "hookimpl": "sslhub.hookspecs",
     "augmentations": "sslhub.python_api",
@@ -64,6 +65,7 @@ __all__ = [
     "RegistryError",
     "__version__",
     "augmentations",
+    "average_gradients",
     "encoders",
     "gather_with_grad",
     "hookimpl",
@@ -101,7 +103,7 @@ if TYPE_CHECKING:
         ObjectiveOutput,
         Params,
     )
-    from sslhub.distributed import gather_with_grad
+    from sslhub.distributed import average_gradients, gather_with_grad
     from sslhub.hookspecs import hookimpl
     from sslhub.python_api import augmentations, encoders, modalities, objectives
     from sslhub.registry import Component, Provider, Registry, RegistryError

@@ -263,6 +263,15 @@ class Objective(nn.Module):
         """
         return {}
 
+    def self_updated_parameters(self) -> list[nn.Parameter]:
+        """Parameters this objective updates itself inside ``forward`` (a GAN discriminator).
+
+        The engine keeps them out of DistributedDataParallel's gradient reduction (their own
+        backward pass would clash with it); the objective averages their gradients across
+        processes itself with :func:`sslhub.average_gradients` before its own optimizer step.
+        """
+        return []
+
     def prepare(self, modality: Modality, encoder: Encoder | EncoderSet) -> None:  # noqa: B027 - optional hook
         """Fit anything the objective derives from data before training (k-means targets).
 

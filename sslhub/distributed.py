@@ -1,10 +1,12 @@
-"""Process-group helpers: rank queries and an all-gather that keeps gradients."""
+"""Process-group helpers: rank queries, an all-gather that keeps gradients, gradient averaging."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def is_distributed() -> bool:
@@ -46,3 +48,24 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
     if not is_distributed() or dist.get_world_size() == 1:
         return tensor
     return torch.cat(_GatherWithGrad.apply(tensor), dim=0)
+
+
+def average_gradients(parameters: Iterable[nn.Parameter]) -> None:
+    """Replace each parameter's gradient by its mean over all ranks (a no-op in one process).
+
+    For parameters an objective updates itself inside ``forward`` (see
+    :meth:`sslhub.Objective.self_updated_parameters`), which DistributedDataParallel leaves alone:
+    averaging before the objective's own optimizer step keeps every rank's copy identical.
+    """
+    if not is_distributed() or dist.get_world_size() == 1:
+        return
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for grad in grads:
+        grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+        offset += grad.numel()

@@ -338,6 +338,11 @@ class Run:
             state = self._restore(module, optimizer, scheduler, scaler)
         model: nn.Module = module
         if distributed.is_distributed():
+            self_updated = {id(p) for o in module.objectives for p in o.self_updated_parameters()}
+            if self_updated:
+                # Their objective reduces their gradients itself; DDP's hooks would fire twice.
+                ignored = [name for name, p in module.named_parameters() if id(p) in self_updated]
+                nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, ignored)
             model = nn.parallel.DistributedDataParallel(
                 module,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,

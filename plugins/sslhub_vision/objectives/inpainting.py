@@ -10,8 +10,9 @@ parameters, so the discriminator is updated here, inside :meth:`InpaintingObject
 while training, with its own Adam optimizer; its parameters never hold a gradient when the
 engine's optimizer steps (the generator term is computed with them frozen), so the engine
 leaves them alone. Its optimizer state rides in this module's ``state_dict`` (extra state),
-so checkpoints restore it. Caveat: under DistributedDataParallel each rank updates its own
-discriminator copy; keep ``adversarial_weight: 0`` for multi-process runs.
+so checkpoints restore it. Under DistributedDataParallel the discriminator is declared
+self-updated (kept out of DDP's reduction) and its gradients are averaged across ranks before
+each of its steps, so every rank keeps the same discriminator.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor
+from torch import Tensor, nn
 
-from sslhub import Batch, BuildContext, Encoder, Modality, Objective, ObjectiveOutput, Params
+from sslhub import Batch, BuildContext, Encoder, Modality, Objective, ObjectiveOutput, Params, average_gradients
 from sslhub_vision.heads.decoder import ConvDecoder
 from sslhub_vision.heads.discriminator import ConvDiscriminator
 from sslhub_vision.masks import make_mask
@@ -148,6 +149,10 @@ class InpaintingObjective(Objective):
             loss = loss + self.params.adversarial_weight * generator_loss
         return ObjectiveOutput(loss=loss, metrics=metrics)
 
+    def self_updated_parameters(self) -> list[nn.Parameter]:
+        """The discriminator's: it is stepped here, by its own optimizer."""
+        return list(self.discriminator.parameters()) if self.discriminator is not None else []
+
     def _update_discriminator(self, real: Tensor, fake: Tensor) -> Tensor:
         """One Adam step of the discriminator on real vs inpainted images; its grads are cleared after."""
         assert self.discriminator is not None and self.discriminator_optimizer is not None
@@ -161,6 +166,7 @@ class InpaintingObjective(Objective):
             )
             self.discriminator_optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients(self.discriminator.parameters())
             self.discriminator_optimizer.step()
             self.discriminator_optimizer.zero_grad(set_to_none=True)
         return loss.detach()
