@@ -610,8 +610,12 @@ class Run:
             return
         path = self._rank_rng_file(payload["step"], rank)
         if path.is_file() and payload.get("world_size") == distributed.world_size():
-            restore_rng_state(torch.load(path, map_location="cpu", weights_only=False))
-            return
+            try:
+                # weights_only, as for checkpoints: tensors and plain containers, never pickled code.
+                restore_rng_state(torch.load(path, map_location="cpu", weights_only=True))
+                return
+            except Exception as exc:  # noqa: BLE001 - any unreadable file means "no saved state"
+                log.warning("cannot read %s: %s", path, str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
         log.warning(
             "no saved RNG state of rank %d for step %d (another world size, or an older run): "
             "this rank continues with a fresh seed, so the run will not repeat an uninterrupted one exactly",
@@ -699,7 +703,7 @@ class Run:
             else platform.processor(),
             "world_size": distributed.world_size(),
             "plugins": [r.as_dict() for r in self.recipe.catalog.plugins if not r.blocked],
-            "plugin_args": list(getattr(self.recipe.catalog, "load_args", [])),
+            "plugin_args": list(self.recipe.catalog.load_args),
             "data_fingerprint": modality.fingerprint(),
             "recipe_fingerprint": self.recipe.fingerprint(),
             "recipe_file": self.recipe.source.file,
@@ -787,12 +791,15 @@ class Run:
                         {prefix + k: v for k, v in self._probe_scores(single, modality, split, spec).items()}
                     )
             report["eval_split"] = {"train": len(split.train), "test": len(split.test)}
-        # The random-init row gets freshly initialised heads too: the trained heads on a random
-        # encoder would measure neither model.
-        baseline_objectives = (
-            self.build_objectives(modality, candidates["random_init"]) if "random_init" in candidates else None
-        )
         held_out = modality.held_out_dataset()
+        takes_baseline = ["baseline" in inspect.signature(o.report).parameters for o in objectives]
+        # The random-init row gets freshly initialised heads too: the trained heads on a random
+        # encoder would measure neither model. Built only where something uses them.
+        baseline_objectives = (
+            self.build_objectives(modality, candidates["random_init"])
+            if "random_init" in candidates and (held_out is not None or any(takes_baseline))
+            else None
+        )
         if held_out is not None:
             for label, candidate in candidates.items():
                 own_objectives = objectives if label == "trained" else baseline_objectives
@@ -804,7 +811,7 @@ class Run:
         for index, objective in enumerate(objectives):
             own = encoder if keys[index] is None else encoder[keys[index]]
             options = {}
-            if baseline_objectives is not None and "baseline" in inspect.signature(objective.report).parameters:
+            if baseline_objectives is not None and takes_baseline[index]:
                 random_encoder = candidates["random_init"]
                 random_own = random_encoder if keys[index] is None else random_encoder[keys[index]]
                 options["baseline"] = (baseline_objectives[index], random_own)
