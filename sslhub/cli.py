@@ -365,10 +365,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
         resolve_model_dir(args.model, args.encoder), text_field=args.text_field, threads=args.threads
     )
     embeddings = embedder.embed(args.inputs, batch_size=args.batch_size)
-    sources = save_embeddings(embeddings, args.out)
+    vectors, sources = save_embeddings(embeddings, args.out)
     rows, dim = embeddings.vectors.shape
     print(f"embedded {rows} inputs ({embedder.kind}) with {embedder.model.path}: [{rows}, {dim}] float32")
-    print(f"wrote {sources.with_suffix('').with_suffix('.npy')} and {sources} (the input behind each row)")
+    print(f"wrote {vectors} and {sources} (the input behind each row)")
     return 0
 
 

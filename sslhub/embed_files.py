@@ -60,7 +60,9 @@ def resolve_model_dir(path: Path | str, encoder_key: str | None = None) -> Path:
     if not path.exists():
         raise EmbedError(f"{path} does not exist: pass a run directory or the folder sslhub export wrote")
     if path.is_file():
-        return path.parent if path.suffix == ".onnx" else _fail_not_model(path)
+        if path.suffix != ".onnx":
+            raise EmbedError(f"{path} is not a model: pass a run directory, an export folder or a .onnx file")
+        return path.parent
     if (path / "onnx").is_dir():
         path = path / "onnx"
     elif (path / "checkpoints").is_dir() or (path / "recipe.yaml").is_file():
@@ -79,10 +81,6 @@ def resolve_model_dir(path: Path | str, encoder_key: str | None = None) -> Path:
     if encoder_key not in keys:
         raise EmbedError(f"{path} has no encoder {encoder_key!r}; it has {keys}")
     return path / encoder_key
-
-
-def _fail_not_model(path: Path) -> Path:
-    raise EmbedError(f"{path} is not a model: pass a run directory, an export folder or a .onnx file")
 
 
 class FileEmbedder:
@@ -356,13 +354,15 @@ def _resample(waveform: np.ndarray, rate: int, target: int, path: Path) -> np.nd
     return resample_poly(waveform, target // divisor, rate // divisor).astype(np.float32)
 
 
-def save_embeddings(embeddings: Embeddings, out: Path) -> Path:
-    """Write ``out`` (``.npy``, ``[N, D]`` float32) and ``out`` with ``.sources.txt`` (one source per row)."""
-    out = Path(out)
-    if out.suffix != ".npy":
-        out = out.with_suffix(".npy")
+def save_embeddings(embeddings: Embeddings, out: Path) -> tuple[Path, Path]:
+    """Write ``out`` (``.npy``, ``[N, D]`` float32) and ``out`` with ``.sources.txt`` (one source per row).
+
+    Returns:
+        The two paths written: the ``.npy`` file and the sources file.
+    """
+    out = Path(out).with_suffix(".npy")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, embeddings.vectors)
     sources = out.with_suffix(".sources.txt")
     sources.write_text("".join(f"{s}\n" for s in embeddings.sources))
-    return sources
+    return out, sources
