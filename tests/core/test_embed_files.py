@@ -7,7 +7,6 @@ the run takes seconds; file decoding of images, text and audio is tested in each
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,29 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from toy_runs import BLOCK_BUILTINS, DATA, RECIPE, sslhub, sslhub_env
 
 from sslhub.embed_files import EmbedError, FileEmbedder, resolve_model_dir
-
-DATA = Path(__file__).resolve().parents[1] / "data"
-RECIPE = DATA / "toy_recipe.yaml"
-BLOCK_BUILTINS = ["-p", "no:vision", "-p", "no:text", "-p", "no:audio"]
-
-
-def sslhub_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "SSLHUB_STRICT_PLUGINS"}
-    env["PYTHONPATH"] = os.pathsep.join([str(DATA), env.get("PYTHONPATH", "")])
-    env["HF_HUB_OFFLINE"] = "1"
-    return env
-
-
-def sslhub(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "sslhub", *args],
-        capture_output=True,
-        text=True,
-        env={**sslhub_env(), **(env or {})},
-        timeout=240,
-    )
 
 
 @pytest.fixture(scope="module")

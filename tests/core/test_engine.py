@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,43 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-DATA = Path(__file__).resolve().parents[1] / "data"
-RECIPE = DATA / "toy_recipe.yaml"
-BLOCK_BUILTINS = ["-p", "no:vision", "-p", "no:text", "-p", "no:audio"]
-
-
-def sslhub_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(DATA), env.get("PYTHONPATH", "")])
-    env["HF_HUB_OFFLINE"] = "1"
-    env.pop("SSLHUB_STRICT_PLUGINS", None)
-    return env
-
-
-def sslhub(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "sslhub", *args], capture_output=True, text=True, env=sslhub_env(), timeout=timeout
-    )
-
-
-def toy_run_command(out: Path, *extra: str) -> list[str]:
-    """``sslhub run`` of the toy recipe into ``out``, without export, as an argument list."""
-    return [
-        sys.executable,
-        "-m",
-        "sslhub",
-        "run",
-        str(RECIPE),
-        "-p",
-        "toy_plugin",
-        *BLOCK_BUILTINS,
-        "--out",
-        str(out),
-        "--set",
-        "export=null",
-        *extra,
-    ]
+from toy_runs import BLOCK_BUILTINS, RECIPE, sslhub, sslhub_env, toy_run_command
 
 
 def run_toy(out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -187,6 +150,14 @@ def test_evaluate_command_rereads_run(reference_run: Path):
     assert report["trained"] == stored["trained"]
 
 
+def _torchrun(out: Path, port: int, *extra: str) -> subprocess.CompletedProcess:
+    env = sslhub_env()
+    env["OMP_NUM_THREADS"] = "1"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
+    command += toy_run_command(out, *extra)[1:]  # drop the interpreter: torchrun runs "-m sslhub ..."
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
 def test_two_gloo_processes_match_one_process(tmp_path: Path):
     """Same global batch: 2 ranks x 32 under torchrun equals 1 process x 64 (no augmentation, no dropout)."""
     common = [
@@ -201,49 +172,11 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path):
     ]
     single = run_toy(tmp_path / "single", "--set", "train.batch_size=64", *common)
     assert single.returncode == 0, single.stderr
-    env = sslhub_env()
-    env["OMP_NUM_THREADS"] = "1"
-    distributed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29531",
-            "-m",
-            "sslhub",
-            "run",
-            str(RECIPE),
-            "-p",
-            "toy_plugin",
-            *BLOCK_BUILTINS,
-            "--out",
-            str(tmp_path / "ddp"),
-            "--set",
-            "export=null",
-            "--set",
-            "train.batch_size=32",
-            *common,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    distributed = _torchrun(tmp_path / "ddp", 29531, "--set", "train.batch_size=32", *common)
     assert distributed.returncode == 0, distributed.stderr[-3000:]
     a, b = final_weights(tmp_path / "single"), final_weights(tmp_path / "ddp")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
-
-
-def _torchrun(out: Path, port: int, *extra: str) -> subprocess.CompletedProcess:
-    env = sslhub_env()
-    env["OMP_NUM_THREADS"] = "1"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
-    command += toy_run_command(out, *extra)[1:]  # drop the interpreter: torchrun runs "-m sslhub ..."
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_two_process_resume_restores_each_ranks_augmentation_randomness(tmp_path: Path):
@@ -259,3 +192,13 @@ def test_two_process_resume_restores_each_ranks_augmentation_randomness(tmp_path
     assert rest.returncode == 0, rest.stderr[-3000:]
     assert "no saved RNG state" not in rest.stderr
     assert_same_weights(final_weights(tmp_path / "whole"), final_weights(tmp_path / "parts"))
+
+
+def test_an_unreadable_rank_rng_file_is_reported_and_the_run_continues(tmp_path: Path):
+    common = ["--set", "evaluate.enabled=false", "--set", "train.checkpoint_every=2", "--set", "train.batch_size=32"]
+    first = _torchrun(tmp_path / "run", 29536, "--set", "train.steps=2", *common)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (tmp_path / "run" / "checkpoints" / "rng" / "step_00000002.rank1.pt").write_bytes(b"not a torch file")
+    rest = _torchrun(tmp_path / "run", 29537, "--resume", str(tmp_path / "run"), "--set", "train.steps=4", *common)
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    assert "cannot read" in rest.stderr and "no saved RNG state of rank 1 for step 2" in rest.stderr

@@ -1,0 +1,56 @@
+"""Running the real ``sslhub`` command on the toy plugin (tests/data/toy_plugin.py) in a subprocess.
+
+Shared by the engine and export/embed tests: the child finds the toy plugin on PYTHONPATH,
+is offline, not in strict plugin mode, and has the vision, text and audio plugins blocked
+(their imports are slow and their components are not what these tests are about).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent / "data"
+RECIPE = DATA / "toy_recipe.yaml"
+BLOCK_BUILTINS = ["-p", "no:vision", "-p", "no:text", "-p", "no:audio"]
+
+
+def sslhub_env() -> dict[str, str]:
+    """The child's environment: toy plugin importable, offline, strict mode off."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(DATA), env.get("PYTHONPATH", "")])
+    env["HF_HUB_OFFLINE"] = "1"
+    env.pop("SSLHUB_STRICT_PLUGINS", None)
+    return env
+
+
+def sslhub(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``python -m sslhub ARGS`` with :func:`sslhub_env` (plus ``env``), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "sslhub", *args],
+        capture_output=True,
+        text=True,
+        env={**sslhub_env(), **(env or {})},
+        timeout=timeout,
+    )
+
+
+def toy_run_command(out: Path, *extra: str) -> list[str]:
+    """``sslhub run`` of the toy recipe into ``out``, without export, as an argument list."""
+    return [
+        sys.executable,
+        "-m",
+        "sslhub",
+        "run",
+        str(RECIPE),
+        "-p",
+        "toy_plugin",
+        *BLOCK_BUILTINS,
+        "--out",
+        str(out),
+        "--set",
+        "export=null",
+        *extra,
+    ]
