@@ -86,11 +86,22 @@ class TrainingModule(nn.Module):
         key = self.encoder_keys[index]
         return self.encoder if key is None else self.encoder[key]
 
-    def forward(self, views: list[Batch], step: int) -> tuple[Tensor, dict[str, Any]]:
+    def active_at(self, step: int) -> tuple[bool, ...]:
+        """Which objectives train at ``step`` (``objectives[*].start_step``).
+
+        ``forward`` takes this tuple rather than the step so that ``torch.compile`` guards
+        on it: one graph until an objective joins, instead of a recompile for a dynamic step.
+        """
+        active = tuple(step >= start for start in self.starts)
+        if not any(active):
+            raise SSLHubError(f"no objective is active at step {step}: check objectives[*].start_step")
+        return active
+
+    def forward(self, views: list[Batch], active: tuple[bool, ...]) -> tuple[Tensor, dict[str, Any]]:
         total: Tensor | None = None
         logged: dict[str, Any] = {}
         for index, objective in enumerate(self.objectives):
-            if step < self.starts[index]:
+            if not active[index]:
                 continue
             output = objective(views[: objective.num_views], self.encoder_for(index))
             key = self._key(index, objective)
@@ -100,7 +111,7 @@ class TrainingModule(nn.Module):
             weighted = output.loss.float() * self.weights[index]
             total = weighted if total is None else total + weighted
         if total is None:
-            raise SSLHubError(f"no objective is active at step {step}: check objectives[*].start_step")
+            raise SSLHubError("no objective is active: check objectives[*].start_step")
         return total, logged
 
     def _key(self, index: int, objective: Objective) -> str:
@@ -457,7 +468,7 @@ class Run:
                         sync = model.no_sync()
                     with sync:
                         with self._autocast():
-                            loss, logged = model(views, state.step)
+                            loss, logged = model(views, module.active_at(state.step))
                         scaler.scale(loss / spec.grad_accumulation).backward()
                     loss_sum += loss.detach().float() / spec.grad_accumulation
                     window_samples += next(iter(batch.values())).shape[0]
@@ -742,7 +753,7 @@ class Run:
         batch = next(batches)
         views = self._make_views(augment, batch, num_views)
         with self._autocast():
-            loss, logged = model(views, 0)
+            loss, logged = model(views, module.active_at(0))
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         if self.device.type == "cuda":

@@ -61,3 +61,25 @@ def test_evaluation_caps_each_side_of_the_labeled_split(catalog):
     assert summary["evaluation"]["eval_split"] == {"train": 100, "test": 100}  # of 256 each
     uncapped = run_recipe_for_steps(recipe, 2, catalog=catalog, overrides={"evaluate.max_samples": None}, evaluate=True)
     assert uncapped["evaluation"]["eval_split"] == {"train": 256, "test": 256}
+
+
+def test_compiled_step_trains_with_one_graph_per_set_of_active_objectives(catalog, tmp_path):
+    import json
+
+    import torch
+    from torch._dynamo.utils import counters
+
+    recipe = toy_recipe()
+    recipe["objectives"].append({"name": "toy_contrastive", "temperature": 0.5, "weight": 0.5, "start_step": 10})
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        run_recipe_for_steps(recipe, 40, catalog=catalog, out=tmp_path / "run", overrides={"train.compile": True})
+        graphs = counters["stats"]["unique_graphs"]
+    finally:
+        torch._dynamo.reset()
+    # One graph before the second objective joins, one after: the step itself must not recompile.
+    assert graphs == 2
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    first = [r["toy_contrastive0/loss"] for r in records]
+    assert first[-1] < first[0] - 0.1, first
