@@ -232,7 +232,8 @@ class MAEObjective(Objective):
         loss = (error * weights).sum() / weights.sum()
         return ObjectiveOutput(
             loss=loss,
-            metrics={"masked_mse": loss.detach(), "visible_patches": float((~mask[0]).sum())},
+            # A tensor, not a float: converting here would wait for the device at every step.
+            metrics={"masked_mse": loss.detach(), "visible_patches": (~mask[0]).sum().float()},
         )
 
     @torch.no_grad()

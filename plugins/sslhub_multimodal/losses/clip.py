@@ -20,6 +20,7 @@ from sslhub import gather_with_grad
 #: multiplier of the caption hash (a prime below 2**31, so products stay exact in int64).
 _HASH_BASE = 1_000_003
 _HASH_MODULUS = 2_147_483_647
+MISSING_POSITIVE = "every row of positives needs at least one True (its own pair)"
 
 
 def _rank() -> int:
@@ -74,8 +75,13 @@ def clip_loss(logits_per_image: Tensor, logits_per_text: Tensor, positives: Tens
             f"and positives {list(positives.shape)} must have the same [B, N] shape"
         )
     counts = positives.sum(1, keepdim=True)
-    if bool((counts == 0).any()):
-        raise ValueError("every row of positives needs at least one True (its own pair)")
+    missing = (counts == 0).any()
+    if counts.device.type == "cpu" and not torch.compiler.is_compiling():
+        if bool(missing):
+            raise ValueError(MISSING_POSITIVE)
+    else:
+        # Reading the flag on the host would stall the GPU at every step; the device asserts on its own.
+        torch._assert_async(~missing, MISSING_POSITIVE)
     targets = positives.to(logits_per_image.dtype) / counts.to(logits_per_image.dtype)
     image_to_text = -(targets * F.log_softmax(logits_per_image, dim=1)).sum(1).mean()
     text_to_image = -(targets * F.log_softmax(logits_per_text, dim=1)).sum(1).mean()
