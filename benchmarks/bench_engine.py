@@ -68,14 +68,14 @@ VARIANT_OVERRIDES = {
 
 
 def recipe_path(name_or_path: str | Path) -> Path:
-    """``image_simclr`` -> ``recipes/image_simclr.yaml``; an existing path stays as it is."""
+    """``image_simclr`` -> ``recipes/image_simclr.yaml`` (or ``benchmarks/recipes/``); a path stays as it is."""
     path = Path(name_or_path)
     if path.exists():
         return path
-    shipped = REPO / "recipes" / f"{name_or_path}.yaml"
-    if shipped.exists():
-        return shipped
-    raise SystemExit(f"no recipe file {name_or_path} (nor recipes/{name_or_path}.yaml)")
+    for folder in (REPO / "recipes", REPO / "benchmarks" / "recipes"):
+        if (folder / f"{name_or_path}.yaml").exists():
+            return folder / f"{name_or_path}.yaml"
+    raise SystemExit(f"no recipe file {name_or_path} (nor {name_or_path}.yaml in recipes/ or benchmarks/recipes/)")
 
 
 def variant_overrides(variant: str) -> list[str]:
@@ -150,8 +150,12 @@ class HandWrittenModel(nn.Module):
         return total
 
 
-def hand_written_run(recipe: ResolvedRecipe, warmup: int) -> tuple[float, int | None]:
-    """The same work as the engine as a plain PyTorch loop: seconds per step after ``warmup`` steps, peak memory."""
+def hand_written_run(recipe: ResolvedRecipe, warmup: int, premade_views: int = 0) -> tuple[float, int | None]:
+    """The same work as the engine as a plain PyTorch loop: seconds per step after ``warmup`` steps, peak memory.
+
+    With ``premade_views`` > 0 the loop loads and augments that many steps' views up front,
+    on the device, and cycles through them: the same training step with no input pipeline.
+    """
     spec = recipe.train
     if any(o.start_step for o in recipe.objectives) or any(o.encoder_key for o in recipe.objectives):
         raise ValueError("the hand-written loop covers one encoder and objectives active from step 0")
@@ -187,26 +191,35 @@ def hand_written_run(recipe: ResolvedRecipe, warmup: int) -> tuple[float, int | 
 
             data = batches()
             num_views = max(o.num_views for o in objectives)
+
+            def make_views() -> list[dict[str, Tensor]]:
+                batch = next(data)
+                batch = modality.on_device({k: v.to(device, non_blocking=True) for k, v in batch.items()})
+                views = [augment(dict(batch)) for _ in range(num_views)]
+                if spec.channels_last:
+                    views = [
+                        {
+                            k: v.contiguous(memory_format=torch.channels_last)
+                            if v.ndim == 4 and v.is_floating_point()
+                            else v
+                            for k, v in view.items()
+                        }
+                        for view in views
+                    ]
+                return views
+
+            premade = [make_views() for _ in range(premade_views)]
             model.train()
             start = time.perf_counter()
             for step in range(spec.steps):
                 if step == warmup:
                     synchronize(device)
                     start = time.perf_counter()
-                for _ in range(spec.grad_accumulation):
-                    batch = next(data)
-                    batch = modality.on_device({k: v.to(device, non_blocking=True) for k, v in batch.items()})
-                    views = [augment(dict(batch)) for _ in range(num_views)]
-                    if spec.channels_last:
-                        views = [
-                            {
-                                k: v.contiguous(memory_format=torch.channels_last)
-                                if v.ndim == 4 and v.is_floating_point()
-                                else v
-                                for k, v in view.items()
-                            }
-                            for view in views
-                        ]
+                for micro in range(spec.grad_accumulation):
+                    if premade:
+                        views = premade[(step * spec.grad_accumulation + micro) % len(premade)]
+                    else:
+                        views = make_views()
                     autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
                     with autocast:
                         loss = forward(views)

@@ -6,16 +6,23 @@
     python benchmarks/run_all.py --only engine:image_simclr,augment
 
 Benchmarks (``--only`` takes these names, comma-separated; ``engine`` and ``onnx`` select
-all of their kind):
+all of their kind, and so does ``input``):
 
 - ``engine:<recipe>``: ``sslhub run``'s step time and peak memory against a hand-written
   PyTorch loop with the same modules, data, batch and precision (target: within 3%), for
   image_simclr, image_inpainting, text_mlm, audio_masked, autoencoder_image, mae_image.
   With ``--device cuda`` each recipe also runs with bf16, bf16 + channels_last, and
   bf16 + channels_last + torch.compile (``--variants`` picks others).
+- ``input:<recipe>``: a SimCLR recipe's throughput against the same training step fed with
+  views loaded and augmented beforehand (target on a GPU: 90%; on the CPU, information), in
+  the same variants as ``engine``, for image_simclr and simclr_resnet18_cifar.
+- ``simclr_resnet18_cifar`` (``benchmarks/recipes/``) is PERFORMANCE.md's GPU anchor workload
+  (ResNet-18, CIFAR stem, 32x32, batch 512): its ``engine`` and ``input`` rows run with
+  ``--device cuda``, and on the CPU only when ``--only`` names them.
 - ``augment``: batched device-side image augmentation against per-sample torchvision v2 in
   DataLoader workers.
-- ``mlm``: our MLM step against ``BertForMaskedLM`` + ``DataCollatorForLanguageModeling``.
+- ``mlm``: our MLM step against ``BertForMaskedLM`` + ``DataCollatorForLanguageModeling``
+  (BERT 128 wide, 2 layers on the CPU; on a GPU BERT-base at sequence 128, in fp32 and bf16).
 - ``onnx:<recipe>``: onnxruntime against PyTorch eager on the CPU, batch 1 and 32, for the
   encoder of image_simclr, text_mlm, audio_masked, mae_image and autoencoder_tabular: every
   encoder family the recipes use (the other recipes reuse these encoders).
@@ -42,8 +49,13 @@ import torch
 from bench_common import Result, check_device, format_table, machine_description, write_json
 
 ENGINE_RECIPES = ("image_simclr", "image_inpainting", "text_mlm", "audio_masked", "autoencoder_image", "mae_image")
+#: PERFORMANCE.md's GPU anchor workload (benchmarks/recipes/): on a GPU only, unless --only names it
+GPU_RECIPES = ("simclr_resnet18_cifar",)
+INPUT_RECIPES = ("image_simclr", *GPU_RECIPES)
 ONNX_RECIPES = ("image_simclr", "text_mlm", "audio_masked", "mae_image", "autoencoder_tabular")
 CUDA_VARIANTS = "recipe,bf16,bf16+channels_last,bf16+channels_last+compile"
+#: on a GPU the MLM rows use PERFORMANCE.md's anchor shape: BERT-base, sequence 128, batch 64
+MLM_GPU_SIZE = {"hidden": 768, "layers": 12, "heads": 12, "max_length": 128, "batch_size": 64, "vocab_size": 30522}
 
 
 @dataclass
@@ -91,6 +103,7 @@ FULL = Settings(
 def benchmark_plan(args: argparse.Namespace, settings: Settings) -> dict[str, Callable[[], list[Result]]]:
     """Every benchmark by name, as a call that returns its rows (not yet run)."""
     from bench_engine import compare_engine
+    from bench_input_pipeline import compare_input_pipeline
     from bench_lightly import compare_lightly
     from bench_onnx import compare_onnx_for_recipes
     from bench_scaling import measure_scaling
@@ -102,9 +115,23 @@ def benchmark_plan(args: argparse.Namespace, settings: Settings) -> dict[str, Ca
     workers = args.num_workers if args.num_workers is not None else min(8, os.cpu_count() or 1)
     variants = (args.variants or (CUDA_VARIANTS if cuda else "recipe")).split(",")
     plan: dict[str, Callable[[], list[Result]]] = {}
-    for recipe in ENGINE_RECIPES:
+    for recipe in (*ENGINE_RECIPES, *GPU_RECIPES):
         plan[f"engine:{recipe}"] = lambda recipe=recipe: [
             compare_engine(
+                recipe,
+                steps=settings.engine_steps,
+                warmup=settings.engine_warmup,
+                rounds=settings.rounds,
+                device=args.device,
+                threads=threads,
+                variant=variant,
+                verbose=args.verbose,
+            )
+            for variant in variants
+        ]
+    for recipe in INPUT_RECIPES:
+        plan[f"input:{recipe}"] = lambda recipe=recipe: [
+            compare_input_pipeline(
                 recipe,
                 steps=settings.engine_steps,
                 warmup=settings.engine_warmup,
@@ -134,6 +161,7 @@ def benchmark_plan(args: argparse.Namespace, settings: Settings) -> dict[str, Ca
             warmup=settings.mlm_warmup,
             rounds=settings.rounds,
             threads=threads,
+            **(MLM_GPU_SIZE if cuda else {}),
         )
         for precision in (("fp32", "bf16") if cuda else ("fp32",))
     ]
@@ -156,15 +184,19 @@ def benchmark_plan(args: argparse.Namespace, settings: Settings) -> dict[str, Ca
     return plan
 
 
-def select(plan: dict[str, Callable[[], list[Result]]], only: str | None) -> list[str]:
-    """The benchmark names ``--only`` picks (all when None); ``engine`` / ``onnx`` pick their whole kind."""
+def select(plan: dict[str, Callable[[], list[Result]]], only: str | None, cuda: bool = False) -> list[str]:
+    """The benchmark names ``--only`` picks; ``engine`` / ``input`` / ``onnx`` pick their whole kind.
+
+    The GPU-sized recipes run on a GPU, or on the CPU only when ``--only`` names them exactly.
+    """
+    gpu_only = {key for key in plan if key.split(":", 1)[-1] in GPU_RECIPES}
     if not only:
-        return list(plan)
+        return [key for key in plan if cuda or key not in gpu_only]
     chosen: list[str] = []
     for name in (part.strip() for part in only.split(",") if part.strip()):
-        matches = [key for key in plan if key == name or key.startswith(name + ":")]
+        matches = [key for key in plan if key == name or (key.startswith(name + ":") and (cuda or key not in gpu_only))]
         if not matches:
-            raise SystemExit(f"--only: no benchmark '{name}'; choose from {', '.join(plan)}, engine, onnx")
+            raise SystemExit(f"--only: no benchmark '{name}'; choose from {', '.join(plan)}, engine, input, onnx")
         chosen += [match for match in matches if match not in chosen]
     return chosen
 
@@ -206,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     plan = benchmark_plan(args, settings)
-    names = select(plan, args.only)
+    names = select(plan, args.only, cuda=args.device.startswith("cuda"))
     machine = machine_description(args.device)
     if args.threads:
         machine["torch_threads"] = args.threads

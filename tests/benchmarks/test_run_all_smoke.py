@@ -86,3 +86,35 @@ def test_peer_comparison_is_skipped_with_a_message_without_lightly(run_all, monk
     monkeypatch.setattr(bench_lightly, "lightly_available", lambda: False)
     assert bench_lightly.compare_lightly(epochs=1) == []
     assert "pip install -e .[bench]" in capsys.readouterr().err
+
+
+def test_input_pipeline_row_in_the_gpu_variants_runs_on_the_cpu(run_all, tmp_path: Path):
+    # bf16 + channels_last are among the --device cuda defaults; on the CPU they take the same code path.
+    out = tmp_path / "results.json"
+    argv = ["--only", "input:image_simclr", "--variants", "bf16+channels_last"]
+    code = run_all.main([*argv, "--steps", "2", "--warmup", "1", "--rounds", "1", "--json", str(out)])
+    assert code == 0
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["benchmark"] == "input pipeline image_simclr [bf16+channels_last]"
+    assert row["details"]["variant"] == "bf16+channels_last" and row["details"]["premade_pool_steps"] > 0
+    assert math.isfinite(row["ratio"]) and row["ratio"] > 0
+    assert row["verdict"] == "info"  # the 90% target applies on a GPU only
+
+
+def test_gpu_sized_recipes_run_only_on_a_gpu_or_when_named(run_all):
+    plan = dict.fromkeys(["engine:image_simclr", "engine:simclr_resnet18_cifar", "input:simclr_resnet18_cifar"])
+    assert run_all.select(plan, None) == ["engine:image_simclr"]
+    assert run_all.select(plan, "engine") == ["engine:image_simclr"]
+    assert run_all.select(plan, None, cuda=True) == list(plan)
+    assert run_all.select(plan, "engine:simclr_resnet18_cifar") == ["engine:simclr_resnet18_cifar"]
+
+
+def test_gpu_anchor_recipe_builds_and_steps(run_all):
+    from bench_engine import recipe_path
+
+    from sslhub.testing import run_recipe_for_steps
+
+    path = recipe_path("simclr_resnet18_cifar")
+    assert path.parent.name == "recipes" and path.parent.parent == BENCHMARKS
+    summary = run_recipe_for_steps(path, 2, overrides={"train.batch_size": 8})
+    assert summary["steps"] == 2 and all(math.isfinite(loss) for loss in summary["losses"])
