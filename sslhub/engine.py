@@ -144,23 +144,31 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict[str, Any]:
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """Every RNG a run draws from; on CUDA only ``device``'s generator.
+
+    Asking for every GPU's state (``get_rng_state_all``) would open a CUDA context on each
+    visible GPU from every rank, and a CPU run needs none.
+    """
     numpy_state = np.random.get_state()
     return {
         "python": random.getstate(),
         "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].copy()), *numpy_state[2:]],
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else [],
     }
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
+def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
     random.setstate(_tuples(state["python"]))
     numpy_state = state["numpy"]
     np.random.set_state((numpy_state[0], numpy_state[1].numpy(), *numpy_state[2:]))
     torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda") or []
+    if device.type == "cuda" and saved:
+        # One state per checkpoint now; older checkpoints hold one per visible GPU.
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.set_rng_state(saved[0] if len(saved) == 1 else saved[min(index, len(saved) - 1)], device)
 
 
 def _tuples(value: Any) -> Any:
@@ -589,7 +597,7 @@ class Run:
         path = self._rank_rng_file(step, rank)
         path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
-        torch.save(rng_state(), buffer)
+        torch.save(rng_state(self.device), buffer)
         atomic_write_bytes(path, buffer.getvalue())
         own = sorted(path.parent.glob(f"step_*.rank{rank}.pt"))
         for stale in own[: -self.checkpoints.keep]:
@@ -609,7 +617,7 @@ class Run:
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
-            "rng": rng_state(),
+            "rng": rng_state(self.device),
             "recipe_fingerprint": self.recipe.fingerprint(),
             "world_size": distributed.world_size(),
         }
@@ -623,7 +631,7 @@ class Run:
         if path.is_file() and payload.get("world_size") == distributed.world_size():
             try:
                 # weights_only, as for checkpoints: tensors and plain containers, never pickled code.
-                restore_rng_state(torch.load(path, map_location="cpu", weights_only=True))
+                restore_rng_state(torch.load(path, map_location="cpu", weights_only=True), self.device)
                 return
             except Exception as exc:  # noqa: BLE001 - any unreadable file means "no saved state"
                 log.warning("cannot read %s: %s", path, str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
@@ -651,7 +659,7 @@ class Run:
             raise CheckpointError(
                 f"checkpoint {path} does not fit this recipe's model: {str(exc).splitlines()[0]}"
             ) from exc
-        restore_rng_state(payload["rng"])
+        restore_rng_state(payload["rng"], self.device)
         self._restore_rank_rng(payload)
         state = RunState(
             step=payload["step"],

@@ -97,3 +97,16 @@ def test_two_gpus_over_nccl_match_one_gpu(tmp_path):
     a, b = final_weights(tmp_path / "single"), final_weights(tmp_path / "ddp")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_a_cpu_run_on_a_gpu_machine_opens_no_cuda_context(tmp_path):
+    """Checkpoints save the run device's RNG only: a CPU run (a gloo rank, say) must not touch the GPUs."""
+    script = (
+        "import sys, torch; from sslhub.cli import main; "
+        "code = main(sys.argv[1:]); print('cuda initialized:', torch.cuda.is_initialized()); sys.exit(code)"
+    )
+    command = [sys.executable, "-c", script, *toy_run_command(tmp_path / "run", "--set", "train.steps=4")[3:]]
+    command += ["--set", "train.device=cpu", "--set", "evaluate.enabled=false", "--set", "train.checkpoint_every=2"]
+    result = subprocess.run(command, capture_output=True, text=True, env=sslhub_env(), timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cuda initialized: False" in result.stdout
