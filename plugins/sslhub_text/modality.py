@@ -157,8 +157,8 @@ class TextParams(Params):
     cache_dir: str | None = Field(
         None,
         description=(
-            "With streaming: folder for token stores, shareable between runs (each store is named by a hash of "
-            "the corpus files, sample settings and tokenizer); null: token_store/ in the run directory."
+            "With streaming: folder for token stores and trained tokenizers, shareable between runs (each is "
+            "named by a hash of the corpus files and settings); null: token_store/ in the run directory."
         ),
     )
 
@@ -274,6 +274,19 @@ class TextModality(Modality):
         if saved is not None and saved.is_file():
             logger.info("text: reusing the tokenizer saved at %s", saved)
             return load_tokenizer(saved)
+        cached = self._cached_tokenizer_path()
+        if cached is not None and cached.is_file():
+            logger.info("text: reusing the tokenizer trained on this corpus at %s", cached)
+            return load_tokenizer(cached)
+        tokenizer = self._train_tokenizer(spec)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+            tokenizer.save(str(partial))
+            os.replace(partial, cached)  # atomic: a concurrent run reads a whole file or none
+        return tokenizer
+
+    def _train_tokenizer(self, spec: TrainTextTokenizer) -> Tokenizer:
         fraction = self.params.held_out_fraction
         # Skips are counted (and reported) by the tokenizing pass, not this one.
         training = (d for d in self._documents(SkipCounts()) if not is_held_out(d, fraction))
@@ -383,13 +396,37 @@ class TextModality(Modality):
         }
         digest.update(json.dumps(settings, sort_keys=True).encode())
         digest.update(self._tokenizer.to_str().encode())
-        if isinstance(params.source, FilesSource):
-            for file in text_files_under(params.source.path):
+        self._hash_corpus(digest)
+        return f"text-{digest.hexdigest()[:20]}"
+
+    def _hash_corpus(self, digest) -> None:
+        """Feeds the corpus's identity to ``digest``: its files' paths, sizes and modification times."""
+        source = self.params.source
+        if isinstance(source, FilesSource):
+            for file in text_files_under(source.path):
                 stat = file.stat()
                 digest.update(f"{file.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         else:
             digest.update(f"pydoc_data of Python {platform.python_version()}".encode())
-        return f"text-{digest.hexdigest()[:20]}"
+
+    def _cached_tokenizer_path(self) -> Path | None:
+        """Where ``cache_dir`` keeps the tokenizer trained on this corpus with these settings.
+
+        Tokenizer training is not deterministic across processes (HF tokenizers issue #1794),
+        so without this each run would train a slightly different vocabulary and miss the
+        token stores the earlier runs left in ``cache_dir``.
+        """
+        if self.params.cache_dir is None or not isinstance(self.params.tokenizer, TrainTextTokenizer):
+            return None
+        digest = hashlib.sha256()
+        settings = {
+            "source": self.params.source.model_dump(mode="json"),
+            "held_out_fraction": self.params.held_out_fraction,
+            "tokenizer": self.params.tokenizer.model_dump(mode="json"),
+        }
+        digest.update(json.dumps(settings, sort_keys=True).encode())
+        self._hash_corpus(digest)
+        return Path(self.params.cache_dir) / "tokenizers" / f"tokenizer-{digest.hexdigest()[:20]}.json"
 
     def _wrap(self, tokens: list[int]) -> list[int]:
         """``[CLS] tokens [SEP]`` (whichever of the two the tokenizer has)."""

@@ -269,6 +269,37 @@ def test_shared_cache_dir_is_reused_across_runs_and_follows_corpus_changes(tmp_p
     )
 
 
+def test_cache_dir_keeps_the_trained_tokenizer_so_later_runs_hit_the_token_store(tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, 300)
+    cache = tmp_path / "cache"
+    trained = TrainTextTokenizer(vocab_size=120, min_frequency=1)
+    settings = {"corpus": corpus, "tokenizer_file": None, "tokenizer": trained, "streaming": True}
+    first = prepared(tmp_path / "run1", **settings, cache_dir=str(cache))
+    (kept,) = (cache / "tokenizers").glob("tokenizer-*.json")
+    assert (
+        Tokenizer.from_file(str(kept)).to_str()
+        == Tokenizer.from_file(str(tmp_path / "run1" / "tokenizer.json")).to_str()
+    )
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the tokenizer was trained or the corpus tokenized again")
+
+    # Training twice may break frequency ties differently (HF tokenizers #1794): a second run
+    # must take the kept tokenizer, or its store key changes and the cached store is missed.
+    with monkeypatch.context() as patch:
+        patch.setattr(text_modality_module, "train_tokenizer", no_work)
+        patch.setattr(text_modality_module, "write_samples", no_work)
+        second = prepared(tmp_path / "run2", **settings, cache_dir=str(cache))
+    assert samples_of(second) == samples_of(first)
+
+    other = {**settings, "tokenizer": TrainTextTokenizer(vocab_size=160, min_frequency=1)}
+    prepared(tmp_path / "run3", **other, cache_dir=str(cache))
+    assert len(list((cache / "tokenizers").glob("tokenizer-*.json"))) == 2
+    prepared(tmp_path / "run4", **settings)  # no cache_dir: nothing is kept outside the run
+    assert len(list((cache / "tokenizers").glob("tokenizer-*.json"))) == 2
+
+
 def test_interrupted_build_keeps_nothing_and_the_next_run_builds(corpus, tokenizer_file, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     real_write_samples = text_modality_module.write_samples
