@@ -434,6 +434,23 @@ class Run:
             ]
         return views
 
+    @contextlib.contextmanager
+    def _compile_errors_explained(self):
+        """A torch.compile failure (no C++ compiler, no Triton, an unsupported op) as one message."""
+        try:
+            yield
+        except Exception as exc:
+            from_compiler = any(
+                cls.__module__.startswith(("torch._dynamo", "torch._inductor")) for cls in type(exc).__mro__
+            )
+            if not (self.train_spec.compile and from_compiler):
+                raise
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise SSLHubError(
+                f"torch.compile failed (train.compile: true): {first_line}. "
+                "Train without it with --set train.compile=false; --debug shows the traceback."
+            ) from exc
+
     def _autocast(self):
         dtype = PRECISION_DTYPES.get(self.train_spec.precision)
         if dtype is None:
@@ -474,7 +491,7 @@ class Run:
                     sync = contextlib.nullcontext()
                     if isinstance(model, nn.parallel.DistributedDataParallel) and micro < spec.grad_accumulation - 1:
                         sync = model.no_sync()
-                    with sync:
+                    with sync, self._compile_errors_explained():
                         with self._autocast():
                             loss, logged = model(views, module.active_at(state.step))
                         scaler.scale(loss / spec.grad_accumulation).backward()
@@ -760,9 +777,10 @@ class Run:
         start = time.perf_counter()
         batch = next(batches)
         views = self._make_views(augment, batch, num_views)
-        with self._autocast():
-            loss, logged = model(views, module.active_at(0))
-        scaler.scale(loss).backward()
+        with self._compile_errors_explained():
+            with self._autocast():
+                loss, logged = model(views, module.active_at(0))
+            scaler.scale(loss).backward()
         scaler.step(optimizer)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -202,3 +202,16 @@ def test_an_unreadable_rank_rng_file_is_reported_and_the_run_continues(tmp_path:
     rest = _torchrun(tmp_path / "run", 29537, "--resume", str(tmp_path / "run"), "--set", "train.steps=4", *common)
     assert rest.returncode == 0, rest.stderr[-3000:]
     assert "cannot read" in rest.stderr and "no saved RNG state of rank 1 for step 2" in rest.stderr
+
+
+def test_a_failing_torch_compile_is_one_message_naming_the_switch(tmp_path: Path):
+    # No C++ compiler for inductor's CPU code: what a machine without build tools gives.
+    result = sslhub(
+        *toy_run_command(tmp_path / "run", "--set", "train.compile=true", "--set", "train.steps=2")[3:],
+        # A fresh inductor cache, so no earlier compilation of the toy model can be reused.
+        env={"CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")},
+    )
+    assert result.returncode != 0
+    assert "torch.compile failed (train.compile: true)" in result.stderr
+    assert "--set train.compile=false" in result.stderr
+    assert "Traceback" not in result.stderr
