@@ -118,3 +118,23 @@ def test_gpu_anchor_recipe_builds_and_steps(run_all):
     assert path.parent.name == "recipes" and path.parent.parent == BENCHMARKS
     summary = run_recipe_for_steps(path, 2, overrides={"train.batch_size": 8})
     assert summary["steps"] == 2 and all(math.isfinite(loss) for loss in summary["losses"])
+
+
+def test_gpu_session_stages_name_only_existing_benchmarks(run_all):
+    import re
+    import subprocess
+
+    script = BENCHMARKS / "gpu_session.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    six = re.search(r'^SIX="([^"]+)"', text, re.MULTILINE).group(1)
+    plan = run_all.benchmark_plan(run_all.parse_args(["--device", "cuda"]), run_all.QUICK)
+    onlies = [six if value == '"$SIX"' else value for value in re.findall(r"--only (\S+)", text)]
+    assert len(onlies) == 4
+    for only in onlies:
+        assert run_all.select(plan, only, cuda=True), only  # an unknown name raises SystemExit
+    from bench_engine import variant_overrides
+
+    for variants in re.findall(r"--variants (\S+)", text):
+        for variant in variants.split(","):
+            variant_overrides(variant)  # an unknown part raises SystemExit

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One stage of the GPU checks and benchmarks, on a machine with a CUDA GPU and no network.
+#
+#   bash benchmarks/gpu_session.sh STAGE [OUT_DIR]
+#
+# Run from the repository root, with .whl/ beside it (python benchmarks/fetch_gpu_wheels.py,
+# run where pip reaches the registry). Each stage fits a 10-minute command on one H100;
+# results and logs go to OUT_DIR (default: $OUT, else results-gpu/). Stages, most important
+# first:
+#   tests    the GPU tests: engine on CUDA (precisions, compile, resume) and host syncs
+#   anchor   PERFORMANCE.md's ResNet-18 SimCLR workload: engine and input-pipeline rows, 3 variants
+#   engine   the six recipes' engine rows, as written and in bf16
+#   rest     augmentation, MLM at BERT-base size (fp32, bf16), ONNX; lightly when its wheels came
+#   compile  the six recipes with bf16 + channels_last + torch.compile
+set -euo pipefail
+stage="${1:?usage: gpu_session.sh tests|anchor|engine|rest|compile [OUT_DIR]}"
+out="${2:-${OUT:-results-gpu}}"
+mkdir -p "$out"
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+
+# What the machine's image lacks goes to /tmp/site; sslhub itself is installed in place so
+# that its plugins' entry points are found. Nothing is fetched.
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >"$out/install.log" 2>&1 \
+  || { cat "$out/install.log"; exit 1; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/gpu.txt" 2>&1 || true
+
+SIX="engine:image_simclr,engine:image_inpainting,engine:text_mlm,engine:audio_masked,engine:autoencoder_image,engine:mae_image"
+
+bench() {
+  python3 benchmarks/run_all.py --device cuda --verbose --json "$out/$stage.json" --markdown "$out/$stage.md" "$@" \
+    2>&1 | tee "$out/$stage.log"
+}
+
+case "$stage" in
+  tests)
+    python3 -m pytest -q -p no:cacheprovider tests/core/test_engine_cuda.py tests/contract/test_step_host_syncs.py \
+      -rxXs 2>&1 | tee "$out/tests.log"
+    ;;
+  anchor)
+    bench --quick --only engine:simclr_resnet18_cifar,input:simclr_resnet18_cifar \
+      --variants recipe,bf16+channels_last,bf16+channels_last+compile
+    ;;
+  engine)
+    bench --quick --only "$SIX" --variants recipe,bf16
+    ;;
+  rest)
+    bench --quick --only augment,mlm,onnx,lightly,scaling
+    ;;
+  compile)
+    bench --quick --only "$SIX" --variants bf16+channels_last+compile
+    ;;
+  *)
+    echo "unknown stage '$stage': use tests, anchor, engine, rest or compile" >&2
+    exit 2
+    ;;
+esac
