@@ -205,8 +205,9 @@ class TextModality(Modality):
 
     Args:
         params: :class:`TextParams`.
-        context: the build context (only the seed-independent parts are used: the split and
-            the tokenizer are deterministic functions of the data).
+        context: the build context (only the seed-independent parts are used: the split is a
+            function of the data, and the tokenizer of the data up to frequency ties, see
+            :func:`sslhub_text.tokenizer.train_tokenizer`).
     """
 
     input_names = ("input_ids", "attention_mask")

@@ -39,7 +39,13 @@ def train_tokenizer(
     algorithm: str = "wordpiece",
     min_frequency: int = 2,
 ) -> Tokenizer:
-    """Train a WordPiece or BPE tokenizer on ``texts`` (deterministic for the same input).
+    """Train a WordPiece or BPE tokenizer on ``texts``.
+
+    Not fully deterministic across processes: HF tokenizers breaks frequency ties by ids it
+    hands out in hash-map order (tokenizers issue #1794), so two trainings on the same corpus
+    can pick a few different merges. Ids are canonical (sorted) for the tokens chosen. A run
+    saves its tokenizer, and the text modality's ``cache_dir`` keeps one per corpus and
+    settings, so that later runs reuse it.
 
     Args:
         texts: training documents, consumed once as an iterator: the trainer keeps word counts,
@@ -94,8 +100,9 @@ def train_tokenizer(
 def _canonical_ids(tokenizer: Tokenizer) -> Tokenizer:
     """Renumber a freshly trained vocabulary: special tokens first, then the rest sorted.
 
-    The trainers pick the same tokens (and merges) on every run, but hand out ids in hash-map
-    order, which differs between processes; sorted ids make the same corpus give the same ids.
+    The trainers hand out ids in hash-map order, which differs between processes; sorted ids
+    give the same id to the same token whichever process trained it. (Which tokens are chosen
+    can still differ on frequency ties: see :func:`train_tokenizer`.)
     """
     state = json.loads(tokenizer.to_str())
     vocab: dict[str, int] = state["model"]["vocab"]
