@@ -29,7 +29,8 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -237,6 +238,70 @@ def hand_written_run(recipe: ResolvedRecipe, warmup: int, premade_views: int = 0
     return seconds, memory.peak
 
 
+@dataclass
+class Alternated:
+    """What :func:`alternate_engine_and_hand` measured: per side, ``(seconds per step, peak bytes)`` per round."""
+
+    path: Path
+    recipe: ResolvedRecipe
+    steps: int
+    rounds: dict[str, list[tuple[float, int | None]]]
+
+    def median_ms(self, side: str) -> float:
+        return median([seconds for seconds, _ in self.rounds[side]]) * 1e3
+
+    def ms_per_round(self, side: str) -> list[float]:
+        return [round(seconds * 1e3, 3) for seconds, _ in self.rounds[side]]
+
+
+def alternate_engine_and_hand(
+    recipe: str | Path,
+    *,
+    steps: int,
+    warmup: int,
+    rounds: int,
+    device: str,
+    threads: int | None,
+    variant: str,
+    plugins: Sequence[str] = (),
+    premade_views: int = 0,
+    verbose: bool = False,
+) -> Alternated:
+    """The engine and the hand-written loop (fed ``premade_views`` when > 0), alternating ``rounds`` times.
+
+    ``steps`` is rounded up to a multiple of ``warmup`` (the engine's logging window).
+    """
+    if warmup < 1 or steps < 1 or rounds < 1:
+        raise ValueError(f"warmup, steps and rounds must be >= 1, got {warmup}, {steps}, {rounds}")
+    steps = math.ceil(steps / warmup) * warmup
+    path = recipe_path(recipe)
+    loaded = load_benchmark_recipe(
+        path, warmup=warmup, steps=steps, device=device, threads=threads, variant=variant, plugins=plugins
+    )
+    hand_label = "hand, pre-made views" if premade_views else "hand"
+
+    def report(side: str, value: tuple[float, int | None]) -> None:
+        if verbose:
+            peak = "-" if value[1] is None else f"{value[1] / 2**20:.0f} MiB"
+            label = hand_label if side == "hand" else side
+            print(f"  {path.stem} [{variant}] {label}: {value[0] * 1e3:.2f} ms/step, peak {peak}", flush=True)
+
+    results = alternate(
+        {
+            "hand": lambda: hand_written_run(loaded, warmup, premade_views=premade_views),
+            "engine": lambda: engine_run(loaded, warmup),
+        },
+        rounds,
+        report,
+    )
+    return Alternated(path, loaded, steps, results)
+
+
+def variant_suffix(variant: str) -> str:
+    """`` [bf16]`` for a benchmark row's name; nothing for the recipe as written."""
+    return "" if variant in ("", "recipe") else f" [{variant}]"
+
+
 def compare_engine(
     recipe: str | Path,
     *,
@@ -253,28 +318,21 @@ def compare_engine(
 
     ``steps`` is rounded up to a multiple of ``warmup`` (the engine's logging window).
     """
-    if warmup < 1 or steps < 1 or rounds < 1:
-        raise ValueError(f"warmup, steps and rounds must be >= 1, got {warmup}, {steps}, {rounds}")
-    steps = math.ceil(steps / warmup) * warmup
-    path = recipe_path(recipe)
-    loaded = load_benchmark_recipe(
-        path, warmup=warmup, steps=steps, device=device, threads=threads, variant=variant, plugins=plugins
+    measured = alternate_engine_and_hand(
+        recipe,
+        steps=steps,
+        warmup=warmup,
+        rounds=rounds,
+        device=device,
+        threads=threads,
+        variant=variant,
+        plugins=plugins,
+        verbose=verbose,
     )
-
-    def report(side: str, value: tuple[float, int | None]) -> None:
-        if verbose:
-            peak = "-" if value[1] is None else f"{value[1] / 2**20:.0f} MiB"
-            print(f"  {path.stem} [{variant}] {side}: {value[0] * 1e3:.2f} ms/step, peak {peak}", flush=True)
-
-    results = alternate(
-        {"hand": lambda: hand_written_run(loaded, warmup), "engine": lambda: engine_run(loaded, warmup)},
-        rounds,
-        report,
-    )
-    engine_ms = median([seconds for seconds, _ in results["engine"]]) * 1e3
-    hand_ms = median([seconds for seconds, _ in results["hand"]]) * 1e3
+    path, loaded, steps, results = measured.path, measured.recipe, measured.steps, measured.rounds
+    engine_ms, hand_ms = measured.median_ms("engine"), measured.median_ms("hand")
     samples = loaded.train.batch_size * loaded.train.grad_accumulation
-    name = f"engine {path.stem}" + ("" if variant in ("", "recipe") else f" [{variant}]")
+    name = f"engine {path.stem}{variant_suffix(variant)}"
     return Result(
         benchmark=name,
         ours=engine_ms,
@@ -299,17 +357,25 @@ def compare_engine(
             "rounds": rounds,
             "engine_samples_per_s": samples / (engine_ms / 1e3),
             "hand_samples_per_s": samples / (hand_ms / 1e3),
-            "engine_ms_per_round": [round(s * 1e3, 3) for s, _ in results["engine"]],
-            "hand_ms_per_round": [round(s * 1e3, 3) for s, _ in results["hand"]],
+            "engine_ms_per_round": measured.ms_per_round("engine"),
+            "hand_ms_per_round": measured.ms_per_round("hand"),
             "engine_peak_bytes_per_round": [p for _, p in results["engine"]],
             "hand_peak_bytes_per_round": [p for _, p in results["hand"]],
         },
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipes", nargs="+", help="recipe files, or names of shipped recipes (image_simclr)")
+def run_cli(
+    compare: Callable[..., Result], argv: list[str] | None, description: str, default_recipes: Sequence[str] = ()
+) -> int:
+    """The command line of this benchmark and of ``bench_input_pipeline``: ``compare`` per recipe and variant."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "recipes",
+        nargs="*" if default_recipes else "+",
+        default=list(default_recipes),
+        help="recipe files, or names of shipped recipes (image_simclr)",
+    )
     parser.add_argument("-p", dest="plugins", action="append", default=[], help="extra plugin module (repeatable)")
     parser.add_argument("--steps", type=int, default=40, help="timed steps per run (a multiple of --warmup)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first; also the logging window")
@@ -325,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     check_device(args.device)
     sys.path.insert(0, str(REPO / "tests" / "data"))  # the toy plugin of the engine tests
     results = [
-        compare_engine(
+        compare(
             recipe,
             steps=args.steps,
             warmup=args.warmup,
@@ -341,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(format_table(results))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(compare_engine, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -115,34 +115,25 @@ def benchmark_plan(args: argparse.Namespace, settings: Settings) -> dict[str, Ca
     workers = args.num_workers if args.num_workers is not None else min(8, os.cpu_count() or 1)
     variants = (args.variants or (CUDA_VARIANTS if cuda else "recipe")).split(",")
     plan: dict[str, Callable[[], list[Result]]] = {}
-    for recipe in (*ENGINE_RECIPES, *GPU_RECIPES):
-        plan[f"engine:{recipe}"] = lambda recipe=recipe: [
-            compare_engine(
-                recipe,
-                steps=settings.engine_steps,
-                warmup=settings.engine_warmup,
-                rounds=settings.rounds,
-                device=args.device,
-                threads=threads,
-                variant=variant,
-                verbose=args.verbose,
-            )
-            for variant in variants
-        ]
-    for recipe in INPUT_RECIPES:
-        plan[f"input:{recipe}"] = lambda recipe=recipe: [
-            compare_input_pipeline(
-                recipe,
-                steps=settings.engine_steps,
-                warmup=settings.engine_warmup,
-                rounds=settings.rounds,
-                device=args.device,
-                threads=threads,
-                variant=variant,
-                verbose=args.verbose,
-            )
-            for variant in variants
-        ]
+    step_comparisons = {
+        "engine": (compare_engine, (*ENGINE_RECIPES, *GPU_RECIPES)),
+        "input": (compare_input_pipeline, INPUT_RECIPES),
+    }
+    for kind, (compare, recipes) in step_comparisons.items():
+        for recipe in recipes:
+            plan[f"{kind}:{recipe}"] = lambda compare=compare, recipe=recipe: [
+                compare(
+                    recipe,
+                    steps=settings.engine_steps,
+                    warmup=settings.engine_warmup,
+                    rounds=settings.rounds,
+                    device=args.device,
+                    threads=threads,
+                    variant=variant,
+                    verbose=args.verbose,
+                )
+                for variant in variants
+            ]
     plan["augment"] = lambda: [
         compare_augmentation(
             args.device,
