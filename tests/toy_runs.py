@@ -7,10 +7,13 @@ is offline, not in strict plugin mode, and has the vision, text and audio plugin
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 DATA = Path(__file__).resolve().parent / "data"
 RECIPE = DATA / "toy_recipe.yaml"
@@ -54,3 +57,10 @@ def toy_run_command(out: Path, *extra: str) -> list[str]:
         "export=null",
         *extra,
     ]
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The model weights of a run's newest checkpoint, on the CPU."""
+    manifest = json.loads((run_dir / "checkpoints" / "manifest.json").read_text())
+    newest = manifest["checkpoints"][-1]["file"]
+    return torch.load(run_dir / "checkpoints" / newest, map_location="cpu", weights_only=True)["model"]

@@ -38,6 +38,15 @@ def sslhub_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(DATA))
 
 
+@pytest.fixture
+def toy_catalog(monkeypatch: pytest.MonkeyPatch):
+    """A catalog holding only the toy plugin of tests/data (the engine tests' components)."""
+    from sslhub.catalog import Catalog
+
+    monkeypatch.syspath_prepend(str(DATA))
+    return Catalog.load(["toy_plugin"], entry_points=False, python_registrations=False)
+
+
 @pytest.fixture(scope="session")
 def installed_plugins(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Path:
     """A directory holding the test plugin distributions installed by pip (with .dist-info).

@@ -11,17 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from toy_runs import BLOCK_BUILTINS, RECIPE, sslhub, sslhub_env, toy_run_command
+from toy_runs import BLOCK_BUILTINS, RECIPE, final_weights, sslhub, sslhub_env, toy_run_command
 
 
 def run_toy(out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(toy_run_command(out, *extra), capture_output=True, text=True, env=sslhub_env(), timeout=240)
-
-
-def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    manifest = json.loads((run_dir / "checkpoints" / "manifest.json").read_text())
-    newest = manifest["checkpoints"][-1]["file"]
-    return torch.load(run_dir / "checkpoints" / newest, weights_only=True)["model"]
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

@@ -15,27 +15,13 @@ import pytest
 import torch
 import yaml
 from gpu_device import GPU_DEVICE, ON_CUDA, cuda_count, needs_gpu
-from toy_runs import BLOCK_BUILTINS, RECIPE, sslhub, sslhub_env, toy_run_command
+from toy_runs import BLOCK_BUILTINS, RECIPE, final_weights, sslhub, sslhub_env, toy_run_command
 
-from sslhub.catalog import Catalog
 from sslhub.testing import run_recipe_for_steps
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "tests" / "data"
 
 pytestmark = needs_gpu
-
-
-@pytest.fixture
-def toy_catalog(monkeypatch):
-    monkeypatch.syspath_prepend(str(DATA))
-    return Catalog.load(["toy_plugin"], entry_points=False, python_registrations=False)
-
-
-def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    manifest = json.loads((run_dir / "checkpoints" / "manifest.json").read_text())
-    newest = manifest["checkpoints"][-1]["file"]
-    return torch.load(run_dir / "checkpoints" / newest, map_location="cpu", weights_only=True)["model"]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])

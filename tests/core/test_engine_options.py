@@ -7,16 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sslhub.catalog import Catalog
 from sslhub.testing import run_recipe_for_steps
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-
-
-@pytest.fixture
-def catalog(monkeypatch):
-    monkeypatch.syspath_prepend(str(DATA))
-    return Catalog.load(["toy_plugin"], entry_points=False, python_registrations=False)
 
 
 def toy_recipe() -> dict:
@@ -34,17 +27,17 @@ def toy_recipe() -> dict:
     ],
     ids=["bf16", "fp16", "accumulation+clip", "lars", "sgd"],
 )
-def test_option_trains_and_loss_falls(catalog, overrides):
-    summary = run_recipe_for_steps(toy_recipe(), 40, catalog=catalog, overrides=overrides)
+def test_option_trains_and_loss_falls(toy_catalog, overrides):
+    summary = run_recipe_for_steps(toy_recipe(), 40, catalog=toy_catalog, overrides=overrides)
     losses = summary["losses"]
     assert summary["steps"] == 40
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1, losses
 
 
-def test_second_objective_starts_at_its_start_step(catalog, tmp_path):
+def test_second_objective_starts_at_its_start_step(toy_catalog, tmp_path):
     recipe = toy_recipe()
     recipe["objectives"].append({"name": "toy_contrastive", "temperature": 0.5, "weight": 0.5, "start_step": 10})
-    run_recipe_for_steps(recipe, 20, catalog=catalog, out=tmp_path / "run")
+    run_recipe_for_steps(recipe, 20, catalog=toy_catalog, out=tmp_path / "run")
     import json
 
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -54,16 +47,18 @@ def test_second_objective_starts_at_its_start_step(catalog, tmp_path):
     )
 
 
-def test_evaluation_caps_each_side_of_the_labeled_split(catalog):
+def test_evaluation_caps_each_side_of_the_labeled_split(toy_catalog):
     recipe = toy_recipe()
     overrides = {"evaluate.max_samples": 100, "evaluate.linear_probe.epochs": 5}
-    summary = run_recipe_for_steps(recipe, 2, catalog=catalog, overrides=overrides, evaluate=True)
+    summary = run_recipe_for_steps(recipe, 2, catalog=toy_catalog, overrides=overrides, evaluate=True)
     assert summary["evaluation"]["eval_split"] == {"train": 100, "test": 100}  # of 256 each
-    uncapped = run_recipe_for_steps(recipe, 2, catalog=catalog, overrides={"evaluate.max_samples": None}, evaluate=True)
+    uncapped = run_recipe_for_steps(
+        recipe, 2, catalog=toy_catalog, overrides={"evaluate.max_samples": None}, evaluate=True
+    )
     assert uncapped["evaluation"]["eval_split"] == {"train": 256, "test": 256}
 
 
-def test_compiled_step_trains_with_one_graph_per_set_of_active_objectives(catalog, tmp_path):
+def test_compiled_step_trains_with_one_graph_per_set_of_active_objectives(toy_catalog, tmp_path):
     import json
 
     import torch
@@ -74,7 +69,7 @@ def test_compiled_step_trains_with_one_graph_per_set_of_active_objectives(catalo
     torch._dynamo.reset()
     counters.clear()
     try:
-        run_recipe_for_steps(recipe, 40, catalog=catalog, out=tmp_path / "run", overrides={"train.compile": True})
+        run_recipe_for_steps(recipe, 40, catalog=toy_catalog, out=tmp_path / "run", overrides={"train.compile": True})
         graphs = counters["stats"]["unique_graphs"]
     finally:
         torch._dynamo.reset()
