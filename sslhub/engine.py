@@ -374,12 +374,12 @@ class Run:
             # Same init on every rank (DDP broadcasts it anyway), but each rank needs its own
             # augmentation randomness, or all ranks would draw identical views.
             torch.manual_seed(self.recipe.model.seed + 1000003 * distributed.rank())
-        if dry_run:
-            return self._dry_run(model, module, modality, augment, dataset, sampler, optimizer, scaler, state)
-
-        self._train(
-            model, module, modality, augment, dataset, sampler, optimizer, scheduler, scaler, state, total_steps
-        )
+        with self._compile_errors_explained():
+            if dry_run:
+                return self._dry_run(model, module, modality, augment, dataset, sampler, optimizer, scaler, state)
+            self._train(
+                model, module, modality, augment, dataset, sampler, optimizer, scheduler, scaler, state, total_steps
+            )
         summary: dict[str, Any] = {"steps": state.step, "train_seconds": round(state.elapsed, 2)}
         if self.is_main:
             summary["final_loss"] = self._last_loss(state)
@@ -491,7 +491,7 @@ class Run:
                     sync = contextlib.nullcontext()
                     if isinstance(model, nn.parallel.DistributedDataParallel) and micro < spec.grad_accumulation - 1:
                         sync = model.no_sync()
-                    with sync, self._compile_errors_explained():
+                    with sync:
                         with self._autocast():
                             loss, logged = model(views, module.active_at(state.step))
                         scaler.scale(loss / spec.grad_accumulation).backward()
@@ -777,10 +777,9 @@ class Run:
         start = time.perf_counter()
         batch = next(batches)
         views = self._make_views(augment, batch, num_views)
-        with self._compile_errors_explained():
-            with self._autocast():
-                loss, logged = model(views, module.active_at(0))
-            scaler.scale(loss).backward()
+        with self._autocast():
+            loss, logged = model(views, module.active_at(0))
+        scaler.scale(loss).backward()
         scaler.step(optimizer)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
