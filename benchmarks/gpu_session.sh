@@ -28,7 +28,8 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >"$out/
   || { cat "$out/install.log"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/gpu.txt" 2>&1 || true
 
-SIX="engine:image_simclr,engine:image_inpainting,engine:text_mlm,engine:audio_masked,engine:autoencoder_image,engine:mae_image"
+# The engine rows of the shipped recipes (run_all's ENGINE_RECIPES), without the GPU anchor.
+SIX="$(cd benchmarks && python3 -c 'import run_all; print(",".join("engine:" + r for r in run_all.ENGINE_RECIPES))')"
 
 bench() {
   python3 benchmarks/run_all.py --device cuda --verbose --json "$out/$stage.json" --markdown "$out/$stage.md" "$@" \

@@ -127,7 +127,8 @@ def test_gpu_session_stages_name_only_existing_benchmarks(run_all):
     script = BENCHMARKS / "gpu_session.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     text = script.read_text()
-    six = re.search(r'^SIX="([^"]+)"', text, re.MULTILINE).group(1)
+    assert "run_all.ENGINE_RECIPES" in re.search(r"^SIX=(.+)$", text, re.MULTILINE).group(1)
+    six = ",".join("engine:" + recipe for recipe in run_all.ENGINE_RECIPES)
     plan = run_all.benchmark_plan(run_all.parse_args(["--device", "cuda"]), run_all.QUICK)
     onlies = [six if value == '"$SIX"' else value for value in re.findall(r"--only (\S+)", text)]
     assert len(onlies) == 4
