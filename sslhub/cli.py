@@ -250,13 +250,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from sslhub.catalog import Catalog
+    from sslhub.catalog import Catalog, strict_from_env
 
     catalog = Catalog.load(args.plugins, strict=False)
     records = catalog.plugins
+    # Strict mode exists for CI: there a plugin that failed to load must fail the command.
+    failed = 1 if strict_from_env() and any(r.errors for r in records) else 0
     if args.json:
         print(json.dumps([r.as_dict() for r in records], indent=2))
-        return 0
+        return failed
+    print("versions: " + ", ".join(f"{name} {version}" for name, version in library_versions().items()))
     if not records:
         print("no plugins installed")
     for record in records:
@@ -269,7 +272,26 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"  components: {', '.join(f'{c.kind}:{c.name}' for c in record.components)}")
         for error in record.errors:
             print(f"  error: {error}")
-    return 0
+    if failed:
+        print("error: a plugin failed to load and SSLHUB_STRICT_PLUGINS is on", file=sys.stderr)
+    return failed
+
+
+#: the libraries whose versions decide whether an environment works; shown by ``sslhub plugins``.
+REPORTED_LIBRARIES = ("sslhub", "torch", "torchvision", "torchaudio", "transformers", "timm", "onnxruntime", "onnx")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of :data:`REPORTED_LIBRARIES`, read from package metadata without importing them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in REPORTED_LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
 
 
 def cmd_list(args: argparse.Namespace) -> int:
