@@ -1,0 +1,163 @@
+"""Turning ``evaluation.json`` files into the suite's table (Markdown + JSON).
+
+Reads only the keys of the evaluation interface: per encoder kind (``trained``,
+``random_init``, ``raw_input``) the 5-shot probe mean and std (``few_shot_5_accuracy``,
+``few_shot_5_std``) and the full-label probe (``linear_probe_accuracy``). A missing key is
+shown as "n/a", never guessed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+KINDS = ("trained", "random_init", "raw_input")
+KIND_TITLES = {"trained": "trained", "random_init": "random init", "raw_input": "raw input"}
+FEW_SHOT_KEY = "few_shot_5_accuracy"
+FEW_SHOT_STD_KEY = "few_shot_5_std"
+FULL_KEY = "linear_probe_accuracy"
+PROBES = {"5-shot": FEW_SHOT_KEY, "full-label": FULL_KEY}
+
+
+@dataclass
+class Row:
+    """One recipe's result on its modality's set.
+
+    Attributes:
+        recipe: recipe file stem (``audio_masked``).
+        modality: suite set it ran on.
+        steps: training steps it ran.
+        seconds: wall time of ``sslhub run``.
+        scores: ``{kind: {metric key: value}}`` for the kinds in :data:`KINDS`.
+        eval_split: the evaluation's ``eval_split`` entry (sizes, groups), when present.
+        error: why the run produced no scores, or None.
+    """
+
+    recipe: str
+    modality: str
+    steps: int | None = None
+    seconds: float | None = None
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    eval_split: dict | None = None
+    error: str | None = None
+
+    def score(self, kind: str, key: str) -> float | None:
+        return self.scores.get(kind, {}).get(key)
+
+    def losses(self) -> list[str]:
+        """Plain sentences for each probe where the trained encoder does not beat a baseline."""
+        found = []
+        for probe, key in PROBES.items():
+            trained = self.score("trained", key)
+            for kind in ("random_init", "raw_input"):
+                other = self.score(kind, key)
+                if trained is not None and other is not None and trained <= other:
+                    verb = "ties with" if trained == other else "LOSES to"
+                    found.append(f"{probe}: trained {verb} {KIND_TITLES[kind]} ({trained:.3f} vs {other:.3f})")
+        return found
+
+
+def probe_value(metrics: dict, key: str) -> float | None:
+    """``metrics[key]``, or the one ``<encoder>/<key>`` entry when a recipe has a single prefixed encoder."""
+    if key in metrics:
+        return float(metrics[key])
+    prefixed = [v for k, v in metrics.items() if k.endswith(f"/{key}")]
+    return float(prefixed[0]) if len(prefixed) == 1 else None
+
+
+def row_from_evaluation(recipe: str, modality: str, evaluation: dict, steps: int | None, seconds: float | None) -> Row:
+    """A :class:`Row` from the contents of one ``evaluation.json``."""
+    scores = {}
+    for kind in KINDS:
+        metrics = evaluation.get(kind)
+        if not isinstance(metrics, dict):
+            continue
+        values = {key: probe_value(metrics, key) for key in (FEW_SHOT_KEY, FEW_SHOT_STD_KEY, FULL_KEY)}
+        scores[kind] = {k: v for k, v in values.items() if v is not None}
+    return Row(recipe, modality, steps, seconds, scores, evaluation.get("eval_split"))
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    """What the figures were measured on, and when."""
+    import torch
+
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def cell(row: Row, kind: str, key: str) -> str:
+    value = row.score(kind, key)
+    if value is None:
+        return "n/a"
+    std = row.score(kind, FEW_SHOT_STD_KEY) if key == FEW_SHOT_KEY else None
+    return f"{value:.3f} ± {std:.3f}" if std is not None else f"{value:.3f}"
+
+
+def verdict(row: Row) -> str:
+    if row.error:
+        return f"FAILED: {row.error}"
+    losses = row.losses()
+    if losses:
+        return "; ".join(losses)
+    if all(row.score(k, key) is not None for k in KINDS for key in PROBES.values()):
+        return "beats random init and raw input on both probes"
+    return "incomplete scores"
+
+
+def markdown(rows: list[Row], machine: dict, settings: dict) -> str:
+    """The results as a Markdown section: machine and settings, the table, then every loss spelled out."""
+    lines = [
+        "## Real-data suite",
+        "",
+        f"Measured {machine['date']} on {machine['cpu']} ({machine['usable_cores']} usable of {machine['cores']} cores), "
+        f"torch {machine['torch']}, Python {machine['python']}.",
+        "Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".",
+        "Probes score unseen groups (voices, typeface designs, source packages; tables: random rows).",
+        "",
+        "| recipe | set | steps | 5-shot trained | 5-shot random init | 5-shot raw input "
+        "| full trained | full random init | full raw input | time (s) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        probes = [cell(row, kind, key) for key in (FEW_SHOT_KEY, FULL_KEY) for kind in KINDS]
+        seconds = "n/a" if row.seconds is None else f"{row.seconds:.0f}"
+        steps = "n/a" if row.steps is None else str(row.steps)
+        lines.append(
+            f"| {row.recipe} | {row.modality} | {steps} | " + " | ".join(probes) + f" | {seconds} | {verdict(row)} |"
+        )
+    losing = [(row.recipe, loss) for row in rows for loss in row.losses()]
+    lines += ["", "Where a recipe does not beat a baseline:" if losing else "No recipe lost to a baseline.", ""]
+    lines += [f"- `{recipe}` {loss}" for recipe, loss in losing]
+    failed = [row for row in rows if row.error]
+    lines += [f"- `{row.recipe}` did not produce scores: {row.error}" for row in failed]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def as_json(rows: list[Row], machine: dict, settings: dict) -> dict:
+    return {
+        "machine": machine,
+        "settings": settings,
+        "rows": [{**asdict(row), "verdict": verdict(row), "losses": row.losses()} for row in rows],
+    }

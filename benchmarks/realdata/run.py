@@ -1,0 +1,174 @@
+"""Run the shipped recipes on the real-data sets and write the table.
+
+    python benchmarks/realdata/run.py --data DIR [--recipes a,b] [--steps-scale X] [--out RESULTS]
+
+For each recipe in ``recipes/`` whose modality has a set in DIR (built by ``build.py``), runs
+``sslhub run RECIPE`` with the training data pointed at the set's pretrain side and
+``evaluate.data`` at its labeled side, split by unseen groups, then reads the run's
+``evaluation.json`` and writes ``results.md`` and ``results.json`` (5-shot and full-label
+probes of the trained encoder, the random-init encoder and the raw input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import Row, as_json, machine_info, markdown, row_from_evaluation  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = REPO / "recipes"
+
+#: share of the labeled side's groups the evaluation keeps for the probe's test side.
+TEST_FRACTION = 0.3
+
+#: recipe key names of the grouping options (docs/recipes.md, `evaluate.data`).
+GROUP_PATTERN_KEY = "group_pattern"
+GROUP_FIELD_KEY = "group_field"
+
+
+def recipe_modality(path: Path) -> str | None:
+    """``data.modality`` of a recipe file, or None when it has none."""
+    recipe = yaml.safe_load(path.read_text())
+    return (recipe.get("data") or {}).get("modality")
+
+
+def recipe_steps(path: Path) -> int | None:
+    return ((yaml.safe_load(path.read_text()) or {}).get("train") or {}).get("steps")
+
+
+def sources(modality: str, folder: Path, entry: dict) -> tuple[dict, dict] | None:
+    """(``data.source``, ``evaluate.data``) for a modality's set in ``folder``, or None for no set."""
+    if modality in ("audio", "image"):
+        pretrain = {"type": "folder", "path": str(folder / "pretrain")}
+        labeled = {"type": "folder", "path": str(folder / "labeled")}
+        grouping = {GROUP_PATTERN_KEY: entry["group_pattern"]}
+    elif modality == "text":
+        pretrain = {"type": "files", "path": str(folder / "pretrain.jsonl")}
+        labeled = {"type": "files", "path": str(folder / "labeled.jsonl"), "label_field": entry["label_field"]}
+        grouping = {GROUP_FIELD_KEY: entry["group_field"]}
+    elif modality == "tabular":
+        column = entry["label_column"]
+        pretrain = {"type": "csv", "path": str(folder / "pretrain.csv"), "label_column": column}
+        labeled = {"type": "csv", "path": str(folder / "labeled.csv"), "label_column": column}
+        grouping = {}  # no natural groups: a stratified random split
+    else:
+        return None
+    return pretrain, {"source": labeled, "test_fraction": TEST_FRACTION, **grouping}
+
+
+def command(
+    recipe: Path, pretrain: dict, evaluation: dict, out: Path, steps: int | None, extra: list[str]
+) -> list[str]:
+    """The ``sslhub run`` command line (values are JSON, which the ``--set`` YAML parser reads)."""
+    args = [sys.executable, "-m", "sslhub", "run", str(recipe), "--out", str(out)]
+    sets = {"data.source": pretrain, "evaluate.data": evaluation, "export": None}
+    if steps is not None:
+        sets["train.steps"] = steps
+    for key, value in sets.items():
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    for item in extra:
+        args += ["--set", item]
+    return args
+
+
+def last_lines(text: str, count: int = 3) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " / ".join(lines[-count:]) or "no output"
+
+
+def launch(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run one ``sslhub`` command offline, output captured (tests replace this)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def run_recipe(recipe: Path, modality: str, data: Path, entry: dict, args: argparse.Namespace) -> Row:
+    """Train and evaluate one recipe on its set; a failure becomes a row with ``error``."""
+    pretrain, evaluation = sources(modality, data / modality, entry)
+    shipped = recipe_steps(recipe)
+    steps = None if shipped is None else max(1, round(shipped * args.steps_scale))
+    out = args.out / "runs" / recipe.stem
+    started = time.perf_counter()
+    try:
+        done = launch(command(recipe, pretrain, evaluation, out, steps, args.set), args.timeout)
+    except subprocess.TimeoutExpired:
+        return Row(
+            recipe.stem, modality, steps, time.perf_counter() - started, error=f"timed out after {args.timeout} s"
+        )
+    seconds = time.perf_counter() - started
+    (args.out / "logs").mkdir(parents=True, exist_ok=True)
+    (args.out / "logs" / f"{recipe.stem}.log").write_text(done.stdout + done.stderr)
+    evaluation_file = out / "evaluation.json"
+    if done.returncode != 0 or not evaluation_file.is_file():
+        return Row(
+            recipe.stem,
+            modality,
+            steps,
+            seconds,
+            error=f"exit {done.returncode}: {last_lines(done.stderr or done.stdout)}",
+        )
+    return row_from_evaluation(recipe.stem, modality, json.loads(evaluation_file.read_text()), steps, seconds)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="folder written by build.py")
+    parser.add_argument(
+        "--recipes", default="", help="comma-separated recipe names (file stems); default all with a set"
+    )
+    parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply each recipe's train.steps")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default DATA/results)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per recipe before it counts as failed")
+    parser.add_argument("--set", action="append", default=[], help="extra KEY=VALUE override for every run")
+    args = parser.parse_args(argv)
+    args.out = args.out or args.data / "results"
+    return args
+
+
+def selected_recipes(names: str) -> list[Path]:
+    available = {p.stem: p for p in sorted(RECIPES.glob("*.yaml"))}
+    wanted = [n.strip().removesuffix(".yaml") for n in names.split(",") if n.strip()] or list(available)
+    unknown = [n for n in wanted if n not in available]
+    if unknown:
+        raise SystemExit(f"unknown recipe(s) {', '.join(unknown)}; shipped: {', '.join(available)}")
+    return [available[n] for n in wanted]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    manifest_file = args.data / "manifest.json"
+    if not manifest_file.is_file():
+        raise SystemExit(
+            f"{manifest_file} not found: build the sets first with python benchmarks/realdata/build.py --out {args.data}"
+        )
+    sets = json.loads(manifest_file.read_text())["sets"]
+    rows = []
+    for recipe in selected_recipes(args.recipes):
+        modality = recipe_modality(recipe)
+        if modality not in sets:
+            print(f"{recipe.stem}: skipped (no real-data set for modality {modality!r})")
+            continue
+        print(f"{recipe.stem}: running on the {modality} set ...", flush=True)
+        rows.append(run_recipe(recipe, modality, args.data, sets[modality], args))
+        print(f"  {rows[-1].error or rows[-1].scores}", flush=True)
+    settings = {"steps scale": args.steps_scale, "probe test fraction": TEST_FRACTION, "data": str(args.data)}
+    machine = machine_info()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.md").write_text(markdown(rows, machine, settings))
+    (args.out / "results.json").write_text(json.dumps(as_json(rows, machine, settings), indent=2) + "\n")
+    print(markdown(rows, machine, settings))
+    return 1 if any(row.error for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""The real-data suite (benchmarks/realdata): builders at a tiny scale, the group split, the runner's
+command lines and the table writer.
+
+The audio and image builders need espeak-ng and installed fonts; without them (a bare CI
+machine) those tests skip with the reason. The text builder is tested on a package list
+written here, so it runs everywhere.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+REALDATA = Path(__file__).resolve().parents[2] / "benchmarks" / "realdata"
+
+
+@pytest.fixture(autouse=True)
+def realdata_path(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(REALDATA))
+
+
+def files_by_side(root: Path, suffix: str) -> dict[str, list[Path]]:
+    return {side: sorted((root / side).rglob(f"*{suffix}")) for side in ("pretrain", "labeled")}
+
+
+def groups_of(paths: list[Path], side_root: Path, pattern: str) -> set[str]:
+    """The group of every file, read back with the manifest's pattern (every file must match)."""
+    groups = set()
+    for path in paths:
+        match = re.match(pattern, path.relative_to(side_root).as_posix())
+        assert match, f"{path} does not match the group pattern {pattern}"
+        groups.add(match.group("group"))
+    return groups
+
+
+# -- the group split -------------------------------------------------------------------------
+
+
+def test_split_groups_never_shares_a_group_and_keeps_both_sides():
+    from groups import split_groups
+
+    rng = random.Random(0)
+    for trial in range(300):
+        groups = [f"g{rng.randrange(40)}" for _ in range(rng.randrange(2, 200))]
+        if len(set(groups)) < 2:
+            continue
+        fraction = rng.uniform(0.01, 0.99)
+        pretrain, labeled = split_groups(groups, fraction, seed=trial)
+        assert not set(pretrain) & set(labeled)
+        assert set(pretrain) | set(labeled) == set(groups)
+        assert pretrain and labeled
+        assert split_groups(groups, fraction, seed=trial) == (pretrain, labeled)  # deterministic
+
+
+def test_split_groups_refuses_a_single_group():
+    from groups import split_groups
+
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        split_groups(["a", "a"], 0.5, 0)
+
+
+def test_describe_sides_refuses_a_group_on_both_sides():
+    from groups import describe_sides
+
+    with pytest.raises(AssertionError, match="both sides"):
+        describe_sides([("pretrain", "x", "g1"), ("labeled", "x", "g1")])
+
+
+# -- builders --------------------------------------------------------------------------------
+
+
+def test_audio_builder_writes_16k_clips_of_disjoint_voices(tmp_path: Path):
+    from build_audio import WORDS, MissingTool, build_audio
+
+    try:
+        entry = build_audio(tmp_path, clips_per_word=1, labeled_fraction=0.5, seed=0, max_voices=4)
+    except MissingTool as error:
+        pytest.skip(str(error))
+    files = files_by_side(tmp_path, ".flac")
+    assert len(files["pretrain"]) + len(files["labeled"]) == 4 * len(WORDS)
+    voices = {side: groups_of(paths, tmp_path / side, entry["group_pattern"]) for side, paths in files.items()}
+    assert voices["pretrain"] and voices["labeled"] and not voices["pretrain"] & voices["labeled"]
+    assert {p.parent.name for p in files["labeled"]} == set(WORDS)
+    waveform, rate = soundfile.read(str(files["labeled"][0]))
+    assert rate == 16000 and 0.1 < len(waveform) / rate < 2.0 and np.abs(waveform).max() > 0.5
+
+
+def test_image_builder_renders_every_letter_in_held_out_designs(tmp_path: Path):
+    from build_images import LETTERS, MissingFonts, build_images
+    from PIL import Image
+
+    try:
+        entry = build_images(tmp_path, per_letter=1, labeled_fraction=0.4, seed=0, files_per_design=1)
+    except MissingFonts as error:
+        pytest.skip(str(error))
+    files = files_by_side(tmp_path, ".png")
+    designs = {side: groups_of(paths, tmp_path / side, entry["group_pattern"]) for side, paths in files.items()}
+    assert not designs["pretrain"] & designs["labeled"]
+    assert designs["labeled"] == set(entry["designs"]["labeled"])
+    assert {p.parent.name for p in files["labeled"]} == set(LETTERS)
+    with Image.open(files["labeled"][0]) as image:
+        assert image.size == (32, 32) and image.mode == "L"
+        assert np.asarray(image).max() > 128  # some ink
+
+
+def test_image_designs_merge_metric_clones_and_styles():
+    from build_images import design_group
+
+    assert design_group("Nimbus Sans") == design_group("TeX Gyre Heros") == design_group("Liberation Sans")
+    assert design_group("Open Sans Condensed") == design_group("Open Sans") == "open-sans"
+    assert design_group("Lato Hairline") == "lato"
+    assert design_group("DejaVu Sans Mono") != design_group("DejaVu Sans")
+
+
+PACKAGES = """\
+Package: {name}
+Source: {source} (1.0)
+Section: {section}
+Description: {text}
+ A long description line that is not used.
+
+"""
+
+
+def write_package_list(folder: Path) -> None:
+    """Two lists (plain and gzip) with 8 games and 8 sound packages from 2-package source groups."""
+    stanzas = []
+    for section, words in (("games", "puzzle game"), ("sound", "audio mixer")):
+        for i in range(8):
+            stanzas.append(
+                PACKAGES.format(
+                    name=f"{section}{i}", source=f"{section}src{i // 2}", section=section, text=f"{words} number {i}"
+                )
+            )
+    stanzas.append(PACKAGES.format(name="dup", source="other", section="games", text="Puzzle game number 0"))
+    folder.mkdir()
+    (folder / "example.org_dists_x_main_binary-amd64_Packages").write_text("".join(stanzas[:9]))
+    with gzip.open(folder / "example.org_dists_y_main_binary-amd64_Packages.gz", "wt") as handle:
+        handle.write("".join(stanzas[9:]))
+
+
+def test_text_builder_splits_by_source_package(tmp_path: Path):
+    from build_text import build_text
+
+    write_package_list(tmp_path / "lists")
+    entry = build_text(tmp_path / "out", 100, 0.5, 0, sections=("games", "sound"), lists_root=tmp_path / "lists")
+    sides = {
+        s: [json.loads(line) for line in (tmp_path / "out" / f"{s}.jsonl").open()] for s in ("pretrain", "labeled")
+    }
+    rows = sides["pretrain"] + sides["labeled"]
+    assert len(rows) == 16  # the case-insensitive duplicate synopsis is kept once
+    assert {r["label"] for r in rows} == {"games", "sound"}
+    groups = {s: {r["group"] for r in side} for s, side in sides.items()}
+    assert groups["pretrain"] and groups["labeled"] and not groups["pretrain"] & groups["labeled"]
+    assert entry["sides"]["labeled"]["samples"] == len(sides["labeled"])
+
+
+def test_text_builder_names_what_is_missing(tmp_path: Path):
+    from build_text import MissingPackageLists, build_text
+
+    with pytest.raises(MissingPackageLists, match="apt-get update"):
+        build_text(tmp_path / "out", 10, 0.5, 0, lists_root=tmp_path / "nothing")
+    write_package_list(tmp_path / "lists")
+    with pytest.raises(MissingPackageLists, match="section.*science"):
+        build_text(tmp_path / "out", 10, 0.5, 0, sections=("games", "science"), lists_root=tmp_path / "lists")
+
+
+def test_table_builder_is_a_stratified_row_split(tmp_path: Path):
+    from build_tables import build_tables
+
+    entry = build_tables(tmp_path, labeled_fraction=0.4, seed=0)
+    sides = entry["sides"]
+    assert sides["pretrain"]["samples"] + sides["labeled"]["samples"] == 569
+    for cls in entry["classes"]:
+        share = sides["labeled"]["per_class"][cls] / (
+            sides["labeled"]["per_class"][cls] + sides["pretrain"]["per_class"][cls]
+        )
+        assert abs(share - 0.4) < 0.01
+    header = (tmp_path / "labeled.csv").read_text().splitlines()[0].split(",")
+    assert len(header) == 31 and header[-1] == "diagnosis"
+
+
+def test_build_command_reports_a_missing_tool_and_writes_the_manifest(tmp_path: Path):
+    done = subprocess.run(
+        [sys.executable, str(REALDATA / "build.py"), "--out", str(tmp_path), "--only", "tabular"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert set(manifest["sets"]) == {"tabular"} and "labeled 228 samples" in done.stdout
+
+
+# -- the runner and the table ----------------------------------------------------------------
+
+
+def evaluation(trained: float, random_init: float, raw: float) -> dict:
+    def probes(value: float) -> dict:
+        return {
+            "few_shot_5_accuracy": value,
+            "few_shot_5_std": 0.02,
+            "linear_probe_accuracy": value + 0.1,
+            "knn_accuracy": value,
+        }
+
+    return {
+        "trained": probes(trained),
+        "random_init": probes(random_init),
+        "raw_input": probes(raw),
+        "eval_split": {"train": 70, "test": 30, "groups": {"train": 7, "test": 3}},
+    }
+
+
+def test_table_says_where_a_recipe_loses():
+    from report import markdown, row_from_evaluation
+
+    winner = row_from_evaluation("image_simclr", "image", evaluation(0.8, 0.2, 0.4), 300, 12.0)
+    loser = row_from_evaluation("audio_masked", "audio", evaluation(0.55, 0.64, 0.72), 400, 30.0)
+    assert winner.losses() == []
+    assert loser.losses()[0] == "5-shot: trained LOSES to random init (0.550 vs 0.640)"
+    machine = {"date": "2026-01-01", "cpu": "Test CPU", "usable_cores": 2, "cores": 2, "torch": "2", "python": "3.11"}
+    text = markdown([winner, loser], machine, {"steps scale": 1.0})
+    assert "Test CPU (2 usable of 2 cores)" in text and "2026-01-01" in text
+    assert "| image_simclr | image | 300 | 0.800 ± 0.020 | 0.200 ± 0.020 | 0.400 ± 0.020 | 0.900 |" in text
+    assert "beats random init and raw input on both probes" in text
+    assert "- `audio_masked` full-label: trained LOSES to raw input (0.650 vs 0.820)" in text
+
+
+def test_table_reads_prefixed_keys_and_shows_missing_ones():
+    from report import markdown, row_from_evaluation
+
+    row = row_from_evaluation("x", "image", {"trained": {"image/linear_probe_accuracy": 0.5}}, None, None)
+    assert row.score("trained", "linear_probe_accuracy") == 0.5
+    text = markdown([row], {"date": "d", "cpu": "c", "usable_cores": 1, "cores": 1, "torch": "t", "python": "p"}, {})
+    assert "n/a" in text and "incomplete scores" in text
+
+
+def test_runner_points_each_recipe_at_its_set_and_tabulates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """run.main with ``sslhub run`` replaced by a stand-in that checks the overrides and writes evaluation.json."""
+    import run
+    from build_tables import build_tables
+
+    entry = build_tables(tmp_path / "data" / "tabular", 0.4, 0)
+    (tmp_path / "data" / "manifest.json").write_text(json.dumps({"sets": {"tabular": entry}}))
+    seen = []
+
+    def fake_launch(args, timeout):
+        sets = dict(a.split("=", 1) for a in args[args.index("--out") + 2 :][1::2])
+        seen.append(sets)
+        out = Path(args[args.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "evaluation.json").write_text(json.dumps(evaluation(0.9, 0.7, 0.95)))
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(run, "launch", fake_launch)
+    code = run.main(
+        ["--data", str(tmp_path / "data"), "--recipes", "autoencoder_tabular,image_simclr", "--steps-scale", "0.5"]
+    )
+    assert code == 0
+    (sets,) = seen  # image_simclr has no set in this manifest: skipped
+    assert json.loads(sets["data.source"])["path"].endswith("tabular/pretrain.csv")
+    assert json.loads(sets["evaluate.data"])["source"]["path"].endswith("tabular/labeled.csv")
+    assert sets["train.steps"] == "300" and sets["export"] == "null"
+    results = json.loads((tmp_path / "data" / "results" / "results.json").read_text())
+    assert results["rows"][0]["losses"] == [
+        "5-shot: trained LOSES to raw input (0.900 vs 0.950)",
+        "full-label: trained LOSES to raw input (1.000 vs 1.050)",
+    ]
+    assert "cpu" in results["machine"] and "date" in results["machine"]
+
+
+def test_runner_sources_carry_the_grouping_for_each_modality(tmp_path: Path):
+    import run
+
+    pattern = r"^[^/]+/(?P<group>[^/]+)__\d+\.[a-z0-9]+$"
+    _, image_eval = run.sources("image", tmp_path / "image", {"group_pattern": pattern})
+    assert image_eval[run.GROUP_PATTERN_KEY] == pattern and image_eval["source"]["type"] == "folder"
+    text_train, text_eval = run.sources("text", tmp_path / "text", {"label_field": "label", "group_field": "group"})
+    assert "label_field" not in text_train and text_eval[run.GROUP_FIELD_KEY] == "group"
+    assert run.sources("image_text", tmp_path, {}) is None
