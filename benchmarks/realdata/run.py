@@ -31,7 +31,7 @@ RECIPES = REPO / "recipes"
 #: share of the labeled side's groups the evaluation keeps for the probe's test side.
 TEST_FRACTION = 0.3
 
-#: recipe key names of the grouping options (docs/recipes.md, `evaluate.data`).
+#: key names of the grouping options of a labeled source (docs/recipes.md, `evaluate.data`).
 GROUP_PATTERN_KEY = "group_pattern"
 GROUP_FIELD_KEY = "group_field"
 
@@ -47,23 +47,29 @@ def recipe_steps(path: Path) -> int | None:
 
 
 def sources(modality: str, folder: Path, entry: dict) -> tuple[dict, dict] | None:
-    """(``data.source``, ``evaluate.data``) for a modality's set in ``folder``, or None for no set."""
+    """(``data.source``, ``evaluate.data``) for a modality's set in ``folder``, or None for no set.
+
+    The grouping option sits in the labeled source (``group_pattern`` for folders,
+    ``group_field`` for JSONL text); tables have no groups, so their split is stratified random.
+    """
     if modality in ("audio", "image"):
         pretrain = {"type": "folder", "path": str(folder / "pretrain")}
-        labeled = {"type": "folder", "path": str(folder / "labeled")}
-        grouping = {GROUP_PATTERN_KEY: entry["group_pattern"]}
+        labeled = {"type": "folder", "path": str(folder / "labeled"), GROUP_PATTERN_KEY: entry["group_pattern"]}
     elif modality == "text":
         pretrain = {"type": "files", "path": str(folder / "pretrain.jsonl")}
-        labeled = {"type": "files", "path": str(folder / "labeled.jsonl"), "label_field": entry["label_field"]}
-        grouping = {GROUP_FIELD_KEY: entry["group_field"]}
+        labeled = {
+            "type": "files",
+            "path": str(folder / "labeled.jsonl"),
+            "label_field": entry["label_field"],
+            GROUP_FIELD_KEY: entry["group_field"],
+        }
     elif modality == "tabular":
         column = entry["label_column"]
         pretrain = {"type": "csv", "path": str(folder / "pretrain.csv"), "label_column": column}
         labeled = {"type": "csv", "path": str(folder / "labeled.csv"), "label_column": column}
-        grouping = {}  # no natural groups: a stratified random split
     else:
         return None
-    return pretrain, {"source": labeled, "test_fraction": TEST_FRACTION, **grouping}
+    return pretrain, {"source": labeled, "test_fraction": TEST_FRACTION}
 
 
 def command(

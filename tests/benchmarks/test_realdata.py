@@ -284,7 +284,7 @@ def test_runner_sources_carry_the_grouping_for_each_modality(tmp_path: Path):
 
     pattern = r"^[^/]+/(?P<group>[^/]+)__\d+\.[a-z0-9]+$"
     _, image_eval = run.sources("image", tmp_path / "image", {"group_pattern": pattern})
-    assert image_eval[run.GROUP_PATTERN_KEY] == pattern and image_eval["source"]["type"] == "folder"
+    assert image_eval["source"][run.GROUP_PATTERN_KEY] == pattern and image_eval["source"]["type"] == "folder"
     text_train, text_eval = run.sources("text", tmp_path / "text", {"label_field": "label", "group_field": "group"})
-    assert "label_field" not in text_train and text_eval[run.GROUP_FIELD_KEY] == "group"
+    assert "label_field" not in text_train and text_eval["source"][run.GROUP_FIELD_KEY] == "group"
     assert run.sources("image_text", tmp_path, {}) is None
