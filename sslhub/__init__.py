@@ -45,6 +45,7 @@ _EXPORTS = {
     "classes_without_training_samples": "sslhub.splits",
     "compile_group_pattern": "sslhub.splits",
     "group_split": "sslhub.splits",
+    "split_by_path_groups": "sslhub.splits",
     "groups_from_paths": "sslhub.splits",
     "split_problem": "sslhub.splits",
     "unmatched_paths_problem": "sslhub.splits",
@@ -83,6 +84,7 @@ __all__ = [
     "hookimpl",
     "modalities",
     "objectives",
+    "split_by_path_groups",
     "split_problem",
     "unmatched_paths_problem",
 ]
@@ -127,6 +129,7 @@ if TYPE_CHECKING:
         compile_group_pattern,
         group_split,
         groups_from_paths,
+        split_by_path_groups,
         split_problem,
         unmatched_paths_problem,
     )

@@ -139,9 +139,9 @@ def unmatched_paths_problem(paths: Sequence[str], groups: Sequence[str | None], 
     if not missing:
         return None
     if len(missing) == len(paths):
-        return f"pattern {pattern!r} matches none of the {len(paths)} files under {root} (e.g. {missing[0]!r})"
+        return f"pattern '{pattern}' matches none of the {len(paths)} files under {root} (e.g. {missing[0]!r})"
     return (
-        f"pattern {pattern!r} matches {len(paths) - len(missing)} of the {len(paths)} files under {root}; "
+        f"pattern '{pattern}' matches {len(paths) - len(missing)} of the {len(paths)} files under {root}; "
         f"every file needs a group (no match: {missing[0]!r})"
     )
 
@@ -159,3 +159,40 @@ def split_problem(labels: Sequence[int], split: GroupSplit, class_names: Sequenc
         f"the grouped split leaves class {names} with no probe-train samples (all its groups went to the test "
         "side); add groups of that class, lower the test fraction or change the split seed"
     )
+
+
+def split_by_path_groups(
+    paths: Sequence[str],
+    labels: Sequence[int] | None,
+    class_names: Sequence[str],
+    pattern: str,
+    root: str,
+    test_fraction: float,
+    seed: int,
+) -> GroupSplit:
+    """:func:`group_split` of files whose groups come from ``pattern`` over their relative paths.
+
+    Args:
+        paths: ``/``-separated paths relative to ``root``.
+        labels: class index per path, ``None`` when the source has no labels.
+        class_names: name per class index (for messages).
+        pattern: see :func:`groups_from_paths`.
+        root: the source folder (for messages).
+
+    Raises:
+        ValueError: the source has no labels, ``pattern`` leaves a file without a group, or the
+            split leaves a class without probe-train samples (the messages say which).
+    """
+    if labels is None:
+        raise ValueError(
+            f"grouping splits the labeled samples, but {root} has no labels (some files lie outside class subfolders)"
+        )
+    groups = groups_from_paths(paths, pattern)
+    problem = unmatched_paths_problem(paths, groups, pattern, root)
+    if problem is not None:
+        raise ValueError(problem)
+    split = group_split(labels, groups, test_fraction, seed)
+    problem = split_problem(labels, split, class_names)
+    if problem is not None:
+        raise ValueError(problem)
+    return split
