@@ -259,7 +259,7 @@ def _issues_from_validation(
 ) -> list[RecipeIssue]:
     issues = []
     for item in error.errors():
-        path = (*prefix, *item["loc"])
+        path = _without_union_tags(source.data, (*prefix, *item["loc"]))
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = f"unknown field{f' for {component}' if component else ''}"
@@ -269,6 +269,30 @@ def _issues_from_validation(
             message = "required field is missing"
         issues.append(RecipeIssue(source.location(path), format_path(path), message))
     return issues
+
+
+def _without_union_tags(data: Any, path: PathKey) -> PathKey:
+    """``path`` without the ``type`` values pydantic inserts for discriminated unions (``source.csv.path``).
+
+    A part is such a tag when the mapping reached so far has no key of that name but its
+    ``type`` is that name; the recipe has no such key, so the path names what the user wrote.
+    """
+    kept: list[str | int] = []
+    node = data
+    for part in path:
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue
+        kept.append(part)
+        node = _child(node, part)
+    return tuple(kept)
+
+
+def _child(node: Any, part: str | int) -> Any:
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
+        return node[part]
+    return None
 
 
 def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
