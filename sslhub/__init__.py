@@ -41,6 +41,14 @@ _EXPORTS = {
     "Provider": "sslhub.registry",
     "Registry": "sslhub.registry",
     "RegistryError": "sslhub.registry",
+    "GroupSplit": "sslhub.splits",
+    "classes_without_training_samples": "sslhub.splits",
+    "compile_group_pattern": "sslhub.splits",
+    "group_split": "sslhub.splits",
+    "split_by_path_groups": "sslhub.splits",
+    "groups_from_paths": "sslhub.splits",
+    "split_problem": "sslhub.splits",
+    "unmatched_paths_problem": "sslhub.splits",
 }
 
 __all__ = [
@@ -54,6 +62,7 @@ __all__ = [
     "EncoderSet",
     "EvalSplit",
     "ExportFrontend",
+    "GroupSplit",
     "Modality",
     "Objective",
     "ObjectiveOutput",
@@ -66,11 +75,18 @@ __all__ = [
     "__version__",
     "augmentations",
     "average_gradients",
+    "classes_without_training_samples",
+    "compile_group_pattern",
     "encoders",
     "gather_with_grad",
+    "group_split",
+    "groups_from_paths",
     "hookimpl",
     "modalities",
     "objectives",
+    "split_by_path_groups",
+    "split_problem",
+    "unmatched_paths_problem",
 ]
 
 
@@ -107,3 +123,13 @@ if TYPE_CHECKING:
     from sslhub.hookspecs import hookimpl
     from sslhub.python_api import augmentations, encoders, modalities, objectives
     from sslhub.registry import Component, Provider, Registry, RegistryError
+    from sslhub.splits import (
+        GroupSplit,
+        classes_without_training_samples,
+        compile_group_pattern,
+        group_split,
+        groups_from_paths,
+        split_by_path_groups,
+        split_problem,
+        unmatched_paths_problem,
+    )

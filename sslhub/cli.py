@@ -64,8 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("pattern", nargs="?", default="*", help="wildcard pattern, e.g. 'random_*'")
     _add_plugin_options(listing)
 
-    evaluate = commands.add_parser("evaluate", help="re-run the evaluation of a finished run")
+    evaluate = commands.add_parser(
+        "evaluate", help="re-run the evaluation of a finished run, or on another labeled set"
+    )
     evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument(
+        "--data",
+        metavar="SOURCE",
+        help="evaluate on this labeled set instead: a folder, .csv, .jsonl or .npz path (typed by the modality), "
+        "or a YAML mapping shaped like data.source; writes evaluation-NAME.json",
+    )
+    evaluate.add_argument(
+        "--group",
+        metavar="PATTERN|FIELD",
+        help="keep groups apart: a path regex (folders), a field (JSONL), a column (CSV)",
+    )
+    evaluate.add_argument(
+        "--label", metavar="FIELD", help="label field (JSONL, default label) or column (CSV, default label)"
+    )
+    evaluate.add_argument("--test-fraction", type=float, default=0.3, help="share of each class on the probe-test side")
+    evaluate.add_argument("--split-seed", type=int, default=0, help="seed of the probe-train / probe-test split")
+    evaluate.add_argument("--name", help="NAME in evaluation-NAME.json (default: the source's file or folder name)")
     _add_plugin_options(evaluate)
 
     export = commands.add_parser("export", help="export a run's encoder to verified ONNX")
@@ -358,10 +377,70 @@ def _load_run(run_dir: Path, plugins: list[str]):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    given = [option for option in ("group", "label", "name") if getattr(args, option) is not None]
+    if args.data is None and given:
+        raise SSLHubError(f"--{given[0]} applies to --data only")
+    if args.data is not None and not 0 < args.test_fraction < 1:
+        raise SSLHubError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
     run, modality, encoder, objectives = _load_run(args.run_dir, args.plugins)
-    report = run.evaluate(modality, encoder, objectives)
+    if args.data is None:
+        report = run.evaluate(modality, encoder, objectives)
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    raw = _data_source(args, modality)
+    split = _labeled_split(run, modality, raw, args.test_fraction, args.split_seed)
+    output = f"evaluation-{_source_name(raw, args.name)}.json"
+    report = run.evaluate(modality, encoder, objectives, split=split, output_name=output)
     print(json.dumps(report, indent=2, default=str))
+    print(f"wrote {args.run_dir / output}", file=sys.stderr)
     return 0
+
+
+def _data_source(args: argparse.Namespace, modality) -> dict[str, Any]:
+    """The ``--data`` source as a mapping: a path typed by the modality, or a YAML/JSON mapping."""
+    import yaml
+
+    path = Path(args.data).expanduser()
+    if path.exists():
+        try:
+            return modality.labeled_source(path, label=args.label, group=args.group)
+        except ValueError as error:
+            raise SSLHubError(f"--data {args.data}: {error}") from None
+    try:
+        raw = yaml.safe_load(args.data)
+    except yaml.YAMLError:
+        raw = None
+    if not isinstance(raw, dict):
+        raise SSLHubError(
+            f"--data {args.data}: no such file or folder, and not a mapping such as '{{type: folder, path: DIR}}'"
+        )
+    if args.group is not None or args.label is not None:
+        raise SSLHubError("--data: with a mapping, give the label and group options inside it, not as --label/--group")
+    return raw
+
+
+def _labeled_split(run, modality, raw: dict[str, Any], test_fraction: float, seed: int):
+    """The split of a ``--data`` source, validated like ``evaluate.data`` in a recipe."""
+    from sslhub.recipe import validate_labeled_source
+    from sslhub.recipe_yaml import format_path
+
+    source, problems = validate_labeled_source(run.recipe.modality.component, raw, test_fraction, seed)
+    if problems:
+        lines = "\n".join(f"  {format_path(('source', *path))}: {message}" for path, message in problems)
+        raise SSLHubError(f"--data: invalid labeled source ({len(problems)} problem(s)):\n{lines}")
+    try:
+        return modality.labeled_split(source, test_fraction, seed)
+    except ValueError as error:
+        raise SSLHubError(f"--data: {error}") from None
+
+
+def _source_name(raw: dict[str, Any], name: str | None) -> str:
+    """A file-name-safe ``name``, else the last part of the source's path, else ``data``."""
+    import re
+
+    if name is None:
+        name = Path(str(raw["path"])).expanduser().resolve().stem if raw.get("path") else "data"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip(".") or "data"
 
 
 def cmd_export(args: argparse.Namespace) -> int:

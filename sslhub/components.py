@@ -28,6 +28,18 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=False, protected_namespaces=())
 
+    def file_problems(
+        self, test_fraction: float | None = None, seed: int = 0
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """Problems only the files these parameters name can show, as ``(field path, message)`` pairs.
+
+        ``sslhub validate`` calls it on the modality's parameters (and on the source of
+        ``evaluate.data`` with its ``test_fraction`` and ``split_seed``) once every field is
+        valid, so a group pattern that matches no file is reported at its recipe line. Paths are
+        relative to these parameters (``("source", "group_pattern")``). None by default.
+        """
+        return []
+
 
 @dataclass
 class BuildContext:
@@ -59,6 +71,10 @@ class EvalSplit:
     train: Dataset
     test: Dataset
     class_names: Sequence[str] = ()
+    #: distinct groups per side, ``{"train": n, "test": n}``, when the split keeps groups apart.
+    groups: dict[str, int] | None = None
+    #: where the labeled samples come from (a path), for the report; empty for the recipe's own data.
+    source: str = ""
 
 
 class Modality(ABC):
@@ -85,6 +101,31 @@ class Modality(ABC):
     def eval_split(self) -> EvalSplit | None:
         """Labeled train/test samples for kNN and linear-probe evaluation, if the data has labels."""
         return None
+
+    def labeled_split(self, source: Params, test_fraction: float, seed: int) -> EvalSplit:
+        """A labeled split of another source (``evaluate.data``, ``sslhub evaluate --data``).
+
+        Args:
+            source: validated against the type of this modality's ``data.source`` (so it has the
+                same shape, grouping options included).
+            test_fraction: share of each class for the probe-test side.
+            seed: seed of the split.
+
+        The samples are decoded exactly as training samples are (same size, rate, tokenizer,
+        statistics); groups, when the source names them, never straddle the two sides (see
+        :func:`sslhub.group_split`). Raises ValueError when this modality cannot read labeled
+        data from ``source``.
+        """
+        raise ValueError(f"modality {type(self).__name__} cannot evaluate on another labeled source")
+
+    def labeled_source(self, path: Path, label: str | None = None, group: str | None = None) -> dict[str, Any]:
+        """The ``data.source`` mapping for a labeled file or folder named on the command line.
+
+        ``sslhub evaluate RUN --data PATH`` types ``PATH`` with this (a folder, a ``.csv``...);
+        ``label`` names the label field or column and ``group`` the grouping option, for
+        sources that have them. Raises ValueError for a path this modality cannot read.
+        """
+        raise ValueError(f"modality {type(self).__name__} cannot read a labeled source from a path; give a mapping")
 
     def collate(self, samples: list[Batch]) -> Batch:
         """Combine decoded samples into a batch (CPU)."""

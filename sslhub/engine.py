@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import io
 import json
@@ -191,7 +192,17 @@ def _capped_split(split: EvalSplit, limit: int, seed: int) -> EvalSplit:
         chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed + offset))[:limit]
         return Subset(dataset, sorted(chosen.tolist()))
 
-    return EvalSplit(train=cap(split.train, 0), test=cap(split.test, 1), class_names=split.class_names)
+    return dataclasses.replace(split, train=cap(split.train, 0), test=cap(split.test, 1))
+
+
+def split_summary(split: EvalSplit) -> dict[str, Any]:
+    """``{"train": n, "test": n}`` samples, plus ``groups`` and ``source`` when the split has them."""
+    summary: dict[str, Any] = {"train": len(split.train), "test": len(split.test)}
+    if split.groups is not None:
+        summary["groups"] = dict(split.groups)
+    if split.source:
+        summary["source"] = split.source
+    return summary
 
 
 def _to_float(value: Any) -> float:
@@ -804,11 +815,18 @@ class Run:
         return report
 
     def evaluate(
-        self, modality: Modality, encoder: Encoder | EncoderSet, objectives: list[Objective]
+        self,
+        modality: Modality,
+        encoder: Encoder | EncoderSet,
+        objectives: list[Objective],
+        split: EvalSplit | None = None,
+        output_name: str = "evaluation.json",
     ) -> dict[str, Any]:
-        """Write ``evaluation.json`` comparing the trained encoder(s) with the random init.
+        """Write ``output_name`` in the run directory comparing the trained encoder(s) with the random init.
 
-        With several encoders, each one's scores are prefixed with its key (``image/knn_accuracy``).
+        ``split`` is the labeled split the probes use; ``None`` takes the recipe's own
+        (:meth:`labeled_split`). With several encoders, each one's scores are prefixed with its
+        key (``image/knn_accuracy``).
         """
         spec = self.recipe.model.evaluate
         report: dict[str, Any] = {}
@@ -817,7 +835,7 @@ class Run:
         candidates = {"trained": encoder}
         if spec.random_init_baseline:
             candidates["random_init"] = self.build_encoder(modality)
-        split = modality.eval_split()
+        split = self.labeled_split(modality) if split is None else split
         if split is not None and spec.max_samples is not None:
             split = _capped_split(split, spec.max_samples, self.recipe.model.seed)
         if split is not None and (spec.knn or spec.linear_probe):
@@ -826,7 +844,7 @@ class Run:
                     report.setdefault(label, {}).update(
                         {prefix + k: v for k, v in self._probe_scores(single, modality, split, spec).items()}
                     )
-            report["eval_split"] = {"train": len(split.train), "test": len(split.test)}
+            report["eval_split"] = split_summary(split)
         held_out = modality.held_out_dataset()
         takes_baseline = ["baseline" in inspect.signature(o.report).parameters for o in objectives]
         # The random-init row gets freshly initialised heads too: the trained heads on a random
@@ -856,8 +874,15 @@ class Run:
                 extras[objective.sslhub_name] = extra
         if extras:
             report["objectives"] = extras
-        atomic_write_bytes(self.run_dir / "evaluation.json", json.dumps(report, indent=2, default=str).encode())
+        atomic_write_bytes(self.run_dir / output_name, json.dumps(report, indent=2, default=str).encode())
         return report
+
+    def labeled_split(self, modality: Modality) -> EvalSplit | None:
+        """The recipe's labeled split: ``evaluate.data`` when given, else the modality's own."""
+        data = self.recipe.model.evaluate.data
+        if data is None or self.recipe.eval_source is None:
+            return modality.eval_split()
+        return modality.labeled_split(self.recipe.eval_source, data.test_fraction, data.split_seed)
 
     def _probe_scores(self, encoder: Encoder, modality: Modality, split, spec) -> dict[str, float]:
         train_x, train_y = embed_dataset(encoder, modality, split.train, self.device, spec.batch_size)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -112,6 +112,16 @@ class LinearProbeSpec(_Section):
         return value
 
 
+class EvalDataSpec(_Section):
+    """An explicit labeled evaluation source, used instead of the modality's own labeled split."""
+
+    source: dict[str, Any] = Field(
+        description="a labeled source shaped like data.source of the recipe's modality, grouping options included"
+    )
+    test_fraction: float = Field(0.3, gt=0, lt=1, description="share of each class on the probe-test side")
+    split_seed: int = Field(0, description="seed of the probe-train / probe-test split")
+
+
 class EvaluateSpec(_Section):
     enabled: bool = True
     knn: KnnSpec | None = Field(default_factory=KnnSpec)
@@ -119,6 +129,9 @@ class EvaluateSpec(_Section):
     batch_size: int = Field(256, gt=0)
     random_init_baseline: bool = True
     max_held_out_batches: int = Field(50, gt=0)
+    data: EvalDataSpec | None = Field(
+        None, description="evaluate on this labeled source instead of the modality's own labeled split"
+    )
     max_samples: int | None = Field(
         20000,
         gt=0,
@@ -188,6 +201,8 @@ class ResolvedRecipe:
     encoders: dict[str, ResolvedComponent]
     objectives: list[ResolvedComponent]
     catalog: Catalog = field(repr=False)
+    #: ``evaluate.data.source`` validated against the modality's source type, or None.
+    eval_source: Params | None = None
 
     @property
     def several_encoders(self) -> bool:
@@ -228,6 +243,8 @@ class ResolvedRecipe:
             }
             for o in self.objectives
         ]
+        if self.eval_source is not None:
+            data["evaluate"]["data"]["source"] = self.eval_source.model_dump(mode="json")
         return data
 
     def resolved_yaml(self) -> str:
@@ -242,7 +259,7 @@ def _issues_from_validation(
 ) -> list[RecipeIssue]:
     issues = []
     for item in error.errors():
-        path = (*prefix, *item["loc"])
+        path = _without_union_tags(source.data, (*prefix, *item["loc"]))
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = f"unknown field{f' for {component}' if component else ''}"
@@ -252,6 +269,30 @@ def _issues_from_validation(
             message = "required field is missing"
         issues.append(RecipeIssue(source.location(path), format_path(path), message))
     return issues
+
+
+def _without_union_tags(data: Any, path: PathKey) -> PathKey:
+    """``path`` without the ``type`` values pydantic inserts for discriminated unions (``source.csv.path``).
+
+    A part is such a tag when the mapping reached so far has no key of that name but its
+    ``type`` is that name; the recipe has no such key, so the path names what the user wrote.
+    """
+    kept: list[str | int] = []
+    node = data
+    for part in path:
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue
+        kept.append(part)
+        node = _child(node, part)
+    return tuple(kept)
+
+
+def _child(node: Any, part: str | int) -> Any:
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
+        return node[part]
+    return None
 
 
 def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
@@ -330,9 +371,60 @@ def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
         if resolved is None:
             continue
         issues.extend(_check_objective_encoders(source, model, resolved, encoders, index))
+    eval_source = None
+    if modality is not None and not issues:
+        # Reading files is worth it only once every field is valid.
+        issues += _issues_at(source, ("data",), modality.params.file_problems())
+        eval_source = _resolve_eval_data(source, model.evaluate.data, modality.component, issues)
     if issues:
         raise RecipeError(issues)
-    return ResolvedRecipe(model, source, modality, augmentations, encoders, objectives, catalog)
+    return ResolvedRecipe(model, source, modality, augmentations, encoders, objectives, catalog, eval_source)
+
+
+def _issues_at(source: RecipeSource, prefix: PathKey, problems: list[tuple[PathKey, str]]) -> list[RecipeIssue]:
+    return [RecipeIssue(source.location((*prefix, *path)), format_path((*prefix, *path)), m) for path, m in problems]
+
+
+def _resolve_eval_data(
+    source: RecipeSource, spec: EvalDataSpec | None, modality: Component, issues: list[RecipeIssue]
+) -> Params | None:
+    """``evaluate.data.source`` validated and its files checked; problems go to ``issues``."""
+    if spec is None:
+        return None
+    prefix = ("evaluate", "data", "source")
+    labeled, problems = validate_labeled_source(modality, spec.source, spec.test_fraction, spec.split_seed)
+    issues += _issues_at(source, prefix, problems)
+    return labeled
+
+
+def validate_labeled_source(
+    modality: Component, raw: Any, test_fraction: float, seed: int
+) -> tuple[Params | None, list[tuple[PathKey, str]]]:
+    """Validate a labeled source mapping against the type of ``modality``'s ``data.source``.
+
+    Returns:
+        the validated source (``None`` when invalid) and its problems as ``(path, message)``,
+        paths relative to the source: field errors first, then what its files show
+        (:meth:`sslhub.Params.file_problems` with this ``test_fraction`` and ``seed``).
+    """
+    from pydantic import TypeAdapter
+
+    field_info = modality.params.model_fields.get("source")
+    if field_info is None:
+        return None, [((), f"modality '{modality.name}' has no data.source, so it takes no other labeled source")]
+    try:
+        labeled = TypeAdapter(Annotated[field_info.annotation, field_info]).validate_python(raw)
+    except ValidationError as exc:
+        tag = raw.get("type") if isinstance(raw, dict) else None
+        problems = []
+        for item in exc.errors():
+            # A discriminated union puts the chosen type first in the location; the recipe has no such key.
+            loc = item["loc"][1:] if item["loc"][:1] == (tag,) else item["loc"]
+            message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
+            message = "required field is missing" if item["type"] == "missing" else message
+            problems.append((tuple(loc), message.removeprefix("Value error, ")))
+        return None, problems
+    return labeled, labeled.file_problems(test_fraction=test_fraction, seed=seed)
 
 
 def _check_objective_encoders(

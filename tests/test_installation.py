@@ -7,7 +7,7 @@ import tomllib
 from importlib.metadata import entry_points, version
 from pathlib import Path
 
-from conftest import BUILTIN_DISTRIBUTION, builtin_plugin_import_errors
+from installation_check import BUILTIN_DISTRIBUTION, builtin_plugin_import_errors
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 

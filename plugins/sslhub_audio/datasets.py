@@ -18,6 +18,7 @@ import torch
 import torchaudio
 from torch.utils.data import Dataset
 
+from sslhub import group_split, split_by_path_groups
 from sslhub_audio.features import fix_length
 from sslhub_audio.synthetic import SyntheticWords
 
@@ -120,10 +121,8 @@ def scan_audio_folder(root: Path, extensions: Sequence[str]) -> FolderScan:
         ValueError: ``root`` is not a folder, or no readable file was found.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"audio source folder {str(root)!r} does not exist or is not a folder")
     wanted = {e.lower() for e in extensions}
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
+    paths = list_audio_files(root, extensions)
     readable: list[tuple[Path, int, int]] = []
     skipped: list[tuple[Path, str]] = []
     for path in paths:
@@ -145,16 +144,58 @@ def scan_audio_folder(root: Path, extensions: Sequence[str]) -> FolderScan:
             f"no readable audio files with extensions {sorted(wanted)} under {str(root)!r}"
             + (f" ({len(skipped)} skipped as unreadable or empty)" if skipped else "")
         )
-    relative = [p.relative_to(root) for p, _, _ in readable]
-    class_names: list[str] = []
-    if all(len(r.parts) > 1 for r in relative):
-        class_names = sorted({r.parts[0] for r in relative})
-    label_of = {name: i for i, name in enumerate(class_names)}
+    labels, class_names = class_labels([p.relative_to(root) for p, _, _ in readable])
     files = [
-        AudioFile(path, sr, frames, label_of[rel.parts[0]] if class_names else -1)
-        for (path, sr, frames), rel in zip(readable, relative, strict=True)
+        AudioFile(path, sr, frames, labels[i] if labels is not None else -1)
+        for i, (path, sr, frames) in enumerate(readable)
     ]
     return FolderScan(files=files, class_names=class_names, skipped=skipped)
+
+
+def list_audio_files(root: Path, extensions: Sequence[str]) -> list[Path]:
+    """Files under ``root`` (recursively) with one of ``extensions``, sorted, without reading them.
+
+    Raises:
+        ValueError: ``root`` is not a folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"audio source folder {str(root)!r} does not exist or is not a folder")
+    wanted = {e.lower() for e in extensions}
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
+
+
+def class_labels(relative: Sequence[Path]) -> tuple[list[int] | None, list[str]]:
+    """Class index per relative path from its first-level subfolder, and the sorted class names.
+
+    ``(None, [])`` when some file lies directly in the root: the folder has no labels.
+    """
+    if not all(len(r.parts) > 1 for r in relative):
+        return None, []
+    class_names = sorted({r.parts[0] for r in relative})
+    label_of = {name: i for i, name in enumerate(class_names)}
+    return [label_of[r.parts[0]] for r in relative], class_names
+
+
+def grouped_split(
+    root: Path, scan: FolderScan, pattern: str | None, test_fraction: float, seed: int
+) -> tuple[list[int], list[int], dict[str, int] | None]:
+    """Train and test file indices of a labeled scan: whole groups per side when ``pattern`` is given.
+
+    Without a pattern the split is stratified by class (every file its own group).
+
+    Raises:
+        ValueError: see :func:`sslhub.split_by_path_groups`.
+    """
+    relative = [f.path.relative_to(root).as_posix() for f in scan.files]
+    labels = [f.label for f in scan.files] if scan.labeled else None
+    if pattern is None:
+        if labels is None:
+            raise ValueError(f"audio source {str(root)!r} has no labels (some files lie outside class subfolders)")
+        split = group_split(labels, None, test_fraction, seed)
+        return split.train, split.test, None
+    split = split_by_path_groups(relative, labels, scan.class_names, pattern, str(root), test_fraction, seed)
+    return split.train, split.test, split.group_counts()
 
 
 class AudioFileDataset(Dataset):

@@ -20,11 +20,22 @@ from pydantic import Field, field_validator, model_validator
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from sslhub import BuildContext, EvalSplit, ExportFrontend, Modality, Params
+from sslhub import (
+    BuildContext,
+    EvalSplit,
+    ExportFrontend,
+    Modality,
+    Params,
+    compile_group_pattern,
+    split_by_path_groups,
+)
 from sslhub_audio.datasets import (
     AudioFileDataset,
     FolderScan,
     SyntheticWordsDataset,
+    class_labels,
+    grouped_split,
+    list_audio_files,
     scan_audio_folder,
     split_indices,
 )
@@ -57,6 +68,35 @@ class FolderAudioSource(Params):
         default_factory=lambda: [".wav", ".flac", ".ogg"],
         description="File suffixes read with soundfile (case-insensitive).",
     )
+
+    group_pattern: str | None = Field(
+        None,
+        description="Regex over each file's path relative to path; its (?P<group>...) (or first group) names the "
+        "file's group (a speaker): the evaluation split keeps groups apart, test groups unseen.",
+    )
+
+    @field_validator("group_pattern")
+    @classmethod
+    def _valid_pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_group_pattern(value)
+        return value
+
+    def file_problems(
+        self, test_fraction: float | None = None, seed: int = 0
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """A group pattern that leaves a file without a group, or a split without probe-train samples of a class."""
+        if self.group_pattern is None or test_fraction is None:
+            return []
+        try:
+            paths = list_audio_files(self.path, self.extensions)
+            relative = [p.relative_to(self.path) for p in paths]
+            labels, class_names = class_labels(relative)
+            posix = [r.as_posix() for r in relative]
+            split_by_path_groups(posix, labels, class_names, self.group_pattern, str(self.path), test_fraction, seed)
+        except ValueError as error:
+            return [(("group_pattern",), str(error))]
+        return []
 
     @field_validator("extensions")
     @classmethod
@@ -106,6 +146,13 @@ class AudioParams(Params):
     )
     split_seed: int = Field(0, description="Seed of the deterministic train / evaluation split.")
 
+    def file_problems(
+        self, test_fraction: float | None = None, seed: int = 0
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """The source's problems with this recipe's ``eval_fraction`` and ``split_seed``."""
+        problems = self.source.file_problems(self.eval_fraction, self.split_seed)
+        return [(("source", *path), message) for path, message in problems]
+
     @model_validator(mode="after")
     def _consistent(self) -> AudioParams:
         f = self.features
@@ -138,6 +185,7 @@ class AudioModality(Modality):
         self.num_frames = self.featurizer.num_frames(self.num_samples)
         self._scan: FolderScan | None = None
         self._splits: tuple[list[int], list[int]] | None = None
+        self._groups: dict[str, int] | None = None
         self._clip_cache: dict[int, Tensor] = {}
 
     # -- data ---------------------------------------------------------------------------------
@@ -158,18 +206,23 @@ class AudioModality(Modality):
     def _split(self) -> tuple[list[int], list[int]]:
         if self._splits is None:
             source = self.params.source
-            count = source.num_clips if isinstance(source, DefaultAudioSource) else len(self.scan.files)
-            self._splits = split_indices(count, self.params.eval_fraction, self.params.split_seed)
+            fraction, seed = self.params.eval_fraction, self.params.split_seed
+            if isinstance(source, FolderAudioSource) and source.group_pattern is not None:
+                train, test, self._groups = grouped_split(source.path, self.scan, source.group_pattern, fraction, seed)
+                self._splits = (train, test)
+            else:
+                count = source.num_clips if isinstance(source, DefaultAudioSource) else len(self.scan.files)
+                self._splits = split_indices(count, fraction, seed)
         return self._splits
 
-    def _dataset(self, indices: list[int], labeled: bool) -> Dataset:
+    def _dataset(self, indices: list[int], labeled: bool, scan: FolderScan | None = None) -> Dataset:
         source = self.params.source
-        if isinstance(source, DefaultAudioSource):
+        if isinstance(source, DefaultAudioSource) and scan is None:
             corpus = SyntheticWords(source.num_classes, self.params.sample_rate, self.num_samples, source.seed)
             return SyntheticWordsDataset(
                 corpus, indices, labeled=labeled, cache=self._clip_cache if source.cache else None
             )
-        files = [self.scan.files[i] for i in indices]
+        files = [(scan or self.scan).files[i] for i in indices]
         return AudioFileDataset(files, self.params.sample_rate, self.num_samples, labeled=labeled)
 
     def train_dataset(self) -> Dataset:
@@ -188,8 +241,33 @@ class AudioModality(Modality):
             return None
         train, test = self._split()
         return EvalSplit(
-            train=self._dataset(train, labeled=True), test=self._dataset(test, labeled=True), class_names=class_names
+            train=self._dataset(train, labeled=True),
+            test=self._dataset(test, labeled=True),
+            class_names=class_names,
+            groups=self._groups,
         )
+
+    def labeled_split(self, source: Params, test_fraction: float, seed: int) -> EvalSplit:
+        """A labeled audio folder decoded like the training clips; grouped when it has a ``group_pattern``."""
+        if not isinstance(source, FolderAudioSource):
+            raise ValueError("an audio evaluation source must be a folder of class subfolders")
+        scan = scan_audio_folder(source.path, source.extensions)
+        train, test, groups = grouped_split(source.path, scan, source.group_pattern, test_fraction, seed)
+        return EvalSplit(
+            train=self._dataset(train, labeled=True, scan=scan),
+            test=self._dataset(test, labeled=True, scan=scan),
+            class_names=scan.class_names,
+            groups=groups,
+            source=str(source.path),
+        )
+
+    def labeled_source(self, path: Path, label: str | None = None, group: str | None = None) -> dict[str, Any]:
+        """A folder of class subfolders; ``group`` is a group pattern over the relative paths."""
+        if label is not None:
+            raise ValueError("audio folders take labels from their class subfolders; --label does not apply")
+        if not path.is_dir():
+            raise ValueError(f"{path}: an audio evaluation source is a folder of class subfolders")
+        return {"type": "folder", "path": str(path), "group_pattern": group}
 
     # -- device side --------------------------------------------------------------------------
 

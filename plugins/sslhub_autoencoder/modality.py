@@ -23,11 +23,11 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from sslhub import Batch, BuildContext, EvalSplit, Modality, Params
+from sslhub import Batch, BuildContext, EvalSplit, Modality, Params, group_split, split_problem
 from sslhub_autoencoder.tables import Table, load_bundled, read_csv, read_numpy
 
 
@@ -48,6 +48,30 @@ class CsvTableSource(Params):
     label_column: str | None = Field(None, description="column holding class labels (for evaluation), if any")
     columns: list[str] | None = Field(None, description="feature columns; default every column but the label")
     delimiter: str = Field(",", min_length=1, max_length=1, description="field separator")
+    group_column: str | None = Field(
+        None,
+        description="column naming each row's group (a patient, a site): the labeled split keeps groups apart, "
+        "test groups unseen; needs label_column",
+    )
+
+    @model_validator(mode="after")
+    def _groups_need_labels(self) -> CsvTableSource:
+        if self.group_column is not None and self.label_column is None:
+            raise ValueError("group_column groups the labeled split, so it needs label_column too")
+        return self
+
+    def file_problems(
+        self, test_fraction: float | None = None, seed: int = 0
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """A group column missing from the file, or a split without probe-train samples of a class."""
+        if self.group_column is None or test_fraction is None:
+            return []
+        try:
+            table = read_csv(self.path.expanduser(), self.label_column, self.columns, self.delimiter, self.group_column)
+            split_table(table, test_fraction, seed)
+        except ValueError as error:
+            return [(("group_column",), str(error))]
+        return []
 
 
 class NumpyTableSource(Params):
@@ -73,6 +97,13 @@ class TabularParams(Params):
     eval_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of rows held out (eval test / held-out set)")
     split_seed: int = Field(0, description="seed of the deterministic train / held-out split")
 
+    def file_problems(
+        self, test_fraction: float | None = None, seed: int = 0
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """The source's problems with this recipe's ``eval_fraction`` and ``split_seed``."""
+        problems = self.source.file_problems(self.eval_fraction, self.split_seed)
+        return [(("source", *path), message) for path, message in problems]
+
 
 class VectorDataset(Dataset):
     """Rows of a float32 array as ``{"vector": [D]}`` (and ``"label"`` when labels are given)."""
@@ -89,6 +120,23 @@ class VectorDataset(Dataset):
         if self.labels is not None:
             sample["label"] = self.labels[index]
         return sample
+
+
+def split_table(table: Table, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, int] | None]:
+    """Labeled train / test rows of ``table``: whole groups per side when it has groups, else stratified.
+
+    Raises:
+        ValueError: the table has no labels, or the grouped split leaves a class without train rows.
+    """
+    if table.labels is None:
+        raise ValueError("the table has no label column, so it has no labeled split")
+    labels = table.labels.tolist()
+    split = group_split(labels, table.groups, test_fraction, seed)
+    problem = split_problem(labels, split, table.class_names)
+    if problem is not None:
+        raise ValueError(problem)
+    groups = split.group_counts() if table.groups is not None else None
+    return np.asarray(split.train, dtype=np.int64), np.asarray(split.test, dtype=np.int64), groups
 
 
 def split_rows(count: int, labels: np.ndarray | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +168,9 @@ class TabularModality(Modality):
         """The source, read once (skipped rows counted in ``table.skipped_rows``)."""
         source = self.params.source
         if isinstance(source, CsvTableSource):
-            return read_csv(source.path.expanduser(), source.label_column, source.columns, source.delimiter)
+            return read_csv(
+                source.path.expanduser(), source.label_column, source.columns, source.delimiter, source.group_column
+            )
         if isinstance(source, NumpyTableSource):
             return read_numpy(source.path.expanduser(), source.features_key, source.labels_key, source.label_column)
         return load_bundled(source.name)
@@ -133,6 +183,8 @@ class TabularModality(Modality):
     @cached_property
     def _splits(self) -> tuple[np.ndarray, np.ndarray]:
         table = self.table
+        if table.groups is not None:
+            return split_table(table, self.params.eval_fraction, self.params.split_seed)[:2]
         return split_rows(len(table.features), table.labels, self.params.eval_fraction, self.params.split_seed)
 
     @cached_property
@@ -172,11 +224,51 @@ class TabularModality(Modality):
         train, test = self._splits
         if self.table.labels is None or len(test) == 0:
             return None
+        groups = None
+        if self.table.groups is not None:
+            groups = {
+                "train": len({self.table.groups[i] for i in train}),
+                "test": len({self.table.groups[i] for i in test}),
+            }
         return EvalSplit(
             train=self._dataset(train, labeled=True),
             test=self._dataset(test, labeled=True),
             class_names=tuple(self.table.class_names),
+            groups=groups,
         )
+
+    def labeled_split(self, source: Params, test_fraction: float, seed: int) -> EvalSplit:
+        """Another labeled table, standardised with this run's training statistics; grouped when it has groups."""
+        if isinstance(source, CsvTableSource):
+            path = source.path.expanduser()
+            table = read_csv(path, source.label_column, source.columns, source.delimiter, source.group_column)
+        elif isinstance(source, NumpyTableSource):
+            path = source.path.expanduser()
+            table = read_numpy(path, source.features_key, source.labels_key, source.label_column)
+        else:
+            raise ValueError("a tabular evaluation source must be a labeled CSV or numpy file")
+        if table.features.shape[1] != self.dim:
+            raise ValueError(f"{path} has {table.features.shape[1]} feature columns; the run was trained on {self.dim}")
+        train, test, groups = split_table(table, test_fraction, seed)
+        mean, std = self.statistics
+        vectors = ((table.features - mean) / std).astype(np.float32)
+        return EvalSplit(
+            train=VectorDataset(vectors[train], table.labels[train]),
+            test=VectorDataset(vectors[test], table.labels[test]),
+            class_names=tuple(table.class_names),
+            groups=groups,
+            source=str(path),
+        )
+
+    def labeled_source(self, path: Path, label: str | None = None, group: str | None = None) -> dict[str, Any]:
+        """A ``.csv`` (label column ``label`` unless named; ``group`` is a column) or a labeled ``.npz``."""
+        if path.suffix.lower() == ".csv":
+            return {"type": "csv", "path": str(path), "label_column": label or "label", "group_column": group}
+        if path.suffix.lower() == ".npz" and group is None:
+            return {"type": "numpy", "path": str(path), "labels_key": label or "labels"}
+        if path.suffix.lower() == ".npz":
+            raise ValueError("a numpy table source has no group option; use a CSV with --group COLUMN")
+        raise ValueError(f"{path}: give a labeled .csv or .npz file")
 
     def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
         """Standard-normal vectors ``[B, D]``, shaped like standardised rows."""

@@ -30,6 +30,7 @@ class Table:
         class_names: name of each class index.
         column_names: name of each feature column.
         skipped_rows: rows dropped while reading (malformed or non-numeric).
+        groups: group of each row, from ``group_column`` (rows of one group stay on one side).
     """
 
     features: np.ndarray
@@ -37,6 +38,8 @@ class Table:
     class_names: list[str] = field(default_factory=list)
     column_names: list[str] = field(default_factory=list)
     skipped_rows: int = 0
+    #: group name of each row (``group_column``), or ``None``.
+    groups: list[str] | None = None
 
 
 def encode_labels(values: list[str] | np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -59,16 +62,21 @@ def _number(text: str) -> float:
 
 
 def read_csv(
-    path: Path, label_column: str | None = None, columns: list[str] | None = None, delimiter: str = ","
+    path: Path,
+    label_column: str | None = None,
+    columns: list[str] | None = None,
+    delimiter: str = ",",
+    group_column: str | None = None,
 ) -> Table:
     """Read a CSV file with a header row; rows with a wrong field count, an empty or non-numeric
-    feature value, or an empty label are skipped and counted (a warning names the first few).
+    feature value, or an empty label or group are skipped and counted (a warning names the first few).
 
     Args:
         path: the file.
         label_column: header name of the class label column (any text), or ``None``.
-        columns: feature columns to use; default every column but the label.
+        columns: feature columns to use; default every column but the label and the group.
         delimiter: field separator.
+        group_column: header name of the column naming each row's group (any text), or ``None``.
 
     Raises:
         ValueError: missing file, no header, unknown column names, or no valid row.
@@ -81,9 +89,12 @@ def read_csv(
         if not header:
             raise ValueError(f"{path} is empty; the first row must name the columns")
         header = [name.strip() for name in header]
-        if label_column is not None and label_column not in header:
-            raise ValueError(f"label_column {label_column!r} is not a column of {path} (columns: {', '.join(header)})")
-        wanted = columns if columns is not None else [name for name in header if name != label_column]
+        for option, name in (("label_column", label_column), ("group_column", group_column)):
+            if name is not None and name not in header:
+                raise ValueError(f"{option} {name!r} is not a column of {path} (columns: {', '.join(header)})")
+        wanted = (
+            columns if columns is not None else [name for name in header if name not in (label_column, group_column)]
+        )
         unknown = [name for name in wanted if name not in header]
         if unknown:
             raise ValueError(f"columns {unknown} are not in {path} (columns: {', '.join(header)})")
@@ -91,8 +102,10 @@ def read_csv(
             raise ValueError(f"{path} has no feature column besides the label {label_column!r}")
         feature_index = [header.index(name) for name in wanted]
         label_index = header.index(label_column) if label_column is not None else None
+        group_index = header.index(group_column) if group_column is not None else None
         rows: list[list[float]] = []
         labels: list[str] = []
+        groups: list[str] = []
         skipped: list[tuple[int, str]] = []
         for line, row in enumerate(reader, start=2):
             if not row or all(not cell.strip() for cell in row):
@@ -105,12 +118,15 @@ def read_csv(
             except ValueError as error:
                 skipped.append((line, str(error)))
                 continue
-            if label_index is not None:
-                label = row[label_index].strip()
-                if not label:
-                    skipped.append((line, "empty label"))
-                    continue
+            label = row[label_index].strip() if label_index is not None else None
+            group = row[group_index].strip() if group_index is not None else None
+            if label == "" or group == "":
+                skipped.append((line, "empty label" if label == "" else "empty group"))
+                continue
+            if label is not None:
                 labels.append(label)
+            if group is not None:
+                groups.append(group)
             rows.append(values)
     if skipped:
         shown = "; ".join(f"line {n}: {why}" for n, why in skipped[:3])
@@ -118,7 +134,8 @@ def read_csv(
     if not rows:
         raise ValueError(f"{path} has no valid data row ({len(skipped)} skipped)")
     encoded, names = encode_labels(labels) if label_index is not None else (None, [])
-    return Table(np.asarray(rows, dtype=np.float64), encoded, names, list(wanted), len(skipped))
+    table_groups = groups if group_index is not None else None
+    return Table(np.asarray(rows, dtype=np.float64), encoded, names, list(wanted), len(skipped), table_groups)
 
 
 def read_numpy(

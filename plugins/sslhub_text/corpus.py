@@ -135,10 +135,12 @@ class Document:
     Attributes:
         text: the document text (never empty).
         label: class name for the labeled evaluation split, or ``None``.
+        group: the document's group (an author, a source) for splits that keep groups apart, or ``None``.
     """
 
     text: str
     label: str | None = None
+    group: str | None = None
 
 
 @dataclass
@@ -236,7 +238,7 @@ def _decode_lines(lines: Iterable[bytes], skipped: SkipCounts) -> Iterator[str]:
 
 
 def _jsonl_documents(
-    lines: Iterable[bytes], text_field: str, label_field: str | None, skipped: SkipCounts
+    lines: Iterable[bytes], text_field: str, label_field: str | None, skipped: SkipCounts, group_field: str | None
 ) -> Iterator[Document]:
     for line in _decode_lines(lines, skipped):
         try:
@@ -255,7 +257,8 @@ def _jsonl_documents(
                 skipped.add(f"records without '{label_field}'")
                 continue
             label = str(value)
-        yield Document(text.strip(), label)
+        group = record.get(group_field) if group_field is not None else None
+        yield Document(text.strip(), label, None if group is None else str(group))
 
 
 def iter_file_documents(
@@ -264,6 +267,7 @@ def iter_file_documents(
     label_field: str | None = None,
     one_document_per: str = "line",
     skipped: SkipCounts | None = None,
+    group_field: str | None = None,
 ) -> Iterator[Document]:
     """Documents read lazily from a ``.txt``/``.jsonl`` file or a folder of them (sorted, recursive).
 
@@ -279,20 +283,26 @@ def iter_file_documents(
         one_document_per: ``line`` (each non-empty line / JSON record is a document) or
             ``file`` (a whole ``.txt`` file is one document; JSON lines stay one per line).
         skipped: counter that collects what was skipped.
+        group_field: key holding each JSON record's group (records without it get ``group=None``).
     """
     if one_document_per not in ("line", "file"):
         raise ValueError(f"one_document_per must be 'line' or 'file', got {one_document_per!r}")
     files = text_files_under(path)
     skipped = skipped if skipped is not None else SkipCounts()
-    return _documents_of_files(files, text_field, label_field, one_document_per, skipped)
+    return _documents_of_files(files, text_field, label_field, one_document_per, skipped, group_field)
 
 
 def _documents_of_files(
-    files: list[Path], text_field: str, label_field: str | None, one_document_per: str, skipped: SkipCounts
+    files: list[Path],
+    text_field: str,
+    label_field: str | None,
+    one_document_per: str,
+    skipped: SkipCounts,
+    group_field: str | None,
 ) -> Iterator[Document]:
     for file in files:
         if file.suffix.lower() == ".jsonl":
-            yield from _jsonl_documents(_file_lines(file), text_field, label_field, skipped)
+            yield from _jsonl_documents(_file_lines(file), text_field, label_field, skipped, group_field)
         elif one_document_per == "file":
             try:
                 text = file.read_bytes().decode("utf-8")
@@ -314,9 +324,23 @@ def file_documents(
     label_field: str | None = None,
     one_document_per: str = "line",
     skipped: SkipCounts | None = None,
+    group_field: str | None = None,
 ) -> list[Document]:
     """All of :func:`iter_file_documents` as a list (same arguments)."""
-    return list(iter_file_documents(path, text_field, label_field, one_document_per, skipped))
+    return list(iter_file_documents(path, text_field, label_field, one_document_per, skipped, group_field))
+
+
+def grouped_labeled_documents(documents: Iterable[Document], group_field: str, where: str) -> list[Document]:
+    """The labeled documents that have a group, for a split that keeps groups apart.
+
+    Raises:
+        ValueError: no labeled document has a ``group_field`` value (the field matches nothing).
+    """
+    labeled = [d for d in documents if d.label is not None]
+    grouped = [d for d in labeled if d.group is not None]
+    if not grouped:
+        raise ValueError(f"group_field '{group_field}' is in none of the {len(labeled)} labeled records of {where}")
+    return grouped
 
 
 def sample_documents(documents: Iterable[Document], max_documents: int, seed: int = 0) -> list[Document]:

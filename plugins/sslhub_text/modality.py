@@ -31,10 +31,11 @@ import torch
 from pydantic import BaseModel, Field, field_validator, model_validator
 from tokenizers import Tokenizer
 
-from sslhub import Batch, EvalSplit, Modality, Params
+from sslhub import Batch, EvalSplit, Modality, Params, group_split, split_problem
 from sslhub_text.corpus import (
     Document,
     SkipCounts,
+    grouped_labeled_documents,
     is_held_out,
     iter_file_documents,
     iter_pydoc_documents,
@@ -96,6 +97,60 @@ class FilesSource(Params):
     one_document_per: Literal["line", "file"] = Field(
         "line", description="Whether each line or each whole .txt file is one document (JSON lines: always a line)."
     )
+    group_field: str | None = Field(
+        None,
+        description="Key naming each JSON record's group (an author, a source): the labeled split keeps groups "
+        "apart, test groups unseen; needs label_field.",
+    )
+
+    @model_validator(mode="after")
+    def _groups_need_labels(self) -> FilesSource:
+        if self.group_field is not None and self.label_field is None:
+            raise ValueError("group_field groups the labeled split, so it needs label_field too")
+        return self
+
+    def documents(self) -> list[Document]:
+        """Every labeled document with a group (``group_field`` set), read now.
+
+        Raises:
+            ValueError: the path has no such file, or no labeled record has ``group_field``.
+        """
+        assert self.group_field is not None
+        found = iter_file_documents(
+            Path(self.path), self.text_field, self.label_field, self.one_document_per, group_field=self.group_field
+        )
+        return grouped_labeled_documents(found, self.group_field, self.path)
+
+    def file_problems(
+        self, test_fraction: float | None = None, seed: int = 0
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """A group field in no labeled record, or a split without probe-train documents of a class."""
+        if self.group_field is None or test_fraction is None:
+            return []
+        try:
+            grouped_document_split(self.documents(), test_fraction, seed)
+        except ValueError as error:
+            return [(("group_field",), str(error))]
+        return []
+
+
+def grouped_document_split(
+    documents: list[Document], test_fraction: float, seed: int
+) -> tuple[list[int], list[int], list[str], dict[str, int] | None]:
+    """Train and test document indices (whole groups per side where documents have groups), class names, group counts.
+
+    Raises:
+        ValueError: the split leaves a class without probe-train documents.
+    """
+    class_names = sorted({d.label for d in documents if d.label is not None})
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = [index[d.label] for d in documents]
+    grouped = all(d.group is not None for d in documents)
+    split = group_split(labels, [d.group for d in documents] if grouped else None, test_fraction, seed)
+    problem = split_problem(labels, split, class_names)
+    if problem is not None:
+        raise ValueError(problem)
+    return split.train, split.test, class_names, split.group_counts() if grouped else None
 
 
 class TrainTokenizer(Params):
@@ -161,6 +216,20 @@ class TextParams(Params):
             "named by a hash of the corpus files and settings); null: token_store/ in the run directory."
         ),
     )
+
+    def file_problems(
+        self, test_fraction: float | None = None, seed: int = 0
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """The source's problems with ``held_out_fraction`` as the test share (seed 0)."""
+        problems = self.source.file_problems(self.held_out_fraction, 0)
+        return [(("source", *path), message) for path, message in problems]
+
+    @model_validator(mode="after")
+    def _groups_need_a_test_side(self) -> TextParams:
+        grouped = isinstance(self.source, FilesSource) and self.source.group_field is not None
+        if grouped and self.held_out_fraction == 0:
+            raise ValueError("source.group_field groups the labeled split, so held_out_fraction must be above 0")
+        return self
 
     @model_validator(mode="after")
     def _cache_dir_needs_streaming(self) -> TextParams:
@@ -455,12 +524,53 @@ class TextModality(Modality):
         return held_out if len(held_out) else None
 
     def eval_split(self) -> EvalSplit | None:
-        """Documents with labels (pydoc: documentation chapter; files: ``label_field``), else ``None``."""
+        """Documents with labels (pydoc: documentation chapter; files: ``label_field``), else ``None``.
+
+        With ``group_field`` the labeled documents are split by group instead (``held_out_fraction``
+        of each class on the test side, seed 0), so no group straddles the two sides.
+        """
         self._ensure_prepared()
+        source = self.params.source
+        if isinstance(source, FilesSource) and source.group_field is not None:
+            return self._document_split(source.documents(), self.params.held_out_fraction, 0)
         train, test = self._datasets["eval_train"], self._datasets["eval_test"]
         if not self._class_names or len(train) == 0 or len(test) == 0:
             return None
         return EvalSplit(train=train, test=test, class_names=tuple(self._class_names))
+
+    def labeled_split(self, source: Params, test_fraction: float, seed: int) -> EvalSplit:
+        """Labeled JSONL documents tokenized with this run's tokenizer; grouped when the source has ``group_field``."""
+        if not isinstance(source, FilesSource) or source.label_field is None:
+            raise ValueError("a text evaluation source must be .jsonl files with a label_field")
+        self._ensure_prepared()
+        if source.group_field is not None:
+            documents = source.documents()
+        else:
+            found = iter_file_documents(
+                Path(source.path), source.text_field, source.label_field, source.one_document_per
+            )
+            documents = [d for d in found if d.label is not None]
+        if not documents:
+            raise ValueError(f"no labeled documents in {source.path}")
+        return self._document_split(documents, test_fraction, seed, source=source.path)
+
+    def _document_split(
+        self, documents: list[Document], test_fraction: float, seed: int, source: str = ""
+    ) -> EvalSplit:
+        """One ``[CLS] text [SEP]`` sample per document (truncated like the recipe's own labeled samples)."""
+        train, test, class_names, groups = grouped_document_split(documents, test_fraction, seed)
+        encodings = self.tokenizer.encode_batch([d.text for d in documents], add_special_tokens=False)
+        samples = [self._wrap(e.ids[: self._content_length()]) for e in encodings]
+        labels = [class_names.index(d.label) for d in documents]
+
+        def side(indices: list[int]) -> TokenSequences:
+            return TokenSequences.from_lists([samples[i] for i in indices], [labels[i] for i in indices])
+
+        return EvalSplit(side(train), side(test), tuple(class_names), groups=groups, source=source)
+
+    def labeled_source(self, path: Path, label: str | None = None, group: str | None = None) -> dict[str, Any]:
+        """``.jsonl`` files (a file or a folder) with a ``label`` field unless named; ``group`` names a field."""
+        return {"type": "files", "path": str(path), "label_field": label or "label", "group_field": group}
 
     def collate(self, samples: list[Batch]) -> Batch:
         self._ensure_prepared()

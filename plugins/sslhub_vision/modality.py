@@ -19,11 +19,11 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from sslhub import Batch, BuildContext, EvalSplit, Modality, Params
+from sslhub import Batch, BuildContext, EvalSplit, Modality, Params, compile_group_pattern, split_by_path_groups
 from sslhub_vision import sources
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -46,6 +46,34 @@ class FolderSource(Params):
         min_length=1,
         description="file extensions to read (case-insensitive)",
     )
+    group_pattern: str | None = Field(
+        None,
+        description="regex over each file's path relative to path; its (?P<group>...) (or first group) names the "
+        "file's group (a source, a camera): the labeled split keeps groups apart, test groups unseen",
+    )
+
+    @field_validator("group_pattern")
+    @classmethod
+    def _valid_pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_group_pattern(value)
+        return value
+
+    def file_problems(
+        self, test_fraction: float | None = None, seed: int = 0
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """A group pattern that leaves a file without a group, or a split without probe-train samples of a class."""
+        if self.group_pattern is None or test_fraction is None:
+            return []
+        root = self.path.expanduser()
+        try:
+            paths = sources.list_image_files(root, self.extensions)
+            labels, class_names = sources.folder_labels(root, paths)
+            relative = [p.relative_to(root).as_posix() for p in paths]
+            split_by_path_groups(relative, labels, class_names, self.group_pattern, str(root), test_fraction, seed)
+        except ValueError as error:
+            return [(("group_pattern",), str(error))]
+        return []
 
 
 class NumpySource(Params):
@@ -77,8 +105,17 @@ class ImageParams(Params):
         None, description="per-channel normalisation std, applied inside the encoder; default ImageNet's"
     )
 
+    def file_problems(
+        self, test_fraction: float | None = None, seed: int = 0
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """The source's problems with this recipe's ``eval_fraction`` and ``split_seed``."""
+        problems = self.source.file_problems(self.eval_fraction, self.split_seed)
+        return [(("source", *path), message) for path, message in problems]
+
     @model_validator(mode="after")
     def _check_constants(self) -> ImageParams:
+        if isinstance(self.source, FolderSource) and self.source.group_pattern and self.eval_fraction == 0:
+            raise ValueError("source.group_pattern groups the labeled split, so eval_fraction must be above 0")
         for name in ("mean", "std"):
             value = getattr(self, name)
             if value is not None and len(value) not in (1, self.channels):
@@ -146,8 +183,13 @@ class ImageModality(Modality):
 
     @cached_property
     def _data(self) -> dict[str, Any]:
-        """Load (or scan) the source once: a dataset factory over indices, labels and splits."""
-        source = self.params.source
+        """Load (or scan) the recipe's source once: a dataset factory over indices, labels and splits."""
+        data = self._load(self.params.source)
+        fraction = self.params.eval_fraction if data["labels"] is not None else 0.0
+        return {**data, **self._split(data, self.params.source, fraction, self.params.split_seed)}
+
+    def _load(self, source: ImageSource) -> dict[str, Any]:
+        """Scan or read ``source``: a dataset factory over indices, labels, class names, relative paths."""
         size, channels = self.params.image_size, self.params.channels
         if isinstance(source, FolderSource):
             root = source.path.expanduser()
@@ -158,33 +200,48 @@ class ImageModality(Modality):
                 chosen_labels = [labels[i] for i in indices] if (with_labels and labels is not None) else None
                 return sources.FolderImageDataset(chosen, size, channels, chosen_labels)
 
-            fingerprint = f"folder:{root}:{len(paths)}:{sources.folder_fingerprint(root, paths)}"
-            count, skipped_count = len(paths), len(skipped)
+            return {
+                "make": make,
+                "labels": labels,
+                "class_names": class_names,
+                "count": len(paths),
+                "relative": [p.relative_to(root).as_posix() for p in paths],
+                "fingerprint": f"folder:{root}:{len(paths)}:{sources.folder_fingerprint(root, paths)}",
+                "skipped": len(skipped),
+            }
+        if isinstance(source, NumpySource):
+            images, labels, class_names = sources.load_npz(source.path.expanduser())
+            stat = source.path.expanduser().stat()
+            fingerprint = f"numpy:{source.path}:{images.shape[0]}:{stat.st_size}"
         else:
-            if isinstance(source, NumpySource):
-                images, labels, class_names = sources.load_npz(source.path.expanduser())
-                stat = source.path.expanduser().stat()
-                fingerprint = f"numpy:{source.path}:{images.shape[0]}:{stat.st_size}"
-            else:
-                images, labels, class_names = sources.load_digits_array(size, channels)
-                fingerprint = f"sklearn-digits:{images.shape[0]}"
+            images, labels, class_names = sources.load_digits_array(size, channels)
+            fingerprint = f"sklearn-digits:{images.shape[0]}"
 
-            def make(indices: np.ndarray, with_labels: bool) -> Dataset:
-                return sources.ArrayImageDataset(images, indices, size, channels, labels if with_labels else None)
+        def make_array(indices: np.ndarray, with_labels: bool) -> Dataset:
+            return sources.ArrayImageDataset(images, indices, size, channels, labels if with_labels else None)
 
-            count, skipped_count = images.shape[0], 0
-        train_idx, test_idx = sources.split_indices(
-            count, labels, self.params.eval_fraction if labels is not None else 0.0, self.params.split_seed
-        )
+        count = images.shape[0]
         return {
-            "make": make,
+            "make": make_array,
             "labels": labels,
             "class_names": class_names,
-            "train": train_idx,
-            "test": test_idx,
+            "count": count,
             "fingerprint": fingerprint,
-            "skipped": skipped_count,
+            "skipped": 0,
         }
+
+    @staticmethod
+    def _split(data: dict[str, Any], source: ImageSource, fraction: float, seed: int) -> dict[str, Any]:
+        """``train``/``test`` indices (grouped when the source has a ``group_pattern``) and group counts."""
+        pattern = getattr(source, "group_pattern", None)
+        if pattern is None or fraction == 0:
+            train, test = sources.split_indices(data["count"], data["labels"], fraction, seed)
+            return {"train": train, "test": test, "groups": None}
+        root = str(source.path.expanduser())
+        split = split_by_path_groups(
+            data["relative"], data["labels"], data["class_names"], pattern, root, fraction, seed
+        )
+        return {"train": np.asarray(split.train), "test": np.asarray(split.test), "groups": split.group_counts()}
 
     def prepare(self, run_dir: Path | None) -> None:
         """Scan or load the source now, so errors and skipped-file warnings come before training."""
@@ -200,11 +257,41 @@ class ImageModality(Modality):
         data = self._data
         if data["labels"] is None or len(data["test"]) == 0:
             return None
+        return self._eval_split(data)
+
+    @staticmethod
+    def _eval_split(data: dict[str, Any], source: str = "") -> EvalSplit:
         return EvalSplit(
             train=data["make"](data["train"], True),
             test=data["make"](data["test"], True),
             class_names=tuple(data["class_names"]),
+            groups=data["groups"],
+            source=source,
         )
+
+    def labeled_split(self, source: Params, test_fraction: float, seed: int) -> EvalSplit:
+        """A labeled folder or ``.npz`` decoded like the training images, split by groups when it has a pattern."""
+        if isinstance(source, DefaultSource) or not isinstance(source, FolderSource | NumpySource):
+            raise ValueError("an image evaluation source must be a labeled folder or .npz file, not the default digits")
+        data = self._load(source)
+        if data["labels"] is None:
+            raise ValueError(f"image evaluation source {source.path} has no labels")
+        data.update(self._split(data, source, test_fraction, seed))
+        return self._eval_split(data, str(source.path))
+
+    def labeled_source(self, path: Path, label: str | None = None, group: str | None = None) -> dict[str, Any]:
+        """A folder (class subfolders; ``group`` is a group pattern) or a labeled ``.npz``."""
+        if label is not None:
+            raise ValueError(
+                "image sources take labels from class subfolders or the .npz 'labels'; --label does not apply"
+            )
+        if path.is_dir():
+            return {"type": "folder", "path": str(path), "group_pattern": group}
+        if path.suffix == ".npz" and group is None:
+            return {"type": "numpy", "path": str(path)}
+        if path.suffix == ".npz":
+            raise ValueError("an .npz image source has no group option; use a folder with --group PATTERN")
+        raise ValueError(f"{path}: give a folder of class subfolders or a labeled .npz file")
 
     def held_out_dataset(self) -> Dataset | None:
         """The eval test images without labels, for objective metrics (reconstruction error)."""

@@ -232,10 +232,7 @@ def scan_image_folder(
         paths (sorted), labels (class index per path, or ``None`` when some image lies
         directly in ``root``), class names, and the skipped paths.
     """
-    if not root.is_dir():
-        raise ValueError(f"folder source: {root} is not a directory")
-    wanted = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
-    candidates = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
+    candidates = list_image_files(root, extensions)
     paths: list[Path] = []
     skipped: list[Path] = []
     for path in candidates:
@@ -252,15 +249,40 @@ def scan_image_folder(
         logger.warning("skipped %d unreadable image file(s) under %s: %s%s", len(skipped), root, named, more)
     if not paths:
         raise ValueError(
-            f"folder source: no readable images with extensions {sorted(wanted)} under {root}"
+            f"folder source: no readable images with extensions {sorted(_suffixes(extensions))} under {root}"
             + (f" ({len(skipped)} unreadable)" if skipped else "")
         )
+    labels, class_names = folder_labels(root, paths)
+    return paths, labels, class_names, skipped
+
+
+def _suffixes(extensions: Sequence[str]) -> set[str]:
+    return {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+
+
+def list_image_files(root: Path, extensions: Sequence[str]) -> list[Path]:
+    """Files under ``root`` (recursively) with one of ``extensions``, sorted, without opening them.
+
+    Raises:
+        ValueError: ``root`` is not a folder.
+    """
+    if not root.is_dir():
+        raise ValueError(f"folder source: {root} is not a directory")
+    wanted = _suffixes(extensions)
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
+
+
+def folder_labels(root: Path, paths: Sequence[Path]) -> tuple[list[int] | None, list[str]]:
+    """Class index per path from its first-level subfolder, and the sorted class names.
+
+    ``(None, [])`` when some file lies directly in ``root``: the folder has no labels.
+    """
     relative = [p.relative_to(root) for p in paths]
     if any(len(r.parts) < 2 for r in relative):
-        return paths, None, [], skipped
+        return None, []
     class_names = sorted({r.parts[0] for r in relative})
     index = {name: i for i, name in enumerate(class_names)}
-    return paths, [index[r.parts[0]] for r in relative], class_names, skipped
+    return [index[r.parts[0]] for r in relative], class_names
 
 
 def split_indices(

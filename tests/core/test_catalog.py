@@ -368,11 +368,14 @@ def test_sslhub_plugins_shows_blocked_plugins_and_works_when_every_active_plugin
     entry_point_plugins, monkeypatch, capsys
 ):
     # good_plugin blocked with -p no:, clashing by distribution name: only broken plugins remain;
-    # strict mode does not stop `sslhub plugins`, which is how one finds out what is broken
+    # strict mode still lists everything (that is how one finds out what is broken), then fails
+    # the command, since strict mode exists for CI
     monkeypatch.setenv("SSLHUB_DISABLE_PLUGINS", "sslhub,sslhub-test-clashing")
     monkeypatch.setenv("SSLHUB_STRICT_PLUGINS", "1")
-    assert main(["plugins", "-p", "no:good_plugin"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    assert main(["plugins", "-p", "no:good_plugin"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == "error: a plugin failed to load and SSLHUB_STRICT_PLUGINS is on\n"
+    lines = captured.out.splitlines()
     assert "good_plugin [blocked] sslhub-test-good 1.2.3 (entry point: sslhub_test_good.plugin)" in lines
     assert "clashing [blocked] sslhub-test-clashing 0.4.0 (entry point: sslhub_test_clashing.plugin)" in lines
     assert "misspelt_hook [ERROR] sslhub-test-misspelt-hook 0.2.0 (entry point: sslhub_test_misspelt_hook.plugin)" in (
@@ -418,3 +421,11 @@ def test_unknown_names_point_at_plugins_that_did_not_load(entry_point_plugins):
     assert catalog.objectives.unknown_message("good_objectiv") == (
         "unknown objective 'good_objectiv'; did you mean 'good_objective'?"
     )
+
+
+def test_sslhub_plugins_exits_zero_in_strict_mode_when_every_plugin_loads(entry_point_plugins, monkeypatch, capsys):
+    monkeypatch.setenv("SSLHUB_DISABLE_PLUGINS", "sslhub")
+    monkeypatch.setenv("SSLHUB_STRICT_PLUGINS", "1")
+    blocked = ["no:clashing", "no:misspelt_hook", "no:bad_signature", "no:broken_import"]
+    assert main(["plugins", *[a for b in blocked for a in ("-p", b)]]) == 0
+    assert capsys.readouterr().err == ""

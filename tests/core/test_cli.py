@@ -235,3 +235,13 @@ def test_missing_command_is_a_usage_error(capsys):
         main([])
     assert info.value.code == 2
     assert "the following arguments are required: COMMAND" in capsys.readouterr().err
+
+
+def test_plugins_first_line_names_the_installed_library_versions(capsys):
+    from importlib.metadata import version
+
+    assert main(["plugins"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("versions: sslhub ")
+    for name in ("torch", "torchvision", "torchaudio", "transformers", "timm", "onnxruntime"):
+        assert f"{name} {version(name)}" in first
