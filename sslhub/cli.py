@@ -244,6 +244,8 @@ def format_summary(name: str, run_dir: Path, summary: dict[str, Any]) -> str:
         f"final loss {summary.get('final_loss')}",
         f"run directory: {run_dir}",
     ]
+    if summary.get("random_init"):
+        lines.append(f"random-init baseline run: {summary.get('note')}")
     evaluation = summary.get("evaluation") or {}
     trained, baseline = evaluation.get("trained", {}), evaluation.get("random_init", {})
     if trained:
@@ -252,7 +254,8 @@ def format_summary(name: str, run_dir: Path, summary: dict[str, Any]) -> str:
             other = baseline.get(key)
             lines.append(f"{key:<32} {value:>10.4f} {other if other is None else f'{other:.4f}':>12}")
     for result in (summary.get("export") or {}).values():
-        lines.append(f"ONNX: {result['path']} (max abs diff {result['max_abs_diff']:.2e})")
+        relative = f", rel {result['max_rel_diff']:.2e}" if "max_rel_diff" in result else ""
+        lines.append(f"ONNX: {result['path']} (max abs diff {result['max_abs_diff']:.2e}{relative})")
     return "\n".join(lines)
 
 

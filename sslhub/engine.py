@@ -391,7 +391,13 @@ class Run:
             self._train(
                 model, module, modality, augment, dataset, sampler, optimizer, scheduler, scaler, state, total_steps
             )
+        if total_steps == 0:
+            # A baseline run: the initial state is its checkpoint, so evaluate, export and resume work.
+            self._save(module, optimizer, scheduler, scaler, state)
         summary: dict[str, Any] = {"steps": state.step, "train_seconds": round(state.elapsed, 2)}
+        if total_steps == 0:
+            summary["random_init"] = True
+            summary["note"] = "train.steps is 0: nothing was trained; the encoder is at its random initialisation"
         if self.is_main:
             summary["final_loss"] = self._last_loss(state)
             summary["evaluation"] = self.evaluate(modality, encoder, objectives)
@@ -946,7 +952,7 @@ class Run:
             include_head: ``OBJECTIVE.HEAD`` (see ``Objective.export_heads``): the encoder that
                 head belongs to is exported as ``head(pooled)``; needs ``objectives``.
         """
-        from sslhub.export import export_encoder
+        from sslhub.export import DEFAULT_ATOL, DEFAULT_RTOL, export_encoder
 
         onnx_spec = (
             self.recipe.model.export.onnx if self.recipe.model.export and self.recipe.model.export.onnx else None
@@ -967,7 +973,8 @@ class Run:
                     modality,
                     out_dir / key if key else out_dir,
                     opset=opset or (onnx_spec.opset if onnx_spec else 18),
-                    atol=onnx_spec.atol if onnx_spec else 1e-4,
+                    atol=onnx_spec.atol if onnx_spec else DEFAULT_ATOL,
+                    rtol=onnx_spec.rtol if onnx_spec else DEFAULT_RTOL,
                     allow_mismatch=allow_mismatch,
                     metadata={**self.export_metadata(), "encoder_key": key or None},
                     modality_name=self.recipe.modality.component.name,
@@ -980,6 +987,8 @@ class Run:
             results[key or "encoder"] = {
                 "path": str(report.path),
                 "max_abs_diff": report.max_abs_diff,
+                "max_rel_diff": report.max_rel_diff,
+                "opset": report.opset,
                 "passed": report.passed,
                 "summary": report.summary(),
             }

@@ -20,12 +20,15 @@ from torch import Tensor
 
 from sslhub.components import ExportFrontend, Modality
 from sslhub.export import (
+    DEFAULT_RTOL,
     VERIFY_BATCH_SIZES,
     VERIFY_LENGTH_FRACTIONS,
     _dynamic_shapes,
     _summarize_exception,
-    compare_outputs,
+    check_opset,
     exporter_output_to,
+    output_differences,
+    read_opset,
 )
 
 
@@ -37,6 +40,7 @@ def export_frontend(
     model: torch.nn.Module,
     model_path: Path,
     atol: float,
+    rtol: float = DEFAULT_RTOL,
 ) -> dict[str, Any] | None:
     """Export ``modality.export_frontend()`` to ``out_path`` and verify it; describe the result.
 
@@ -44,17 +48,20 @@ def export_frontend(
     PyTorch (within the front end's ``atol``: logs of tiny spectrogram powers amplify float32
     rounding), and the chain ``frontend.onnx`` then ``model_path`` against ``model`` on the
     PyTorch front end's outputs (within the encoder's ``atol``), which is what a deployer gets.
+    Both tolerances also grow by ``rtol`` times the case's largest output magnitude.
 
     Args:
         model: the exported PyTorch module (encoder inputs positionally -> embedding).
         model_path: the verified encoder ONNX file.
-        atol: the encoder export's tolerance, applied to the chain.
+        atol: the encoder export's absolute tolerance, applied to the chain.
+        rtol: the relative tolerance, applied to both checks.
 
     Returns:
         ``None`` when the modality has no front end. Otherwise a JSON-ready dictionary: ``file``,
         ``exported`` (bool), ``input_names``, ``output_names``, ``description`` and either the
-        verification (``max_abs_diff``, ``end_to_end_max_abs_diff``, ``checks``) or the
-        ``reason`` it is missing.
+        verification (``opset``, ``atol``, ``rtol``, ``max_abs_diff``, ``max_rel_diff``,
+        ``end_to_end_atol``, ``end_to_end_max_abs_diff``, ``end_to_end_max_rel_diff``, ``checks``)
+        or the ``reason`` it is missing.
     """
     frontend = modality.export_frontend()
     if frontend is None:
@@ -79,27 +86,49 @@ def export_frontend(
         reason = _summarize_exception(error, max_lines=2).replace("\n", " ")
         warnings.warn(f"the {', '.join(frontend.input_names)} front end was not exported: {reason}", stacklevel=2)
         return {**described, "exported": False, "reason": reason}
-    max_abs = max(c["max_abs_diff"] for c in checks)
-    chain = max(c["end_to_end_max_abs_diff"] for c in checks)
-    verification = {
-        "atol": frontend.atol,
-        "max_abs_diff": max_abs,
-        "end_to_end_atol": atol,
-        "end_to_end_max_abs_diff": chain,
-        "checks": checks,
-    }
-    if max_abs > frontend.atol or chain > atol:
+    verification = _judge(checks, frontend.atol, atol, rtol)
+    verification["opset"] = read_opset(out_path)
+    if not verification.pop("passed"):
         out_path.unlink(missing_ok=True)
         reason = (
-            f"onnxruntime differs from PyTorch by {max_abs:.3g} on the features (atol {frontend.atol:g}) "
-            f"and by {chain:.3g} on the embeddings (atol {atol:g})"
+            f"onnxruntime differs from PyTorch by {verification['max_abs_diff']:.3g} on the features "
+            f"(relative {verification['max_rel_diff']:.3g}; atol {frontend.atol:g} + rtol {rtol:g} x max|features|) "
+            f"and by {verification['end_to_end_max_abs_diff']:.3g} on the embeddings "
+            f"(relative {verification['end_to_end_max_rel_diff']:.3g}; atol {atol:g} + rtol {rtol:g} x max|embedding|)"
         )
         warnings.warn(f"the front end was not kept: {reason}", stacklevel=2)
         return {**described, "exported": False, "reason": reason, **verification}
     return {**described, "exported": True, **verification}
 
 
+def _judge(checks: list[dict[str, Any]], features_atol: float, atol: float, rtol: float) -> dict[str, Any]:
+    """The verification summary; each check gets its two tolerances (``atol + rtol * max|reference|``)."""
+    passed = True
+    for check in checks:
+        for output in check["outputs"].values():  # each front-end output against its own magnitude
+            output["tolerance"] = features_atol + rtol * output["reference_max_abs"]
+            output["passed"] = bool(output["max_abs_diff"] <= output["tolerance"])
+        check["end_to_end_tolerance"] = atol + rtol * check["end_to_end_reference_max_abs"]
+        check["passed"] = bool(
+            all(o["passed"] for o in check["outputs"].values())
+            and check["end_to_end_max_abs_diff"] <= check["end_to_end_tolerance"]
+        )
+        passed = passed and check["passed"]
+    return {
+        "atol": features_atol,
+        "rtol": rtol,
+        "max_abs_diff": max(c["max_abs_diff"] for c in checks),
+        "max_rel_diff": max(c["max_rel_diff"] for c in checks),
+        "end_to_end_atol": atol,
+        "end_to_end_max_abs_diff": max(c["end_to_end_max_abs_diff"] for c in checks),
+        "end_to_end_max_rel_diff": max(c["end_to_end_max_rel_diff"] for c in checks),
+        "checks": checks,
+        "passed": passed,
+    }
+
+
 def _write(frontend: ExportFrontend, module: torch.nn.Module, out_path: Path, opset: int) -> None:
+    check_opset(opset)
     args = tuple(frontend.example[n].detach().cpu().float() for n in frontend.input_names)
     axes = {n: dict(frontend.dynamic_axes.get(n) or {0: "batch"}) for n in frontend.input_names}
     with exporter_output_to(io.StringIO()):
@@ -164,14 +193,19 @@ def _verify(
             by_name = dict(zip(frontend.output_names, expected, strict=True))
             embedding = model(*(by_name[n] for n in encoder_inputs)).float().numpy()
         actual = session.run(list(frontend.output_names), {n: t.numpy() for n, t in inputs.items()})
-        worst = max(compare_outputs(np.asarray(a), e.float().numpy())[0] for a, e in zip(actual, expected, strict=True))
+        per_output = {
+            name: output_differences(np.asarray(a), e.float().numpy())
+            for name, a, e in zip(frontend.output_names, actual, expected, strict=True)
+        }
         feeds = dict(zip(frontend.output_names, actual, strict=True))
         (chained,) = model_session.run([model_output], {n: feeds[n] for n in encoder_inputs})
+        chain = output_differences(np.asarray(chained), embedding)
         checks.append(
             {
                 "shapes": {n: list(t.shape) for n, t in inputs.items()},
-                "max_abs_diff": worst,
-                "end_to_end_max_abs_diff": compare_outputs(np.asarray(chained), embedding)[0],
+                "outputs": per_output,
+                **{key: max(d[key] for d in per_output.values()) for key in ("max_abs_diff", "max_rel_diff")},
+                **{f"end_to_end_{key}": value for key, value in chain.items()},
             }
         )
     return checks

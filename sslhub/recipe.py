@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sslhub.catalog import Catalog
 from sslhub.components import Params
 from sslhub.errors import RecipeError, RecipeIssue
+from sslhub.export import MAX_ONNX_OPSET, MIN_ONNX_OPSET
 from sslhub.recipe_yaml import PathKey, RecipeSource, format_path
 from sslhub.registry import Component
 
@@ -60,7 +61,12 @@ class OptimizerSpec(_Section):
 
 
 class TrainSpec(_Section):
-    steps: int | None = Field(None, gt=0, description="optimizer steps; give steps or epochs")
+    steps: int | None = Field(
+        None,
+        ge=0,
+        description="optimizer steps; give steps or epochs. 0 trains nothing: the run checkpoints, evaluates and "
+        "exports the encoder at its random initialisation (a baseline for downstream comparisons)",
+    )
     epochs: float | None = Field(None, gt=0, description="passes over the training data")
     batch_size: int = Field(64, gt=0, description="per-process batch size of one micro-step")
     grad_accumulation: int = Field(1, ge=1)
@@ -141,8 +147,18 @@ class EvaluateSpec(_Section):
 
 
 class OnnxSpec(_Section):
-    opset: int = Field(18, ge=13)
-    atol: float = Field(1e-4, gt=0)
+    opset: int = Field(
+        18,
+        ge=MIN_ONNX_OPSET,
+        le=MAX_ONNX_OPSET,
+        description=f"ONNX opset of the file; torch.onnx's exporter writes {MIN_ONNX_OPSET} to {MAX_ONNX_OPSET}",
+    )
+    atol: float = Field(1e-4, gt=0, description="absolute part of the onnxruntime-vs-PyTorch tolerance")
+    rtol: float = Field(
+        1e-4,
+        ge=0,
+        description="relative part: the export passes when max |onnx - torch| <= atol + rtol * max |torch output|",
+    )
 
 
 class ExportSpec(_Section):

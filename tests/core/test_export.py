@@ -125,6 +125,17 @@ class ExportOnlyOffsetEncoder(TinyConvEncoder):
         return out
 
 
+class LargeActivationEncoder(TinyConvEncoder):
+    """Outputs in the thousands; the exported graph is off by a relative 1e-6 (float32 rounding's scale)."""
+
+    def forward(self, batch):
+        out = super().forward(batch)
+        out.pooled = out.pooled * 1e5
+        if torch.onnx.is_in_onnx_export():
+            out.pooled = out.pooled * (1 + 1e-6)
+        return out
+
+
 class BranchOnValueEncoder(TinyConvEncoder):
     """Python control flow on a tensor value, which torch.export cannot capture."""
 
@@ -296,7 +307,8 @@ def test_mismatch_raises_a_readable_error(tmp_path):
         export_encoder(ExportOnlyOffsetEncoder(), TinyImageModality(), tmp_path, atol=1e-4)
     message = str(info.value)
     assert "The ONNX model of ExportOnlyOffsetEncoder does not match PyTorch: max abs diff" in message
-    assert "exceeds atol 0.0001" in message and "allow_mismatch=True" in message
+    assert "exceeds the tolerance" in message and "= atol 0.0001 + rtol 0.0001 x" in message
+    assert "relative" in message and "allow_mismatch=True" in message
     assert "FAILED" in info.value.details
 
 
@@ -338,8 +350,10 @@ def test_wrong_feature_dim_fails_before_exporting(tmp_path):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="atol must be >= 0"):
+    with pytest.raises(ValueError, match="atol and rtol must be >= 0"):
         export_encoder(TinyConvEncoder(), TinyImageModality(), Path("unused"), atol=-1)
+    with pytest.raises(ValueError, match="atol and rtol must be >= 0"):
+        export_encoder(TinyConvEncoder(), TinyImageModality(), Path("unused"), rtol=-1)
     encoder = TinyConvEncoder()
     encoder.input_names = ()
     with pytest.raises(ValueError, match="input_names is empty"):
@@ -415,3 +429,88 @@ def test_dynamic_shapes_follow_the_forward_signature():
     assert len(varargs) == 2 and varargs[0][1] is varargs[1][1]
     with pytest.raises(ExportError, match="takes fewer positional inputs than the 2 input_names"):
         _dynamic_shapes(nn.Identity(), axes)
+
+
+# --- tolerance relative to the output's magnitude ----------------------------------------------------
+
+
+def test_large_activations_pass_within_the_relative_tolerance(tmp_path):
+    torch.manual_seed(0)
+    report = export_encoder(LargeActivationEncoder(), TinyImageModality(), tmp_path)
+    assert report.passed and report.atol == 1e-4 and report.rtol == 1e-4
+    assert report.max_abs_diff > 5 * report.atol  # an absolute tolerance alone would reject it
+    assert report.max_rel_diff < 1e-5
+    for check in report.checks:
+        assert check["reference_max_abs"] > 1e3 and check["passed"]
+        assert check["tolerance"] == pytest.approx(1e-4 + 1e-4 * check["reference_max_abs"])
+    verification = json.loads(report.metadata_path.read_text())["verification"]
+    assert (verification["atol"], verification["rtol"], verification["passed"]) == (1e-4, 1e-4, True)
+    assert verification["max_abs_diff"] == report.max_abs_diff and verification["max_rel_diff"] == report.max_rel_diff
+    assert verification["rule"].startswith("max_abs_diff <= atol + rtol * reference_max_abs")
+    summary = report.summary()
+    assert f"max abs diff {report.max_abs_diff:.2e}, max rel diff {report.max_rel_diff:.2e}" in summary
+    assert "tolerance atol 1e-04 + rtol 1e-04 x max|output|): passed" in summary
+
+
+def test_the_same_export_fails_without_the_relative_part(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(ExportError, match=r"exceeds the tolerance 0\.0001 = atol 0\.0001 \+ rtol 0 x"):
+        export_encoder(LargeActivationEncoder(), TinyImageModality(), tmp_path, rtol=0)
+
+
+def test_a_wrong_export_of_large_activations_still_fails(monkeypatch, tmp_path):
+    """onnxruntime's outputs 1% off (a broken graph, not rounding) fail however large they are."""
+    import sslhub.embed
+
+    real_session = sslhub.embed.make_session
+
+    class OnePercentOff:
+        def __init__(self, path):
+            self.session = real_session(path)
+
+        def get_outputs(self):
+            return self.session.get_outputs()
+
+        def run(self, names, feeds):
+            return [np.asarray(out) * 1.01 for out in self.session.run(names, feeds)]
+
+    monkeypatch.setattr(sslhub.embed, "make_session", OnePercentOff)
+    torch.manual_seed(0)
+    report = export_encoder(LargeActivationEncoder(), TinyImageModality(), tmp_path, allow_mismatch=True)
+    assert not report.passed and report.max_rel_diff == pytest.approx(0.01, rel=1e-3)
+    assert not any(check["passed"] for check in report.checks)
+    with pytest.raises(ExportError, match="does not match PyTorch"):
+        export_encoder(LargeActivationEncoder(), TinyImageModality(), tmp_path)
+
+
+# --- opsets ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("opset", [99, 17])
+def test_an_opset_the_exporter_does_not_write_is_refused_before_exporting(opset, tmp_path):
+    with pytest.raises(ExportError) as info:
+        export_encoder(TinyConvEncoder(), TinyImageModality(), tmp_path, opset=opset)
+    assert str(info.value).endswith(
+        f"opset {opset} is outside what torch.onnx's exporter writes here (18 to 25): pick one in that range "
+        "(18 is its native opset)"
+    )
+    assert "Traceback" not in str(info.value) and not (tmp_path / "model.onnx").exists()
+
+
+def test_the_opset_written_is_the_one_recorded(tmp_path):
+    torch.manual_seed(0)
+    report = export_encoder(TinyConvEncoder(), TinyImageModality(), tmp_path, opset=20)
+    declared = [o.version for o in onnx.load(str(report.path), load_external_data=False).opset_import if o.domain == ""]
+    metadata = json.loads(report.metadata_path.read_text())
+    assert declared == [20] and report.opset == 20 and (metadata["opset"], metadata["requested_opset"]) == (20, 20)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter is deprecated, still fine here
+def test_a_custom_exporter_ignoring_the_opset_is_recorded_as_written(tmp_path):
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="opset 19 was asked for, but export_onnx wrote opset 17"):
+        report = export_encoder(LegacyExportEncoder(), TinyImageModality(), tmp_path, opset=19)
+    metadata = json.loads(report.metadata_path.read_text())
+    assert (report.opset, report.requested_opset) == (17, 19)
+    assert (metadata["opset"], metadata["requested_opset"]) == (17, 19)
+    assert "opset 17 (asked for 19)" in report.summary()

@@ -288,3 +288,40 @@ def test_json_schema_refs_all_resolve_from_the_root(catalog):
         for part in ref.removeprefix("#/").split("/"):
             assert part in node, f"{ref} does not resolve"
             node = node[part]
+
+
+def test_zero_steps_is_a_random_init_baseline_but_negative_steps_are_refused(catalog):
+    source = load_recipe_file(TOY_RECIPE)
+    apply_override(source, "train.steps=0")
+    assert resolve_recipe(source, catalog).train.steps == 0
+    assert problems(TOY_RECIPE, catalog, ("train.steps=-1",)) == [
+        "FILE (--set train.steps): train.steps: Input should be greater than or equal to 0"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("opset", "expected"),
+    [
+        (99, "FILE (--set export.onnx.opset): export.onnx.opset: Input should be less than or equal to 25"),
+        (17, "FILE (--set export.onnx.opset): export.onnx.opset: Input should be greater than or equal to 18"),
+    ],
+)
+def test_onnx_opset_outside_what_the_exporter_writes_is_refused(opset, expected, catalog):
+    assert problems(TOY_RECIPE, catalog, (f"export.onnx.opset={opset}",)) == [expected]
+
+
+def test_onnx_opset_range_is_what_the_installed_exporter_converts_to(catalog):
+    from onnxscript.version_converter import _version_converter
+
+    from sslhub.export import MAX_ONNX_OPSET, MIN_ONNX_OPSET
+
+    # torch.onnx's operator library is written at opset 18; onnxscript converts it up to its maximum
+    assert (MIN_ONNX_OPSET, MAX_ONNX_OPSET) == (18, _version_converter.SUPPORTED_MAX_ONNX_OPSET)
+    source = load_recipe_file(TOY_RECIPE)
+    apply_override(source, f"export.onnx.opset={MAX_ONNX_OPSET}")
+    apply_override(source, "export.onnx.rtol=0")
+    onnx_spec = resolve_recipe(source, catalog).model.export.onnx
+    assert (onnx_spec.opset, onnx_spec.atol, onnx_spec.rtol) == (MAX_ONNX_OPSET, 1e-4, 0)
+    assert problems(TOY_RECIPE, catalog, ("export.onnx.rtol=-1e-3",)) == [
+        "FILE (--set export.onnx.rtol): export.onnx.rtol: Input should be greater than or equal to 0"
+    ]
