@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler, Subset
 
 from sslhub import distributed
-from sslhub.checkpoint import CheckpointStore, atomic_write_bytes
+from sslhub.checkpoint import CheckpointStore, atomic_write_bytes, remove_stale_temp_files
 from sslhub.components import Batch, BuildContext, Encoder, EncoderSet, EvalSplit, Modality, Objective
 from sslhub.errors import CheckpointError, NonFiniteLossError, RunInterrupted, SSLHubError
 from sslhub.evaluate import embed_dataset, knn_accuracy, linear_probe_accuracy
@@ -325,6 +325,7 @@ class Run:
     def execute(self, dry_run: bool = False) -> dict[str, Any]:
         """Train (or one step for ``dry_run``), evaluate, export; return the summary."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_run_dir()
         modality = self.build_modality()
         encoder = self.build_encoder(modality)
         objectives = self.build_objectives(modality, encoder, prepare=not self.resume)
@@ -600,6 +601,25 @@ class Run:
         return round(sum(tail) / len(tail), 6) if tail else None
 
     # -- checkpoints -------------------------------------------------------------
+
+    def _prepare_run_dir(self) -> None:
+        """Remove what interrupted writes left behind; a resume of a run that never saved starts over.
+
+        A kill before the first checkpoint leaves the recipe and records but nothing to
+        continue from: such a run starts again from step 0 with its recipe, saying so.
+        """
+        if self.is_main:
+            for folder in (self.run_dir, self.checkpoints.directory, self.checkpoints.directory / "rng"):
+                for path in remove_stale_temp_files(folder):
+                    log.info("removed %s, left by an interrupted write", path)
+        if self.resume and not self.checkpoints.holds_checkpoints():
+            log.info(
+                "%s holds no checkpoint (the run stopped before its first one): starting it from the "
+                "beginning (step 0) with its recipe",
+                self.run_dir,
+            )
+            self.resume = False
+            self._truncate_metrics(0)
 
     def _rank_rng_file(self, step: int, rank: int) -> Path:
         return self.checkpoints.directory / "rng" / f"step_{step:08d}.rank{rank}.pt"
