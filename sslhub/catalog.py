@@ -6,8 +6,10 @@ programs can build as many catalogs as they like with different plugin sets.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 import sys
 import traceback
@@ -23,6 +25,7 @@ from sslhub.python_api import pending_registrations
 from sslhub.registry import KINDS, Component, Provider, Registry, RegistryError, ScopedRegistry
 
 ENTRY_POINT_GROUP = "sslhub"
+_P_TAKES = "-p takes a module name (my_package.plugin) or a path to a .py file (./my_plugin.py)"
 HOOK_FOR_KIND = {
     "modality": "sslhub_register_modalities",
     "augmentation": "sslhub_register_augmentations",
@@ -97,6 +100,8 @@ class Catalog:
         self.plugins: list[PluginRecord] = []
         #: the ``-p`` arguments :meth:`load` was given (recorded in a run's environment.json).
         self.load_args: list[str] = []
+        #: ``-p no:NAME`` arguments that name no installed plugin.
+        self.block_problems: list[str] = []
 
     def export_with_plugins(
         self,
@@ -149,38 +154,71 @@ class Catalog:
         """Build a catalog from installed entry points and extra plugin modules.
 
         Args:
-            plugins: ``-p`` arguments: a module name to load as a plugin, or ``no:NAME`` to
-                block an entry-point plugin (``SSLHUB_DISABLE_PLUGINS=a,b`` blocks too).
+            plugins: ``-p`` arguments: a module name or a path to a ``.py`` file to load as a
+                plugin, or ``no:NAME`` to block an installed entry-point plugin or distribution
+                (``SSLHUB_DISABLE_PLUGINS=a,b`` blocks too).
             entry_points: load the ``sslhub`` entry-point group (off in isolated tests).
             python_registrations: include components queued with ``sslhub.objectives.register``.
-            strict: raise :class:`PluginError` on any plugin problem; defaults to
-                ``SSLHUB_STRICT_PLUGINS``.
+            strict: ``True``: raise :class:`PluginError` on any plugin problem; ``None`` (the
+                default): the same when ``SSLHUB_STRICT_PLUGINS`` is on, and otherwise only for
+                what ``plugins`` names (a module that does not load, an unknown ``no:`` name);
+                ``False``: never raise (the problems stay in :meth:`problems` and
+                :meth:`explicit_problems`).
         """
         catalog = cls()
         catalog.load_args = list(plugins)
-        blocked = set(_env_list("SSLHUB_DISABLE_PLUGINS"))
-        modules = []
-        for spec in plugins:
-            if spec.startswith("no:"):
-                blocked.add(spec[3:])
-            else:
-                modules.append(spec)
+        blocked_by_p = [spec[3:] for spec in plugins if spec.startswith("no:")]
+        blocked = set(_env_list("SSLHUB_DISABLE_PLUGINS")) | set(blocked_by_p)
         if entry_points:
             for entry_point in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
                 catalog._load_entry_point(entry_point, blocked)
-        for module_name in modules:
-            catalog._load_module(module_name)
+            catalog._check_blocked_names(blocked_by_p)
+        for spec in plugins:
+            if not spec.startswith("no:"):
+                catalog._load_module(spec)
         catalog._call_register_hooks()
         if python_registrations:
             catalog._add_python_registrations()
         catalog._note_unavailable_plugins()
-        if strict if strict is not None else strict_from_env():
-            problems = catalog.problems()
+        catalog._raise_problems(strict)
+        return catalog
+
+    def _raise_problems(self, strict: bool | None) -> None:
+        """Strict mode: any plugin problem raises. Otherwise a plugin named with ``-p`` must load.
+
+        ``strict=False`` never raises, for listings such as ``sslhub plugins`` that show the problems.
+        """
+        if strict is False:
+            return
+        if strict or strict_from_env():
+            problems = self.problems() + self.block_problems
             if problems:
                 raise PluginError(
                     "plugin problems (SSLHUB_STRICT_PLUGINS is on):\n" + "\n".join(f"  {p}" for p in problems)
                 )
-        return catalog
+        explicit = self.explicit_problems()
+        if explicit:
+            count = "a -p argument" if len(explicit) == 1 else f"{len(explicit)} -p arguments"
+            raise PluginError(f"{count} failed:\n" + "\n".join(f"  {p}" for p in explicit))
+
+    def explicit_problems(self) -> list[str]:
+        """Problems of what the user named with ``-p``: modules that did not load, unknown ``no:`` names."""
+        failed = [f"{r.label()}: {error}" for r in self.plugins if r.source == "-p" for error in r.errors]
+        return failed + self.block_problems
+
+    def _check_blocked_names(self, names: list[str]) -> None:
+        """``-p no:NAME`` must name an installed entry point or distribution: a typo would block nothing."""
+        known = sorted({r.name for r in self.plugins} | {r.distribution for r in self.plugins if r.distribution})
+        for name in names:
+            if name in known:
+                continue
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = (
+                f"did you mean {' or '.join(repr(c) for c in close)}?"
+                if close
+                else f"installed: {', '.join(known) or 'none'}"
+            )
+            self.block_problems.append(f"-p no:{name}: no installed plugin is named '{name}'; {hint}")
 
     @classmethod
     def from_modules(cls, *modules: ModuleType | object, name_prefix: str = "") -> Catalog:
@@ -252,16 +290,64 @@ class Catalog:
             return
         self._register_plugin(plugin, record)
 
-    def _load_module(self, module_name: str) -> None:
-        record = PluginRecord(name=module_name, module=module_name, source="-p")
+    def _load_module(self, spec: str) -> None:
+        """Load a ``-p`` plugin: a dotted module name, or a path to a ``.py`` file."""
+        if spec.endswith(".py") or "/" in spec or os.sep in spec:
+            self._load_file(spec)
+            return
+        record = PluginRecord(name=spec, module=spec, source="-p")
         self.plugins.append(record)
+        if not all(part.isidentifier() for part in spec.split(".")):
+            record.errors.append(f"'{spec}' is not a module name; {_P_TAKES}")
+            return
         if os.getcwd() not in sys.path and "" not in sys.path:
             sys.path.insert(0, os.getcwd())
         try:
-            module = importlib.import_module(module_name)
+            module = importlib.import_module(spec)
         except Exception as exc:  # noqa: BLE001
-            record.errors.append(f"failed to import module '{module_name}' given with -p: {_describe(exc)}")
+            record.errors.append(f"failed to import module '{spec}' given with -p: {_describe(exc)}")
             return
+        self._register_module(module, record)
+
+    def _load_file(self, spec: str) -> None:
+        """Import ``-p path/to/name.py`` as module ``name``, with its folder on ``sys.path`` for its own imports."""
+        path = Path(spec).expanduser()
+        record = PluginRecord(name=path.stem, module=spec, source="-p")
+        self.plugins.append(record)
+        if path.suffix != ".py":
+            record.errors.append(f"'{spec}' is not a module name; {_P_TAKES}")
+            return
+        if not path.is_file():
+            record.errors.append(f"no such file '{spec}' given with -p")
+            return
+        if not path.stem.isidentifier():
+            record.errors.append(f"'{spec}': the file name must be a Python identifier to import it as a module")
+            return
+        path = path.resolve()
+        existing = sys.modules.get(path.stem)
+        if existing is not None:
+            if Path(getattr(existing, "__file__", None) or "").resolve() != path:
+                record.errors.append(
+                    f"'{spec}': another module named '{path.stem}' is already imported "
+                    f"({getattr(existing, '__file__', None) or 'built in'}); rename the file"
+                )
+                return
+            self._register_module(existing, record)
+            return
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[path.stem] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001
+            del sys.modules[path.stem]
+            record.errors.append(f"failed to import '{spec}' given with -p: {_describe(exc)}")
+            return
+        self._register_module(module, record)
+
+    def _register_module(self, module: ModuleType, record: PluginRecord) -> None:
         if self.plugin_manager.is_registered(module):
             return
         self._register_plugin(module, record)

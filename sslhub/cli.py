@@ -193,6 +193,7 @@ def _init_distributed(device: str = "auto") -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from sslhub.checkpoint import CheckpointStore
     from sslhub.engine import Run
 
     recipe = load_and_resolve(args.recipe, args.overrides, args.plugins)
@@ -205,10 +206,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if saved.exists():
             # The run continues with the recipe it was trained with (every default and earlier
             # --set included); --set given now still applies on top, e.g. more train.steps.
-            recipe = load_and_resolve(saved, args.overrides, saved_plugin_args(run_dir, args.plugins))
+            recipe = resolve_saved_recipe(saved, args.overrides, run_dir, args.plugins)
     else:
         run_dir = args.out or Path("runs") / f"{recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (run_dir / "checkpoints" / "manifest.json").exists() and not args.dry_run:
+        if CheckpointStore(run_dir / "checkpoints").holds_checkpoints() and not args.dry_run:
             raise SSLHubError(
                 f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out"
             )
@@ -277,7 +278,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     catalog = Catalog.load(args.plugins, strict=False)
     records = catalog.plugins
     # Strict mode exists for CI: there a plugin that failed to load must fail the command.
-    failed = 1 if strict_from_env() and any(r.errors for r in records) else 0
+    # A plugin named with -p must load in any mode.
+    explicit = catalog.explicit_problems()
+    failed = 1 if explicit or (strict_from_env() and any(r.errors for r in records)) else 0
+    for problem in explicit:
+        print(f"error: {problem}", file=sys.stderr)
     if args.json:
         print(json.dumps([r.as_dict() for r in records], indent=2))
         return failed
@@ -294,7 +299,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"  components: {', '.join(f'{c.kind}:{c.name}' for c in record.components)}")
         for error in record.errors:
             print(f"  error: {error}")
-    if failed:
+    if failed and not explicit:
         print("error: a plugin failed to load and SSLHUB_STRICT_PLUGINS is on", file=sys.stderr)
     return failed
 
@@ -354,18 +359,58 @@ def _type_name(annotation: Any) -> str:
     return text.replace("typing.", "").replace("NoneType", "None")
 
 
-def saved_plugin_args(run_dir: Path, plugins: list[str]) -> list[str]:
-    """The ``-p`` arguments a run was started with (from its environment.json), then ``plugins``.
+def recorded_plugin_args(run_dir: Path) -> list[str]:
+    """The ``-p`` arguments a run was started with, from its environment.json (``[]`` if unreadable).
 
-    So ``sslhub evaluate/export RUN_DIR`` and ``--resume`` load the plugin modules the run was
-    trained with, without repeating ``-p``; arguments given now come last and add to them.
+    A run directory is untrusted input (people share and download them): these are reported
+    and ``no:`` blocks are applied, but a module named here is never imported.
     """
     try:
         environment = json.loads((Path(run_dir) / "environment.json").read_text())
+        saved = environment.get("plugin_args") if isinstance(environment, dict) else None
     except (OSError, ValueError):
-        return list(plugins)
-    saved = environment.get("plugin_args") or []
-    return list(dict.fromkeys([*(a for a in saved if isinstance(a, str)), *plugins]))
+        return []
+    return [a for a in saved if isinstance(a, str)] if isinstance(saved, list) else []
+
+
+def _installed_plugin_names() -> set[str]:
+    from importlib.metadata import entry_points
+
+    from sslhub.catalog import ENTRY_POINT_GROUP
+
+    found = entry_points(group=ENTRY_POINT_GROUP)
+    return {e.name for e in found} | {e.dist.metadata["Name"] for e in found if getattr(e, "dist", None)}
+
+
+def resolve_saved_recipe(recipe_file: Path, overrides: list[str], run_dir: Path, plugins: list[str]):
+    """Resolve a run's saved recipe with the plugins installed and named now (``plugins``).
+
+    The run's recorded ``no:`` blocks still apply (blocking imports nothing); its recorded
+    ``-p`` modules are not imported: when the recipe needs them, the error names them and
+    says how to load them (``-p MODULE``), and otherwise a warning does.
+    """
+    from sslhub.errors import RecipeError, RecipeIssue
+
+    recorded = recorded_plugin_args(run_dir)
+    installed = _installed_plugin_names()
+    blocks = [a for a in recorded if a.startswith("no:") and a[3:] in installed and a not in plugins]
+    missing = [a for a in dict.fromkeys(recorded) if not a.startswith("no:") and a not in plugins]
+    hint = (
+        f"the run was trained with {', '.join(repr(m) for m in missing)} loaded with -p; a module named in a run "
+        f"directory is never imported automatically (the directory may come from anyone): if you trust "
+        f"{'it' if len(missing) == 1 else 'them'}, add {' '.join(f'-p {m}' for m in missing)} to the command"
+    )
+    try:
+        recipe = load_and_resolve(recipe_file, overrides, [*blocks, *plugins])
+    except RecipeError as exc:
+        if not missing:
+            raise
+        raise RecipeError(
+            [*exc.issues, RecipeIssue(str(Path(run_dir) / "environment.json"), "plugin_args", hint)]
+        ) from None
+    if missing:
+        log.warning("%s", hint)
+    return recipe
 
 
 def _load_run(run_dir: Path, plugins: list[str]):
@@ -374,7 +419,7 @@ def _load_run(run_dir: Path, plugins: list[str]):
     recipe_file = run_dir / "recipe.yaml"
     if not recipe_file.exists():
         raise SSLHubError(f"{run_dir} is not an sslhub run directory (no recipe.yaml)")
-    recipe = load_and_resolve(recipe_file, [], saved_plugin_args(run_dir, plugins))
+    recipe = resolve_saved_recipe(recipe_file, [], run_dir, plugins)
     run = Run(recipe, run_dir, resume=False, show_progress=False)
     return run.load_trained()
 

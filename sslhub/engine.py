@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler, Subset
 
 from sslhub import distributed
-from sslhub.checkpoint import CheckpointStore, atomic_write_bytes
+from sslhub.checkpoint import CheckpointStore, atomic_write_bytes, remove_stale_temp_files
 from sslhub.components import Batch, BuildContext, Encoder, EncoderSet, EvalSplit, Modality, Objective
 from sslhub.errors import CheckpointError, NonFiniteLossError, RunInterrupted, SSLHubError
 from sslhub.evaluate import embed_dataset, knn_accuracy, linear_probe_accuracy
@@ -205,6 +205,15 @@ def split_summary(split: EvalSplit) -> dict[str, Any]:
     return summary
 
 
+def _nonfinite_parameters(module: nn.Module) -> list[str]:
+    """Names of the parameters holding NaN or infinity (one host sync for the whole module)."""
+    named = [(name, p) for name, p in module.named_parameters() if p.is_floating_point()]
+    if not named:
+        return []
+    finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in named]).tolist()
+    return [name for (name, _), ok in zip(named, finite, strict=True) if not ok]
+
+
 def _to_float(value: Any) -> float:
     return float(value.item()) if isinstance(value, Tensor) else float(value)
 
@@ -336,6 +345,7 @@ class Run:
     def execute(self, dry_run: bool = False) -> dict[str, Any]:
         """Train (or one step for ``dry_run``), evaluate, export; return the summary."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_run_dir()
         modality = self.build_modality()
         encoder = self.build_encoder(modality)
         objectives = self.build_objectives(modality, encoder, prepare=not self.resume)
@@ -529,7 +539,7 @@ class Run:
                     nonfinite = nonfinite or "another rank"
                 if nonfinite is not None:
                     optimizer.zero_grad(set_to_none=True)
-                    self._handle_nonfinite(nonfinite, state, scaler)
+                    self._handle_nonfinite(nonfinite, state, scaler, module)
                 else:
                     state.skipped_in_a_row = 0
                     scaler.step(optimizer)
@@ -569,6 +579,7 @@ class Run:
                     path = self._save(module, optimizer, scheduler, scaler, state)
                     name, code = self._signal
                     raise RunInterrupted(name, code, str(path))
+            self._check_final_loss(state)
         finally:
             self._restore_signal_handlers(previous)
             if progress is not None:
@@ -591,12 +602,26 @@ class Run:
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item() == 1.0)
 
-    def _handle_nonfinite(self, culprit: str, state: RunState, scaler) -> None:
+    def _handle_nonfinite(self, culprit: str, state: RunState, scaler, module: nn.Module) -> None:
+        """Raise, or skip the step; the update was not applied (gradients are checked before it).
+
+        Skipping cannot help once the weights themselves are non-finite (an earlier update with
+        finite gradients overflowed them): that is checked here, only on a non-finite step, so
+        finite steps pay no extra host sync.
+        """
         where = f"step {state.step + 1}"
         if self.train_spec.nonfinite == "raise":
             raise NonFiniteLossError(
                 f"non-finite loss or gradient at {where} from {culprit}; lower train.optimizer.lr, set "
                 f"train.grad_clip, or set train.nonfinite: skip_step. The last checkpoint is intact."
+            )
+        broken = _nonfinite_parameters(module)
+        if broken:
+            raise NonFiniteLossError(
+                f"non-finite loss at {where} from {culprit}, and the weights themselves are non-finite "
+                f"({', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}): an earlier update overflowed them, so "
+                "skipping steps cannot recover. Lower train.optimizer.lr or set train.grad_clip; "
+                "the last checkpoint is intact."
             )
         state.skipped_in_a_row += 1
         log.warning("skipping %s: non-finite value from %s", where, culprit)
@@ -612,11 +637,40 @@ class Run:
         state.history.setdefault("loss", []).append(total_loss)
 
     def _last_loss(self, state: RunState) -> float | None:
+        """The mean of the last 10 finite step losses (skipped steps left out)."""
         losses = state.history.get("loss") or []
-        tail = losses[-10:]
+        tail = [loss for loss in losses[-10:] if math.isfinite(loss)]
         return round(sum(tail) / len(tail), 6) if tail else None
 
+    def _check_final_loss(self, state: RunState) -> None:
+        """A run whose last step was not finite has not trained to a usable model: never a success."""
+        losses = state.history.get("loss") or []
+        if losses and not math.isfinite(losses[-1]):
+            raise NonFiniteLossError(
+                f"the final loss (step {state.step}) is not finite: the run did not end with a usable model; "
+                "lower train.optimizer.lr or set train.grad_clip. The last checkpoint holds finite weights."
+            )
+
     # -- checkpoints -------------------------------------------------------------
+
+    def _prepare_run_dir(self) -> None:
+        """Remove what interrupted writes left behind; a resume of a run that never saved starts over.
+
+        A kill before the first checkpoint leaves the recipe and records but nothing to
+        continue from: such a run starts again from step 0 with its recipe, saying so.
+        """
+        if self.is_main:
+            for folder in (self.run_dir, self.checkpoints.directory, self.checkpoints.directory / "rng"):
+                for path in remove_stale_temp_files(folder):
+                    log.info("removed %s, left by an interrupted write", path)
+        if self.resume and not self.checkpoints.holds_checkpoints():
+            log.info(
+                "%s holds no checkpoint (the run stopped before its first one): starting it from the "
+                "beginning (step 0) with its recipe",
+                self.run_dir,
+            )
+            self.resume = False
+            self._truncate_metrics(0)
 
     def _rank_rng_file(self, step: int, rank: int) -> Path:
         return self.checkpoints.directory / "rng" / f"step_{step:08d}.rank{rank}.pt"
@@ -642,6 +696,12 @@ class Run:
             self._save_rank_rng(state.step)
         if not self.is_main:
             return None
+        broken = _nonfinite_parameters(module)
+        if broken:  # one host sync per checkpoint, not per step
+            raise NonFiniteLossError(
+                f"the weights are non-finite at step {state.step} ({', '.join(broken[:3])}): not saving a checkpoint; "
+                "the last checkpoint is intact. Lower train.optimizer.lr or set train.grad_clip."
+            )
         payload = {
             "step": state.step,
             "epoch": state.epoch,

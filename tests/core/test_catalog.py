@@ -89,14 +89,52 @@ def test_catalogs_are_independent():
     assert Catalog.load(["toy_plugin"], entry_points=False).objectives.names() == ["toy_contrastive"]
 
 
-def test_plugin_module_that_does_not_exist_is_reported_not_raised():
-    catalog = Catalog.load(["sslhub_no_such_module", "toy_plugin"], entry_points=False)
-    [problem] = catalog.problems()
-    assert problem.startswith(
+def test_plugin_module_that_does_not_exist_raises_and_strict_false_reports_it():
+    message = (
         "plugin 'sslhub_no_such_module' (module sslhub_no_such_module): failed to import module "
         "'sslhub_no_such_module' given with -p: ModuleNotFoundError: No module named 'sslhub_no_such_module'"
     )
+    # a plugin named explicitly must load, even without strict mode
+    with pytest.raises(PluginError) as info:
+        Catalog.load(["sslhub_no_such_module", "toy_plugin"], entry_points=False)
+    assert str(info.value).startswith(f"a -p argument failed:\n  {message}")
+    # strict=False (what `sslhub plugins` uses) reports instead
+    catalog = Catalog.load(["sslhub_no_such_module", "toy_plugin"], entry_points=False, strict=False)
+    [problem] = catalog.problems()
+    assert problem.startswith(message) and catalog.explicit_problems() == [problem]
     assert "toy_contrastive" in catalog.objectives  # the rest still loads
+
+
+def test_p_path_to_a_py_file_imports_it_under_its_stem(tmp_path, monkeypatch):
+    (tmp_path / "sslhub_test_file_plugin.py").write_text(
+        "from sslhub import hookimpl\n\n\n@hookimpl\ndef sslhub_register_objectives(registry):\n"
+        "    registry.register('file_objective', lambda params, context: None)\n"
+    )
+    monkeypatch.delitem(sys.modules, "sslhub_test_file_plugin", raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    catalog = Catalog.load([str(tmp_path / "sslhub_test_file_plugin.py")], entry_points=False)
+    record = catalog.plugin_for("sslhub_test_file_plugin")
+    assert (record.source, record.module, record.errors) == ("-p", str(tmp_path / "sslhub_test_file_plugin.py"), [])
+    assert catalog.objectives.get("file_objective").provider.plugin == "sslhub_test_file_plugin"
+    assert sys.path[0] == str(tmp_path)  # its folder, for imports of its own modules
+    # the same stem from another folder is refused rather than silently shadowed
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "sslhub_test_file_plugin.py").write_text("")
+    catalog = Catalog.load([str(other / "sslhub_test_file_plugin.py")], entry_points=False, strict=False)
+    [problem] = catalog.explicit_problems()
+    assert "another module named 'sslhub_test_file_plugin' is already imported" in problem
+
+
+def test_p_no_with_an_unknown_name_is_an_error_with_close_matches(entry_point_plugins):
+    with pytest.raises(PluginError) as info:
+        Catalog.load(["no:good_plugn"])
+    assert str(info.value) == (
+        "a -p argument failed:\n  -p no:good_plugn: no installed plugin is named 'good_plugn'; "
+        "did you mean 'good_plugin'?"
+    )
+    # distribution names are known names too
+    assert Catalog.load(["no:sslhub-test-good"]).plugin_for("good_plugin").blocked
 
 
 class MisspeltPlugin:

@@ -210,8 +210,11 @@ def test_list_unknown_kind_is_an_error(capsys):
 
 
 def test_plugins_text_and_json_for_p_modules(capsys):
-    assert main(["plugins", "-p", "toy_plugin", "-p", "sslhub_no_such_module"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    # a module named with -p that does not load is listed, and fails the command
+    assert main(["plugins", "-p", "toy_plugin", "-p", "sslhub_no_such_module"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: plugin 'sslhub_no_such_module' (module sslhub_no_such_module): failed")
+    lines = captured.out.splitlines()
     start = lines.index("toy_plugin [ok] (-p: toy_plugin)")
     assert lines[start + 1] == (
         "  hooks: sslhub_register_augmentations, sslhub_register_encoders, "

@@ -131,13 +131,15 @@ def test_embed_errors_are_messages_not_tracebacks(exported_run, tmp_path):
         assert "Traceback" not in result.stderr
 
 
-def test_export_loads_the_plugins_the_run_was_trained_with(exported_run, tmp_path):
-    """-p given to `sslhub run` is recorded; export/evaluate/resume need not repeat it."""
+def test_export_names_the_recorded_plugins_but_never_imports_them(exported_run, tmp_path):
+    """-p given to `sslhub run` is recorded, but a run directory is untrusted: export says what to add."""
     environment = json.loads((exported_run / "environment.json").read_text())
     assert environment["plugin_args"] == ["toy_plugin", *BLOCK_BUILTINS[1::2]]
     result = sslhub("export", str(exported_run), "--out", str(tmp_path / "again"))
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "again" / "model.onnx").is_file()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "the run was trained with 'toy_plugin' loaded with -p" in result.stderr
+    assert "add -p toy_plugin to the command" in result.stderr
+    assert not (tmp_path / "again").exists()
 
 
 def test_embed_does_not_import_torch(exported_run, tmp_path):
