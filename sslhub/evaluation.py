@@ -172,7 +172,7 @@ def raw_featurizer(modality: Modality) -> Featurizer:
             return None
         parts = {"": raw} if isinstance(raw, Tensor) else {f"{key}/": value for key, value in raw.items()}
         for prefix, value in parts.items():
-            if not isinstance(value, Tensor) or value.dim() != 2 or value.shape[0] != _batch_size(batch):
+            if not _is_feature_matrix(value, _batch_size(batch)):
                 shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
                 raise SSLHubError(
                     f"{type(modality).__name__}.raw_features returned {shape} for {prefix or 'the batch'}; "
@@ -181,6 +181,10 @@ def raw_featurizer(modality: Modality) -> Featurizer:
         return parts
 
     return featurize
+
+
+def _is_feature_matrix(value: object, rows: int) -> bool:
+    return isinstance(value, Tensor) and value.is_floating_point() and value.dim() == 2 and value.shape[0] == rows
 
 
 def _batch_size(batch: Batch) -> int:

@@ -178,6 +178,10 @@ class TabularModality(Modality):
             class_names=tuple(self.table.class_names),
         )
 
+    def raw_features(self, batch: Batch) -> Tensor:
+        """The raw-input baseline: the (standardised) columns themselves, float32 ``[B, D]``."""
+        return batch["vector"].float()
+
     def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
         """Standard-normal vectors ``[B, D]``, shaped like standardised rows."""
         generator = torch.Generator().manual_seed(0)
