@@ -261,6 +261,9 @@ def format_evaluation(evaluation: dict[str, Any]) -> list[str]:
 
 
 def _summary_cell(scores: dict[str, Any], key: str) -> str:
+    # A raw input feeding several encoders alike is scored once, unprefixed (see sslhub.evaluation.baseline_score).
+    if key not in scores:
+        key = key.rsplit("/", 1)[-1]
     value = scores.get(key)
     if value is None:
         return "-"

@@ -385,6 +385,12 @@ def describe_score(key: str) -> str:
     return f"{prefix} {label}" if prefix else label
 
 
+def baseline_score(baseline: Mapping[str, float], key: str) -> float | None:
+    """A baseline's score for ``key``; for an encoder's key (``left/knn_accuracy``) a raw input
+    that feeds every encoder alike has it unprefixed (``knn_accuracy``)."""
+    return baseline.get(key, baseline.get(key.rsplit("/", 1)[-1]))
+
+
 def verdict(report: Mapping[str, Any]) -> list[str]:
     """One line per probe score and baseline: whether the trained encoder beats it, with both figures.
 
@@ -395,9 +401,9 @@ def verdict(report: Mapping[str, Any]) -> list[str]:
     for label, name in BASELINE_NAMES.items():
         baseline = report.get(label) or {}
         for key, value in trained.items():
-            if not is_probe_score(key) or key not in baseline:
+            other = baseline_score(baseline, key)
+            if not is_probe_score(key) or other is None:
                 continue
-            other = baseline[key]
             beats = "beats" if value > other else "does NOT beat"
             line = f"trained {beats} {name} on {describe_score(key)}: {value:.4f} vs {other:.4f}"
             spread = trained.get(key.replace("_accuracy", "_std"), 0.0) if _FEW_SHOT_KEY.search(key) else 0.0

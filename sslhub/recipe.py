@@ -118,7 +118,9 @@ class FewShotSpec(_Section):
     )
     draws: int = Field(5, gt=0, description="seeded draws per number of shots (mean and std over them)")
     epochs: int = Field(100, gt=0, description="L-BFGS iterations of each probe")
-    weight_decay: float = Field(1e-4, ge=0, description="L2 penalty of each probe")
+    weight_decay: float = Field(
+        1e-2, ge=0, description="L2 penalty of each probe (stronger than the full probe's: few samples)"
+    )
 
     @field_validator("shots")
     @classmethod
