@@ -149,6 +149,8 @@ def test_evaluate_command_rereads_run(reference_run: Path):
     report = json.loads(result.stdout)
     stored = json.loads((reference_run / "evaluation.json").read_text())
     assert report["trained"] == stored["trained"]
+    # few-shot draws, probes and the baselines are deterministic for the recipe seed
+    assert report["random_init"] == stored["random_init"] and report["raw_input"] == stored["raw_input"]
 
 
 def _torchrun(out: Path, port: int, *extra: str) -> subprocess.CompletedProcess:
