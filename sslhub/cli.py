@@ -240,6 +240,7 @@ def _find_resume_dir(resume: str, out: Path | None, name: str) -> Path:
 
 
 def format_summary(name: str, run_dir: Path, summary: dict[str, Any]) -> str:
+    """The end-of-run text: steps and loss, the evaluation table and verdict, the export."""
     lines = [
         f"run '{name}' finished: {summary['steps']} steps in {summary['train_seconds']} s, "
         f"final loss {summary.get('final_loss')}",
@@ -247,17 +248,52 @@ def format_summary(name: str, run_dir: Path, summary: dict[str, Any]) -> str:
     ]
     if summary.get("random_init"):
         lines.append(f"random-init baseline run: {summary.get('note')}")
-    evaluation = summary.get("evaluation") or {}
-    trained, baseline = evaluation.get("trained", {}), evaluation.get("random_init", {})
-    if trained:
-        lines.append(f"{'metric':<32} {'trained':>10} {'random init':>12}")
-        for key, value in trained.items():
-            other = baseline.get(key)
-            lines.append(f"{key:<32} {value:>10.4f} {other if other is None else f'{other:.4f}':>12}")
+    lines += format_evaluation(summary.get("evaluation") or {})
     for result in (summary.get("export") or {}).values():
         relative = f", rel {result['max_rel_diff']:.2e}" if "max_rel_diff" in result else ""
         lines.append(f"ONNX: {result['path']} (max abs diff {result['max_abs_diff']:.2e}{relative})")
     return "\n".join(lines)
+
+
+#: the evaluation report's candidates, as the summary table's columns.
+SUMMARY_COLUMNS = {"trained": "trained", "random_init": "random init", "raw_input": "raw input"}
+
+
+def format_evaluation(evaluation: dict[str, Any]) -> list[str]:
+    """Trained / random init / raw input side by side, then what training failed to beat, then notes.
+
+    Few-shot rows show ``mean±std`` over the draws; a cell a candidate lacks shows ``-``.
+    """
+    trained = evaluation.get("trained", {})
+    if not trained:
+        return [f"note: {note}" for note in evaluation.get("notes", [])]
+    columns = [label for label in SUMMARY_COLUMNS if evaluation.get(label)]
+    lines = [f"{'metric':<32}" + "".join(f" {SUMMARY_COLUMNS[label]:>16}" for label in columns)]
+    for key in trained:
+        if key.endswith("_std"):
+            continue
+        cells = [_summary_cell(evaluation.get(label, {}), key) for label in columns]
+        lines.append(f"{key:<32}" + "".join(f" {cell:>16}" for cell in cells))
+    verdict = evaluation.get("verdict", [])
+    failures = [line for line in verdict if "does NOT beat" in line]
+    lines += [f"WARNING: {line}" for line in failures]
+    if verdict and not failures:
+        lines.append(f"trained beats every baseline on all {len(verdict)} probe comparisons")
+    lines += [f"note: {note}" for note in evaluation.get("notes", [])]
+    return lines
+
+
+def _summary_cell(scores: dict[str, Any], key: str) -> str:
+    # A raw input feeding several encoders alike is scored once, unprefixed (see sslhub.evaluation.baseline_score).
+    if key not in scores:
+        key = key.rsplit("/", 1)[-1]
+    value = scores.get(key)
+    if value is None:
+        return "-"
+    if not isinstance(value, int | float):
+        return str(value)
+    std = scores.get(key.replace("_accuracy", "_std")) if "few_shot_" in key else None
+    return f"{value:.4f}" if std is None else f"{value:.4f}±{std:.4f}"
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -127,6 +127,24 @@ class Modality(ABC):
         """
         raise ValueError(f"modality {type(self).__name__} cannot read a labeled source from a path; give a mapping")
 
+    def raw_features(self, batch: Batch) -> Tensor | dict[str, Tensor] | None:
+        """Features of a labeled batch that need no learning: the raw-input baseline of the evaluation.
+
+        The evaluation scores them with the same kNN, linear and few-shot probes as the encoders
+        (``raw_input`` in ``evaluation.json``), so a report shows whether training beat the input
+        itself. They must be a fixed function of each sample alone (no statistics fitted on the
+        data, no randomness), and small enough to probe (about a thousand columns at most).
+
+        Args:
+            batch: a collated labeled batch after :meth:`on_device` (the ``label`` key removed).
+
+        Returns:
+            float ``[B, F]``; or, for a modality whose batch feeds several encoders, a mapping
+            from each encoder key to that part's ``[B, F_key]`` features (scored as
+            ``KEY/knn_accuracy`` and so on); ``None`` (the default) when there is no raw baseline.
+        """
+        return None
+
     def collate(self, samples: list[Batch]) -> Batch:
         """Combine decoded samples into a batch (CPU)."""
         return default_collate(samples)
@@ -268,6 +286,16 @@ class EncoderSet(nn.ModuleDict):
         super().__init__(dict(encoders))
 
 
+def named_encoders(encoder: Encoder | EncoderSet) -> list[tuple[str, Encoder]]:
+    """``[("", encoder)]`` for one encoder, ``[("image/", ...), ("text/", ...)]`` for a set.
+
+    The prefixes are those of the per-encoder keys in reports (``image/knn_accuracy``).
+    """
+    if isinstance(encoder, EncoderSet):
+        return [(f"{key}/", value) for key, value in encoder.items()]
+    return [("", encoder)]
+
+
 @dataclass
 class ObjectiveOutput:
     """A loss to minimise and scalar metrics to log (floats or 0-d tensors)."""
@@ -285,6 +313,8 @@ class Objective(nn.Module):
     """
 
     num_views: int = 1
+    #: True when :meth:`report` takes the keyword argument ``baseline`` (see there).
+    report_takes_baseline: ClassVar[bool] = False
 
     def forward(self, views: list[Batch], encoder: Encoder) -> ObjectiveOutput:  # pragma: no cover
         raise NotImplementedError
@@ -297,10 +327,10 @@ class Objective(nn.Module):
     def report(self, run_dir: Path, encoder: Encoder, modality: Modality) -> dict[str, Any]:
         """Extra report entries or artifacts after training (reconstruction pictures).
 
-        An override may also take a keyword argument ``baseline``: the engine then passes
-        ``(objective, encoder)``, this objective with fresh heads on the encoder at its random
-        initialisation (the run's random-init baseline), whenever the recipe evaluates one,
-        so the report can score both the same way.
+        An objective that sets :attr:`report_takes_baseline` also receives a keyword argument
+        ``baseline``: ``(objective, encoder)``, this objective with fresh heads on the encoder at
+        its random initialisation (the run's random-init baseline), whenever the recipe evaluates
+        one (``None`` otherwise), so the report can score both the same way.
         """
         return {}
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import inspect
 import io
 import json
 import logging
@@ -23,13 +21,22 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Sampler, Subset
+from torch.utils.data import DataLoader, Sampler
 
 from sslhub import distributed
 from sslhub.checkpoint import CheckpointStore, atomic_write_bytes, remove_stale_temp_files
-from sslhub.components import Batch, BuildContext, Encoder, EncoderSet, EvalSplit, Modality, Objective
+from sslhub.components import (
+    Batch,
+    BuildContext,
+    Encoder,
+    EncoderSet,
+    EvalSplit,
+    Modality,
+    Objective,
+    named_encoders,
+)
 from sslhub.errors import CheckpointError, NonFiniteLossError, RunInterrupted, SSLHubError
-from sslhub.evaluate import embed_dataset, knn_accuracy, linear_probe_accuracy
+from sslhub.evaluation import EvaluationSetup, evaluate_run
 from sslhub.optim import build_optimizer, build_schedule
 from sslhub.recipe import ResolvedRecipe
 
@@ -174,35 +181,6 @@ def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value
-
-
-def _named_encoders(encoder: Encoder | EncoderSet) -> list[tuple[str, Encoder]]:
-    """``[("", encoder)]`` for one encoder, ``[("image/", ...), ("text/", ...)]`` for a set."""
-    if isinstance(encoder, EncoderSet):
-        return [(f"{key}/", value) for key, value in encoder.items()]
-    return [("", encoder)]
-
-
-def _capped_split(split: EvalSplit, limit: int, seed: int) -> EvalSplit:
-    """``split`` with each side cut to a seeded random ``limit`` samples when larger (same subset every time)."""
-
-    def cap(dataset: Any, offset: int) -> Any:
-        if len(dataset) <= limit:
-            return dataset
-        chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed + offset))[:limit]
-        return Subset(dataset, sorted(chosen.tolist()))
-
-    return dataclasses.replace(split, train=cap(split.train, 0), test=cap(split.test, 1))
-
-
-def split_summary(split: EvalSplit) -> dict[str, Any]:
-    """``{"train": n, "test": n}`` samples, plus ``groups`` and ``source`` when the split has them."""
-    summary: dict[str, Any] = {"train": len(split.train), "test": len(split.test)}
-    if split.groups is not None:
-        summary["groups"] = dict(split.groups)
-    if split.source:
-        summary["source"] = split.source
-    return summary
 
 
 def _nonfinite_parameters(module: nn.Module) -> list[str]:
@@ -888,60 +866,22 @@ class Run:
         split: EvalSplit | None = None,
         output_name: str = "evaluation.json",
     ) -> dict[str, Any]:
-        """Write ``output_name`` in the run directory comparing the trained encoder(s) with the random init.
+        """Write ``output_name`` comparing the trained encoder(s) with random init and the raw input.
 
-        ``split`` is the labeled split the probes use; ``None`` takes the recipe's own
-        (:meth:`labeled_split`). With several encoders, each one's scores are prefixed with its
-        key (``image/knn_accuracy``).
+        See :func:`sslhub.evaluation.evaluate_run`; ``split`` None probes the modality's own split.
         """
-        spec = self.recipe.model.evaluate
-        report: dict[str, Any] = {}
-        if not spec.enabled:
-            return report
-        candidates = {"trained": encoder}
-        if spec.random_init_baseline:
-            candidates["random_init"] = self.build_encoder(modality)
-        split = self.labeled_split(modality) if split is None else split
-        if split is not None and spec.max_samples is not None:
-            split = _capped_split(split, spec.max_samples, self.recipe.model.seed)
-        if split is not None and (spec.knn or spec.linear_probe):
-            for label, candidate in candidates.items():
-                for prefix, single in _named_encoders(candidate):
-                    report.setdefault(label, {}).update(
-                        {prefix + k: v for k, v in self._probe_scores(single, modality, split, spec).items()}
-                    )
-            report["eval_split"] = split_summary(split)
-        held_out = modality.held_out_dataset()
-        takes_baseline = ["baseline" in inspect.signature(o.report).parameters for o in objectives]
-        # The random-init row gets freshly initialised heads too: the trained heads on a random
-        # encoder would measure neither model. Built only where something uses them.
-        baseline_objectives = (
-            self.build_objectives(modality, candidates["random_init"])
-            if "random_init" in candidates and (held_out is not None or any(takes_baseline))
-            else None
+        setup = EvaluationSetup(
+            spec=self.recipe.model.evaluate,
+            seed=self.recipe.model.seed,
+            device=self.device,
+            run_dir=self.run_dir,
+            objective_encoder_keys=self.encoder_keys(),
+            held_out_batch_size=self.train_spec.batch_size,
+            build_random_init=lambda: self.build_encoder(modality),
+            build_objectives=lambda random_encoder: self.build_objectives(modality, random_encoder),
         )
-        if held_out is not None:
-            for label, candidate in candidates.items():
-                own_objectives = objectives if label == "trained" else baseline_objectives
-                report.setdefault(label, {}).update(
-                    self._held_out_metrics(modality, candidate, own_objectives, held_out, spec)
-                )
-        extras = {}
-        keys = self.encoder_keys()
-        for index, objective in enumerate(objectives):
-            own = encoder if keys[index] is None else encoder[keys[index]]
-            options = {}
-            if baseline_objectives is not None and takes_baseline[index]:
-                random_encoder = candidates["random_init"]
-                random_own = random_encoder if keys[index] is None else random_encoder[keys[index]]
-                options["baseline"] = (baseline_objectives[index], random_own)
-            extra = objective.report(self.run_dir, own, modality, **options)
-            if extra:
-                extras[objective.sslhub_name] = extra
-        if extras:
-            report["objectives"] = extras
-        atomic_write_bytes(self.run_dir / output_name, json.dumps(report, indent=2, default=str).encode())
-        return report
+        split = self.labeled_split(modality) if split is None else split
+        return evaluate_run(setup, modality, encoder, objectives, split=split, output_name=output_name)
 
     def labeled_split(self, modality: Modality) -> EvalSplit | None:
         """The recipe's labeled split: ``evaluate.data`` when given, else the modality's own."""
@@ -949,52 +889,6 @@ class Run:
         if data is None or self.recipe.eval_source is None:
             return modality.eval_split()
         return modality.labeled_split(self.recipe.eval_source, data.test_fraction, data.split_seed)
-
-    def _probe_scores(self, encoder: Encoder, modality: Modality, split, spec) -> dict[str, float]:
-        train_x, train_y = embed_dataset(encoder, modality, split.train, self.device, spec.batch_size)
-        test_x, test_y = embed_dataset(encoder, modality, split.test, self.device, spec.batch_size)
-        scores: dict[str, float] = {}
-        if spec.knn:
-            scores["knn_accuracy"] = round(
-                knn_accuracy(train_x, train_y, test_x, test_y, spec.knn.k, spec.knn.temperature), 4
-            )
-        if spec.linear_probe:
-            scores["linear_probe_accuracy"] = round(
-                linear_probe_accuracy(
-                    train_x,
-                    train_y,
-                    test_x,
-                    test_y,
-                    spec.linear_probe.epochs,
-                    spec.linear_probe.weight_decay,
-                    self.recipe.model.seed,
-                ),
-                4,
-            )
-        return scores
-
-    @torch.no_grad()
-    def _held_out_metrics(self, modality, encoder, objectives, dataset, spec) -> dict[str, float]:
-        loader = DataLoader(dataset, batch_size=self.train_spec.batch_size, shuffle=False, collate_fn=modality.collate)
-        sums: dict[str, float] = {}
-        count = 0
-        encoder_mode = encoder.training
-        encoder.eval()
-        keys = self.encoder_keys()
-        for index, batch in enumerate(loader):
-            if index >= spec.max_held_out_batches:
-                break
-            batch = modality.on_device({k: v.to(self.device) for k, v in batch.items()})
-            for position, objective in enumerate(objectives):
-                own = encoder if keys[position] is None else encoder[keys[position]]
-                was = objective.training
-                objective.eval()
-                for key, value in objective.held_out_metrics(batch, own).items():
-                    sums[f"{objective.sslhub_name}/{key}"] = sums.get(f"{objective.sslhub_name}/{key}", 0.0) + value
-                objective.train(was)
-            count += 1
-        encoder.train(encoder_mode)
-        return {key: round(value / max(count, 1), 5) for key, value in sums.items()}
 
     def export(
         self,
@@ -1024,7 +918,7 @@ class Run:
                 objectives or [], include_head, several=isinstance(encoder, EncoderSet)
             )
         results: dict[str, Any] = {}
-        for prefix, single in _named_encoders(encoder):
+        for prefix, single in named_encoders(encoder):
             key = prefix.rstrip("/")
             own_head = head if head is not None and head_key == (key or None) else None
             try:

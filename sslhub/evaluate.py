@@ -1,12 +1,15 @@
-"""Modality-agnostic evaluation of frozen embeddings: kNN and a linear probe.
+"""Modality-agnostic probes of frozen features: kNN, a linear probe and few-shot linear probes.
 
-Both take pooled encoder features of a labeled split the modality provides; the engine
-runs them for the trained encoder and for the same encoder at random init.
+Each takes features of the two sides of a labeled split (probe-train, probe-test);
+:mod:`sslhub.evaluation` runs them for the trained encoder, the same encoder at random init
+and the modality's raw-input features.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -126,3 +129,103 @@ def select_weight_decay(
     }
     best = max(scores.values())
     return max(decay for decay, score in scores.items() if score == best)
+
+
+@dataclass(frozen=True)
+class FewShotResult:
+    """Accuracy of few-shot linear probes at one ``shots`` per class over seeded draws.
+
+    Attributes:
+        shots: labeled probe-train samples per class.
+        mean: mean test accuracy over the draws.
+        std: standard deviation over the draws (0 for one draw).
+    """
+
+    shots: int
+    mean: float
+    std: float
+
+
+def few_shot_draw(labels: Tensor, classes: Tensor, shots: int, seed: int) -> Tensor:
+    """Indices of ``shots`` samples of each class in ``classes``, drawn with ``seed``.
+
+    Args:
+        labels: ``[N]`` int labels; every class in ``classes`` has at least ``shots`` of them.
+        classes: ``[C]`` the classes to draw from.
+
+    Returns:
+        ``[C * shots]`` indices into ``labels``, class by class.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for cls in classes.tolist():
+        members = (labels == cls).nonzero().flatten()
+        chosen.append(members[torch.randperm(members.numel(), generator=generator)[:shots]])
+    return torch.cat(chosen)
+
+
+def few_shot_accuracy(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    shots: int,
+    draws: int = 5,
+    seed: int = 0,
+    epochs: int = 100,
+    weight_decay: float = 1e-2,
+) -> FewShotResult:
+    """Linear probes fitted on ``shots`` probe-train samples per class, scored on the whole test side.
+
+    Each of ``draws`` draws takes its own seeded sample (``seed``, ``seed + 1``, ...), so the
+    result is the same for the same seed. The classes are those seen on either side; each
+    must have ``shots`` probe-train samples (see :func:`too_few_for_shots`).
+
+    Args:
+        train_features: ``[N, D]``; train_labels: ``[N]`` int.
+        test_features: ``[M, D]``; test_labels: ``[M]`` int.
+    """
+    classes = torch.unique(torch.cat([train_labels, test_labels]))
+    scores = []
+    with _one_thread():
+        for draw in range(draws):
+            chosen = few_shot_draw(train_labels, classes, shots, seed + draw)
+            scores.append(
+                linear_probe_accuracy(
+                    train_features[chosen],
+                    train_labels[chosen],
+                    test_features,
+                    test_labels,
+                    epochs,
+                    weight_decay,
+                    seed + draw,
+                )
+            )
+    spread = torch.tensor(scores, dtype=torch.float64)
+    std = spread.std().item() if draws > 1 else 0.0
+    return FewShotResult(shots=shots, mean=spread.mean().item(), std=std)
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread inside the block: a probe on a few dozen samples is latency-bound, and
+    on a busy machine the threads of such tiny L-BFGS steps mostly wait on each other (10x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def too_few_for_shots(train_labels: Tensor, test_labels: Tensor, shots: int) -> tuple[int, int] | None:
+    """``(class, count)`` of the class with the fewest probe-train samples when it has under ``shots``.
+
+    Classes are those seen on either side of the split (a class only in the test side has 0).
+    """
+    classes = torch.unique(torch.cat([train_labels, test_labels]))
+    counts = torch.stack([(train_labels == cls).sum() for cls in classes])
+    fewest = int(counts.argmin())
+    if int(counts[fewest]) >= shots:
+        return None
+    return int(classes[fewest]), int(counts[fewest])

@@ -128,12 +128,34 @@ class EvalDataSpec(_Section):
     split_seed: int = Field(0, description="seed of the probe-train / probe-test split")
 
 
+class FewShotSpec(_Section):
+    shots: list[int] = Field(
+        default_factory=lambda: [1, 5, 20], min_length=1, description="labeled probe-train samples per class"
+    )
+    draws: int = Field(5, gt=0, description="seeded draws per number of shots (mean and std over them)")
+    epochs: int = Field(100, gt=0, description="L-BFGS iterations of each probe")
+    weight_decay: float = Field(
+        1e-2, ge=0, description="L2 penalty of each probe (stronger than the full probe's: few samples)"
+    )
+
+    @field_validator("shots")
+    @classmethod
+    def _positive_and_distinct(cls, value: list[int]) -> list[int]:
+        if any(shots <= 0 for shots in value):
+            raise ValueError("every number of shots must be > 0")
+        if len(set(value)) != len(value):
+            raise ValueError("numbers of shots must be distinct")
+        return value
+
+
 class EvaluateSpec(_Section):
     enabled: bool = True
     knn: KnnSpec | None = Field(default_factory=KnnSpec)
     linear_probe: LinearProbeSpec | None = Field(default_factory=LinearProbeSpec)
+    few_shot: FewShotSpec | None = Field(default_factory=FewShotSpec)
     batch_size: int = Field(256, gt=0)
     random_init_baseline: bool = True
+    raw_baseline: bool = Field(True, description="score the modality's raw-input features with the same probes")
     max_held_out_batches: int = Field(50, gt=0)
     data: EvalDataSpec | None = Field(
         None, description="evaluate on this labeled source instead of the modality's own labeled split"

@@ -190,3 +190,40 @@ def check_objective_learns(
     first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
     assert last < first * (1 - min_drop), f"loss did not fall: first {first:.4f}, last {last:.4f}"
     return losses
+
+
+def check_raw_features(modality: Modality, max_samples: int = 200, batch_size: int = 32) -> dict[str, float]:
+    """A modality's ``raw_features`` keep their contract; returns their kNN accuracy on its own split.
+
+    Checked on at most ``max_samples`` per side of ``modality.eval_split()``: float ``[B, F]``
+    per part, finite, the same on a second pass, and the same for a sample alone as inside a
+    batch (a function of each sample, nothing fitted on the batch).
+
+    Returns:
+        ``{prefix: accuracy}`` of a 10-nearest-neighbour probe (``""`` for one part, ``"KEY/"``
+        for each part of a composite modality), to compare with chance.
+    """
+    from torch.utils.data import Subset
+
+    from sslhub.evaluate import knn_accuracy
+    from sslhub.evaluation import capped_split, collect_features, raw_featurizer
+
+    split = modality.eval_split()
+    assert split is not None, f"{type(modality).__name__} has no labeled eval split to check raw_features on"
+    split = capped_split(split, max_samples, seed=0)
+    featurize, cpu = raw_featurizer(modality), torch.device("cpu")
+    train = collect_features(modality, split.train, featurize, cpu, batch_size)
+    assert train is not None, f"{type(modality).__name__}.raw_features returned None"
+    again = collect_features(modality, split.train, featurize, cpu, batch_size)
+    alone = collect_features(modality, Subset(split.train, [0, 1, 2]), featurize, cpu, 1)
+    test = collect_features(modality, split.test, featurize, cpu, batch_size)
+    assert again is not None and alone is not None and test is not None
+    scores = {}
+    for prefix, features in train[0].items():
+        assert torch.isfinite(features).all(), f"{prefix}raw features are not finite"
+        assert torch.equal(features, again[0][prefix]), f"{prefix}raw features differ between two passes"
+        assert torch.allclose(alone[0][prefix], features[:3], atol=1e-5), (
+            f"{prefix}raw features of a sample depend on the rest of its batch"
+        )
+        scores[prefix] = knn_accuracy(features, train[1], test[0][prefix], test[1], k=10)
+    return scores

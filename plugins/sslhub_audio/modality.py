@@ -288,6 +288,18 @@ class AudioModality(Modality):
     def on_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         return {**batch, "features": self.featurize(batch["waveform"])}
 
+    def raw_features(self, batch: dict[str, Tensor]) -> Tensor:
+        """The raw-input baseline: each mel band's mean and standard deviation over time.
+
+        Args:
+            batch: ``{"features": float [B, n_mels, frames]}`` (after :meth:`on_device`).
+
+        Returns:
+            float32 ``[B, 2 * n_mels]``: the means, then the standard deviations.
+        """
+        features = batch["features"].float()
+        return torch.cat([features.mean(dim=-1), features.std(dim=-1)], dim=1)
+
     def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> dict[str, Tensor]:
         generator = torch.Generator().manual_seed(0)
         waveform = 0.1 * torch.randn(batch_size, self.num_samples, generator=generator)

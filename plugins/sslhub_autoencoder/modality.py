@@ -270,6 +270,10 @@ class TabularModality(Modality):
             raise ValueError("a numpy table source has no group option; use a CSV with --group COLUMN")
         raise ValueError(f"{path}: give a labeled .csv or .npz file")
 
+    def raw_features(self, batch: Batch) -> Tensor:
+        """The raw-input baseline: the (standardised) columns themselves, float32 ``[B, D]``."""
+        return batch["vector"].float()
+
     def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
         """Standard-normal vectors ``[B, D]``, shaped like standardised rows."""
         generator = torch.Generator().manual_seed(0)

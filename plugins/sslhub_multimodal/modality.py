@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from sslhub import Batch, BuildContext, EvalSplit, Modality, Params
 from sslhub_multimodal.pairs import PairCollection, PairDataset, digit_pairs, folder_pairs, jsonl_pairs
-from sslhub_text.modality import LocalTokenizer, TokenSequences, TrainTokenizer, pad_batch
+from sslhub_text.modality import LocalTokenizer, TokenSequences, TrainTokenizer, bag_of_words, pad_batch
 from sslhub_text.tokenizer import (
     CONTINUATION_PREFIX,
     TOKENIZER_FILE,
@@ -287,6 +287,20 @@ class ImageTextModality(Modality):
     def on_device(self, batch: Batch) -> Batch:
         """uint8 images -> float32 ``[0, 1]``; token ids pass through."""
         return self._image.on_device(batch) if "image" in batch else batch
+
+    def raw_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The raw-input baseline of each side, by the encoder key it matches (``image``, ``text``).
+
+        ``image``: the ``image`` modality's downsampled pixels; ``text``: the ``text`` modality's
+        bag of words over the caption's token ids (special tokens left out).
+        """
+        self._ensure_prepared()
+        assert self._special is not None and self._tokenizer is not None
+        vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        return {
+            "image": self._image.raw_features(batch),
+            "text": bag_of_words(batch["input_ids"], batch["attention_mask"], vocab_size, self._special.all_ids),
+        }
 
     def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
         """Random ``[0, 1]`` images and random non-special captions of ``max_length`` tokens."""

@@ -246,6 +246,36 @@ class TextParams(Params):
         return value
 
 
+#: columns of the bag-of-words baseline at most; larger vocabularies share columns (id modulo this).
+BAG_OF_WORDS_WIDTH = 2048
+
+
+def bag_of_words(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab_size: int, ignored_ids: Sequence[int] = ()
+) -> torch.Tensor:
+    """Log-scaled token counts per sequence, L2-normalised: the text raw-input baseline.
+
+    No statistics are fitted (no IDF): the linear probes standardise each column on the
+    probe-train side, which weighs rare and common tokens alike, and kNN compares directions.
+
+    Args:
+        input_ids: ``[B, L]`` int token ids; attention_mask: ``[B, L]``, 1 at real tokens.
+        vocab_size: size of the vocabulary.
+        ignored_ids: ids not counted (special tokens).
+
+    Returns:
+        float32 ``[B, min(vocab_size, BAG_OF_WORDS_WIDTH)]`` ``log(1 + count)``, each row of unit length
+        (an empty row stays zero).
+    """
+    width = min(vocab_size, BAG_OF_WORDS_WIDTH)
+    counted = attention_mask.bool() & ~torch.isin(
+        input_ids, torch.tensor(list(ignored_ids), dtype=input_ids.dtype, device=input_ids.device)
+    )
+    counts = torch.zeros(input_ids.shape[0], width, device=input_ids.device)
+    counts.scatter_add_(1, input_ids.remainder(width), counted.float())
+    return torch.nn.functional.normalize(counts.log1p(), dim=1)
+
+
 def pad_batch(samples: list[Batch], pad_token_id: int, pad_to_multiple_of: int = 1) -> Batch:
     """Right-pad ``input_ids``/``attention_mask`` to the longest sample; stack any other keys.
 
@@ -576,6 +606,15 @@ class TextModality(Modality):
         self._ensure_prepared()
         assert self._special is not None
         return pad_batch(samples, self._special.pad, self.params.pad_to_multiple_of)
+
+    def raw_features(self, batch: Batch) -> torch.Tensor:
+        """The raw-input baseline: a bag of words over token ids (see :func:`bag_of_words`), special tokens left out.
+
+        Returns:
+            float32 ``[B, min(vocab_size, BAG_OF_WORDS_WIDTH)]``.
+        """
+        info = self.info()
+        return bag_of_words(batch["input_ids"], batch["attention_mask"], info["vocab_size"], info["special_token_ids"])
 
     def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
         """``batch_size`` random non-special token sequences of ``max_length``, wrapped in [CLS]/[SEP]."""

@@ -13,12 +13,14 @@ Batches after :meth:`ImageModality.on_device`:
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -28,6 +30,8 @@ from sslhub_vision import sources
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: at most this many values (channels x side x side) in the raw-pixel baseline, so probes stay cheap.
+RAW_PIXEL_BUDGET = 1024
 
 
 class DefaultSource(Params):
@@ -307,6 +311,19 @@ class ImageModality(Modality):
             image = image.float().div_(255.0)
         return {**batch, "image": image}
 
+    def raw_features(self, batch: Batch) -> Tensor:
+        """The raw-input baseline: pixels area-averaged down to at most ``RAW_PIXEL_BUDGET`` values.
+
+        Normalised with the modality's fixed ``mean``/``std`` (nothing fitted), flattened.
+
+        Args:
+            batch: ``{"image": float [B, C, S, S] in [0, 1]}``.
+
+        Returns:
+            float32 ``[B, C * s * s]`` with ``s = min(S, isqrt(RAW_PIXEL_BUDGET // C))``.
+        """
+        return downsampled_pixels(batch["image"], self.mean, self.std)
+
     def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
         """Random float ``[B, C, S, S]`` images in ``[0, 1]``, shaped like encoder input."""
         size, channels = self.params.image_size, self.params.channels
@@ -345,3 +362,13 @@ class ImageModality(Modality):
 
     def fingerprint(self) -> str:
         return self._data["fingerprint"]
+
+
+def downsampled_pixels(image: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """``[B, C, S, S]`` images -> normalised, area-downsampled pixels ``[B, C * s * s]`` (see ``raw_features``)."""
+    channels, size = image.shape[1], image.shape[-1]
+    side = min(size, max(1, math.isqrt(RAW_PIXEL_BUDGET // channels)))
+    small = F.adaptive_avg_pool2d(image.float(), side)
+    shift = torch.tensor(mean, device=image.device).view(1, -1, 1, 1)
+    scale = torch.tensor(std, device=image.device).view(1, -1, 1, 1)
+    return ((small - shift) / scale).flatten(1)

@@ -38,6 +38,13 @@ def test_toy_recipe_learns_and_beats_random_init(reference_run: Path):
     report = json.loads((reference_run / "evaluation.json").read_text())
     assert report["trained"]["knn_accuracy"] > report["random_init"]["knn_accuracy"] + 0.1
     assert report["trained"]["linear_probe_accuracy"] > report["random_init"]["linear_probe_accuracy"] + 0.1
+    probe_keys = {"knn_accuracy", "linear_probe_accuracy"}
+    probe_keys |= {f"few_shot_{shots}_{figure}" for shots in (1, 5, 20) for figure in ("accuracy", "std")}
+    assert set(report["trained"]) == set(report["random_init"]) == set(report["raw_input"]) == probe_keys
+    assert report["trained"]["few_shot_20_accuracy"] > report["random_init"]["few_shot_20_accuracy"] + 0.1
+    assert report["eval_split"] == {"train": 256, "test": 256}
+    assert len(report["verdict"]) == 2 * 5  # random init and raw input, five probe scores each
+    assert all(line.startswith("trained beats random init") for line in report["verdict"][:5])
     for name in ("recipe.yaml", "environment.json", "summary.json"):
         assert (reference_run / name).exists()
     environment = json.loads((reference_run / "environment.json").read_text())
@@ -142,6 +149,8 @@ def test_evaluate_command_rereads_run(reference_run: Path):
     report = json.loads(result.stdout)
     stored = json.loads((reference_run / "evaluation.json").read_text())
     assert report["trained"] == stored["trained"]
+    # few-shot draws, probes and the baselines are deterministic for the recipe seed
+    assert report["random_init"] == stored["random_init"] and report["raw_input"] == stored["raw_input"]
 
 
 def _torchrun(out: Path, port: int, *extra: str) -> subprocess.CompletedProcess:

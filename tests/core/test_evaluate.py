@@ -54,3 +54,52 @@ def test_weight_decay_candidates_are_chosen_without_the_test_set():
         select_weight_decay(train_x, train_y, [])
     tuned = linear_probe_accuracy(train_x, train_y, test_x, test_y, epochs=50, weight_decay=[0.0, 10.0])
     assert tuned == linear_probe_accuracy(train_x, train_y, test_x, test_y, epochs=50, weight_decay=10.0)
+
+
+def test_few_shot_probe_on_separable_clusters_is_nearly_perfect():
+    from sslhub.evaluate import few_shot_accuracy
+
+    train_x, train_y = separable(300, 0, 0.3)
+    test_x, test_y = separable(200, 1, 0.3)
+    result = few_shot_accuracy(train_x, train_y, test_x, test_y, shots=5, draws=3, seed=0, epochs=50)
+    assert result.shots == 5
+    assert result.mean > 0.95
+    assert 0.0 <= result.std < 0.05
+
+
+def test_few_shot_probe_on_random_labels_is_at_chance():
+    from sslhub.evaluate import few_shot_accuracy
+
+    train_x, _ = separable(600, 0, 0.3)
+    test_x, _ = separable(600, 1, 0.3)
+    generator = torch.Generator().manual_seed(3)
+    train_y = torch.randint(0, 3, (600,), generator=generator)
+    test_y = torch.randint(0, 3, (600,), generator=generator)
+    result = few_shot_accuracy(train_x, train_y, test_x, test_y, shots=5, draws=5, seed=0, epochs=50)
+    assert abs(result.mean - 1 / 3) < 0.08
+
+
+def test_few_shot_draws_are_deterministic_in_the_seed_and_differ_between_seeds():
+    from sslhub.evaluate import few_shot_accuracy, few_shot_draw
+
+    labels = torch.arange(60) % 3
+    classes = torch.tensor([0, 1, 2])
+    first = few_shot_draw(labels, classes, shots=4, seed=7)
+    assert torch.equal(first, few_shot_draw(labels, classes, shots=4, seed=7))
+    assert not torch.equal(first, few_shot_draw(labels, classes, shots=4, seed=8))
+    assert first.numel() == 12 and torch.equal(labels[first], torch.tensor([0] * 4 + [1] * 4 + [2] * 4))
+    assert first.unique().numel() == 12  # without replacement
+    train_x, train_y = separable(300, 0, 2.0)  # overlapping: draws give different accuracies
+    test_x, test_y = separable(200, 1, 2.0)
+    once = few_shot_accuracy(train_x, train_y, test_x, test_y, shots=1, draws=4, seed=5, epochs=20)
+    again = few_shot_accuracy(train_x, train_y, test_x, test_y, shots=1, draws=4, seed=5, epochs=20)
+    assert once == again and once.std > 0
+
+
+def test_too_few_for_shots_names_the_smallest_class_including_classes_only_in_the_test_side():
+    from sslhub.evaluate import too_few_for_shots
+
+    train = torch.tensor([0] * 10 + [1] * 3)
+    assert too_few_for_shots(train, torch.tensor([0, 1]), 3) is None
+    assert too_few_for_shots(train, torch.tensor([0, 1]), 5) == (1, 3)
+    assert too_few_for_shots(train, torch.tensor([0, 2]), 1) == (2, 0)

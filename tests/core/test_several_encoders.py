@@ -57,6 +57,16 @@ def test_several_encoders_train_evaluate_and_export(catalog, tmp_path):
     trained, baseline = summary["evaluation"]["trained"], summary["evaluation"]["random_init"]
     assert {"left/knn_accuracy", "right/knn_accuracy", "left/linear_probe_accuracy"} <= trained.keys()
     assert trained["left/knn_accuracy"] > baseline["left/knn_accuracy"]
+    assert {"left/few_shot_5_accuracy", "right/few_shot_5_std"} <= trained.keys()
+    # the toy modality's raw input feeds both encoders alike: scored once, compared with each
+    assert "knn_accuracy" in summary["evaluation"]["raw_input"]
+    assert any(
+        line.endswith(
+            f"raw-input baseline on left kNN: {trained['left/knn_accuracy']:.4f} vs "
+            f"{summary['evaluation']['raw_input']['knn_accuracy']:.4f}"
+        )
+        for line in summary["evaluation"]["verdict"]
+    )
     assert sorted(summary["export"]) == ["left", "right"]
     for key in ("left", "right"):
         assert (tmp_path / "run" / "onnx" / key / "model.onnx").exists()

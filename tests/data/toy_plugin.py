@@ -67,6 +67,9 @@ class ToyVectors(Modality):
     def example_batch(self, batch_size, device="cpu"):
         return {"vector": torch.randn(batch_size, self.params.dim, device=device)}
 
+    def raw_features(self, batch):
+        return batch["vector"]
+
     def info(self):
         return {"dim": self.params.dim}
 

@@ -130,6 +130,7 @@ class CLIPObjective(Objective):
     """
 
     num_views = 1
+    report_takes_baseline = True
 
     def __init__(self, params: CLIPParams | None = None, context: BuildContext | None = None):
         super().__init__()

@@ -14,6 +14,7 @@ import torchaudio
 from pydantic import ValidationError
 
 import sslhub
+from sslhub.evaluate import knn_accuracy
 from sslhub_audio.features import fix_length
 from sslhub_audio.modality import AudioModality, AudioParams
 from sslhub_audio.synthetic import SyntheticWords, word_inventory
@@ -173,3 +174,24 @@ def test_bad_params_fail_validation_with_a_clear_message(params, message):
     with pytest.raises(ValidationError) as error:
         AudioParams(**params)
     assert message in str(error.value)
+
+
+def test_raw_features_are_pooled_log_mel_statistics_that_tell_words_apart(small_audio):
+    from sslhub.testing import check_raw_features
+
+    features = torch.randn(3, 32, 51)
+    raw = small_audio.raw_features({"features": features})
+    assert raw.shape == (3, 64)
+    assert torch.allclose(raw[:, :32], features.mean(-1)) and torch.allclose(raw[:, 32:], features.std(-1))
+    check_raw_features(small_audio, max_samples=100)  # the contract; words differ in time, which pooling drops
+    # A case pooled statistics must solve: low and high tones at random loudness, in noise.
+    generator = torch.Generator().manual_seed(0)
+    time = torch.arange(small_audio.num_samples) / 8000
+    pitch = torch.tensor([300.0, 2000.0]).repeat(20)
+    loudness = 0.05 + 0.5 * torch.rand(40, 1, generator=generator)
+    waveform = loudness * torch.sin(2 * torch.pi * pitch[:, None] * time) + 0.01 * torch.randn(
+        40, len(time), generator=generator
+    )
+    raw = small_audio.raw_features(small_audio.on_device({"waveform": waveform}))
+    labels = (pitch > 1000).long()
+    assert knn_accuracy(raw[:20], labels[:20], raw[20:], labels[20:], k=3) == 1.0

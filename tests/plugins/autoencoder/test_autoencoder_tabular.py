@@ -138,3 +138,13 @@ def test_mlp_export_module_takes_the_vector_positionally():
     encoder = MLPEncoder(MLPParams(hidden_sizes=[16], output_dim=4), BuildContext(modality=modality)).eval()
     batch = modality.example_batch(2)
     torch.testing.assert_close(encoder.export_module()(batch["vector"]), encoder(batch).pooled)
+
+
+def test_raw_features_are_the_standardised_columns():
+    from sslhub.testing import check_raw_features
+
+    modality = TabularModality()
+    vectors = torch.randn(4, modality.dim)
+    assert torch.equal(modality.raw_features({"vector": vectors}), vectors)
+    scores = check_raw_features(modality)
+    assert scores[""] > 0.8  # bundled digits, ten classes

@@ -231,3 +231,16 @@ def test_image_and_text_components_accept_the_modality():
     assert modality.modalities == {"image", "text"}
     clip = catalog.registry("objective").get("clip")
     assert clip.encoder_slots == {"image", "text"} and clip.modalities == {"image_text"}
+
+
+def test_raw_features_give_each_side_its_own_baseline_by_encoder_key(digit_pairs):
+    from sslhub.testing import check_raw_features
+
+    batch = digit_pairs.on_device(digit_pairs.example_batch(3))
+    raw = digit_pairs.raw_features(batch)
+    assert set(raw) == {"image", "text"}
+    assert raw["image"].shape == (3, 3 * 16 * 16)
+    assert raw["text"].shape == (3, digit_pairs.info()["vocab_size"])
+    scores = check_raw_features(digit_pairs)
+    assert set(scores) == {"image/", "text/"}
+    assert scores["image/"] > 0.5 and scores["text/"] > 0.5  # ten digit classes

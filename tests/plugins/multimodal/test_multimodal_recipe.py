@@ -48,6 +48,11 @@ def test_recipe_trains_both_objectives_evaluates_and_exports(tmp_path):
     for candidate in ("trained", "random_init"):
         for key in ("image/knn_accuracy", "text/knn_accuracy", "image/linear_probe_accuracy", "clip/loss"):
             assert key in evaluation[candidate], (candidate, key)
+    # each side's raw input (pixels, a bag of words over the caption) under its encoder's key
+    assert {"image/knn_accuracy", "text/few_shot_5_accuracy", "text/linear_probe_accuracy"} <= evaluation[
+        "raw_input"
+    ].keys()
+    assert any("raw-input baseline on text kNN" in line for line in evaluation["verdict"])
     clip = evaluation["objectives"]["clip"]
     assert {"trained", "random_init", "chance", "examples"} <= clip.keys()
     assert clip["random_init_source"] == "the engine's random-init baseline"

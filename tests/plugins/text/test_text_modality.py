@@ -196,3 +196,23 @@ def test_example_batch_and_input_spec(text_modality):
 def test_bad_params_fail_validation(data, message):
     with pytest.raises(ValidationError, match=message):
         TextParams(**data)
+
+
+def test_raw_features_are_a_bag_of_words_without_special_tokens(text_modality):
+    from sslhub.testing import check_raw_features
+    from sslhub_text.modality import bag_of_words
+
+    info = text_modality.info()
+    cls, sep, pad = info["cls_token_id"], info["sep_token_id"], info["pad_token_id"]
+    input_ids = torch.tensor([[cls, 20, 20, 30, sep], [cls, 30, sep, pad, pad]])
+    attention_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    raw = text_modality.raw_features({"input_ids": input_ids, "attention_mask": attention_mask})
+    assert raw.shape == (2, info["vocab_size"])
+    first = torch.zeros(info["vocab_size"])
+    first[20], first[30] = torch.log1p(torch.tensor(2.0)), torch.log1p(torch.tensor(1.0))
+    assert torch.allclose(raw[0], first / first.norm())
+    assert raw[1].nonzero().flatten().tolist() == [30]  # [CLS], [SEP] and padding are not counted
+    hashed = bag_of_words(torch.tensor([[5, 5 + 2048]]), torch.ones(1, 2, dtype=torch.long), vocab_size=10_000)
+    assert hashed.shape == (1, 2048) and hashed[0, 5] == 1.0  # a large vocabulary shares columns
+    scores = check_raw_features(text_modality, max_samples=300)
+    assert scores[""] > 0.3  # eight documentation chapters: chance is 0.125

@@ -187,3 +187,19 @@ def test_gray_channel_mode(tmp_path):
 def test_params_validation_messages(data, message):
     with pytest.raises(ValidationError, match=message):
         ImageParams.model_validate(data)
+
+
+def test_raw_pixels_are_a_small_normalised_image_and_classify_digits(digits):
+    from sslhub.testing import check_raw_features
+
+    image = torch.rand(2, 3, 16, 16)
+    raw = digits.raw_features({"image": image})
+    assert raw.shape == (2, 3 * 16 * 16)  # 768 <= the 1024-value budget: full resolution
+    mean = torch.tensor(digits.mean).view(1, 3, 1, 1)
+    std = torch.tensor(digits.std).view(1, 3, 1, 1)
+    assert torch.allclose(raw, ((image - mean) / std).flatten(1))
+    big = ImageModality(ImageParams(image_size=64))
+    pooled = big.raw_features({"image": torch.ones(1, 3, 64, 64)})
+    assert pooled.shape == (1, 3 * 18 * 18)  # area-averaged down to fit the budget
+    scores = check_raw_features(digits)
+    assert scores[""] > 0.7  # ten classes: chance is 0.1
