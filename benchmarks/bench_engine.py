@@ -113,8 +113,8 @@ def load_benchmark_recipe(
         "export=null",
         *variant_overrides(variant),
     ]
-    if threads:
-        overrides.append(f"train.threads={threads}")
+    # None: torch's own default on both sides (the hand-written loop does not choose threads)
+    overrides.append(f"train.threads={threads}" if threads else "train.threads=null")
     return load_and_resolve(path, overrides, list(plugins))
 
 

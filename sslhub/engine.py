@@ -39,6 +39,7 @@ from sslhub.errors import CheckpointError, NonFiniteLossError, RunInterrupted, S
 from sslhub.evaluation import EvaluationSetup, evaluate_run
 from sslhub.optim import build_optimizer, build_schedule
 from sslhub.recipe import ResolvedRecipe
+from sslhub.threads import threads_for
 
 log = logging.getLogger("sslhub")
 
@@ -213,8 +214,9 @@ class Run:
         self.is_main = distributed.is_main_process()
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
         self.device = select_device(self.train_spec.device)
-        if self.train_spec.threads:
-            torch.set_num_threads(self.train_spec.threads)
+        threads = threads_for(self.train_spec.threads)
+        if threads is not None:
+            torch.set_num_threads(threads)
         self.checkpoints = CheckpointStore(self.run_dir / "checkpoints", keep=self.train_spec.keep_checkpoints)
         self._signal: tuple[str, int] | None = None
 

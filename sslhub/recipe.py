@@ -80,7 +80,11 @@ class TrainSpec(_Section):
     compile: bool = False
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     num_workers: int = Field(0, ge=0)
-    threads: int | None = Field(None, gt=0, description="CPU threads for torch (default: torch's choice)")
+    threads: Annotated[int, Field(gt=0)] | Literal["auto"] | None = Field(
+        "auto",
+        description="CPU threads for torch's operators: a number, auto (the CPUs the load average says are "
+        "free; OMP_NUM_THREADS or MKL_NUM_THREADS, as torchrun sets, take precedence) or null (torch's default)",
+    )
     checkpoint_every: int = Field(100, gt=0, description="steps between checkpoints")
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, gt=0)
