@@ -108,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--batch-size", type=int, default=64)
     embed.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
 
+    report = commands.add_parser(
+        "report", help="write one self-contained HTML report of a run, or of several side by side"
+    )
+    report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    report.add_argument(
+        "--out", type=Path, help="the HTML file (default: RUN_DIR/report.html for one run, ./report.html for several)"
+    )
+
     new_plugin = commands.add_parser("new-plugin", help="create a plugin package to start from (installable, tested)")
     new_plugin.add_argument("name", help="snake_case plugin name, e.g. my_method")
     new_plugin.add_argument(
@@ -564,6 +572,14 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from sslhub.report import write_report
+
+    out = args.out or (args.run_dirs[0] / "report.html" if len(args.run_dirs) == 1 else Path("report.html"))
+    print(f"report: {write_report(args.run_dirs, out)}")
+    return 0
+
+
 def cmd_new_plugin(args: argparse.Namespace) -> int:
     from sslhub.scaffold import create_plugin, default_directory, next_steps
 
@@ -582,6 +598,7 @@ COMMANDS = {
     "export": cmd_export,
     "embed": cmd_embed,
     "recipe": cmd_recipe,
+    "report": cmd_report,
 }
 
 if __name__ == "__main__":

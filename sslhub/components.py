@@ -182,6 +182,25 @@ class Modality(ABC):
         """
         return []
 
+    def augmentation_samples(self, batch: Batch, views: list[Batch]) -> dict[str, Tensor | str]:
+        """Pictures or text showing what the augmentations make of a few samples, for the run report.
+
+        Called once at the end of a run (when ``report.enabled``), on the main process, without
+        gradients. The run writes each picture as ``augmentation_samples/NAME.png`` and each text
+        as ``augmentation_samples/NAME.txt``; the report shows them so a user can judge whether
+        the augmentations are sensible. The default draws nothing.
+
+        Args:
+            batch: a few training samples (``n``, at most 8) after :meth:`on_device`.
+            views: the recipe's augmentations applied to ``batch``, one batch per view.
+
+        Returns:
+            ``{name: picture or text}``. A picture is uint8 ``[H, W, 3]`` or ``[H, W]`` (for
+            instance one row per sample: the sample, then each of its views); a text is a ``str``
+            (the sample and its views, one per line). ``{}`` when the modality shows nothing.
+        """
+        return {}
+
     def export_frontend(self) -> ExportFrontend | None:
         """Preprocessing from raw inputs to encoder inputs that can be exported as its own model.
 

@@ -39,6 +39,7 @@ from sslhub.errors import CheckpointError, NonFiniteLossError, RunInterrupted, S
 from sslhub.evaluation import EvaluationSetup, evaluate_run
 from sslhub.optim import build_optimizer, build_schedule
 from sslhub.recipe import ResolvedRecipe
+from sslhub.run_events import record_event
 from sslhub.threads import threads_for
 
 log = logging.getLogger("sslhub")
@@ -394,6 +395,10 @@ class Run:
             if self.recipe.model.export and self.recipe.model.export.onnx:
                 summary["export"] = self.export(encoder, modality)
             atomic_write_bytes(self.run_dir / "summary.json", json.dumps(summary, indent=2, default=str).encode())
+            if self.recipe.model.report.enabled:  # imported here: plotting stays off the training path
+                from sslhub.report.run_end import write_report_at_run_end
+
+                write_report_at_run_end(self.run_dir, modality, augment, dataset, self.device)
         return summary
 
     def _total_steps(self, sampler: EpochSampler) -> int:
@@ -605,6 +610,8 @@ class Run:
             )
         state.skipped_in_a_row += 1
         log.warning("skipping %s: non-finite value from %s", where, culprit)
+        if self.is_main:
+            record_event(self.run_dir, "skipped_step", state.step + 1, culprit=culprit)
         if scaler.is_enabled():
             scaler.update()
         if state.skipped_in_a_row > self.train_spec.max_skipped_steps:
@@ -742,6 +749,8 @@ class Run:
             elapsed=payload.get("elapsed", 0.0),
         )
         self._truncate_metrics(state.step)
+        if self.is_main:
+            record_event(self.run_dir, "resumed", state.step)
         log.info("resumed from %s at step %d", path, state.step)
         return state
 

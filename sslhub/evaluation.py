@@ -11,6 +11,7 @@ probes themselves are in :mod:`sslhub.evaluate`.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -106,8 +108,10 @@ def evaluate_run(
     if split is not None and spec.max_samples is not None:
         split = capped_split(split, spec.max_samples, setup.seed)
     if split is not None and (spec.knn or spec.linear_probe or spec.few_shot):
-        report.update(probe_candidates(setup, modality, encoder, random_encoder, split, notes))
+        embeddings: dict[str, Tensor] = {}
+        report.update(probe_candidates(setup, modality, encoder, random_encoder, split, notes, embeddings))
         report["eval_split"] = split_summary(split)
+        save_embedding_sample(setup, output_name, embeddings, split.class_names)
     held_out, extras = objective_results(setup, modality, encoder, random_encoder, objectives)
     for label, metrics in held_out.items():
         report.setdefault(label, {}).update(metrics)
@@ -127,10 +131,13 @@ def probe_candidates(
     random_encoder: Encoder | EncoderSet | None,
     split: EvalSplit,
     notes: list[str],
+    embeddings: dict[str, Tensor] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Probe scores of the trained encoder(s), the random init (when given) and the raw input (when asked).
 
     Appends to ``notes`` what was left out: few-shot sizes some class cannot fill, a missing raw baseline.
+    When ``embeddings`` is given, it receives each candidate's probe-test features
+    (see :func:`embedding_keys`) and their ``labels``.
     """
     candidates: dict[str, tuple[Featurizer, nn.Module | None]] = {"trained": (encoder_featurizer(encoder), encoder)}
     if random_encoder is not None:
@@ -147,6 +154,9 @@ def probe_candidates(
             continue
         if shots is None:
             shots = usable_shots(setup.spec, features, split.class_names, notes)
+        if embeddings is not None:
+            embeddings.update(embedding_keys(label, features.test))
+            embeddings.setdefault("labels", features.test_labels)
         results[label] = {}
         for prefix in features.train:
             scores = probe_scores(setup.spec, features, prefix, shots, setup.seed)
@@ -286,6 +296,47 @@ def probe_scores(
             scores[f"few_shot_{count}_accuracy"] = round(result.mean, 4)
             scores[f"few_shot_{count}_std"] = round(result.std, 4)
     return scores
+
+
+def embedding_keys(candidate: str, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``{"trained": [N, F]}`` for one encoder, ``{"trained:image": ..., "trained:text": ...}`` for several."""
+    return {f"{candidate}:{prefix.rstrip('/')}" if prefix else candidate: value for prefix, value in features.items()}
+
+
+def embedding_sample_file(output_name: str) -> str:
+    """``evaluation.json`` -> ``embeddings_sample.npz``; ``evaluation-NAME.json`` -> ``embeddings_sample-NAME.npz``."""
+    stem = Path(output_name).stem
+    return "embeddings_sample" + stem.removeprefix("evaluation") + ".npz"
+
+
+def save_embedding_sample(
+    setup: EvaluationSetup, output_name: str, embeddings: Mapping[str, Tensor], class_names: Sequence[str]
+) -> Path | None:
+    """Save a seeded sample of at most ``evaluate.embedding_sample`` probe-test rows for the run report.
+
+    The file (:func:`embedding_sample_file`, compressed ``.npz``, no pickled objects) holds
+    ``labels`` int64 ``[N]``, ``class_names`` str ``[C]`` and each candidate's features float16
+    ``[N, F]`` under :func:`embedding_keys`, so the report draws its map without torch. An older
+    sample is removed when none is saved, so a report never shows another evaluation's map.
+    """
+    path = setup.run_dir / embedding_sample_file(output_name)
+    labels = embeddings.get("labels")
+    if setup.spec.embedding_sample == 0 or labels is None or len(embeddings) < 2:
+        path.unlink(missing_ok=True)
+        return None
+    rows = torch.arange(len(labels))
+    if len(labels) > setup.spec.embedding_sample:
+        generator = torch.Generator().manual_seed(setup.seed + 2)
+        rows = torch.randperm(len(labels), generator=generator)[: setup.spec.embedding_sample].sort().values
+    arrays: dict[str, np.ndarray] = {"labels": labels[rows].numpy(), "class_names": np.array(list(class_names), str)}
+    limit = float(np.finfo(np.float16).max)
+    for key, features in embeddings.items():
+        if key != "labels":
+            arrays[key] = features[rows].float().clamp(-limit, limit).numpy().astype(np.float16)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
 
 
 def capped_split(split: EvalSplit, limit: int, seed: int) -> EvalSplit:

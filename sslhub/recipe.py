@@ -170,6 +170,12 @@ class EvaluateSpec(_Section):
         description="cap on each side (train, test) of the labeled split for kNN and the linear probe: a "
         "seeded random subset above it; null for all",
     )
+    embedding_sample: int = Field(
+        2000,
+        ge=0,
+        description="rows of the probe-test features (trained, random init, raw input) saved with their labels in "
+        "embeddings_sample.npz for the report's embedding map; 0 saves none",
+    )
 
 
 class OnnxSpec(_Section):
@@ -191,6 +197,10 @@ class ExportSpec(_Section):
     onnx: OnnxSpec | None = Field(default_factory=OnnxSpec)
 
 
+class ReportSpec(_Section):
+    enabled: bool = Field(True, description="write report.html into the run directory at the end of the run")
+
+
 class RecipeModel(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run name")
     description: str = ""
@@ -206,6 +216,7 @@ class RecipeModel(_Section):
     train: TrainSpec = Field(default_factory=TrainSpec)
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
     export: ExportSpec | None = None
+    report: ReportSpec = Field(default_factory=ReportSpec)
 
     @model_validator(mode="after")
     def _one_encoder_section(self) -> RecipeModel:

@@ -300,6 +300,22 @@ class AudioModality(Modality):
         features = batch["features"].float()
         return torch.cat([features.mean(dim=-1), features.std(dim=-1)], dim=1)
 
+    def augmentation_samples(self, batch: dict[str, Tensor], views: list[dict[str, Tensor]]) -> dict[str, Tensor | str]:
+        """``{"spectrograms": uint8 [H, W]}``: one row per clip, its log-mel then each view's, low bands at the bottom.
+
+        Args:
+            batch: ``{"features": float [n, n_mels, frames]}``; views: the same, augmented.
+        """
+        rows = []
+        for index in range(batch["features"].shape[0]):
+            original = batch["features"][index].float()
+            low, high = original.min(), original.max()
+            tiles = [original] + [view["features"][index].float() for view in views if "features" in view]
+            scaled = [((t - low) / (high - low).clamp_min(1e-6)).clamp(0, 1).flip(0) for t in tiles]
+            rows.append(torch.cat([torch.nn.functional.pad(t, (2, 2, 2, 2), value=1.0) for t in scaled], dim=-1))
+        grid = torch.cat(rows, dim=0).repeat_interleave(2, dim=0).repeat_interleave(2, dim=1)
+        return {"spectrograms": (grid * 255).round().to(torch.uint8).cpu()}
+
     def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> dict[str, Tensor]:
         generator = torch.Generator().manual_seed(0)
         waveform = 0.1 * torch.randn(batch_size, self.num_samples, generator=generator)

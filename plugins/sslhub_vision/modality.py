@@ -324,6 +324,24 @@ class ImageModality(Modality):
         """
         return downsampled_pixels(batch["image"], self.mean, self.std)
 
+    def augmentation_samples(self, batch: Batch, views: list[Batch]) -> dict[str, Tensor | str]:
+        """``{"views": uint8 [H, W, 3]}``: one row per image, the image then each of its views.
+
+        Args:
+            batch: ``{"image": float [n, C, S, S] in [0, 1]}``; views: the same, augmented
+                (a view of another size is resized to ``S``).
+        """
+        rows = []
+        for index in range(batch["image"].shape[0]):
+            tiles = [batch["image"][index]] + [view["image"][index] for view in views if "image" in view]
+            size = tiles[0].shape[-2:]
+            tiles = [t if t.shape[-2:] == size else F.interpolate(t[None].float(), size=size)[0] for t in tiles]
+            rows.append(torch.cat([F.pad(t.float(), (2, 2, 2, 2), value=1.0) for t in tiles], dim=-1))
+        grid = torch.cat(rows, dim=-2).clamp(0, 1)
+        if grid.shape[0] == 1:
+            grid = grid.expand(3, -1, -1)
+        return {"views": (grid[:3] * 255).round().to(torch.uint8).permute(1, 2, 0).cpu()}
+
     def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
         """Random float ``[B, C, S, S]`` images in ``[0, 1]``, shaped like encoder input."""
         size, channels = self.params.image_size, self.params.channels

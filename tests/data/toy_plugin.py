@@ -73,6 +73,14 @@ class ToyVectors(Modality):
     def info(self):
         return {"dim": self.params.dim}
 
+    def augmentation_samples(self, batch, views):
+        """A heat map of each sample's vector above its views' (one pixel row each), and the numbers."""
+        rows = torch.stack([batch["vector"]] + [view["vector"] for view in views], dim=1).flatten(0, 1)
+        scaled = (rows - rows.min()) / (rows.max() - rows.min()).clamp_min(1e-6)
+        picture = (scaled * 255).round().to(torch.uint8).repeat_interleave(8, 0).repeat_interleave(8, 1)
+        text = "\n".join(" ".join(f"{v:.2f}" for v in row[:6].tolist()) for row in rows)
+        return {"vectors": picture, "first_values": text}
+
     def input_spec(self):
         return {
             "inputs": {"vector": {"dtype": "float32", "shape": ["batch", self.params.dim]}},

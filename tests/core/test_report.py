@@ -1,0 +1,146 @@
+"""The run report (sslhub/report): a toy run's page, runs side by side, a run without evaluation, the CLI."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from toy_runs import sslhub, sslhub_env, toy_run_command
+
+from sslhub.report import plots, write_report
+from sslhub.report.rundir import PNG_SIGNATURE, load_run
+
+SHORT = ["--set", "train.steps=20", "--set", "evaluate.few_shot.shots=[1,5]", "--set", "evaluate.embedding_sample=100"]
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory) -> Path:
+    """A finished toy run (evaluation on, report written at its end)."""
+    out = tmp_path_factory.mktemp("report") / "run"
+    done = subprocess.run(toy_run_command(out, *SHORT), capture_output=True, text=True, env=sslhub_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def inline_images(page: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)]
+
+
+def assert_self_contained(page: str) -> None:
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert not re.search(r"https?://", page), "the report must not refer to the network"
+    sources = re.findall(r"(?:src|href)=['\"]([^'\"]*)", page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources), sources
+    assert "<script" not in page
+
+
+def test_a_run_writes_a_self_contained_report(toy_run):
+    page = (toy_run / "report.html").read_text()
+    assert_self_contained(page)
+    images = inline_images(page)
+    # training curves, few-shot plot, embedding map, the toy modality's augmentation sample picture
+    assert len(images) == 4 and all(i.startswith(PNG_SIGNATURE) for i in images)
+    evaluation = json.loads((toy_run / "evaluation.json").read_text())
+    for line in evaluation["verdict"]:
+        assert line in page
+    assert "few_shot_5_accuracy" in page and "Few-shot accuracy against labels per class" in page
+    assert "toy-512-16" in page  # the data fingerprint, from environment.json
+    assert (toy_run / "augmentation_samples" / "vectors.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert "first_values.txt" in page
+
+
+def test_the_evaluation_saves_a_capped_embedding_sample(toy_run):
+    with np.load(toy_run / "embeddings_sample.npz", allow_pickle=False) as sample:
+        assert set(sample.files) == {"labels", "class_names", "trained", "random_init", "raw_input"}
+        assert sample["labels"].shape == (100,)  # evaluate.embedding_sample caps the 256 probe-test rows
+        assert sample["trained"].shape == (100, 16) and sample["raw_input"].shape == (100, 16)
+
+
+def test_the_embedding_map_colours_points_by_their_label(toy_run):
+    sample = load_run(toy_run).embeddings[""]
+    figure = plots.embedding_figure(sample, tsne=False)
+    scatter = figure.axes[0].collections[0]
+    expected = plots.label_colours(sample.labels, int(sample.labels.max()) + 1)
+    assert np.allclose(scatter.get_facecolors(), expected)
+    assert len(set(map(tuple, expected))) == len(set(sample.labels.tolist())) > 1
+
+
+def test_two_runs_side_by_side_list_the_recipe_difference(toy_run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(toy_run, other, ignore=shutil.ignore_patterns("checkpoints"))
+    recipe = yaml.safe_load((other / "recipe.yaml").read_text())
+    recipe["train"]["optimizer"]["lr"] = 0.5
+    (other / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "both.html"
+    done = sslhub("report", str(toy_run), str(other), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert str(out) in done.stdout
+    page = out.read_text()
+    assert_self_contained(page)
+    row = re.search(r"<tr><td>train\.optimizer\.lr</td>(.*?)</tr>", page)
+    assert row and "0.01" in row.group(1) and "0.5" in row.group(1)
+    assert "<td>train.steps</td>" not in page  # only what differs is listed
+    assert page.count("Verdict") == 2
+
+
+def test_a_run_without_evaluation_still_reports_and_its_marks(toy_run, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(toy_run, bare, ignore=shutil.ignore_patterns("checkpoints", "evaluation*.json", "*.npz"))
+    (bare / "events.jsonl").write_text(
+        '{"event": "skipped_step", "step": 12}\n{"event": "skipped_step", "step": 4}\n'
+        '{"event": "resumed", "step": 10}\n'
+    )
+    page = write_report([bare], bare / "again.html").read_text()
+    assert_self_contained(page)
+    assert "No evaluation.json" in page and "No embeddings_sample.npz" in page
+    # the skip at 12 lies after the checkpoint the run resumed from: that step was redone
+    assert "resumed at step 10; skipped steps 4" in page
+
+
+def test_report_enabled_false_writes_none_and_engine_records_skipped_steps(tmp_path):
+    out = tmp_path / "run"
+    extra = ["--set", "train.steps=6", "--set", "evaluate.enabled=false", "--set", "report.enabled=false"]
+    extra += ["--set", "train.nonfinite=skip_step", "--set", "objectives.0.nan_at_step=3"]
+    done = subprocess.run(toy_run_command(out, *extra), capture_output=True, text=True, env=sslhub_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not (out / "report.html").exists()
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["step"]) for e in events] == [("skipped_step", 3)]
+    done = sslhub("report", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "skipped steps 3" in (out / "report.html").read_text()
+
+
+def test_report_of_a_folder_that_is_no_run_is_a_clear_error(tmp_path):
+    done = sslhub("report", str(tmp_path))
+    assert done.returncode == 1
+    assert f"error: {tmp_path} is not a run directory" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_link_out_of_the_run_directory_is_not_read(toy_run, tmp_path):
+    run = tmp_path / "linked"
+    shutil.copytree(toy_run, run, ignore=shutil.ignore_patterns("checkpoints"))
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(PNG_SIGNATURE + b"outside")
+    (run / "outside.png").symlink_to(secret)
+    assert "outside.png" not in load_run(run).pictures
+
+
+def test_training_does_not_import_matplotlib_and_the_report_needs_no_torch(toy_run):
+    training = "import sys, sslhub.engine, sslhub.evaluation, sslhub.cli; print('matplotlib' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", training], capture_output=True, text=True, env=sslhub_env())
+    assert done.stdout.strip() == "False", done.stderr
+    reading = (
+        f"import sys; from sslhub.report import write_report; write_report([{str(toy_run)!r}], {str(toy_run / 'x.html')!r}); "
+        "print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", reading], capture_output=True, text=True, env=sslhub_env())
+    assert done.stdout.strip() == "False", done.stderr
