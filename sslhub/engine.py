@@ -157,8 +157,8 @@ class Run:
             self_updated = {id(p) for o in module.objectives for p in o.self_updated_parameters()}
             if self_updated:
                 # Their objective reduces their gradients itself; DDP's hooks would fire twice.
-                # DDP has no public way to leave parameters alone (torch 2.11); this static
-                # helper is what torch's own docs and tests use for it.
+                # DDP has no public way to leave parameters alone (torch 2.11), hence this
+                # private static helper; it stays here, the one place that wraps for DDP.
                 ignored = [name for name, p in module.named_parameters() if id(p) in self_updated]
                 nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, ignored)
             model = nn.parallel.DistributedDataParallel(
