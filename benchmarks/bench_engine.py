@@ -50,9 +50,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from sslhub.cli import load_and_resolve
-from sslhub.engine import PRECISION_DTYPES, Run
+from sslhub.engine import Run
 from sslhub.optim import build_optimizer, build_schedule
 from sslhub.recipe import ResolvedRecipe
+from sslhub.training import PRECISION_DTYPES
 
 REPO = Path(__file__).resolve().parent.parent
 #: step time within 3% of the hand-written loop, as a speed ratio
@@ -164,10 +165,10 @@ def hand_written_run(recipe: ResolvedRecipe, warmup: int, premade_views: int = 0
         builder = Run(recipe, Path(tmp) / "run", show_progress=False)
         device = builder.device
         with PeakMemory(device) as memory:
-            modality = builder.build_modality()
-            encoder = builder.build_encoder(modality)
-            objectives = builder.build_objectives(modality, encoder)
-            augment = builder.build_augmentations(modality)
+            modality = builder.components.modality()
+            encoder = builder.components.encoder(modality)
+            objectives = builder.components.objectives(modality, encoder)
+            augment = builder.components.augmentations(modality)
             model = HandWrittenModel(encoder, objectives, [o.weight for o in recipe.objectives]).to(device)
             if spec.channels_last:
                 model = model.to(memory_format=torch.channels_last)

@@ -103,7 +103,8 @@ def train_sslhub(recipe, run_dir: Path) -> tuple[float, float]:
     run = Run(recipe, run_dir, show_progress=False)
     summary = run.execute()
     images_per_s = summary["steps"] * recipe.train.batch_size / summary["train_seconds"]
-    _, modality, encoder, _ = Run(recipe, run_dir, show_progress=False).load_trained()
+    trained = Run(recipe, run_dir, show_progress=False).load_trained()
+    modality, encoder = trained.modality, trained.encoder
     return images_per_s, _knn(encoder, modality, recipe, run.device)
 
 
@@ -116,8 +117,8 @@ def train_lightly(recipe, run_dir: Path, num_workers: int) -> tuple[float, float
     spec = recipe.train
     builder = Run(recipe, run_dir, show_progress=False)
     device = builder.device
-    modality = builder.build_modality()
-    encoder = builder.build_encoder(modality)  # seeded: the same initial weights as the recipe's run
+    modality = builder.components.modality()
+    encoder = builder.components.encoder(modality)  # seeded: the same initial weights as the recipe's run
     crop = next(a for a in recipe.augmentations if a.component.name == "random_resized_crop").params
     jitter = next(a for a in recipe.augmentations if a.component.name == "color_jitter").params
     blur = next(a for a in recipe.augmentations if a.component.name == "gaussian_blur").params
@@ -184,8 +185,8 @@ def train_lightly(recipe, run_dir: Path, num_workers: int) -> tuple[float, float
 
 def random_init_knn(recipe, run_dir: Path) -> float:
     builder = Run(recipe, run_dir, show_progress=False)
-    modality = builder.build_modality()
-    return _knn(builder.build_encoder(modality), modality, recipe, builder.device)
+    modality = builder.components.modality()
+    return _knn(builder.components.encoder(modality), modality, recipe, builder.device)
 
 
 def compare_lightly(
@@ -207,7 +208,7 @@ def compare_lightly(
 
     with torch_threads(threads), tempfile.TemporaryDirectory() as tmp:
         probe = _recipe(1, 1, device, threads, batch_size)
-        train_size = len(Run(probe, Path(tmp) / "probe", show_progress=False).build_modality().train_dataset())
+        train_size = len(Run(probe, Path(tmp) / "probe", show_progress=False).components.modality().train_dataset())
         batches_per_epoch = train_size // probe.train.batch_size
         recipe = _recipe(epochs, batches_per_epoch, device, threads, batch_size)
         lightly_rate, lightly_knn = train_lightly(recipe, Path(tmp) / "lightly", num_workers)

@@ -143,8 +143,8 @@ def compare_onnx_for_recipes(
         resolved = load_and_resolve(path, ["train.device=cpu"], [])
         with tempfile.TemporaryDirectory() as tmp:
             builder = Run(resolved, Path(tmp) / "run", show_progress=False)
-            modality = builder.build_modality()
-            encoder = builder.build_encoder(modality)
+            modality = builder.components.modality()
+            encoder = builder.components.encoder(modality)
             rows = benchmark_onnx(
                 encoder, modality, batch_sizes=batch_sizes, repeats=repeats, threads=threads, verbose=False
             )

@@ -15,6 +15,17 @@ __version__ = "0.1.0"
 
 #: public name -> the module defining it
 _EXPORTS = {
+    "Callback": "sslhub.callbacks",
+    "CallbackRegistry": "sslhub.callbacks",
+    "CheckpointSaved": "sslhub.callbacks",
+    "EvaluationDone": "sslhub.callbacks",
+    "NonFiniteStep": "sslhub.callbacks",
+    "RunInfo": "sslhub.callbacks",
+    "StepEnd": "sslhub.callbacks",
+    "TrainEnd": "sslhub.callbacks",
+    "TrainStart": "sslhub.callbacks",
+    "NonFiniteLossError": "sslhub.errors",
+    "SSLHubError": "sslhub.errors",
     "Catalog": "sslhub.catalog",
     "PluginError": "sslhub.catalog",
     "PluginRecord": "sslhub.catalog",
@@ -55,15 +66,21 @@ __all__ = [
     "Augmentation",
     "Batch",
     "BuildContext",
+    "Callback",
+    "CallbackRegistry",
     "Catalog",
+    "CheckpointSaved",
     "Component",
     "Encoder",
     "EncoderOutput",
     "EncoderSet",
     "EvalSplit",
+    "EvaluationDone",
     "ExportFrontend",
     "GroupSplit",
     "Modality",
+    "NonFiniteLossError",
+    "NonFiniteStep",
     "Objective",
     "ObjectiveOutput",
     "Params",
@@ -72,6 +89,11 @@ __all__ = [
     "Provider",
     "Registry",
     "RegistryError",
+    "RunInfo",
+    "SSLHubError",
+    "StepEnd",
+    "TrainEnd",
+    "TrainStart",
     "__version__",
     "augmentations",
     "average_gradients",
@@ -104,6 +126,17 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from sslhub.callbacks import (
+        Callback,
+        CallbackRegistry,
+        CheckpointSaved,
+        EvaluationDone,
+        NonFiniteStep,
+        RunInfo,
+        StepEnd,
+        TrainEnd,
+        TrainStart,
+    )
     from sslhub.catalog import Catalog, PluginError, PluginRecord
     from sslhub.components import (
         Augmentation,
@@ -120,6 +153,7 @@ if TYPE_CHECKING:
         Params,
     )
     from sslhub.distributed import average_gradients, gather_with_grad
+    from sslhub.errors import NonFiniteLossError, SSLHubError
     from sslhub.hookspecs import hookimpl
     from sslhub.python_api import augmentations, encoders, modalities, objectives
     from sslhub.registry import Component, Provider, Registry, RegistryError

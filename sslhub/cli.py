@@ -10,9 +10,12 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sslhub.errors import SSLHubError
+
+if TYPE_CHECKING:
+    from sslhub.engine import Run, TrainedModel
 
 log = logging.getLogger("sslhub")
 
@@ -457,7 +460,7 @@ def resolve_saved_recipe(recipe_file: Path, overrides: list[str], run_dir: Path,
     return recipe
 
 
-def _load_run(run_dir: Path, plugins: list[str]):
+def _load_run(run_dir: Path, plugins: list[str]) -> tuple[Run, TrainedModel]:
     from sslhub.engine import Run
 
     recipe_file = run_dir / "recipe.yaml"
@@ -465,7 +468,7 @@ def _load_run(run_dir: Path, plugins: list[str]):
         raise SSLHubError(f"{run_dir} is not an sslhub run directory (no recipe.yaml)")
     recipe = resolve_saved_recipe(recipe_file, [], run_dir, plugins)
     run = Run(recipe, run_dir, resume=False, show_progress=False)
-    return run.load_trained()
+    return run, run.load_trained()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -474,7 +477,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise SSLHubError(f"--{given[0]} applies to --data only")
     if args.data is not None and not 0 < args.test_fraction < 1:
         raise SSLHubError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
-    run, modality, encoder, objectives = _load_run(args.run_dir, args.plugins)
+    run, trained = _load_run(args.run_dir, args.plugins)
+    modality, encoder, objectives = trained.modality, trained.encoder, trained.objectives
     if args.data is None:
         report = run.evaluate(modality, encoder, objectives)
         print(json.dumps(report, indent=2, default=str))
@@ -536,14 +540,14 @@ def _source_name(raw: dict[str, Any], name: str | None) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    run, modality, encoder, objectives = _load_run(args.run_dir, args.plugins)
+    run, trained = _load_run(args.run_dir, args.plugins)
     results = run.export(
-        encoder,
-        modality,
+        trained.encoder,
+        trained.modality,
         out_dir=args.out,
         opset=args.opset,
         allow_mismatch=args.allow_mismatch,
-        objectives=objectives,
+        objectives=trained.objectives,
         include_head=args.include_head,
     )
     for result in results.values():

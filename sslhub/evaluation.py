@@ -50,6 +50,7 @@ class EvaluationSetup:
         device: where the encoders run.
         run_dir: where the report (and the objectives' artifacts) are written.
         objective_encoder_keys: per objective, the ``encoders:`` key it trains, or None for all.
+        objective_names: per objective, its name in reports (``simclr``; ``simclr1`` for a repeat).
         held_out_batch_size: batch size of the held-out objective metrics.
         build_random_init: rebuilds the encoder(s) at their random initialisation.
         build_objectives: builds fresh objectives (new heads) on the given encoder(s).
@@ -60,6 +61,7 @@ class EvaluationSetup:
     device: torch.device
     run_dir: Path
     objective_encoder_keys: Sequence[str | None]
+    objective_names: Sequence[str]
     held_out_batch_size: int
     build_random_init: Callable[[], Encoder | EncoderSet]
     build_objectives: Callable[[Encoder | EncoderSet], list[Objective]]
@@ -396,7 +398,7 @@ def objective_results(
             options["baseline"] = baseline
         extra = objective.report(setup.run_dir, _own(encoder, setup.objective_encoder_keys[index]), modality, **options)
         if extra:
-            extras[objective.sslhub_name] = extra
+            extras[setup.objective_names[index]] = extra
     return metrics, extras
 
 
@@ -425,7 +427,7 @@ def held_out_metrics(
                 own = _own(encoder, setup.objective_encoder_keys[position])
                 with evaluating(objective):
                     for key, value in objective.held_out_metrics(batch, own).items():
-                        name = f"{objective.sslhub_name}/{key}"
+                        name = f"{setup.objective_names[position]}/{key}"
                         sums[name] = sums.get(name, 0.0) + value
             count += 1
     return {key: round(value / max(count, 1), 5) for key, value in sums.items()}

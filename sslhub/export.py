@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sslhub.components import Encoder, Modality
+from sslhub.components import Encoder, EncoderSet, Modality, named_encoders
 from sslhub.errors import SSLHubError
 
 #: Where the metadata lives inside the ONNX file: ``metadata_props`` keys ``sslhub.<key>``,
@@ -986,3 +986,106 @@ def _write_metadata(onnx_path: Path, metadata_path: Path, doc: Mapping[str, Any]
         model.metadata_props.add(key=METADATA_PREFIX + key, value=json.dumps(value, sort_keys=True))
     onnx.save_model(model, str(onnx_path))
     metadata_path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class RunExportSetup:
+    """What exporting a run's encoder(s) needs from the run besides the encoders.
+
+    Attributes:
+        modality: the run's modality (example inputs, frontend).
+        modality_name: its registered name.
+        device: where the encoders live; each is moved to the CPU to export and back after.
+        metadata: stored in every export's metadata (recipe, plugins).
+        onnx_spec: the recipe's ``export.onnx`` section, or None for the defaults.
+        plugin_exporter: offers an encoder to the plugins' ``sslhub_export_encoder`` hooks.
+        encoder_keys, objective_names: per objective, its ``encoders:`` key (None: all) and name.
+    """
+
+    modality: Modality
+    modality_name: str
+    device: torch.device
+    metadata: Mapping[str, Any]
+    onnx_spec: Any
+    plugin_exporter: Callable[..., str | None] | None
+    encoder_keys: Sequence[str | None]
+    objective_names: Sequence[str]
+
+
+def export_run(
+    setup: RunExportSetup,
+    encoder: Any,
+    out_dir: Path,
+    opset: int | None = None,
+    allow_mismatch: bool = False,
+    objectives: Sequence[nn.Module] = (),
+    include_head: str | None = None,
+) -> dict[str, Any]:
+    """Export each encoder to verified ONNX: ``out_dir`` for one encoder, ``out_dir/KEY/`` for several.
+
+    Args:
+        encoder: the encoder, or an :class:`sslhub.EncoderSet`.
+        include_head: ``OBJECTIVE.HEAD`` (see ``Objective.export_heads``): the encoder that
+            head belongs to is exported as ``head(pooled)``; needs ``objectives``.
+
+    Returns:
+        ``{KEY or "encoder": {path, max_abs_diff, max_rel_diff, opset, passed, summary}}``.
+    """
+    spec = setup.onnx_spec
+    several = isinstance(encoder, EncoderSet)
+    head_key, head_name, head = None, None, None
+    if include_head:
+        head_key, head_name, head = select_export_head(setup, objectives, include_head, several)
+    results: dict[str, Any] = {}
+    for prefix, single in named_encoders(encoder):
+        key = prefix.rstrip("/")
+        own_head = head if head is not None and head_key == (key or None) else None
+        try:
+            report = export_encoder(
+                single.to("cpu"),
+                setup.modality,
+                out_dir / key if key else out_dir,
+                opset=opset or (spec.opset if spec else 18),
+                atol=spec.atol if spec else DEFAULT_ATOL,
+                rtol=spec.rtol if spec else DEFAULT_RTOL,
+                allow_mismatch=allow_mismatch,
+                metadata={**setup.metadata, "encoder_key": key or None},
+                modality_name=setup.modality_name,
+                head=own_head,
+                head_name=head_name if own_head is not None else None,
+                plugin_exporter=setup.plugin_exporter,
+            )
+        finally:
+            single.to(setup.device)
+        results[key or "encoder"] = {
+            "path": str(report.path),
+            "max_abs_diff": report.max_abs_diff,
+            "max_rel_diff": report.max_rel_diff,
+            "opset": report.opset,
+            "passed": report.passed,
+            "summary": report.summary(),
+        }
+    return results
+
+
+def select_export_head(
+    setup: RunExportSetup, objectives: Sequence[nn.Module], wanted: str, several: bool
+) -> tuple[str | None, str, nn.Module]:
+    """``(encoder key, full head name, head)`` for ``--include-head``, or an error listing the heads.
+
+    A head of an objective over several encoders is named ``ENCODER_KEY.name`` by the objective.
+    """
+    heads: dict[str, tuple[str | None, nn.Module]] = {}
+    for position, objective in enumerate(objectives):
+        for name, module in objective.export_heads().items():
+            key = setup.encoder_keys[position]
+            if key is None and several and "." in name:
+                key = name.split(".", 1)[0]
+            heads[f"{setup.objective_names[position]}.{name}"] = (key, module)
+    matches = [n for n in heads if n == wanted] or [n for n in heads if n.endswith(f".{wanted}")]
+    if len(matches) != 1:
+        available = ", ".join(sorted(heads)) or "none (no objective of this recipe has exportable heads)"
+        problem = "matches several heads" if matches else "is not a head of this run"
+        raise ExportError(f"--include-head {wanted!r} {problem}; available: {available}")
+    key, module = heads[matches[0]]
+    return key, matches[0], module

@@ -9,7 +9,8 @@ below. It is found through the ``sslhub`` entry-point group::
 or loaded for one run with ``sslhub run RECIPE -p my_module``. Each ``register`` hook receives
 the registry of its kind; everything the plugin registers there is attributed to it, so
 clashes and errors name the plugin, its distribution and version. ``sslhub_export_encoder``
-lets a plugin take over the ONNX export of encoders the built-in exporter cannot capture.
+lets a plugin take over the ONNX export of encoders the built-in exporter cannot capture, and
+``sslhub_register_callbacks`` lets it receive training events (a logger, an online probe).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
     from torch import Tensor
 
+    from sslhub.callbacks import CallbackRegistry
     from sslhub.components import Encoder
     from sslhub.registry import ScopedRegistry
 
@@ -151,4 +153,46 @@ def sslhub_export_encoder(
                               input_names=list(encoder.input_names), output_names=["pooled"],
                               dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()})
             return True
+    """
+
+
+@hookspec
+def sslhub_register_callbacks(registry: CallbackRegistry) -> None:
+    """Add callbacks that receive the training events of a run (a logger, an online probe).
+
+    Called once per ``sslhub run`` (on every process of a distributed run), after the
+    components are built and before the first step. The progress bar, ``metrics.jsonl``,
+    TensorBoard and the non-finite policy are callbacks of the same kind, added before the
+    plugins' ones. A callback subclasses :class:`sslhub.Callback` and overrides any of:
+
+    - ``on_train_start(run, TrainStart)``: ``start_step`` (above 0 after a resume), ``total_steps``;
+    - ``on_step_end(run, StepEnd)``: ``step``, ``epoch``, ``loss``, ``grad_norm``, ``lr``,
+      ``skipped``, and ``metrics``, the ``metrics.jsonl`` record (every objective's loss and
+      metrics as floats), on logging steps (``train.log_every``) only, so no step waits for
+      the device on a callback's behalf;
+    - ``on_nonfinite(run, NonFiniteStep)``: a non-finite loss or gradient; raise
+      ``sslhub.NonFiniteLossError`` to stop, return to skip the step;
+    - ``on_checkpoint(run, CheckpointSaved)``: ``step`` and ``path`` of a checkpoint written;
+    - ``on_train_end(run, TrainEnd)``: ``status`` ``completed``, ``interrupted`` or ``failed``;
+    - ``on_evaluation(run, EvaluationDone)``: the ``evaluation.json`` report, after training.
+
+    ``run`` is a :class:`sslhub.RunInfo` (``run_dir``, ``name``, ``recipe``, ``device``,
+    ``rank``, ``world_size``, ``resumed``). An exception from a callback stops the run with an
+    error naming the plugin.
+
+    Args:
+        registry: a :class:`sslhub.CallbackRegistry`; ``registry.run`` is the run's
+            :class:`sslhub.RunInfo`. Call ``registry.add(callback)`` (rank 0 only) or
+            ``registry.add(callback, every_rank=True)``.
+
+    Example::
+
+        class PrintLoss(sslhub.Callback):
+            def on_step_end(self, run, event):
+                if event.metrics is not None:
+                    print(event.step, event.loss, event.lr)
+
+        @hookimpl
+        def sslhub_register_callbacks(registry):
+            registry.add(PrintLoss())
     """

@@ -12,6 +12,7 @@
       sslhub_NAME/augmentation.py     NAME_gaussian_noise: noise on every float tensor of a batch
       sslhub_NAME/loss.py             the objective's loss, usable alone
       sslhub_NAME/objective.py        NAME_agreement: two-view cosine agreement + variance hinge
+      sslhub_NAME/callbacks.py        CsvLogger: a training-event callback writing NAME_log.csv
       recipes/NAME_digits.yaml        an example recipe (vision plugin's image modality, small_cnn)
       tests/test_NAME_plugin.py       tests with sslhub.testing; they pass right after creation
 
@@ -153,6 +154,7 @@ def render_files(name: str) -> dict[str, str]:
         f"{package}/augmentation.py": _AUGMENTATION,
         f"{package}/loss.py": _LOSS,
         f"{package}/objective.py": _OBJECTIVE,
+        f"{package}/callbacks.py": _CALLBACKS,
         f"recipes/{name}_digits.yaml": _RECIPE,
         f"tests/test_{name}_plugin.py": _TESTS,
     }
@@ -212,6 +214,7 @@ An [sslhub](https://pypi.org/project/sslhub/) plugin. It registers:
 | --- | --- | --- |
 | augmentation | `${name}_gaussian_noise` | adds Gaussian noise to every floating-point tensor of a batch (any modality) |
 | objective | `${name}_agreement` | two views, a projection head, cosine agreement plus a variance hinge against collapse (any encoder) |
+| callback | `CsvLogger` | writes step, loss and learning rate of each logging step to `RUN_DIR/${name}_log.csv` (a logger to replace with MLflow, W&B, ...) |
 
 They are examples to replace with your own components; the layout is the one sslhub expects:
 `$package/plugin.py` holds only `@hookimpl` functions that register components, and each
@@ -253,10 +256,10 @@ __version__ = "0.1.0"
 '''
 
 _PLUGIN = '''\
-"""Hook implementations of $distribution: they only register components.
+"""Hook implementations of $distribution: they only register components and callbacks.
 
-sslhub calls each hook once per catalog with the registry of that kind; the hooks are
-documented in sslhub's docs/hooks.md.
+sslhub calls each register hook once per catalog with the registry of that kind, and
+``sslhub_register_callbacks`` once per run; the hooks are documented in sslhub's docs/hooks.md.
 """
 
 from __future__ import annotations
@@ -264,6 +267,7 @@ from __future__ import annotations
 from sslhub import hookimpl
 
 from $package.augmentation import GaussianNoise, GaussianNoiseParams
+from $package.callbacks import CsvLogger
 from $package.objective import AgreementObjective, AgreementParams
 
 
@@ -285,6 +289,52 @@ def sslhub_register_objectives(registry) -> None:
         AgreementObjective,
         params=AgreementParams,
     )
+
+
+@hookimpl
+def sslhub_register_callbacks(registry) -> None:
+    # Every run of every recipe gets it while the plugin is installed; rank 0 only by default.
+    registry.add(CsvLogger(registry.run.run_dir / "${name}_log.csv"))
+'''
+
+_CALLBACKS = '''\
+"""``CsvLogger``: training events to a CSV file, the shape of an MLflow or W&B logger."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import sslhub
+
+
+class CsvLogger(sslhub.Callback):
+    """Writes ``step, loss, lr`` of every logging step (``train.log_every``) to ``path``.
+
+    ``event.metrics`` is filled on logging steps only: reading the objectives' metrics on every
+    step would make each step wait for the device.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = None
+        self._writer = None
+
+    def on_train_start(self, run: sslhub.RunInfo, event: sslhub.TrainStart) -> None:
+        new = not self.path.exists()
+        self._file = open(self.path, "a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file)
+        if new:
+            self._writer.writerow(["step", "loss", "lr"])
+
+    def on_step_end(self, run: sslhub.RunInfo, event: sslhub.StepEnd) -> None:
+        if event.metrics is not None:
+            self._writer.writerow([event.step, event.loss, event.lr])
+
+    def on_train_end(self, run: sslhub.RunInfo, event: sslhub.TrainEnd) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 '''
 
 _AUGMENTATION = '''\
@@ -560,4 +610,13 @@ def test_the_example_recipe_runs(catalog):
     small = {"data.image_size": 16, "encoder.width": 8, "train.batch_size": 16}
     summary = run_recipe_for_steps(recipe, 3, catalog=catalog, overrides=small)
     assert len(summary["losses"]) == 3
+
+
+def test_the_csv_logger_receives_every_logging_step(catalog, tmp_path):
+    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe.pop("requires")
+    small = {"data.image_size": 16, "encoder.width": 8, "train.batch_size": 16}
+    run_recipe_for_steps(recipe, 3, catalog=catalog, out=tmp_path / "run", overrides=small)
+    rows = (tmp_path / "run" / "${name}_log.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,lr" and [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3"]
 '''

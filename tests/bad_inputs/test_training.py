@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sslhub.cli import main
-from sslhub.engine import _nonfinite_parameters
+from sslhub.resume import nonfinite_parameters
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 RECIPE = DATA / "toy_recipe.yaml"
@@ -79,8 +79,8 @@ def test_bad_training_setting(case: Case, tmp_path, monkeypatch, capsys, caplog)
 
 def test_nonfinite_parameters_are_named():
     module = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
-    assert _nonfinite_parameters(module) == []
+    assert nonfinite_parameters(module) == []
     with torch.no_grad():
         module[1].bias.fill_(float("inf"))
         module[0].weight[0, 0] = float("nan")
-    assert _nonfinite_parameters(module) == ["0.weight", "1.bias"]
+    assert nonfinite_parameters(module) == ["0.weight", "1.bias"]

@@ -22,6 +22,7 @@ EXPECTED_FILES = {
     "recipes/demo_noise_digits.yaml",
     "sslhub_demo_noise/__init__.py",
     "sslhub_demo_noise/augmentation.py",
+    "sslhub_demo_noise/callbacks.py",
     "sslhub_demo_noise/loss.py",
     "sslhub_demo_noise/objective.py",
     "sslhub_demo_noise/plugin.py",
@@ -90,7 +91,7 @@ def test_the_package_layout_names_and_declared_sslhub_versions(tmp_path):
     plugin = (root / "sslhub_demo_noise" / "plugin.py").read_text()
     assert '"demo_noise_gaussian_noise"' in plugin and '"demo_noise_agreement"' in plugin
     # the plugin module only registers: the components are imported from their own modules
-    assert "class " not in plugin
+    assert "class " not in plugin and "sslhub_register_callbacks" in plugin
     assert default_directory("demo_noise") == Path("sslhub-demo-noise")
     steps = next_steps("demo_noise", root)
     assert f"pip install -e '{root}[test]'" in steps and "sslhub plugins" in steps

@@ -1,0 +1,261 @@
+"""Training events and the callbacks that receive them.
+
+The training loop announces what happens (start, every step, a non-finite step, a checkpoint,
+the end of training, the evaluation) as small typed events; everything that reacts to them,
+the progress bar, ``metrics.jsonl``, TensorBoard and the non-finite policy included, is a
+:class:`Callback`. A plugin adds its own through the ``sslhub_register_callbacks`` hook
+(see docs/hooks.md), so a logger or an online probe needs no change to the core.
+
+Events never cost a host-device sync: a step's ``loss`` and ``grad_norm`` are the floats the
+loop reads once per step anyway, and ``metrics`` (every logged objective metric as a float)
+is filled only on the steps where the loop writes ``metrics.jsonl`` (``train.log_every``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sslhub.errors import SSLHubError
+
+log = logging.getLogger("sslhub")
+
+EVENTS = ("on_train_start", "on_step_end", "on_nonfinite", "on_checkpoint", "on_train_end", "on_evaluation")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a callback may want to know about the run before it starts.
+
+    Attributes:
+        run_dir: the run directory (``metrics.jsonl``, checkpoints, ``evaluation.json``).
+        name: the recipe's ``name``.
+        recipe: the resolved recipe as plain data (what ``recipe.yaml`` holds).
+        device: the training device, e.g. ``"cpu"`` or ``"cuda:0"``.
+        rank: this process's rank; ``is_main`` is rank 0.
+        world_size: the number of training processes.
+        resumed: the run continues from a checkpoint.
+    """
+
+    run_dir: Path
+    name: str
+    recipe: dict[str, Any]
+    device: str
+    rank: int = 0
+    world_size: int = 1
+    resumed: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(frozen=True)
+class TrainStart:
+    """Training is about to run its first step (``start_step`` > 0 after a resume)."""
+
+    start_step: int
+    total_steps: int
+
+
+@dataclass(frozen=True)
+class StepEnd:
+    """One optimizer step is done (or skipped after a non-finite value).
+
+    Attributes:
+        step: steps done so far, this one included (1 after the first).
+        epoch: the epoch the next batch comes from.
+        total_steps: the steps the run trains for.
+        loss: the weighted total loss of the step (mean over gradient accumulation).
+        grad_norm: the gradient norm before clipping.
+        lr: the learning rate of the first parameter group after the schedule stepped.
+        skipped: the update was not applied (non-finite loss or gradient, ``train.nonfinite: skip_step``).
+        metrics: on logging steps, the record written to ``metrics.jsonl`` (``loss``, ``lr``,
+            ``grad_norm``, ``samples_per_s``, ``OBJECTIVE/loss``, ``OBJECTIVE/METRIC``, all floats);
+            ``None`` on the other steps.
+    """
+
+    step: int
+    epoch: int
+    total_steps: int
+    loss: float
+    grad_norm: float
+    lr: float
+    skipped: bool = False
+    metrics: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class NonFiniteStep:
+    """A step's loss or gradient was not finite; its update was not applied.
+
+    A callback stops the run by raising :class:`sslhub.errors.NonFiniteLossError`; when none
+    raises, the step is skipped.
+
+    Attributes:
+        step: the step that failed (counting from 1).
+        culprit: where it came from, e.g. ``"objective 'simclr'"``, ``"gradient"``, ``"another rank"``.
+        skipped_in_a_row: non-finite steps in a row, this one included.
+        nonfinite_weights: names of the parameters that are non-finite themselves (one host sync; call only if needed).
+    """
+
+    step: int
+    culprit: str
+    skipped_in_a_row: int
+    nonfinite_weights: Callable[[], list[str]]
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    """A checkpoint of ``step`` was written to ``path`` (``None`` on ranks other than 0)."""
+
+    step: int
+    path: Path | None
+
+
+@dataclass(frozen=True)
+class TrainEnd:
+    """Training stopped: ``status`` is ``"completed"``, ``"interrupted"`` (a signal) or ``"failed"``."""
+
+    step: int
+    train_seconds: float
+    status: str
+
+
+@dataclass(frozen=True)
+class EvaluationDone:
+    """``evaluation.json`` was written (after :class:`TrainEnd`, on rank 0 only); ``report`` is its content."""
+
+    report: dict[str, Any]
+
+
+class Callback:
+    """Receives training events; override the methods for the events you want.
+
+    Methods run in the training process, between steps: keep per-step work small (no
+    ``.item()`` on tensors: the events already hold floats). Raising stops the run with an
+    error naming the plugin, except :class:`sslhub.errors.SSLHubError` subclasses, which pass
+    through as they are (so a callback may stop training with ``NonFiniteLossError``).
+    """
+
+    def on_train_start(self, run: RunInfo, event: TrainStart) -> None:
+        """Before the first step."""
+
+    def on_step_end(self, run: RunInfo, event: StepEnd) -> None:
+        """After every step; ``event.metrics`` is filled on logging steps."""
+
+    def on_nonfinite(self, run: RunInfo, event: NonFiniteStep) -> None:
+        """A non-finite step; raise ``NonFiniteLossError`` to stop, return to skip it."""
+
+    def on_checkpoint(self, run: RunInfo, event: CheckpointSaved) -> None:
+        """After a checkpoint is written."""
+
+    def on_train_end(self, run: RunInfo, event: TrainEnd) -> None:
+        """When the loop ends, whatever the reason; close files and connections here."""
+
+    def on_evaluation(self, run: RunInfo, event: EvaluationDone) -> None:
+        """After the end-of-run evaluation (rank 0 only; not called when evaluation is disabled)."""
+
+
+@dataclass
+class _Entry:
+    callback: Callback
+    plugin: str | None
+
+
+@dataclass
+class CallbackRegistry:
+    """What ``sslhub_register_callbacks`` receives: the run and a place to add callbacks.
+
+    Attributes:
+        run: the run the callbacks will see.
+    """
+
+    run: RunInfo
+    _entries: list[_Entry] = field(default_factory=list)
+    _plugin: str | None = None
+
+    @property
+    def entries(self) -> list[_Entry]:
+        return list(self._entries)
+
+    def add(self, callback: Callback, *, every_rank: bool = False) -> None:
+        """Add ``callback``; it runs on rank 0 only unless ``every_rank``.
+
+        Raises:
+            SSLHubError: ``callback`` is not a :class:`Callback`.
+        """
+        if not isinstance(callback, Callback):
+            where = f"plugin '{self._plugin}': " if self._plugin else ""
+            raise SSLHubError(
+                f"{where}sslhub_register_callbacks added {type(callback).__name__}, which is not an sslhub Callback "
+                "(subclass sslhub.Callback)"
+            )
+        if every_rank or self.run.is_main:
+            self._entries.append(_Entry(callback, self._plugin))
+
+
+class CallbackList:
+    """Dispatches each event to the callbacks that override its method, in order.
+
+    Callbacks that keep a method as :class:`Callback` defines it cost nothing for that event.
+    """
+
+    def __init__(self, run: RunInfo, entries: list[_Entry]):
+        self.run = run
+        self._listeners: dict[str, list[tuple[Callable[..., None], _Entry]]] = {
+            event: [
+                (getattr(entry.callback, event), entry)
+                for entry in entries
+                if getattr(type(entry.callback), event) is not getattr(Callback, event)
+            ]
+            for event in EVENTS
+        }
+
+    @property
+    def wants_steps(self) -> bool:
+        """Whether any callback listens to ``on_step_end`` (the loop builds no event otherwise)."""
+        return bool(self._listeners["on_step_end"])
+
+    def emit(self, event_name: str, event: Any) -> None:
+        for method, entry in self._listeners[event_name]:
+            try:
+                method(self.run, event)
+            except SSLHubError:
+                raise
+            except Exception as exc:
+                if entry.plugin is None:
+                    raise
+                first = (str(exc).strip().splitlines() or [""])[0]
+                raise SSLHubError(
+                    f"plugin '{entry.plugin}': callback {type(entry.callback).__name__}.{event_name} raised "
+                    f"{type(exc).__name__}: {first}"
+                ) from exc
+
+    def emit_quietly(self, event_name: str, event: Any) -> None:
+        """``emit`` while another error is on its way out: a callback's failure is logged, not raised."""
+        try:
+            self.emit(event_name, event)
+        except Exception as exc:  # noqa: BLE001 - the original error matters more
+            log.warning("%s", exc)
+
+
+def plugin_callbacks(registry: CallbackRegistry, plugin_manager: Any) -> None:
+    """Call every plugin's ``sslhub_register_callbacks``, attributing what each adds to it."""
+    caller = plugin_manager.hook.sslhub_register_callbacks
+    for impl in caller.get_hookimpls():
+        registry._plugin = impl.plugin_name
+        try:
+            impl.function(registry=registry)
+        except SSLHubError:
+            raise
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise SSLHubError(
+                f"plugin '{impl.plugin_name}': sslhub_register_callbacks raised {type(exc).__name__}: {first}"
+            ) from exc
+        finally:
+            registry._plugin = None

@@ -1,0 +1,277 @@
+"""The training loop: forward, backward, update, announce, checkpoint; everything else is a callback.
+
+:class:`TrainingLoop` owns the model, optimizer, schedule, gradient scaler and step state.
+What reacts to a step (metrics file, progress bar, TensorBoard, the non-finite policy, plugin
+loggers) receives events through :class:`sslhub.callbacks.CallbackList`. The loop reads the
+device once per step: the loss and gradient norm come back together; objective metrics are
+read only on logging steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from sslhub import distributed
+from sslhub.building import TrainingModule
+from sslhub.callbacks import CallbackList, CheckpointSaved, NonFiniteStep, StepEnd, TrainEnd, TrainStart
+from sslhub.components import Batch
+from sslhub.errors import NonFiniteLossError, RunInterrupted
+from sslhub.recipe import TrainSpec
+from sslhub.resume import Checkpointer, Trainables, TrainingState, nonfinite_parameters
+from sslhub.training_data import make_views
+
+PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class LoopParts:
+    """What the loop trains with.
+
+    Attributes:
+        model: what runs the forward pass: ``trainables.module``, maybe DDP-wrapped and compiled.
+        trainables: the :class:`~sslhub.building.TrainingModule`, optimizer, schedule and scaler.
+        augment: the recipe's augmentations (batch -> view).
+        batches: device batches, forever (see :func:`sslhub.training_data.device_batches`).
+        total_steps: the step to train up to.
+    """
+
+    model: nn.Module
+    trainables: Trainables
+    augment: nn.Sequential
+    batches: Iterator[Batch]
+    total_steps: int
+
+    @property
+    def module(self) -> TrainingModule:
+        return self.trainables.module  # type: ignore[return-value]
+
+
+def autocast(spec: TrainSpec, device: torch.device) -> contextlib.AbstractContextManager:
+    dtype = PRECISION_DTYPES.get(spec.precision)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM ask the loop to save and stop; a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.caught: tuple[str, int] | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.caught is not None:  # a second signal means "now"
+            raise KeyboardInterrupt
+        self.caught = (signal.Signals(signum).name, 128 + signum)
+
+    def __enter__(self) -> StopSignals:
+        if os.environ.get("SSLHUB_NO_SIGNAL_HANDLERS"):
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread
+                break
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class TrainingLoop:
+    """Trains ``parts`` from ``state`` to ``parts.total_steps``, announcing each event to ``callbacks``.
+
+    Args:
+        parts: model, trainables, augmentations and data.
+        state: where training stands (fresh, or restored from a checkpoint).
+        spec: the recipe's ``train`` section.
+        device: the training device.
+        checkpointer: writes checkpoints (and per-rank RNG files).
+        callbacks: built-in and plugin callbacks.
+    """
+
+    def __init__(
+        self,
+        parts: LoopParts,
+        state: TrainingState,
+        spec: TrainSpec,
+        device: torch.device,
+        checkpointer: Checkpointer,
+        callbacks: CallbackList,
+    ):
+        self.parts, self.state, self.spec, self.device = parts, state, spec, device
+        self.checkpointer, self.callbacks = checkpointer, callbacks
+        self.is_main = distributed.is_main_process()
+        self.num_views = max(o.num_views for o in parts.module.objectives)
+        self._window_start, self._window_samples = time.perf_counter(), 0
+
+    def run(self) -> None:
+        """The loop. Raises :class:`RunInterrupted` after saving when a signal arrived."""
+        state, total = self.state, self.parts.total_steps
+        status = "failed"
+        try:
+            self.callbacks.emit("on_train_start", TrainStart(start_step=state.step, total_steps=total))
+            with StopSignals() as signals:
+                self._window_start, self._window_samples = time.perf_counter(), 0
+                self.parts.model.train()
+                while state.step < total:
+                    step_start = time.perf_counter()
+                    loss, grad_norm, logged = self._forward_backward()
+                    skipped = not self._update_or_skip(loss, grad_norm, logged)
+                    self.parts.trainables.scheduler.step()
+                    state.step += 1
+                    state.elapsed += time.perf_counter() - step_start
+                    state.losses.append(loss)
+                    self._announce_step(loss, grad_norm, logged, skipped)
+                    if state.step % self.spec.checkpoint_every == 0 or state.step == total:
+                        self.save_checkpoint()
+                    if signals.caught is not None:
+                        raise RunInterrupted(*signals.caught, str(self.save_checkpoint()))
+                if total == 0:  # a baseline run: its initial state is its checkpoint
+                    self.save_checkpoint()
+                self._check_final_loss()
+            status = "completed"
+        except RunInterrupted:
+            status = "interrupted"
+            raise
+        finally:
+            end = TrainEnd(step=state.step, train_seconds=state.elapsed, status=status)
+            if status == "failed":
+                self.callbacks.emit_quietly("on_train_end", end)
+            else:
+                self.callbacks.emit("on_train_end", end)
+
+    def save_checkpoint(self) -> Path | None:
+        path = self.checkpointer.save(self.parts.trainables, self.state)
+        self.callbacks.emit("on_checkpoint", CheckpointSaved(step=self.state.step, path=path))
+        return path
+
+    def _forward_backward(self) -> tuple[float, float, dict[str, Any]]:
+        """Accumulate gradients over ``train.grad_accumulation`` batches; unscale and clip them.
+
+        Returns:
+            The mean total loss, the gradient norm before clipping (read together: the step's
+            one host sync) and the last micro-batch's logged values (tensors, not read).
+        """
+        spec, model, module = self.spec, self.parts.model, self.parts.module
+        scaler, optimizer = self.parts.trainables.scaler, self.parts.trainables.optimizer
+        logged: dict[str, Any] = {}
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(spec.grad_accumulation):
+            batch = next(self.parts.batches)
+            views = make_views(self.parts.augment, batch, self.num_views, spec.channels_last)
+            sync = contextlib.nullcontext()
+            if isinstance(model, nn.parallel.DistributedDataParallel) and micro < spec.grad_accumulation - 1:
+                sync = model.no_sync()
+            with sync:
+                with autocast(spec, self.device):
+                    loss, logged = model(views, module.active_at(self.state.step))
+                scaler.scale(loss / spec.grad_accumulation).backward()
+            loss_sum += loss.detach().float() / spec.grad_accumulation
+            self._window_samples += next(iter(batch.values())).shape[0]
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), spec.grad_clip if spec.grad_clip else math.inf)
+        total_loss, grad_norm_value = torch.stack([loss_sum, grad_norm.detach().float()]).tolist()
+        return total_loss, grad_norm_value, logged
+
+    def _update_or_skip(self, loss: float, grad_norm: float, logged: dict[str, Any]) -> bool:
+        """Apply the update when every rank's loss and gradient are finite; else ask the callbacks.
+
+        Returns:
+            Whether the update was applied.
+        """
+        trainables = self.parts.trainables
+        culprit: str | None = None
+        if not math.isfinite(loss):
+            culprit = _nonfinite_culprit(logged)
+        elif not math.isfinite(grad_norm) and not trainables.scaler.is_enabled():
+            culprit = "gradient"
+        if not self._agree_finite(culprit is None):
+            culprit = culprit or "another rank"
+        if culprit is None:
+            self.state.skipped_in_a_row = 0
+            trainables.scaler.step(trainables.optimizer)
+            trainables.scaler.update()
+            trainables.optimizer.zero_grad(set_to_none=True)
+            return True
+        trainables.optimizer.zero_grad(set_to_none=True)
+        self.state.skipped_in_a_row += 1
+        event = NonFiniteStep(
+            step=self.state.step + 1,
+            culprit=culprit,
+            skipped_in_a_row=self.state.skipped_in_a_row,
+            nonfinite_weights=lambda: nonfinite_parameters(trainables.module),
+        )
+        self.callbacks.emit("on_nonfinite", event)
+        if trainables.scaler.is_enabled():
+            trainables.scaler.update()
+        return False
+
+    def _agree_finite(self, finite: bool) -> bool:
+        if not distributed.is_distributed():
+            return finite
+        flag = torch.tensor([1.0 if finite else 0.0], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item() == 1.0)
+
+    def _announce_step(self, loss: float, grad_norm: float, logged: dict[str, Any], skipped: bool) -> None:
+        """``on_step_end``; on rank 0's logging steps with the ``metrics.jsonl`` record (the only reads of ``logged``)."""
+        if not self.callbacks.wants_steps:
+            return
+        state, total = self.state, self.parts.total_steps
+        lr = self.parts.trainables.scheduler.get_last_lr()[0]
+        metrics = None
+        if self.is_main and (state.step % self.spec.log_every == 0 or state.step == total):
+            now = time.perf_counter()
+            throughput = self._window_samples * distributed.world_size() / max(now - self._window_start, 1e-9)
+            self._window_start, self._window_samples = now, 0
+            metrics = {
+                "step": state.step,
+                "epoch": state.epoch,
+                "loss": loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "samples_per_s": round(throughput, 2),
+                **{k: _to_float(v) for k, v in logged.items()},
+            }
+        self.callbacks.emit(
+            "on_step_end", StepEnd(state.step, state.epoch, total, loss, grad_norm, lr, skipped, metrics)
+        )
+
+    def _check_final_loss(self) -> None:
+        """A run whose last step was not finite has not trained to a usable model: never a success."""
+        if self.state.losses and not math.isfinite(self.state.losses[-1]):
+            raise NonFiniteLossError(
+                f"the final loss (step {self.state.step}) is not finite: the run did not end with a usable model; "
+                "lower train.optimizer.lr or set train.grad_clip. The last checkpoint holds finite weights."
+            )
+
+
+def _to_float(value: Any) -> float:
+    return float(value.item()) if isinstance(value, Tensor) else float(value)
+
+
+def _nonfinite_culprit(logged: dict[str, Any]) -> str:
+    for key, value in logged.items():
+        if key.endswith("/loss") and not math.isfinite(_to_float(value)):
+            return f"objective '{key.rsplit('/', 1)[0]}'"
+    return "total loss"
+
+
+def last_loss(state: TrainingState) -> float | None:
+    """The mean of the last 10 finite step losses (skipped steps left out)."""
+    tail = [loss for loss in state.losses[-10:] if math.isfinite(loss)]
+    return round(sum(tail) / len(tail), 6) if tail else None
