@@ -1,0 +1,117 @@
+"""``scarf``: contrastive learning of table rows under random feature corruption (tabular only).
+
+Each row of the batch is paired with a corrupted copy of itself: a random ``corruption_rate``
+share of its columns is replaced by the value the same column has in another, randomly drawn
+row of the batch (a draw from that column's empirical marginal). The encoder embeds both; a
+small projection head maps them to the space where an InfoNCE loss pulls each row towards its
+own corrupted copy and away from the other rows' copies. Only the encoder is kept.
+
+Unlike the denoising autoencoder, nothing has to be rebuilt column by column: the encoder
+only has to keep what tells rows apart after a large share of their values are swapped out.
+
+References:
+    - Bahri, Jiang, Tay and Metzler, "SCARF: Self-Supervised Contrastive Learning using Random
+      Feature Corruption", ICLR 2022, https://arxiv.org/abs/2106.15147
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from sslhub import Batch, BuildContext, Encoder, Objective, ObjectiveOutput, Params
+
+
+class ScarfParams(Params):
+    """Parameters of the ``scarf`` objective."""
+
+    corruption_rate: float = Field(
+        0.6, gt=0.0, lt=1.0, description="share of each row's columns replaced by another row's value (paper: 0.6)"
+    )
+    temperature: float = Field(1.0, gt=0.0, description="softmax temperature over cosine similarities (paper: 1.0)")
+    projection_dim: int = Field(
+        64, ge=0, description="width of the two-layer projection head used only in training; 0: no head"
+    )
+    target: str = Field("vector", min_length=1, description="the batch key holding the rows [B, D]")
+
+
+def corrupt_features(rows: Tensor, rate: float) -> Tensor:
+    """Replace a ``rate`` share of each row's columns by the same column of a random other row.
+
+    Args:
+        rows: ``[B, D]`` float.
+        rate: expected share of replaced entries per row.
+
+    Returns:
+        ``[B, D]``: each entry kept, or taken from row ``j`` (drawn uniformly per entry) of
+        the same column. Every operation stays on the device (no host sync).
+    """
+    batch_size, width = rows.shape
+    donors = torch.randint(batch_size, (batch_size, width), device=rows.device)
+    marginal = rows.gather(0, donors)
+    replace = torch.rand(batch_size, width, device=rows.device) < rate
+    return torch.where(replace, marginal, rows)
+
+
+def info_nce(anchors: Tensor, positives: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """Symmetric InfoNCE over cosine similarities; row ``i`` of each side is the other's positive.
+
+    Args:
+        anchors: ``[B, E]``; positives: ``[B, E]``.
+        temperature: divides the cosine similarities.
+
+    Returns:
+        ``(loss, accuracy)``: the mean of both directions' cross-entropies, and the share of
+        anchors whose most similar candidate is their own positive (0-d tensors).
+    """
+    logits = F.normalize(anchors.float(), dim=1) @ F.normalize(positives.float(), dim=1).T / temperature
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    with torch.no_grad():
+        accuracy = (logits.argmax(dim=1) == labels).float().mean()
+    return loss, accuracy
+
+
+class ScarfObjective(Objective):
+    """SCARF on the encoder's pooled features.
+
+    Args:
+        params: :class:`ScarfParams`.
+        context: ``context.encoder`` sizes the projection head.
+
+    Metrics: ``contrastive_accuracy``, the share of rows whose corrupted copy is their nearest.
+    """
+
+    def __init__(self, params: ScarfParams | None = None, context: BuildContext | None = None):
+        super().__init__()
+        self.params = params = params or ScarfParams()
+        encoder = context.encoder if context is not None else None
+        if encoder is None or not encoder.feature_dim:
+            raise ValueError("scarf needs the built encoder (context.encoder) for its feature size")
+        dim = int(encoder.feature_dim)
+        self.head: nn.Module = (
+            nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, params.projection_dim))
+            if params.projection_dim
+            else nn.Identity()
+        )
+
+    def export_heads(self) -> dict[str, nn.Module]:
+        """``projection``: the head the contrastive loss is computed on (identity without ``projection_dim``)."""
+        return {"projection": self.head}
+
+    def forward(self, views: list[Batch], encoder: Encoder) -> ObjectiveOutput:
+        batch = views[0]
+        key = self.params.target
+        if key not in batch or batch[key].dim() != 2:
+            raise ValueError(f"scarf needs {key!r} rows [B, D] in the batch, got keys {sorted(batch)}")
+        rows = batch[key]
+        corrupted = corrupt_features(rows, self.params.corruption_rate)
+        # One forward pass over both: a batch-norm encoder then sees one batch's statistics.
+        pooled = encoder({**batch, key: torch.cat([rows, corrupted])}).pooled
+        if pooled is None:
+            raise ValueError(f"scarf needs pooled features; {type(encoder).__name__} returned none")
+        embeddings = self.head(pooled)
+        loss, accuracy = info_nce(embeddings[: rows.shape[0]], embeddings[rows.shape[0] :], self.params.temperature)
+        return ObjectiveOutput(loss=loss, metrics={"contrastive_accuracy": accuracy})
