@@ -10,7 +10,7 @@ import difflib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from sslhub import BuildContext, Encoder, EncoderOutput, Params
 from sslhub_vision.encoders.export import ImageExportModule
 from sslhub_vision.encoders.normalize import Normalize, image_facts
+from sslhub_vision.encoders.pooling import SpatialPyramidPool, check_pyramid
 
 logger = logging.getLogger("sslhub")
 
@@ -39,6 +40,17 @@ class TimmParams(Params):
     drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0, description="stochastic depth rate, where the model has it")
     model_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="extra keyword arguments for timm.create_model (e.g. drop_rate)"
+    )
+    pool: Literal["model", "pyramid"] = Field(
+        "model",
+        description="pooled vector: model (timm's own head pooling) or pyramid (averages of the feature map, or "
+        "of the patch-token grid of a transformer, over pyramid_levels grids: keeps the layout that "
+        "reconstruction objectives such as mae learn)",
+    )
+    pyramid_levels: list[int] = Field(
+        default_factory=lambda: [1, 2],
+        min_length=1,
+        description="pool: pyramid: grid sizes (1 = global); each must divide the map's or token grid's side",
     )
 
 
@@ -108,7 +120,8 @@ class TimmEncoder(Encoder):
 
     Shapes:
         input ``image``: float ``[B, C, S, S]`` in ``[0, 1]``.
-        ``pooled``: ``[B, D]`` from the model's own global pooling (pre-logits).
+        ``pooled``: ``[B, D]`` from the model's own global pooling (pre-logits); with ``pool:
+        pyramid`` ``[B, D' * sum(level**2)]``, the map's (or patch-token grid's) pyramid averages.
         ``spatial`` (CNNs): ``[B, D', h, w]`` from ``forward_features``.
         ``tokens`` (transformers): ``[B, N, D]`` from ``forward_features``, prefix tokens included.
     """
@@ -160,13 +173,37 @@ class TimmEncoder(Encoder):
                 f"timm model {self.params.model!r} returned features of shape {list(features.shape)}; "
                 "expected [B, C, h, w] or [B, N, D]"
             )
-        pooled = self.model.forward_head(features, pre_logits=True)
+        self.pyramid: SpatialPyramidPool | None = None
+        if self.params.pool == "pyramid":
+            self.pyramid = SpatialPyramidPool(self.params.pyramid_levels)
+            feature_map = self._feature_map(features)
+            check_pyramid(self.params.pyramid_levels, *feature_map.shape[-2:], f"timm {self.params.model}")
+        pooled = self._pool(features)
         self.feature_dim = int(pooled.shape[-1])
         self.model.train(was_training)
 
+    def _feature_map(self, features: Tensor) -> Tensor:
+        """``[B, D, h, w]``: a CNN's map, or a transformer's patch tokens (prefix tokens dropped) on their grid."""
+        if self.layout == "nchw":
+            return features
+        if self.layout == "nhwc":
+            return features.permute(0, 3, 1, 2)
+        grid = getattr(getattr(self.model, "patch_embed", None), "grid_size", None)
+        prefix = int(getattr(self.model, "num_prefix_tokens", 0))
+        if grid is None:
+            raise ValueError(f"pool: pyramid needs a transformer with a fixed patch grid; {self.params.model} has none")
+        patches = features[:, prefix:]
+        return patches.transpose(1, 2).reshape(patches.shape[0], patches.shape[2], int(grid[0]), int(grid[1]))
+
+    def _pool(self, features: Tensor) -> Tensor:
+        """The ``pooled`` vector: timm's head pooling, or the spatial pyramid (``pool: pyramid``)."""
+        if self.pyramid is None:
+            return self.model.forward_head(features, pre_logits=True)
+        return self.pyramid(self._feature_map(features))
+
     def forward(self, batch: Mapping[str, Tensor]) -> EncoderOutput:
         features = self.model.forward_features(self.normalize(batch["image"]))
-        pooled = self.model.forward_head(features, pre_logits=True)
+        pooled = self._pool(features)
         if self.layout == "tokens":
             return EncoderOutput(pooled=pooled, tokens=features)
         spatial = features.permute(0, 3, 1, 2) if self.layout == "nhwc" else features

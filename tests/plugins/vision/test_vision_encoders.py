@@ -10,6 +10,7 @@ import torch
 
 from sslhub import BuildContext
 from sslhub_vision.encoders import Normalize, SmallCNN, SmallCNNParams, TimmEncoder, TimmParams
+from sslhub_vision.encoders.pooling import GlobalAveragePool, SpatialPyramidPool
 from sslhub_vision.modality import ImageModality, ImageParams
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,6 +29,56 @@ def test_small_cnn_shapes_and_provides(context):
     assert out.pooled.shape == (2, 32)
     assert out.spatial.shape == (2, 32, 8, 8)
     torch.testing.assert_close(out.pooled, out.spatial.mean(dim=(2, 3)))
+
+
+def test_small_cnn_pyramid_pool_keeps_the_layout(context):
+    encoder = SmallCNN(SmallCNNParams(width=8, stages=3, pool="pyramid", pyramid_levels=[1, 2]), context)
+    out = encoder(context.modality.example_batch(2))
+    assert encoder.feature_dim == 32 * 5 and out.pooled.shape == (2, 160)
+    spatial = out.spatial  # [2, 32, 8, 8]
+    torch.testing.assert_close(out.pooled[:, :32], spatial.mean(dim=(2, 3)))
+    top_left = spatial[:, :, :4, :4].mean(dim=(2, 3))
+    torch.testing.assert_close(out.pooled[:, 32:].view(2, 32, 2, 2)[..., 0, 0], top_left)
+
+
+def test_pyramid_tells_apart_maps_that_differ_only_in_layout():
+    left, right = torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4)
+    left[..., :, :2], right[..., :, 2:] = 1.0, 1.0
+    average, pyramid = GlobalAveragePool(), SpatialPyramidPool([1, 2])
+    torch.testing.assert_close(average(left), average(right))
+    pooled = pyramid(torch.cat([left, right]))
+    assert pooled.shape == (2, 2 * 5) and pyramid.output_dim(2) == 10
+    torch.testing.assert_close(pooled[:, :2], average(torch.cat([left, right])))
+    # cells in row-major order per channel: left has ink in cells 0 and 2, right in 1 and 3
+    torch.testing.assert_close(pooled[0, 2:6], torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    torch.testing.assert_close(pooled[1, 2:6], torch.tensor([0.0, 1.0, 0.0, 1.0]))
+
+
+def test_small_cnn_pools_several_stages(context):
+    params = SmallCNNParams(width=8, stages=3, pool="pyramid", pyramid_levels=[1, 2], pooled_stages=2)
+    encoder = SmallCNN(params, context)
+    out = encoder(context.modality.example_batch(2))
+    assert encoder.feature_dim == (16 + 32) * 5 and out.pooled.shape == (2, 240)
+    assert out.spatial.shape == (2, 32, 8, 8)
+    torch.testing.assert_close(out.pooled[:, 80:112], out.spatial.mean(dim=(2, 3)))
+
+
+def test_pool_settings_that_do_not_fit_are_clear_errors(context):
+    with pytest.raises(ValueError, match="pyramid level 3 does not divide the 8x8 feature map"):
+        SmallCNN(SmallCNNParams(width=8, stages=3, pool="pyramid", pyramid_levels=[1, 3]), context)
+    with pytest.raises(ValueError, match=r"pooled_stages \(3\) exceeds stages \(2\)"):
+        SmallCNN(SmallCNNParams(width=8, stages=2, pooled_stages=3), context)
+
+
+def test_timm_vit_pyramid_pools_the_patch_grid(context):
+    kwargs = {"patch_size": 8, "depth": 1, "embed_dim": 48, "num_heads": 3}
+    encoder = TimmEncoder(TimmParams(model="vit_tiny_patch16_224", model_kwargs=kwargs, pool="pyramid"), context)
+    out = encoder(context.modality.example_batch(2))
+    assert encoder.feature_dim == 48 * 5 and out.pooled.shape == (2, 240)
+    patches = out.tokens[:, 1:]  # the class token is left out; 4x4 patches, row-major
+    torch.testing.assert_close(out.pooled[:, :48], patches.mean(dim=1))
+    top_left = patches.view(2, 4, 4, 48)[:, :2, :2].mean(dim=(1, 2))
+    torch.testing.assert_close(out.pooled[:, 48:].view(2, 48, 4)[..., 0], top_left)
 
 
 def test_normalisation_uses_modality_constants():
@@ -93,8 +144,17 @@ def test_timm_loads_local_weights(tmp_path, context):
     [
         lambda ctx: SmallCNN(SmallCNNParams(width=8, stages=2), ctx),
         lambda ctx: TimmEncoder(TimmParams(model="resnet18", cifar_stem=True), ctx),
+        lambda ctx: SmallCNN(SmallCNNParams(width=8, pool="pyramid", pooled_stages=3), ctx),
+        lambda ctx: TimmEncoder(
+            TimmParams(
+                model="vit_tiny_patch16_224",
+                model_kwargs={"patch_size": 8, "depth": 1, "embed_dim": 48, "num_heads": 3, "global_pool": "avg"},
+                pool="pyramid",
+            ),
+            ctx,
+        ),
     ],
-    ids=["small_cnn", "timm_resnet18"],
+    ids=["small_cnn", "timm_resnet18", "small_cnn_pyramid", "timm_vit_pyramid"],
 )
 def test_onnx_export_with_dynamic_batch(make, context):
     import onnxruntime
