@@ -28,7 +28,7 @@ CLASH_ERROR = (
 )
 MISSPELT_ERROR = (
     "unknown hook sslhub_register_objectivs; known hooks: sslhub_export_encoder, sslhub_register_augmentations, "
-    "sslhub_register_encoders, sslhub_register_modalities, sslhub_register_objectives"
+    "sslhub_register_callbacks, sslhub_register_encoders, sslhub_register_modalities, sslhub_register_objectives"
 )
 BAD_SIGNATURE_ERROR = (
     "invalid hook implementation: Plugin 'bad_signature' for hook 'sslhub_register_objectives'\n"
@@ -179,7 +179,7 @@ def test_plugin_problems_are_recorded_per_plugin_and_the_others_keep_working():
     assert errors["toy_plugin"] == []
     assert errors["MisspeltPlugin"] == [
         "unknown hook sslhub_register_encoder; known hooks: sslhub_export_encoder, sslhub_register_augmentations, "
-        "sslhub_register_encoders, sslhub_register_modalities, sslhub_register_objectives"
+        "sslhub_register_callbacks, sslhub_register_encoders, sslhub_register_modalities, sslhub_register_objectives"
     ]
     assert errors["ExtraArgumentPlugin"] == [
         "invalid hook implementation: Plugin 'ExtraArgumentPlugin' for hook 'sslhub_register_encoders'\n"
