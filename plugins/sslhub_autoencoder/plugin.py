@@ -7,6 +7,7 @@ from sslhub_autoencoder.encoders.mlp import MLPEncoder, MLPParams
 from sslhub_autoencoder.modality import TabularModality, TabularParams
 from sslhub_autoencoder.objectives.autoencoder import AutoencoderObjective, AutoencoderParams
 from sslhub_autoencoder.objectives.mae import MAEObjective, MAEParams
+from sslhub_autoencoder.objectives.vq_vae import VQVAEObjective, VQVAEParams
 
 
 @hookimpl
@@ -28,3 +29,9 @@ def sslhub_register_objectives(registry) -> None:
         description="plain, denoising or variational autoencoder of images, spectrograms or vectors",
     )
     registry.register("mae", MAEObjective, params=MAEParams, modalities=["image"], requires=["tokens"])
+    registry.register(
+        "vq_vae",
+        VQVAEObjective,
+        params=VQVAEParams,
+        description="VQ-VAE: discrete codebook (EMA, dead-code restarts) between encoder and decoder",
+    )
