@@ -155,7 +155,7 @@ class Registry:
         for feature in (*requires, *provides):
             if feature not in CAPABILITIES:
                 raise RegistryError(
-                    f"{provider} registered {self.kind} '{name}' with unknown feature {feature!r}; "
+                    f"{provider} registered {self.kind} '{name}' with unknown capability {feature!r}; "
                     f"expected one of {', '.join(CAPABILITIES)}"
                 )
         if name in self._components:
