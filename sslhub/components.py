@@ -21,6 +21,12 @@ from torch.utils.data import Dataset, default_collate
 Batch = dict[str, Tensor]
 
 FEATURE_KINDS = ("pooled", "tokens", "spatial")
+#: properties an encoder may declare beside its features, and objectives may require:
+#: ``causal``: output position ``t`` depends only on inputs up to ``t`` (no look-ahead), which
+#: autoregressive objectives (``apc``, ``causal_lm``) need, or they would learn to copy the future.
+ENCODER_PROPERTIES = ("causal",)
+#: everything ``provides=`` / ``requires=`` may name at registration.
+CAPABILITIES = (*FEATURE_KINDS, *ENCODER_PROPERTIES)
 
 
 class Params(BaseModel):
@@ -269,8 +275,8 @@ class Encoder(nn.Module):
     """An ``nn.Module`` from a modality batch to :class:`EncoderOutput`.
 
     Subclasses set ``feature_dim`` (size of ``pooled``), ``provides`` (which of
-    ``pooled``/``tokens``/``spatial`` they return) and ``input_names`` (batch keys read,
-    in export order).
+    ``pooled``/``tokens``/``spatial`` they return, plus ``causal`` when no output position
+    sees later inputs) and ``input_names`` (batch keys read, in export order).
     """
 
     feature_dim: int = 0

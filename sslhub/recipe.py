@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sslhub.catalog import Catalog
-from sslhub.components import Params
+from sslhub.components import FEATURE_KINDS, Params
 from sslhub.errors import RecipeError, RecipeIssue
 from sslhub.export import MAX_ONNX_OPSET, MIN_ONNX_OPSET
 from sslhub.recipe_yaml import PathKey, RecipeSource, format_path
@@ -540,18 +540,31 @@ def _check_objective_encoders(
     for encoder in chosen:
         if encoder is None:
             continue
-        missing_features = objective.component.requires - encoder.component.provides
-        if missing_features:
-            issues.append(
-                RecipeIssue(
-                    where,
-                    format_path(path),
-                    f"objective '{name}' needs {', '.join(sorted(missing_features))} features, but "
-                    f"encoder '{encoder.component.name}' provides only "
-                    f"{', '.join(sorted(encoder.component.provides))}",
-                )
-            )
+        issues += [
+            RecipeIssue(where, format_path(path), message)
+            for message in capability_problems(name, objective.component.requires, encoder.component)
+        ]
     return issues
+
+
+def capability_problems(objective: str, requires: frozenset[str], encoder: Component) -> list[str]:
+    """Why ``encoder`` lacks what objective ``objective`` requires: missing features, then properties."""
+    missing = requires - encoder.provides
+    features = sorted(missing & set(FEATURE_KINDS))
+    declared = ", ".join(sorted(encoder.provides & set(FEATURE_KINDS)))
+    problems = []
+    if features:
+        problems.append(
+            f"objective '{objective}' needs {', '.join(features)} features, but "
+            f"encoder '{encoder.name}' provides only {declared}"
+        )
+    if "causal" in missing:
+        problems.append(
+            f"objective '{objective}' needs a causal encoder (each output position may see only earlier "
+            f"inputs, or predicting what comes next is copying), but encoder '{encoder.name}' does not declare "
+            "provides=['causal']; choose a causal encoder (`sslhub list encoders` describes them)"
+        )
+    return problems
 
 
 def _check_requirements(source: RecipeSource, model: RecipeModel, catalog: Catalog) -> list[RecipeIssue]:

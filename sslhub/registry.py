@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sslhub.components import FEATURE_KINDS, Params
+from sslhub.components import CAPABILITIES, Params
 
 KINDS = ("modality", "augmentation", "encoder", "objective")
 KIND_PLURALS = {
@@ -49,8 +49,10 @@ class Component:
         params: the pydantic model of its parameters.
         modalities: modalities it works with; empty means any. For a modality, the parts its
             batches hold (``image_text`` lists ``image`` and ``text``).
-        requires: encoder features an objective needs (``tokens``, ``spatial``).
-        provides: features an encoder returns (``pooled`` always).
+        requires: encoder capabilities an objective needs: features (``tokens``, ``spatial``) or
+            properties (``causal``).
+        provides: capabilities an encoder declares: features it returns (``pooled`` always) and
+            properties it has (``causal``).
         encoder_slots: for objectives that use several encoders at once (CLIP), the recipe
             ``encoders:`` keys they need; they receive an :class:`sslhub.EncoderSet`.
         description: one line for ``sslhub list``.
@@ -112,8 +114,9 @@ class Registry:
             factory: callable ``factory(params, context)``; a class works.
             params: pydantic model (subclass of :class:`sslhub.Params`) of its parameters.
             modalities: modalities it accepts; empty for any.
-            requires: for objectives, encoder features needed (``tokens``/``spatial``).
-            provides: for encoders, features returned.
+            requires: for objectives, encoder capabilities needed (``tokens``/``spatial``
+                features, the ``causal`` property).
+            provides: for encoders, features returned and properties held (``causal``).
             encoders: for objectives needing several encoders at once, the ``encoders:`` keys
                 they use (``["image", "text"]`` for CLIP).
             description: one line shown by ``sslhub list``; defaults to the docstring's first line.
@@ -150,10 +153,10 @@ class Registry:
                 "it must be a subclass of sslhub.Params"
             )
         for feature in (*requires, *provides):
-            if feature not in FEATURE_KINDS:
+            if feature not in CAPABILITIES:
                 raise RegistryError(
-                    f"{provider} registered {self.kind} '{name}' with unknown feature {feature!r}; "
-                    f"expected one of {', '.join(FEATURE_KINDS)}"
+                    f"{provider} registered {self.kind} '{name}' with unknown capability {feature!r}; "
+                    f"expected one of {', '.join(CAPABILITIES)}"
                 )
         if name in self._components:
             existing = self._components[name]

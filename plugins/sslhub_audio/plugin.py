@@ -7,9 +7,14 @@ from sslhub_audio.augmentations.gain import RandomGain, RandomGainParams
 from sslhub_audio.augmentations.noise import AdditiveNoise, AdditiveNoiseParams
 from sslhub_audio.augmentations.spec_augment import FrequencyMask, SpecMaskParams, TimeMask
 from sslhub_audio.augmentations.time_shift import TimeShift, TimeShiftParams
+from sslhub_audio.encoders.causal_frame_transformer import (
+    CausalFrameTransformerEncoder,
+    CausalFrameTransformerParams,
+)
 from sslhub_audio.encoders.frame_transformer import FrameTransformerEncoder, FrameTransformerParams
 from sslhub_audio.encoders.wav2vec2 import Wav2Vec2Encoder, Wav2Vec2Params
 from sslhub_audio.modality import AudioModality, AudioParams
+from sslhub_audio.objectives.apc import APCObjective, APCParams
 from sslhub_audio.objectives.masked_audio import MaskedAudioObjective, MaskedAudioParams
 
 AUDIO = ["audio"]
@@ -39,6 +44,14 @@ def sslhub_register_encoders(registry) -> None:
         provides=["pooled", "tokens"],
     )
     registry.register(
+        "causal_frame_transformer",
+        CausalFrameTransformerEncoder,
+        params=CausalFrameTransformerParams,
+        modalities=AUDIO,
+        provides=["pooled", "tokens", "causal"],
+        description="log-mel frame transformer with causal convolutions and attention (no frame sees the future)",
+    )
+    registry.register(
         "wav2vec2",
         Wav2Vec2Encoder,
         params=Wav2Vec2Params,
@@ -64,4 +77,12 @@ def sslhub_register_objectives(registry) -> None:
         params=MaskedAudioParams,
         modalities=AUDIO,
         requires=["tokens"],
+    )
+    registry.register(
+        "apc",
+        APCObjective,
+        params=APCParams,
+        modalities=AUDIO,
+        requires=["tokens", "causal"],
+        description="Autoregressive Predictive Coding: a causal encoder predicts the log-mel frame n steps ahead",
     )

@@ -8,6 +8,7 @@ from sslhub_autoencoder.modality import TabularModality, TabularParams
 from sslhub_autoencoder.objectives.autoencoder import AutoencoderObjective, AutoencoderParams
 from sslhub_autoencoder.objectives.mae import MAEObjective, MAEParams
 from sslhub_autoencoder.objectives.scarf import ScarfObjective, ScarfParams
+from sslhub_autoencoder.objectives.vq_vae import VQVAEObjective, VQVAEParams
 
 
 @hookimpl
@@ -36,4 +37,10 @@ def sslhub_register_objectives(registry) -> None:
         modalities=["tabular"],
         requires=["pooled"],
         description="SCARF: contrast each table row with a copy whose columns are partly swapped with other rows'",
+    )
+    registry.register(
+        "vq_vae",
+        VQVAEObjective,
+        params=VQVAEParams,
+        description="VQ-VAE: discrete codebook (EMA, dead-code restarts) between encoder and decoder",
     )

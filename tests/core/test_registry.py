@@ -182,8 +182,8 @@ def test_unknown_feature_kinds_are_refused(keyword, feature):
     with pytest.raises(RegistryError) as info:
         registry.register("thing", make_encoder, **{keyword: [feature]})
     assert str(info.value) == (
-        f"plugin 'python' registered {registry.kind} 'thing' with unknown feature {feature!r}; "
-        "expected one of pooled, tokens, spatial"
+        f"plugin 'python' registered {registry.kind} 'thing' with unknown capability {feature!r}; "
+        "expected one of pooled, tokens, spatial, causal"
     )
 
 
