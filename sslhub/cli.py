@@ -312,7 +312,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"{args.recipe}: valid recipe '{recipe.model.name}'")
     if args.explain:
         rows = [("data", recipe.modality)] + [(a.path, a) for a in recipe.augmentations]
-        rows += [("encoder", recipe.encoder)] + [(o.path, o) for o in recipe.objectives]
+        rows += [(e.path, e) for e in recipe.encoders.values()] + [(o.path, o) for o in recipe.objectives]
         for path, resolved in rows:
             component = resolved.component
             print(f"  {path:<16} {component.kind} '{component.name}' -> {component.qualname} [{component.provider}]")
@@ -478,15 +478,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.data is not None and not 0 < args.test_fraction < 1:
         raise SSLHubError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
     run, trained = _load_run(args.run_dir, args.plugins)
-    modality, encoder, objectives = trained.modality, trained.encoder, trained.objectives
+    modality, encoders, objectives = trained.modality, trained.encoders, trained.objectives
     if args.data is None:
-        report = run.evaluate(modality, encoder, objectives)
+        report = run.evaluate(modality, encoders, objectives)
         print(json.dumps(report, indent=2, default=str))
         return 0
     raw = _data_source(args, modality)
     split = _labeled_split(run, modality, raw, args.test_fraction, args.split_seed)
     output = f"evaluation-{_source_name(raw, args.name)}.json"
-    report = run.evaluate(modality, encoder, objectives, split=split, output_name=output)
+    report = run.evaluate(modality, encoders, objectives, split=split, output_name=output)
     print(json.dumps(report, indent=2, default=str))
     print(f"wrote {args.run_dir / output}", file=sys.stderr)
     return 0
@@ -542,7 +542,7 @@ def _source_name(raw: dict[str, Any], name: str | None) -> str:
 def cmd_export(args: argparse.Namespace) -> int:
     run, trained = _load_run(args.run_dir, args.plugins)
     results = run.export(
-        trained.encoder,
+        trained.encoders,
         trained.modality,
         out_dir=args.out,
         opset=args.opset,

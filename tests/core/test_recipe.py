@@ -142,7 +142,7 @@ def test_toy_recipe_resolves_with_validated_params_and_defaults(catalog):
     assert recipe.modality.params.samples == 512 and recipe.modality.params.dim == 16  # default filled in
     assert [a.component.name for a in recipe.augmentations] == ["toy_noise"]
     assert recipe.augmentations[0].path == "augment[0]"
-    assert recipe.encoder.params.hidden == 32
+    assert recipe.encoders["default"].params.hidden == 32
     [objective] = recipe.objectives
     assert (objective.component.name, objective.params.temperature, objective.weight, objective.start_step) == (
         "toy_contrastive",
@@ -252,7 +252,7 @@ def test_objective_needing_tokens_accepts_an_encoder_that_provides_them(catalog)
     source = load_recipe_file(BAD_RECIPES / "objective_needs_tokens.yaml")
     apply_override(source, "encoder.name=toy_token_mlp")
     recipe = resolve_recipe(source, catalog)
-    assert recipe.objectives[1].component.requires <= recipe.encoder.component.provides
+    assert recipe.objectives[1].component.requires <= recipe.encoders["default"].component.provides
     assert recipe.objectives[1].weight == 0.5
 
 
