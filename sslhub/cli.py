@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="list components with their parameters")
     listing.add_argument("kind", nargs="?", help="modalities, augmentations, encoders or objectives")
-    listing.add_argument("pattern", nargs="?", default="*", help="wildcard pattern, e.g. 'random_*'")
+    listing.add_argument(
+        "pattern", nargs="?", default="*", help="wildcard pattern, e.g. 'random_*'; without a wildcard, a substring"
+    )
     _add_plugin_options(listing)
 
     evaluate = commands.add_parser(
@@ -307,6 +309,11 @@ def _summary_cell(scores: dict[str, Any], key: str) -> str:
     return f"{value:.4f}" if std is None else f"{value:.4f}±{std:.4f}"
 
 
+def _wildcard(pattern: str) -> str:
+    """``frame`` finds ``frame_transformer``: a pattern without ``*?[`` matches as a substring."""
+    return pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     recipe = load_and_resolve(args.recipe, args.overrides, args.plugins)
     print(f"{args.recipe}: valid recipe '{recipe.model.name}'")
@@ -380,7 +387,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         kinds = [lookup[args.kind]]
     for kind in kinds:
         registry = catalog.registry(kind)
-        names = registry.names(args.pattern)
+        names = registry.names(_wildcard(args.pattern))
         print(f"{KIND_PLURALS[kind]}:" + ("" if names else " (none)"))
         for name in names:
             component = registry.get(name)

@@ -310,20 +310,41 @@ class ResolvedRecipe:
 
 
 def _issues_from_validation(
-    source: RecipeSource, error: ValidationError, prefix: PathKey, component: str = ""
+    source: RecipeSource,
+    error: ValidationError,
+    prefix: PathKey,
+    component: str = "",
+    schema: type[BaseModel] | None = None,
 ) -> list[RecipeIssue]:
+    """``error`` as recipe issues under ``prefix``; ``schema`` (the validated model) gives "did you mean"."""
     issues = []
     for item in error.errors():
         path = _without_union_tags(source.data, (*prefix, *item["loc"]))
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = f"unknown field{f' for {component}' if component else ''}"
+            message += _did_you_mean(item["loc"], schema)
         elif message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         if item["type"] == "missing":
             message = "required field is missing"
         issues.append(RecipeIssue(source.location(path), format_path(path), message))
     return issues
+
+
+def _did_you_mean(loc: tuple[Any, ...], schema: type[BaseModel] | None) -> str:
+    """``; did you mean 'x'?`` when a field of ``schema`` at ``loc``'s level is close to the unknown name."""
+    import difflib
+
+    model = schema
+    for part in loc[:-1]:
+        field_info = model.model_fields.get(part) if model is not None and isinstance(part, str) else None
+        annotation = field_info.annotation if field_info is not None else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    if model is None or not isinstance(loc[-1], str):
+        return ""
+    close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _without_union_tags(data: Any, path: PathKey) -> PathKey:
@@ -368,7 +389,7 @@ def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
     try:
         model = RecipeModel.model_validate(source.data)
     except ValidationError as exc:
-        issues = _issues_from_validation(source, exc, ())
+        issues = _issues_from_validation(source, exc, (), schema=RecipeModel)
         if missing_encoder:
             issues = [i for i in issues if "give either encoder (one) or encoders" not in i.message] + missing_encoder
         raise RecipeError(issues) from None
@@ -391,7 +412,7 @@ def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
         try:
             params = component.params.model_validate(raw)
         except ValidationError as exc:
-            issues.extend(_issues_from_validation(source, exc, path, f"{kind} '{name}'"))
+            issues.extend(_issues_from_validation(source, exc, path, f"{kind} '{name}'", component.params))
             return None
         return ResolvedComponent(component, params, format_path(path))
 
@@ -534,12 +555,20 @@ def _check_requirements(source: RecipeSource, model: RecipeModel, catalog: Catal
 
     issues = []
     installed = {}
+    unusable: dict[str, str] = {}  # installed, but blocked or broken: why it cannot serve
     for record in catalog.plugins:
+        names = [_normalise(n) for n in (record.distribution, record.name) if n]
         if record.errors or record.blocked:
+            why = (
+                f"is blocked (-p no:{record.name})"
+                if record.blocked
+                else f"is installed but failed to load: {'; '.join(record.errors)} (see `sslhub plugins`)"
+            )
+            for name in names:
+                unusable.setdefault(name, f"{record.label()} {why}")
             continue
-        if record.distribution:
-            installed[_normalise(record.distribution)] = record.version
-        installed.setdefault(_normalise(record.name), record.version)
+        for name in names:
+            installed.setdefault(name, record.version)
     for index, text in enumerate(model.requires):
         path = ("requires", index)
         try:
@@ -548,7 +577,9 @@ def _check_requirements(source: RecipeSource, model: RecipeModel, catalog: Catal
             issues.append(RecipeIssue(source.location(path), format_path(path), f"invalid requirement: {exc}"))
             continue
         version = installed.get(_normalise(requirement.name))
-        if version is None:
+        if version is None and _normalise(requirement.name) in unusable:
+            issues.append(RecipeIssue(source.location(path), format_path(path), unusable[_normalise(requirement.name)]))
+        elif version is None:
             issues.append(
                 RecipeIssue(
                     source.location(path),
