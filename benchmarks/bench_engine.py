@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from sslhub.cli import load_and_resolve
+from sslhub.components import DEFAULT_ENCODER_KEY
 from sslhub.engine import Run
 from sslhub.optim import build_optimizer, build_schedule
 from sslhub.recipe import ResolvedRecipe
@@ -166,7 +167,7 @@ def hand_written_run(recipe: ResolvedRecipe, warmup: int, premade_views: int = 0
         device = builder.device
         with PeakMemory(device) as memory:
             modality = builder.components.modality()
-            encoder = builder.components.encoder(modality)
+            encoder = builder.components.encoders(modality)[DEFAULT_ENCODER_KEY]
             objectives = builder.components.objectives(modality, encoder)
             augment = builder.components.augmentations(modality)
             model = HandWrittenModel(encoder, objectives, [o.weight for o in recipe.objectives]).to(device)

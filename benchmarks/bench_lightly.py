@@ -41,6 +41,7 @@ from bench_common import Result, check_device, format_table, synchronize, torch_
 from torch.utils.data import DataLoader, Dataset
 
 from sslhub.cli import load_and_resolve
+from sslhub.components import DEFAULT_ENCODER_KEY
 from sslhub.engine import Run
 from sslhub.evaluate import embed_dataset, knn_accuracy
 
@@ -104,7 +105,7 @@ def train_sslhub(recipe, run_dir: Path) -> tuple[float, float]:
     summary = run.execute()
     images_per_s = summary["steps"] * recipe.train.batch_size / summary["train_seconds"]
     trained = Run(recipe, run_dir, show_progress=False).load_trained()
-    modality, encoder = trained.modality, trained.encoder
+    modality, encoder = trained.modality, trained.encoders[DEFAULT_ENCODER_KEY]
     return images_per_s, _knn(encoder, modality, recipe, run.device)
 
 
@@ -118,7 +119,9 @@ def train_lightly(recipe, run_dir: Path, num_workers: int) -> tuple[float, float
     builder = Run(recipe, run_dir, show_progress=False)
     device = builder.device
     modality = builder.components.modality()
-    encoder = builder.components.encoder(modality)  # seeded: the same initial weights as the recipe's run
+    encoder = builder.components.encoders(modality)[
+        DEFAULT_ENCODER_KEY
+    ]  # seeded: the same initial weights as the recipe's run
     crop = next(a for a in recipe.augmentations if a.component.name == "random_resized_crop").params
     jitter = next(a for a in recipe.augmentations if a.component.name == "color_jitter").params
     blur = next(a for a in recipe.augmentations if a.component.name == "gaussian_blur").params
@@ -186,7 +189,7 @@ def train_lightly(recipe, run_dir: Path, num_workers: int) -> tuple[float, float
 def random_init_knn(recipe, run_dir: Path) -> float:
     builder = Run(recipe, run_dir, show_progress=False)
     modality = builder.components.modality()
-    return _knn(builder.components.encoder(modality), modality, recipe, builder.device)
+    return _knn(builder.components.encoders(modality)[DEFAULT_ENCODER_KEY], modality, recipe, builder.device)
 
 
 def compare_lightly(

@@ -30,6 +30,7 @@ from bench_common import Result, display_path, format_table
 from torch import nn
 
 from sslhub import Encoder, EncoderOutput, Modality
+from sslhub.components import DEFAULT_ENCODER_KEY
 from sslhub.embed import ExportedEncoder
 from sslhub.export import export_encoder
 
@@ -144,7 +145,7 @@ def compare_onnx_for_recipes(
         with tempfile.TemporaryDirectory() as tmp:
             builder = Run(resolved, Path(tmp) / "run", show_progress=False)
             modality = builder.components.modality()
-            encoder = builder.components.encoder(modality)
+            encoder = builder.components.encoders(modality)[DEFAULT_ENCODER_KEY]
             rows = benchmark_onnx(
                 encoder, modality, batch_sizes=batch_sizes, repeats=repeats, threads=threads, verbose=False
             )

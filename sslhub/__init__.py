@@ -43,6 +43,10 @@ _EXPORTS = {
     "Params": "sslhub.components",
     "average_gradients": "sslhub.distributed",
     "gather_with_grad": "sslhub.distributed",
+    "is_distributed": "sslhub.distributed",
+    "is_main_process": "sslhub.distributed",
+    "process_rank": "sslhub.distributed",
+    "world_size": "sslhub.distributed",
     "hookimpl": "sslhub.hookspecs",
     "augmentations": "sslhub.python_api",
     "encoders": "sslhub.python_api",
@@ -104,11 +108,15 @@ __all__ = [
     "group_split",
     "groups_from_paths",
     "hookimpl",
+    "is_distributed",
+    "is_main_process",
     "modalities",
     "objectives",
+    "process_rank",
     "split_by_path_groups",
     "split_problem",
     "unmatched_paths_problem",
+    "world_size",
 ]
 
 
@@ -152,7 +160,14 @@ if TYPE_CHECKING:
         ObjectiveOutput,
         Params,
     )
-    from sslhub.distributed import average_gradients, gather_with_grad
+    from sslhub.distributed import (
+        average_gradients,
+        gather_with_grad,
+        is_distributed,
+        is_main_process,
+        process_rank,
+        world_size,
+    )
     from sslhub.errors import NonFiniteLossError, SSLHubError
     from sslhub.hookspecs import hookimpl
     from sslhub.python_api import augmentations, encoders, modalities, objectives

@@ -1,4 +1,4 @@
-"""Building a resolved recipe's components on a device: modality, encoder(s), objectives, augmentations.
+"""Building a resolved recipe's components on a device: modality, encoders, objectives, augmentations.
 
 Every build is deterministic in the recipe's seed, so the random-init baseline of an
 evaluation can be rebuilt at any time and equals the run's starting point.
@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from sslhub import distributed
-from sslhub.components import Batch, BuildContext, Encoder, EncoderSet, Modality, Objective
+from sslhub.components import DEFAULT_ENCODER_KEY, Batch, BuildContext, Encoder, EncoderSet, Modality, Objective
 from sslhub.errors import SSLHubError
 from sslhub.recipe import ResolvedRecipe
 from sslhub.resume import seed_everything
@@ -31,19 +31,19 @@ def select_device(requested: str) -> torch.device:
 
 
 class TrainingModule(nn.Module):
-    """Encoder plus objectives; ``forward`` returns the weighted total loss (what DDP wraps).
+    """Encoders plus objectives; ``forward`` returns the weighted total loss (what DDP wraps).
 
     Args:
-        encoder: the encoder, or the set of ``encoders:``.
+        encoder: the run's encoders (one key, ``default``, for a recipe's ``encoder:``).
         objectives: the recipe's objectives, in order.
         names: per objective, its name in logs and reports.
         weights, starts: per objective, ``weight`` and ``start_step``.
-        encoder_keys: per objective, the ``encoders:`` key it trains, or None for the whole encoder.
+        encoder_keys: per objective, the encoder key it trains, or None for the whole set (encoder slots).
     """
 
     def __init__(
         self,
-        encoder: Encoder | EncoderSet,
+        encoder: EncoderSet,
         objectives: list[Objective],
         names: list[str],
         weights: list[float],
@@ -54,10 +54,16 @@ class TrainingModule(nn.Module):
         self.encoder = encoder
         self.objectives = nn.ModuleList(objectives)
         self.names, self.weights, self.starts, self.encoder_keys = names, weights, starts, encoder_keys
+        self._register_load_state_dict_pre_hook(self._upgrade_one_encoder_checkpoint)
 
-    def encoder_for(self, index: int) -> Encoder | EncoderSet:
-        key = self.encoder_keys[index]
-        return self.encoder if key is None else self.encoder[key]
+    def _upgrade_one_encoder_checkpoint(self, state: dict[str, Any], prefix: str, *args: Any) -> None:
+        """Checkpoints written before ``encoder:`` became the key ``default`` store ``encoder.W``, not
+        ``encoder.default.W``: rename those keys in place so such runs still resume, evaluate and export."""
+        old, new = f"{prefix}encoder.", f"{prefix}encoder.{DEFAULT_ENCODER_KEY}."
+        if list(self.encoder) != [DEFAULT_ENCODER_KEY] or any(key.startswith(new) for key in state):
+            return
+        for key in [k for k in state if k.startswith(old)]:
+            state[new + key.removeprefix(old)] = state.pop(key)
 
     def active_at(self, step: int) -> tuple[bool, ...]:
         """Which objectives train at ``step`` (``objectives[*].start_step``).
@@ -77,7 +83,7 @@ class TrainingModule(nn.Module):
         for index, objective in enumerate(self.objectives):
             if not active[index]:
                 continue
-            output = objective(views[: objective.num_views], self.encoder_for(index))
+            output = objective(views[: objective.num_views], self.encoder.for_objective(self.encoder_keys[index]))
             key = self.names[index]
             logged[f"{key}/loss"] = output.loss.detach()
             for name, value in output.metrics.items():
@@ -103,7 +109,7 @@ class ComponentBuilder:
 
     @property
     def encoder_keys(self) -> list[str | None]:
-        """Per objective: the ``encoders:`` key it trains, or None for the whole encoder (set)."""
+        """Per objective: the encoder key it trains, or None for the whole set (an objective with encoder slots)."""
         return [o.encoder_key for o in self.recipe.objectives]
 
     @property
@@ -124,20 +130,19 @@ class ComponentBuilder:
         modality.prepare(self.run_dir)
         return modality
 
-    def encoder(self, modality: Modality) -> Encoder | EncoderSet:
+    def encoders(self, modality: Modality) -> EncoderSet:
         """Deterministic in the seed, so the random-init baseline can be rebuilt at any time."""
         seed_everything(self.recipe.model.seed)
         context = self._context(modality)
-        built = {key: resolved.build(context) for key, resolved in self.recipe.encoders.items()}
-        if not self.recipe.several_encoders:
-            return next(iter(built.values())).to(self.device)
-        return EncoderSet(built).to(self.device)
+        return EncoderSet({key: resolved.build(context) for key, resolved in self.recipe.encoders.items()}).to(
+            self.device
+        )
 
-    def objectives(self, modality: Modality, encoder: Encoder | EncoderSet, prepare: bool = True) -> list[Objective]:
-        """The recipe's objectives for ``encoder``; ``prepare=False`` when a checkpoint will fill their state."""
+    def objectives(self, modality: Modality, encoders: EncoderSet, prepare: bool = True) -> list[Objective]:
+        """The recipe's objectives on ``encoders``; ``prepare=False`` when a checkpoint will fill their state."""
         objectives = []
         for resolved in self.recipe.objectives:
-            own = encoder if resolved.encoder_key is None else encoder[resolved.encoder_key]
+            own = encoders.for_objective(resolved.encoder_key)
             # Registration declares what an encoder family can give; the built model (a CNN or a
             # ViT under the same name) decides what it does give.
             for single in own.values() if isinstance(own, EncoderSet) else [own]:
@@ -158,9 +163,9 @@ class ComponentBuilder:
         context = self._context(modality)
         return nn.Sequential(*[a.build(context) for a in self.recipe.augmentations]).to(self.device)
 
-    def training_module(self, encoder: Encoder | EncoderSet, objectives: list[Objective]) -> TrainingModule:
+    def training_module(self, encoders: EncoderSet, objectives: list[Objective]) -> TrainingModule:
         return TrainingModule(
-            encoder,
+            encoders,
             objectives,
             self.objective_names,
             [o.weight for o in self.recipe.objectives],

@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="list components with their parameters")
     listing.add_argument("kind", nargs="?", help="modalities, augmentations, encoders or objectives")
-    listing.add_argument("pattern", nargs="?", default="*", help="wildcard pattern, e.g. 'random_*'")
+    listing.add_argument(
+        "pattern", nargs="?", default="*", help="wildcard pattern, e.g. 'random_*'; without a wildcard, a substring"
+    )
     _add_plugin_options(listing)
 
     evaluate = commands.add_parser(
@@ -307,12 +309,17 @@ def _summary_cell(scores: dict[str, Any], key: str) -> str:
     return f"{value:.4f}" if std is None else f"{value:.4f}±{std:.4f}"
 
 
+def _wildcard(pattern: str) -> str:
+    """``frame`` finds ``frame_transformer``: a pattern without ``*?[`` matches as a substring."""
+    return pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     recipe = load_and_resolve(args.recipe, args.overrides, args.plugins)
     print(f"{args.recipe}: valid recipe '{recipe.model.name}'")
     if args.explain:
         rows = [("data", recipe.modality)] + [(a.path, a) for a in recipe.augmentations]
-        rows += [("encoder", recipe.encoder)] + [(o.path, o) for o in recipe.objectives]
+        rows += [(e.path, e) for e in recipe.encoders.values()] + [(o.path, o) for o in recipe.objectives]
         for path, resolved in rows:
             component = resolved.component
             print(f"  {path:<16} {component.kind} '{component.name}' -> {component.qualname} [{component.provider}]")
@@ -380,7 +387,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         kinds = [lookup[args.kind]]
     for kind in kinds:
         registry = catalog.registry(kind)
-        names = registry.names(args.pattern)
+        names = registry.names(_wildcard(args.pattern))
         print(f"{KIND_PLURALS[kind]}:" + ("" if names else " (none)"))
         for name in names:
             component = registry.get(name)
@@ -478,15 +485,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.data is not None and not 0 < args.test_fraction < 1:
         raise SSLHubError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
     run, trained = _load_run(args.run_dir, args.plugins)
-    modality, encoder, objectives = trained.modality, trained.encoder, trained.objectives
+    modality, encoders, objectives = trained.modality, trained.encoders, trained.objectives
     if args.data is None:
-        report = run.evaluate(modality, encoder, objectives)
+        report = run.evaluate(modality, encoders, objectives)
         print(json.dumps(report, indent=2, default=str))
         return 0
     raw = _data_source(args, modality)
     split = _labeled_split(run, modality, raw, args.test_fraction, args.split_seed)
     output = f"evaluation-{_source_name(raw, args.name)}.json"
-    report = run.evaluate(modality, encoder, objectives, split=split, output_name=output)
+    report = run.evaluate(modality, encoders, objectives, split=split, output_name=output)
     print(json.dumps(report, indent=2, default=str))
     print(f"wrote {args.run_dir / output}", file=sys.stderr)
     return 0
@@ -542,7 +549,7 @@ def _source_name(raw: dict[str, Any], name: str | None) -> str:
 def cmd_export(args: argparse.Namespace) -> int:
     run, trained = _load_run(args.run_dir, args.plugins)
     results = run.export(
-        trained.encoder,
+        trained.encoders,
         trained.modality,
         out_dir=args.out,
         opset=args.opset,

@@ -300,25 +300,35 @@ class _PooledExport(nn.Module):
         return self.encoder(dict(zip(self.encoder.input_names, inputs, strict=True))).pooled
 
 
-class EncoderSet(nn.ModuleDict):
-    """Several encoders by recipe key (``encoders: {image: ..., text: ...}``).
+#: The key of a recipe's ``encoder:`` among the run's encoders (``encoder: X`` is ``encoders: {default: X}``).
+DEFAULT_ENCODER_KEY = "default"
 
-    Objectives registered with ``encoders=[...]`` receive this instead of one encoder and
-    pick theirs with ``encoders["image"]``.
+
+class EncoderSet(nn.ModuleDict):
+    """A run's encoders by recipe key: always a mapping, with one entry for a recipe's ``encoder:``.
+
+    ``encoders: {image: ..., text: ...}`` gives one key per part of a multimodal batch; ``encoder:``
+    gives the single key :data:`DEFAULT_ENCODER_KEY`. Objectives registered with ``encoders=[...]``
+    receive the whole set and pick theirs with ``encoders["image"]``; every other objective
+    receives the one encoder it trains.
     """
 
     def __init__(self, encoders: Mapping[str, Encoder]):
         super().__init__(dict(encoders))
 
+    @staticmethod
+    def report_prefix(key: str) -> str:
+        """``""`` for the default key, ``"KEY/"`` otherwise: the prefix of that encoder's report keys."""
+        return "" if key == DEFAULT_ENCODER_KEY else f"{key}/"
 
-def named_encoders(encoder: Encoder | EncoderSet) -> list[tuple[str, Encoder]]:
-    """``[("", encoder)]`` for one encoder, ``[("image/", ...), ("text/", ...)]`` for a set.
+    def named(self) -> list[tuple[str, Encoder]]:
+        """``[(report prefix, encoder)]``: ``[("", e)]`` for ``encoder:``, ``[("image/", ...), ...]`` otherwise."""
+        return [(self.report_prefix(key), encoder) for key, encoder in self.items()]
 
-    The prefixes are those of the per-encoder keys in reports (``image/knn_accuracy``).
-    """
-    if isinstance(encoder, EncoderSet):
-        return [(f"{key}/", value) for key, value in encoder.items()]
-    return [("", encoder)]
+    def for_objective(self, key: str | None) -> Encoder | EncoderSet:
+        """What an objective receives: the encoder under ``key``, or the whole set (``key`` None) for an
+        objective that declared encoder slots."""
+        return self if key is None else self[key]
 
 
 @dataclass

@@ -10,19 +10,30 @@ from torch import Tensor, nn
 
 
 def is_distributed() -> bool:
+    """Whether a ``torch.distributed`` process group is running."""
     return dist.is_available() and dist.is_initialized()
 
 
 def world_size() -> int:
+    """How many processes train together (1 when not distributed)."""
     return dist.get_world_size() if is_distributed() else 1
 
 
-def rank() -> int:
+def process_rank() -> int:
+    """This process's rank in the process group (0 when not distributed); public as ``sslhub.process_rank``.
+
+    A loss over :func:`gather_with_grad` output finds its own rows at ``process_rank() * batch``.
+    """
     return dist.get_rank() if is_distributed() else 0
 
 
+def rank() -> int:
+    return process_rank()
+
+
 def is_main_process() -> bool:
-    return rank() == 0
+    """Rank 0: the process that writes files and logs."""
+    return process_rank() == 0
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -27,7 +27,7 @@ from sslhub.building import ComponentBuilder, TrainingModule, select_device
 from sslhub.builtin_callbacks import MetricsFile, NonFinitePolicy, ProgressBar, RunEventsFile, TensorBoardLogger
 from sslhub.callbacks import CallbackList, CallbackRegistry, EvaluationDone, RunInfo, plugin_callbacks
 from sslhub.checkpoint import CheckpointStore
-from sslhub.components import Encoder, EncoderSet, EvalSplit, Modality, Objective
+from sslhub.components import EncoderSet, EvalSplit, Modality, Objective
 from sslhub.dry_run import dry_run_report
 from sslhub.errors import SSLHubError
 from sslhub.evaluation import EvaluationSetup, evaluate_run
@@ -49,7 +49,7 @@ class TrainedModel:
     """A run's components with the newest good checkpoint's weights (what evaluate/export use)."""
 
     modality: Modality
-    encoder: Encoder | EncoderSet
+    encoders: EncoderSet
     objectives: list[Objective]
 
 
@@ -94,10 +94,10 @@ class Run:
     def load_trained(self) -> TrainedModel:
         """Rebuild the components and load the newest good checkpoint's weights (for evaluate/export)."""
         modality = self.components.modality()
-        encoder = self.components.encoder(modality)
-        objectives = self.components.objectives(modality, encoder, prepare=False)
-        self.checkpointer.load_weights(self.components.training_module(encoder, objectives))
-        return TrainedModel(modality, encoder, objectives)
+        encoders = self.components.encoders(modality)
+        objectives = self.components.objectives(modality, encoders, prepare=False)
+        self.checkpointer.load_weights(self.components.training_module(encoders, objectives))
+        return TrainedModel(modality, encoders, objectives)
 
     def execute(self, dry_run: bool = False) -> dict[str, Any]:
         """Train (or one step for ``dry_run``), evaluate, export; return the summary."""
@@ -113,10 +113,10 @@ class Run:
     def _set_up(self) -> _Setup:
         """Build components, data, optimizer and state in the order that keeps resumes bitwise."""
         modality = self.components.modality()
-        encoder = self.components.encoder(modality)
-        objectives = self.components.objectives(modality, encoder, prepare=not self.resume)
+        encoders = self.components.encoders(modality)
+        objectives = self.components.objectives(modality, encoders, prepare=not self.resume)
         augment = self.components.augmentations(modality)
-        module = self.components.training_module(encoder, objectives)
+        module = self.components.training_module(encoders, objectives)
         if self.train_spec.channels_last:
             module = module.to(memory_format=torch.channels_last)
         dataset = modality.train_dataset()
@@ -140,7 +140,7 @@ class Run:
         seed = self.recipe.model.seed
         batches = device_batches(dataset, sampler, modality, state, self.train_spec, self.device, seed)
         parts = LoopParts(model, trainables, augment, batches, steps)
-        return _Setup(TrainedModel(modality, encoder, objectives), parts, state, dataset)
+        return _Setup(TrainedModel(modality, encoders, objectives), parts, state, dataset)
 
     def _sampler(self, size: int) -> EpochSampler:
         batch_size = self.train_spec.batch_size
@@ -210,11 +210,11 @@ class Run:
             summary["note"] = "train.steps is 0: nothing was trained; the encoder is at its random initialisation"
         if self.is_main:
             summary["final_loss"] = last_loss(state)
-            summary["evaluation"] = self.evaluate(trained.modality, trained.encoder, trained.objectives)
+            summary["evaluation"] = self.evaluate(trained.modality, trained.encoders, trained.objectives)
             if self.recipe.model.evaluate.enabled:
                 callbacks.emit("on_evaluation", EvaluationDone(report=summary["evaluation"]))
             if self.recipe.model.export and self.recipe.model.export.onnx:
-                summary["export"] = self.export(trained.encoder, trained.modality)
+                summary["export"] = self.export(trained.encoders, trained.modality)
             self.directory.write_summary(summary)
             if self.recipe.model.report.enabled:  # imported here: plotting stays off the training path
                 from sslhub.report.run_end import write_report_at_run_end
@@ -244,7 +244,7 @@ class Run:
     def evaluate(
         self,
         modality: Modality,
-        encoder: Encoder | EncoderSet,
+        encoders: EncoderSet,
         objectives: list[Objective],
         split: EvalSplit | None = None,
         output_name: str = "evaluation.json",
@@ -261,11 +261,11 @@ class Run:
             objective_encoder_keys=self.components.encoder_keys,
             objective_names=self.components.objective_names,
             held_out_batch_size=self.train_spec.batch_size,
-            build_random_init=lambda: self.components.encoder(modality),
-            build_objectives=lambda random_encoder: self.components.objectives(modality, random_encoder),
+            build_random_init=lambda: self.components.encoders(modality),
+            build_objectives=lambda random_encoders: self.components.objectives(modality, random_encoders),
         )
         split = self.labeled_split(modality) if split is None else split
-        return evaluate_run(setup, modality, encoder, objectives, split=split, output_name=output_name)
+        return evaluate_run(setup, modality, encoders, objectives, split=split, output_name=output_name)
 
     def labeled_split(self, modality: Modality) -> EvalSplit | None:
         """The recipe's labeled split: ``evaluate.data`` when given, else the modality's own."""
@@ -276,7 +276,7 @@ class Run:
 
     def export(
         self,
-        encoder: Encoder | EncoderSet,
+        encoders: EncoderSet,
         modality: Modality,
         out_dir: Path | None = None,
         opset: int | None = None,
@@ -299,7 +299,7 @@ class Run:
             objective_names=self.components.objective_names,
         )
         out = out_dir or self.run_dir / "onnx"
-        return export_run(setup, encoder, out, opset, allow_mismatch, objectives or [], include_head)
+        return export_run(setup, encoders, out, opset, allow_mismatch, objectives or [], include_head)
 
     def export_metadata(self) -> dict[str, Any]:
         return {

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from sslhub.checkpoint import atomic_write_bytes
-from sslhub.components import Batch, Encoder, EncoderSet, EvalSplit, Modality, Objective, named_encoders
+from sslhub.components import Batch, EncoderSet, EvalSplit, Modality, Objective
 from sslhub.errors import SSLHubError
 from sslhub.evaluate import few_shot_accuracy, knn_accuracy, linear_probe_accuracy, too_few_for_shots
 from sslhub.recipe import EvaluateSpec
@@ -63,8 +63,8 @@ class EvaluationSetup:
     objective_encoder_keys: Sequence[str | None]
     objective_names: Sequence[str]
     held_out_batch_size: int
-    build_random_init: Callable[[], Encoder | EncoderSet]
-    build_objectives: Callable[[Encoder | EncoderSet], list[Objective]]
+    build_random_init: Callable[[], EncoderSet]
+    build_objectives: Callable[[EncoderSet], list[Objective]]
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class SplitFeatures:
 def evaluate_run(
     setup: EvaluationSetup,
     modality: Modality,
-    encoder: Encoder | EncoderSet,
+    encoder: EncoderSet,
     objectives: list[Objective],
     split: EvalSplit | None = None,
     output_name: str = "evaluation.json",
@@ -129,8 +129,8 @@ def evaluate_run(
 def probe_candidates(
     setup: EvaluationSetup,
     modality: Modality,
-    encoder: Encoder | EncoderSet,
-    random_encoder: Encoder | EncoderSet | None,
+    encoder: EncoderSet,
+    random_encoder: EncoderSet | None,
     split: EvalSplit,
     notes: list[str],
     embeddings: dict[str, Tensor] | None = None,
@@ -166,9 +166,9 @@ def probe_candidates(
     return results
 
 
-def encoder_featurizer(encoder: Encoder | EncoderSet) -> Featurizer:
-    """Pooled features of each encoder, by prefix (``""`` for one encoder, ``"KEY/"`` for several)."""
-    named = named_encoders(encoder)
+def encoder_featurizer(encoder: EncoderSet) -> Featurizer:
+    """Pooled features of each encoder, by report prefix (``""`` for ``encoder:``, ``"KEY/"`` for ``encoders:``)."""
+    named = encoder.named()
 
     def featurize(batch: Batch) -> dict[str, Tensor]:
         return {prefix: single(batch).pooled for prefix, single in named}
@@ -367,8 +367,8 @@ def split_summary(split: EvalSplit) -> dict[str, Any]:
 def objective_results(
     setup: EvaluationSetup,
     modality: Modality,
-    encoder: Encoder | EncoderSet,
-    random_encoder: Encoder | EncoderSet | None,
+    encoder: EncoderSet,
+    random_encoder: EncoderSet | None,
     objectives: list[Objective],
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """``({candidate: held-out metrics}, {objective name: its report})``.
@@ -394,23 +394,21 @@ def objective_results(
         if objective.report_takes_baseline:
             baseline = None
             if random_objectives is not None and random_encoder is not None:
-                baseline = (random_objectives[index], _own(random_encoder, setup.objective_encoder_keys[index]))
+                baseline = (random_objectives[index], random_encoder.for_objective(setup.objective_encoder_keys[index]))
             options["baseline"] = baseline
-        extra = objective.report(setup.run_dir, _own(encoder, setup.objective_encoder_keys[index]), modality, **options)
+        extra = objective.report(
+            setup.run_dir, encoder.for_objective(setup.objective_encoder_keys[index]), modality, **options
+        )
         if extra:
             extras[setup.objective_names[index]] = extra
     return metrics, extras
-
-
-def _own(encoder: Encoder | EncoderSet, key: str | None) -> Encoder | EncoderSet:
-    return encoder if key is None else encoder[key]
 
 
 @torch.no_grad()
 def held_out_metrics(
     setup: EvaluationSetup,
     modality: Modality,
-    encoder: Encoder | EncoderSet,
+    encoder: EncoderSet,
     objectives: list[Objective],
     dataset: Dataset,
 ) -> dict[str, float]:
@@ -424,7 +422,7 @@ def held_out_metrics(
                 break
             batch = modality.on_device({k: v.to(setup.device) for k, v in batch.items()})
             for position, objective in enumerate(objectives):
-                own = _own(encoder, setup.objective_encoder_keys[position])
+                own = encoder.for_objective(setup.objective_encoder_keys[position])
                 with evaluating(objective):
                     for key, value in objective.held_out_metrics(batch, own).items():
                         name = f"{setup.objective_names[position]}/{key}"

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sslhub.components import Encoder, EncoderSet, Modality, named_encoders
+from sslhub.components import DEFAULT_ENCODER_KEY, Encoder, EncoderSet, Modality
 from sslhub.errors import SSLHubError
 
 #: Where the metadata lives inside the ONNX file: ``metadata_props`` keys ``sslhub.<key>``,
@@ -1014,42 +1014,42 @@ class RunExportSetup:
 
 def export_run(
     setup: RunExportSetup,
-    encoder: Any,
+    encoders: EncoderSet,
     out_dir: Path,
     opset: int | None = None,
     allow_mismatch: bool = False,
     objectives: Sequence[nn.Module] = (),
     include_head: str | None = None,
 ) -> dict[str, Any]:
-    """Export each encoder to verified ONNX: ``out_dir`` for one encoder, ``out_dir/KEY/`` for several.
+    """Export each encoder to verified ONNX: ``out_dir`` for ``encoder:``, ``out_dir/KEY/`` for ``encoders:``.
 
     Args:
-        encoder: the encoder, or an :class:`sslhub.EncoderSet`.
+        encoders: the run's encoders (the key ``default`` for a recipe's ``encoder:``).
         include_head: ``OBJECTIVE.HEAD`` (see ``Objective.export_heads``): the encoder that
             head belongs to is exported as ``head(pooled)``; needs ``objectives``.
 
     Returns:
-        ``{KEY or "encoder": {path, max_abs_diff, max_rel_diff, opset, passed, summary}}``.
+        ``{KEY, or "encoder" for the default key: {path, max_abs_diff, max_rel_diff, opset, passed, summary}}``.
     """
     spec = setup.onnx_spec
-    several = isinstance(encoder, EncoderSet)
     head_key, head_name, head = None, None, None
     if include_head:
-        head_key, head_name, head = select_export_head(setup, objectives, include_head, several)
+        head_key, head_name, head = select_export_head(setup, objectives, include_head)
     results: dict[str, Any] = {}
-    for prefix, single in named_encoders(encoder):
-        key = prefix.rstrip("/")
-        own_head = head if head is not None and head_key == (key or None) else None
+    for key, single in encoders.items():
+        # The default encoder keeps the layout of one-encoder runs: files in out_dir, no key.
+        own_key = None if key == DEFAULT_ENCODER_KEY else key
+        own_head = head if head is not None and head_key == key else None
         try:
             report = export_encoder(
                 single.to("cpu"),
                 setup.modality,
-                out_dir / key if key else out_dir,
+                out_dir if own_key is None else out_dir / own_key,
                 opset=opset or (spec.opset if spec else 18),
                 atol=spec.atol if spec else DEFAULT_ATOL,
                 rtol=spec.rtol if spec else DEFAULT_RTOL,
                 allow_mismatch=allow_mismatch,
-                metadata={**setup.metadata, "encoder_key": key or None},
+                metadata={**setup.metadata, "encoder_key": own_key},
                 modality_name=setup.modality_name,
                 head=own_head,
                 head_name=head_name if own_head is not None else None,
@@ -1057,7 +1057,7 @@ def export_run(
             )
         finally:
             single.to(setup.device)
-        results[key or "encoder"] = {
+        results[own_key or "encoder"] = {
             "path": str(report.path),
             "max_abs_diff": report.max_abs_diff,
             "max_rel_diff": report.max_rel_diff,
@@ -1069,7 +1069,7 @@ def export_run(
 
 
 def select_export_head(
-    setup: RunExportSetup, objectives: Sequence[nn.Module], wanted: str, several: bool
+    setup: RunExportSetup, objectives: Sequence[nn.Module], wanted: str
 ) -> tuple[str | None, str, nn.Module]:
     """``(encoder key, full head name, head)`` for ``--include-head``, or an error listing the heads.
 
@@ -1079,7 +1079,7 @@ def select_export_head(
     for position, objective in enumerate(objectives):
         for name, module in objective.export_heads().items():
             key = setup.encoder_keys[position]
-            if key is None and several and "." in name:
+            if key is None and "." in name:
                 key = name.split(".", 1)[0]
             heads[f"{setup.objective_names[position]}.{name}"] = (key, module)
     matches = [n for n in heads if n == wanted] or [n for n in heads if n.endswith(f".{wanted}")]

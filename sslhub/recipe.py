@@ -17,13 +17,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sslhub.catalog import Catalog
-from sslhub.components import FEATURE_KINDS, Params
+from sslhub.components import DEFAULT_ENCODER_KEY, FEATURE_KINDS, Params
 from sslhub.errors import RecipeError, RecipeIssue
 from sslhub.export import MAX_ONNX_OPSET, MIN_ONNX_OPSET
 from sslhub.recipe_yaml import PathKey, RecipeSource, format_path
 from sslhub.registry import Component
-
-SINGLE_ENCODER = "encoder"
 
 
 class _Section(BaseModel):
@@ -47,7 +45,9 @@ class DataSpec(_Open):
 class ObjectiveSpec(ComponentSpec):
     weight: float = Field(1.0, ge=0, description="multiplier of this objective's loss in the total")
     start_step: int = Field(0, ge=0, description="optimizer step from which this objective is active")
-    encoder: str | None = Field(None, description="with several encoders: the one this objective trains")
+    encoder: str | None = Field(
+        None, description="the encoders: key this objective trains; needed only when there are several"
+    )
 
 
 class OptimizerSpec(_Section):
@@ -208,7 +208,9 @@ class RecipeModel(_Section):
     requires: list[str] = Field(default_factory=list, description="plugins the recipe needs")
     data: DataSpec
     augment: list[ComponentSpec] = Field(default_factory=list)
-    encoder: ComponentSpec | None = Field(None, description="the encoder (or give several under encoders)")
+    encoder: ComponentSpec | None = Field(
+        None, description=f"the encoder (or give several under encoders); it is the encoder '{DEFAULT_ENCODER_KEY}'"
+    )
     encoders: dict[str, ComponentSpec] | None = Field(
         None, description="one encoder per part of a multimodal batch, e.g. {image: ..., text: ...}"
     )
@@ -224,7 +226,16 @@ class RecipeModel(_Section):
             raise ValueError("give either encoder (one) or encoders (one per modality part), exactly one of them")
         if self.encoders is not None and not self.encoders:
             raise ValueError("encoders is empty")
+        if self.encoders is not None and DEFAULT_ENCODER_KEY in self.encoders:
+            raise ValueError(f"'{DEFAULT_ENCODER_KEY}' is the key of encoder:; name the encoders: keys otherwise")
         return self
+
+    def encoder_specs(self) -> dict[str, tuple[PathKey, ComponentSpec]]:
+        """Every encoder by key with its recipe path: ``encoder:`` is the key ``default``."""
+        if self.encoders is None:
+            assert self.encoder is not None
+            return {DEFAULT_ENCODER_KEY: (("encoder",), self.encoder)}
+        return {key: (("encoders", key), spec) for key, spec in self.encoders.items()}
 
 
 @dataclass
@@ -236,7 +247,7 @@ class ResolvedComponent:
     path: str
     weight: float = 1.0
     start_step: int = 0
-    #: objectives in a several-encoder recipe: the encoder key they train (None: all of them).
+    #: objectives: the encoder key they train (None: an objective with encoder slots gets all of them).
     encoder_key: str | None = None
 
     def build(self, context: Any) -> Any:
@@ -258,17 +269,6 @@ class ResolvedRecipe:
     eval_source: Params | None = None
 
     @property
-    def several_encoders(self) -> bool:
-        return self.model.encoders is not None
-
-    @property
-    def encoder(self) -> ResolvedComponent:
-        """The encoder of a one-encoder recipe."""
-        if self.several_encoders:
-            raise AttributeError("this recipe has several encoders; use .encoders")
-        return self.encoders[SINGLE_ENCODER]
-
-    @property
     def train(self) -> TrainSpec:
         return self.model.train
 
@@ -280,18 +280,20 @@ class ResolvedRecipe:
         specs = {
             key: {"name": e.component.name, **e.params.model_dump(mode="json")} for key, e in self.encoders.items()
         }
-        if self.several_encoders:
+        # Written back in the recipe's own form: ``encoder:`` is the mapping's default key.
+        if list(specs) == [DEFAULT_ENCODER_KEY]:
+            data["encoder"] = specs[DEFAULT_ENCODER_KEY]
+            data.pop("encoders", None)
+        else:
             data["encoders"] = specs
             data.pop("encoder", None)
-        else:
-            data["encoder"] = specs[SINGLE_ENCODER]
-            data.pop("encoders", None)
         data["objectives"] = [
             {
                 "name": o.component.name,
                 "weight": o.weight,
                 "start_step": o.start_step,
-                **({"encoder": o.encoder_key} if o.encoder_key else {}),
+                # With one encoder, an objective trains it without naming it.
+                **({"encoder": o.encoder_key} if o.encoder_key and len(specs) > 1 else {}),
                 **o.params.model_dump(mode="json"),
             }
             for o in self.objectives
@@ -308,20 +310,41 @@ class ResolvedRecipe:
 
 
 def _issues_from_validation(
-    source: RecipeSource, error: ValidationError, prefix: PathKey, component: str = ""
+    source: RecipeSource,
+    error: ValidationError,
+    prefix: PathKey,
+    component: str = "",
+    schema: type[BaseModel] | None = None,
 ) -> list[RecipeIssue]:
+    """``error`` as recipe issues under ``prefix``; ``schema`` (the validated model) gives "did you mean"."""
     issues = []
     for item in error.errors():
         path = _without_union_tags(source.data, (*prefix, *item["loc"]))
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = f"unknown field{f' for {component}' if component else ''}"
+            message += _did_you_mean(item["loc"], schema)
         elif message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         if item["type"] == "missing":
             message = "required field is missing"
         issues.append(RecipeIssue(source.location(path), format_path(path), message))
     return issues
+
+
+def _did_you_mean(loc: tuple[Any, ...], schema: type[BaseModel] | None) -> str:
+    """``; did you mean 'x'?`` when a field of ``schema`` at ``loc``'s level is close to the unknown name."""
+    import difflib
+
+    model = schema
+    for part in loc[:-1]:
+        field_info = model.model_fields.get(part) if model is not None and isinstance(part, str) else None
+        annotation = field_info.annotation if field_info is not None else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    if model is None or not isinstance(loc[-1], str):
+        return ""
+    close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _without_union_tags(data: Any, path: PathKey) -> PathKey:
@@ -366,7 +389,7 @@ def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
     try:
         model = RecipeModel.model_validate(source.data)
     except ValidationError as exc:
-        issues = _issues_from_validation(source, exc, ())
+        issues = _issues_from_validation(source, exc, (), schema=RecipeModel)
         if missing_encoder:
             issues = [i for i in issues if "give either encoder (one) or encoders" not in i.message] + missing_encoder
         raise RecipeError(issues) from None
@@ -389,16 +412,13 @@ def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
         try:
             params = component.params.model_validate(raw)
         except ValidationError as exc:
-            issues.extend(_issues_from_validation(source, exc, path, f"{kind} '{name}'"))
+            issues.extend(_issues_from_validation(source, exc, path, f"{kind} '{name}'", component.params))
             return None
         return ResolvedComponent(component, params, format_path(path))
 
     modality = bind("modality", model.data, ("data",), "modality", ())
     augmentations = [bind("augmentation", spec, ("augment", i), "name", ()) for i, spec in enumerate(model.augment)]
-    if model.encoders is None:
-        encoders = {SINGLE_ENCODER: bind("encoder", model.encoder, ("encoder",), "name", ())}
-    else:
-        encoders = {key: bind("encoder", spec, ("encoders", key), "name", ()) for key, spec in model.encoders.items()}
+    encoders = {key: bind("encoder", spec, path, "name", ()) for key, (path, spec) in model.encoder_specs().items()}
     objectives = []
     for index, spec in enumerate(model.objectives):
         bound = bind("objective", spec, ("objectives", index), "name", ("weight", "start_step", "encoder"))
@@ -423,7 +443,7 @@ def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
     for index, resolved in enumerate(objectives):
         if resolved is None:
             continue
-        issues.extend(_check_objective_encoders(source, model, resolved, encoders, index))
+        issues.extend(_check_objective_encoders(source, resolved, encoders, index))
     eval_source = None
     if modality is not None and not issues:
         # Reading files is worth it only once every field is valid.
@@ -482,66 +502,48 @@ def validate_labeled_source(
 
 def _check_objective_encoders(
     source: RecipeSource,
-    model: RecipeModel,
     objective: ResolvedComponent,
     encoders: dict[str, ResolvedComponent | None],
     index: int,
 ) -> list[RecipeIssue]:
-    """The objective gets the encoders it asks for, and they give the features it needs."""
+    """The objective gets the encoders it asks for, and they give the features it needs.
+
+    Sets ``objective.encoder_key`` when the recipe has one encoder and the objective names none.
+    """
     path = ("objectives", index)
-    where = source.location(path)
     name = objective.component.name
     slots = objective.component.encoder_slots
-    if model.encoders is None:
-        if objective.encoder_key is not None:
-            return [
-                RecipeIssue(
-                    source.location((*path, "encoder")),
-                    format_path((*path, "encoder")),
-                    "only recipes with several encoders (encoders:) choose an encoder per objective",
-                )
-            ]
-        if slots:
-            return [
-                RecipeIssue(
-                    where,
-                    format_path(path),
-                    f"objective '{name}' needs one encoder for each of "
-                    f"{', '.join(sorted(slots))}: give them under encoders:",
-                )
-            ]
-        chosen = [encoders[SINGLE_ENCODER]]
-    elif slots:
-        missing = sorted(slots - set(model.encoders))
+    if slots:
+        missing = sorted(slots - set(encoders))
         if missing:
             return [
                 RecipeIssue(
-                    where,
+                    source.location(path),
                     format_path(path),
-                    f"objective '{name}' needs encoders for "
-                    f"{', '.join(sorted(slots))}; encoders: has no {', '.join(missing)}",
+                    f"objective '{name}' needs encoders for {', '.join(sorted(slots))}; "
+                    f"give them under encoders: (this recipe has no {', '.join(missing)})",
                 )
             ]
         chosen = [encoders[slot] for slot in sorted(slots)]
     else:
-        key = objective.encoder_key
-        if key is None or key not in model.encoders:
-            known = ", ".join(sorted(model.encoders))
+        key = objective.encoder_key or (next(iter(encoders)) if len(encoders) == 1 else None)
+        if key not in encoders:
             reason = "is missing" if key is None else f"'{key}' is not one of the encoders"
             return [
                 RecipeIssue(
                     source.location((*path, "encoder")),
                     format_path((*path, "encoder")),
-                    f"{reason}: objective '{name}' trains one encoder, so name it ({known})",
+                    f"{reason}: objective '{name}' trains one encoder, so name it ({', '.join(sorted(encoders))})",
                 )
             ]
+        objective.encoder_key = key
         chosen = [encoders[key]]
     issues = []
     for encoder in chosen:
         if encoder is None:
             continue
         issues += [
-            RecipeIssue(where, format_path(path), message)
+            RecipeIssue(source.location(path), format_path(path), message)
             for message in capability_problems(name, objective.component.requires, encoder.component)
         ]
     return issues
@@ -572,12 +574,20 @@ def _check_requirements(source: RecipeSource, model: RecipeModel, catalog: Catal
 
     issues = []
     installed = {}
+    unusable: dict[str, str] = {}  # installed, but blocked or broken: why it cannot serve
     for record in catalog.plugins:
+        names = [_normalise(n) for n in (record.distribution, record.name) if n]
         if record.errors or record.blocked:
+            why = (
+                f"is blocked (-p no:{record.name})"
+                if record.blocked
+                else f"is installed but failed to load: {'; '.join(record.errors)} (see `sslhub plugins`)"
+            )
+            for name in names:
+                unusable.setdefault(name, f"{record.label()} {why}")
             continue
-        if record.distribution:
-            installed[_normalise(record.distribution)] = record.version
-        installed.setdefault(_normalise(record.name), record.version)
+        for name in names:
+            installed.setdefault(name, record.version)
     for index, text in enumerate(model.requires):
         path = ("requires", index)
         try:
@@ -586,7 +596,9 @@ def _check_requirements(source: RecipeSource, model: RecipeModel, catalog: Catal
             issues.append(RecipeIssue(source.location(path), format_path(path), f"invalid requirement: {exc}"))
             continue
         version = installed.get(_normalise(requirement.name))
-        if version is None:
+        if version is None and _normalise(requirement.name) in unusable:
+            issues.append(RecipeIssue(source.location(path), format_path(path), unusable[_normalise(requirement.name)]))
+        elif version is None:
             issues.append(
                 RecipeIssue(
                     source.location(path),

@@ -89,10 +89,10 @@ def test_training_step_does_not_wait_for_the_device(name: str, tmp_path: Path):
     builder = Run(recipe, tmp_path / "run", show_progress=False)
     device = builder.device
     modality = builder.components.modality()
-    encoder = builder.components.encoder(modality)
-    objectives = builder.components.objectives(modality, encoder)
+    encoders = builder.components.encoders(modality)
+    objectives = builder.components.objectives(modality, encoders)
     augment = builder.components.augmentations(modality)
-    module = builder.components.training_module(encoder, objectives).to(device)
+    module = builder.components.training_module(encoders, objectives).to(device)
     optimizer = build_optimizer(module, recipe.train.optimizer)
     loader = DataLoader(modality.train_dataset(), batch_size=16, collate_fn=modality.collate)
     batch = modality.on_device({k: v.to(device) for k, v in next(iter(loader)).items()})

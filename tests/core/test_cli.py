@@ -25,7 +25,7 @@ SEVERAL_PROBLEMS_STDERR = (
     "  recipes/bad/several_problems.yaml:5: data.samples: Input should be greater than 0\n"
     "  recipes/bad/several_problems.yaml:7: augment[0].name: unknown augmentation 'toy_nois'; "
     "did you mean 'toy_noise'?\n"
-    "  recipes/bad/several_problems.yaml:10: encoder.hiden: unknown field for encoder 'toy_mlp'\n"
+    "  recipes/bad/several_problems.yaml:10: encoder.hiden: unknown field for encoder 'toy_mlp'; did you mean 'hidden'?\n"
     "  recipes/bad/several_problems.yaml:13: objectives[0].temperature: Input should be greater than 0\n"
 )
 TOY_OBJECTIVES_LISTING = (
@@ -87,6 +87,15 @@ def test_list_objectives_matching_a_wildcard(capsys):
     assert capsys.readouterr().out == TOY_OBJECTIVES_LISTING
     assert main(["list", "objectives", "*contrast*", "-p", "toy_plugin"]) == 0
     assert capsys.readouterr().out == TOY_OBJECTIVES_LISTING
+
+
+def test_list_pattern_without_wildcard_matches_a_substring(capsys):
+    assert main(["list", "objectives", "contrast", "-p", "toy_plugin"]) == 0
+    assert capsys.readouterr().out == TOY_OBJECTIVES_LISTING
+    assert main(["list", "objectives", "toy_contrastiv", "-p", "toy_plugin"]) == 0
+    assert capsys.readouterr().out == TOY_OBJECTIVES_LISTING
+    assert main(["list", "objectives", "toy_contrastiv?x", "-p", "toy_plugin"]) == 0  # a wildcard: matched whole
+    assert capsys.readouterr().out == "objectives: (none)\n"
 
 
 def test_validate_explain_shows_code_and_plugin_of_each_component(capsys):

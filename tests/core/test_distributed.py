@@ -44,3 +44,15 @@ def test_average_gradients_is_a_no_op_in_one_process():
     parameter.grad = torch.full((3,), 2.0)
     average_gradients([parameter])
     torch.testing.assert_close(parameter.grad, torch.full((3,), 2.0))
+
+
+def test_public_process_group_helpers_outside_a_process_group():
+    import sslhub
+
+    assert {"process_rank", "world_size", "is_main_process", "is_distributed"} <= set(sslhub.__all__)
+    assert (sslhub.process_rank(), sslhub.world_size(), sslhub.is_main_process(), sslhub.is_distributed()) == (
+        0,
+        1,
+        True,
+        False,
+    )

@@ -32,16 +32,16 @@ BAD_RECIPES_EXPECTED: dict[str, list[str]] = {
         "FILE:5:12: YAML error: tag 'tag:yaml.org,2002:python/object/apply:os.system' is not allowed: "
         "recipes hold data only, never code"
     ],
-    "unknown_section.yaml": ["FILE:9: trainer: unknown field"],
+    "unknown_section.yaml": ["FILE:9: trainer: unknown field; did you mean 'train'?"],
     "unknown_component.yaml": [
         "FILE:6: encoder.name: unknown encoder 'toy_mpl'; did you mean 'toy_mlp' or 'toy_token_mlp'?"
     ],
-    "unknown_param.yaml": ["FILE:7: encoder.hiden: unknown field for encoder 'toy_mlp'"],
+    "unknown_param.yaml": ["FILE:7: encoder.hiden: unknown field for encoder 'toy_mlp'; did you mean 'hidden'?"],
     "negative_lr.yaml": ["FILE:13: train.optimizer.lr: Input should be greater than 0"],
     "several_problems.yaml": [
         "FILE:5: data.samples: Input should be greater than 0",
         "FILE:7: augment[0].name: unknown augmentation 'toy_nois'; did you mean 'toy_noise'?",
-        "FILE:10: encoder.hiden: unknown field for encoder 'toy_mlp'",
+        "FILE:10: encoder.hiden: unknown field for encoder 'toy_mlp'; did you mean 'hidden'?",
         "FILE:13: objectives[0].temperature: Input should be greater than 0",
     ],
     "several_section_problems.yaml": [
@@ -142,7 +142,7 @@ def test_toy_recipe_resolves_with_validated_params_and_defaults(catalog):
     assert recipe.modality.params.samples == 512 and recipe.modality.params.dim == 16  # default filled in
     assert [a.component.name for a in recipe.augmentations] == ["toy_noise"]
     assert recipe.augmentations[0].path == "augment[0]"
-    assert recipe.encoder.params.hidden == 32
+    assert recipe.encoders["default"].params.hidden == 32
     [objective] = recipe.objectives
     assert (objective.component.name, objective.params.temperature, objective.weight, objective.start_step) == (
         "toy_contrastive",
@@ -196,7 +196,7 @@ def test_set_with_a_bad_value_names_the_override_not_a_line(catalog):
         "FILE (--set train.steps): train.steps: Input should be a valid integer, unable to parse string as an integer"
     ]
     assert problems(TOY_RECIPE, catalog, ("objectives.0.temperatur=1",)) == [
-        "FILE (--set objectives[0].temperatur): objectives[0].temperatur: unknown field for objective 'toy_contrastive'"
+        "FILE (--set objectives[0].temperatur): objectives[0].temperatur: unknown field for objective 'toy_contrastive'; did you mean 'temperature'?"
     ]
     # an override creating steps beside the file's own steps -> both given
     assert problems(TOY_RECIPE, catalog, ("train.epochs=2",)) == [
@@ -252,7 +252,7 @@ def test_objective_needing_tokens_accepts_an_encoder_that_provides_them(catalog)
     source = load_recipe_file(BAD_RECIPES / "objective_needs_tokens.yaml")
     apply_override(source, "encoder.name=toy_token_mlp")
     recipe = resolve_recipe(source, catalog)
-    assert recipe.objectives[1].component.requires <= recipe.encoder.component.provides
+    assert recipe.objectives[1].component.requires <= recipe.encoders["default"].component.provides
     assert recipe.objectives[1].weight == 0.5
 
 
@@ -324,4 +324,61 @@ def test_onnx_opset_range_is_what_the_installed_exporter_converts_to(catalog):
     assert (onnx_spec.opset, onnx_spec.atol, onnx_spec.rtol) == (MAX_ONNX_OPSET, 1e-4, 0)
     assert problems(TOY_RECIPE, catalog, ("export.onnx.rtol=-1e-3",)) == [
         "FILE (--set export.onnx.rtol): export.onnx.rtol: Input should be greater than or equal to 0"
+    ]
+
+
+def _requiring(name: str) -> str:
+    return (
+        f"name: toy\nrequires: [{name}]\ndata: {{modality: toy_vectors}}\nencoder: {{name: toy_mlp}}\n"
+        "objectives: [{name: toy_contrastive}]\n"
+    )
+
+
+def test_required_plugin_that_failed_to_load_is_not_called_missing(catalog):
+    from sslhub.catalog import PluginRecord
+
+    broken = PluginRecord(name="vicreg", module="sslhub_vicreg.plugin", distribution="sslhub-vicreg", version="0.2")
+    broken.errors.append("failed to import sslhub_vicreg.plugin: ImportError: no module named 'scipy' (at x.py:3)")
+    catalog.plugins.append(broken)
+    try:
+        with pytest.raises(RecipeError) as info:
+            resolve_recipe(load_recipe_text(_requiring("sslhub-vicreg>=0.2"), "r.yaml"), catalog)
+    finally:
+        catalog.plugins.remove(broken)
+    assert [str(issue) for issue in info.value.issues] == [
+        "r.yaml:2: requires[0]: plugin 'vicreg' (sslhub-vicreg 0.2) is installed but failed to load: failed to import "
+        "sslhub_vicreg.plugin: ImportError: no module named 'scipy' (at x.py:3) (see `sslhub plugins`)"
+    ]
+
+
+def test_required_plugin_that_is_blocked_says_so(catalog):
+    from sslhub.catalog import PluginRecord
+
+    blocked = PluginRecord(name="vicreg", module="sslhub_vicreg.plugin", distribution="sslhub-vicreg", version="0.2")
+    blocked.blocked = True
+    catalog.plugins.append(blocked)
+    try:
+        with pytest.raises(RecipeError) as info:
+            resolve_recipe(load_recipe_text(_requiring("vicreg"), "r.yaml"), catalog)
+    finally:
+        catalog.plugins.remove(blocked)
+    assert [str(issue) for issue in info.value.issues] == [
+        "r.yaml:2: requires[0]: plugin 'vicreg' (sslhub-vicreg 0.2) is blocked (-p no:vicreg)"
+    ]
+
+
+def test_unknown_fields_get_close_matches(catalog):
+    text = (
+        "name: toy\ndata: {modality: toy_vectors}\nencoder: {name: toy_mlp, hiden: 16}\n"
+        "objectives: [{name: toy_contrastive}]\ntrain: {stesp: 5}\n"
+    )
+    with pytest.raises(RecipeError) as info:
+        resolve_recipe(load_recipe_text(text, "r.yaml"), catalog)
+    assert [str(issue) for issue in info.value.issues] == [
+        "r.yaml:5: train.stesp: unknown field; did you mean 'steps'?"
+    ]
+    with pytest.raises(RecipeError) as info:
+        resolve_recipe(load_recipe_text(text.replace("stesp", "steps"), "r.yaml"), catalog)
+    assert [str(issue) for issue in info.value.issues] == [
+        "r.yaml:3: encoder.hiden: unknown field for encoder 'toy_mlp'; did you mean 'hidden'?"
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from sslhub.catalog import Catalog
 from sslhub.engine import Run
@@ -48,7 +49,7 @@ def problems(text: str, catalog: Catalog) -> list[str]:
 
 def test_several_encoders_train_evaluate_and_export(catalog, tmp_path):
     recipe = resolve(RECIPE, catalog)
-    assert recipe.several_encoders and sorted(recipe.encoders) == ["left", "right"]
+    assert sorted(recipe.encoders) == ["left", "right"]
     summary = Run(recipe, tmp_path / "run", show_progress=False).execute()
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < losses[0] - 0.3
@@ -80,8 +81,8 @@ def test_objective_needing_several_encoders_in_a_one_encoder_recipe(catalog):
         "encoders:\n  left: {name: toy_mlp, out: 16}\n  right: {name: toy_mlp, out: 8}", "encoder: {name: toy_mlp}"
     ).replace(", encoder: left", "")
     assert problems(text, catalog) == [
-        "pair.yaml:6: objectives[0]: objective 'toy_pair_contrastive' needs one encoder for each of left, right: "
-        "give them under encoders:"
+        "pair.yaml:6: objectives[0]: objective 'toy_pair_contrastive' needs encoders for left, right; "
+        "give them under encoders: (this recipe has no left, right)"
     ]
 
 
@@ -89,7 +90,7 @@ def test_missing_encoder_key_and_unknown_key(catalog):
     text = RECIPE.replace("  right: {name: toy_mlp, out: 8}\n", "").replace("encoder: left", "encoder: middle")
     assert problems(text, catalog) == [
         "pair.yaml:7: objectives[0]: objective 'toy_pair_contrastive' needs encoders for left, right; "
-        "encoders: has no right",
+        "give them under encoders: (this recipe has no right)",
         "pair.yaml:8: objectives[1].encoder: 'middle' is not one of the encoders: objective 'toy_contrastive' "
         "trains one encoder, so name it (left)",
     ]
@@ -108,3 +109,68 @@ def test_encoder_and_encoders_together(catalog):
     assert problems(text, catalog) == [
         "pair.yaml:1: give either encoder (one) or encoders (one per modality part), exactly one of them"
     ]
+
+
+ONE_ENCODER = RECIPE.replace(
+    "encoders:\n  left: {name: toy_mlp, out: 16}\n  right: {name: toy_mlp, out: 8}", "encoder: {name: toy_mlp}"
+).replace("  - {name: toy_pair_contrastive}\n", "")
+
+
+def test_encoder_is_the_default_key_of_the_encoders_mapping(catalog):
+    recipe = resolve(ONE_ENCODER.replace(", encoder: left", ""), catalog)
+    assert list(recipe.encoders) == ["default"] and recipe.encoders["default"].path == "encoder"
+    assert [o.encoder_key for o in recipe.objectives] == ["default"]
+    # written back in its own form, the objective's key implied
+    resolved = recipe.resolved_dict()
+    assert "encoders" not in resolved and resolved["encoder"]["name"] == "toy_mlp"
+    assert "encoder" not in resolved["objectives"][0]
+
+
+def test_objective_may_name_the_default_encoder_but_no_other(catalog):
+    assert resolve(ONE_ENCODER.replace("encoder: left", "encoder: default"), catalog).objectives[0].encoder_key == (
+        "default"
+    )
+    assert problems(ONE_ENCODER, catalog) == [
+        "pair.yaml:6: objectives[0].encoder: 'left' is not one of the encoders: objective 'toy_contrastive' "
+        "trains one encoder, so name it (default)"
+    ]
+
+
+def test_one_key_of_encoders_needs_no_name_on_the_objective(catalog):
+    text = RECIPE.replace("  right: {name: toy_mlp, out: 8}\n", "").replace("  - {name: toy_pair_contrastive}\n", "")
+    recipe = resolve(text.replace(", encoder: left", ""), catalog)
+    assert [o.encoder_key for o in recipe.objectives] == ["left"]
+
+
+def test_default_is_reserved_for_encoder(catalog):
+    text = RECIPE.replace("  left:", "  default:")
+    assert problems(text, catalog) == [
+        "pair.yaml:1: 'default' is the key of encoder:; name the encoders: keys otherwise"
+    ]
+
+
+def test_checkpoint_from_before_the_encoder_mapping_still_loads(catalog, tmp_path):
+    from sslhub.building import TrainingModule
+
+    recipe = resolve(ONE_ENCODER.replace(", encoder: left", ""), catalog)
+    run = Run(recipe, tmp_path / "run", show_progress=False)
+    modality = run.components.modality()
+    encoders = run.components.encoders(modality)
+    module: TrainingModule = run.components.training_module(encoders, run.components.objectives(modality, encoders))
+    state = module.state_dict()
+    # what one-encoder runs wrote before: encoder.W rather than encoder.default.W
+    old = {key.replace("encoder.default.", "encoder."): value.clone() + 1 for key, value in state.items()}
+    assert not any(key.startswith("encoder.default.") for key in old)
+    module.load_state_dict(old)
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, old[key.replace("encoder.default.", "encoder.")])
+
+
+def test_checkpoint_of_several_encoders_loads_unchanged(catalog, tmp_path):
+    run = Run(resolve(RECIPE, catalog), tmp_path / "run", show_progress=False)
+    modality = run.components.modality()
+    encoders = run.components.encoders(modality)
+    module = run.components.training_module(encoders, run.components.objectives(modality, encoders))
+    state = {key: value.clone() + 1 for key, value in module.state_dict().items()}
+    module.load_state_dict(state)
+    assert all(torch.equal(value, state[key]) for key, value in module.state_dict().items())

@@ -11,20 +11,15 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslhub import gather_with_grad
+from sslhub import gather_with_grad, process_rank
 
 #: multiplier of the caption hash (a prime below 2**31, so products stay exact in int64).
 _HASH_BASE = 1_000_003
 _HASH_MODULUS = 2_147_483_647
 MISSING_POSITIVE = "every row of positives needs at least one True (its own pair)"
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def caption_keys(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -174,7 +169,7 @@ class CLIPLoss(nn.Module):
         else:
             all_image, all_text = image, text
         total = all_image.shape[0]
-        offset = _rank() * batch if total != batch else 0
+        offset = process_rank() * batch if total != batch else 0
         scale = self.logit_scale.to(image.dtype)
         logits_per_image = scale * image @ all_text.T
         logits_per_text = scale * text @ all_image.T

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from sslhub import Batch, BuildContext, Encoder, Objective, ObjectiveOutput, Params, gather_with_grad
+from sslhub import Batch, BuildContext, Encoder, Objective, ObjectiveOutput, Params, gather_with_grad, process_rank
 
 
 class SimCSEParams(Params):
@@ -58,16 +58,10 @@ def simcse_logits_and_labels(
     positives = F.normalize(positives.float(), dim=1)
     candidates = gather_with_grad(positives) if gather_distributed else positives
     # gather_with_grad concatenates ranks in order, so this rank's rows start at rank * B.
-    offset = _rank() * anchors.shape[0] if gather_distributed else 0
+    offset = process_rank() * anchors.shape[0] if gather_distributed else 0
     logits = anchors @ candidates.T / temperature
     labels = torch.arange(anchors.shape[0], device=anchors.device) + offset
     return logits, labels
-
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 class SimCSEObjective(Objective):

@@ -8,15 +8,10 @@ References:
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslhub import gather_with_grad
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+from sslhub import gather_with_grad, process_rank
 
 
 class NTXentLoss(nn.Module):
@@ -67,7 +62,7 @@ class NTXentLoss(nn.Module):
         z1 = F.normalize(z1, dim=1)
         all0, all1 = (gather_with_grad(z0), gather_with_grad(z1)) if self.gather_distributed else (z0, z1)
         total = all0.shape[0]
-        offset = _rank() * batch if self.gather_distributed and total != batch else 0
+        offset = process_rank() * batch if self.gather_distributed and total != batch else 0
         local = torch.arange(batch, device=z0.device) + offset
         # anchors from view 0 look at [view 1 | view 0], anchors from view 1 at [view 0 | view 1]:
         # the positive is then at the same column (offset + b) for both halves.
