@@ -173,11 +173,14 @@ def load_catalog(plugins: list[str]):
     return catalog
 
 
-def load_and_resolve(recipe_path: Path, overrides: list[str], plugins: list[str]):
-    from sslhub.recipe import resolve_recipe
+def load_and_resolve(recipe_path: Path, overrides: list[str], plugins: list[str], saved: bool = False):
+    """Load, override and resolve a recipe; ``saved``: it is a run directory's ``recipe.yaml``."""
+    from sslhub.recipe import forget_unused_optimizer_options, resolve_recipe
     from sslhub.recipe_yaml import apply_override, load_recipe_file
 
     source = load_recipe_file(recipe_path)
+    if saved:
+        forget_unused_optimizer_options(source.data)
     for assignment in overrides:
         apply_override(source, assignment)
     return resolve_recipe(source, load_catalog(plugins))
@@ -448,7 +451,7 @@ def resolve_saved_recipe(recipe_file: Path, overrides: list[str], run_dir: Path,
         f"{'it' if len(missing) == 1 else 'them'}, add {' '.join(f'-p {m}' for m in missing)} to the command"
     )
     try:
-        recipe = load_and_resolve(recipe_file, overrides, [*blocks, *plugins])
+        recipe = load_and_resolve(recipe_file, overrides, [*blocks, *plugins], saved=True)
     except RecipeError as exc:
         if not missing:
             raise
