@@ -41,6 +41,7 @@ _EXPORTS = {
     "Objective": "sslhub.components",
     "ObjectiveOutput": "sslhub.components",
     "Params": "sslhub.components",
+    "path_problems": "sslhub.components",
     "average_gradients": "sslhub.distributed",
     "gather_with_grad": "sslhub.distributed",
     "hookimpl": "sslhub.hookspecs",
@@ -106,6 +107,7 @@ __all__ = [
     "hookimpl",
     "modalities",
     "objectives",
+    "path_problems",
     "split_by_path_groups",
     "split_problem",
     "unmatched_paths_problem",
@@ -151,6 +153,7 @@ if TYPE_CHECKING:
         Objective,
         ObjectiveOutput,
         Params,
+        path_problems,
     )
     from sslhub.distributed import average_gradients, gather_with_grad
     from sslhub.errors import NonFiniteLossError, SSLHubError

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, ModelWrapValidatorHandler, ValidationError, model_validator
@@ -115,6 +115,46 @@ class Params(StrictNumbers):
         relative to these parameters (``("source", "group_pattern")``). None by default.
         """
         return []
+
+
+FieldProblems = list[tuple[tuple[str | int, ...], str]]
+
+
+def path_problems(
+    path: Path | str,
+    kind: Literal["file", "folder", "file or folder"],
+    suffixes: Sequence[str] = (),
+    field: str = "path",
+) -> FieldProblems:
+    """Why ``path`` cannot be the data a source names, as :meth:`Params.file_problems` pairs (``[]``: none).
+
+    For a :meth:`Params.file_problems` of a source: ``sslhub validate`` then reports a missing,
+    empty or wrong-kind path at its recipe line instead of the run failing later.
+
+    Args:
+        path: as the recipe gives it (``~`` expanded; relative to the working directory).
+        kind: what the source reads; ``"file or folder"`` accepts either.
+        suffixes: for a folder, the file suffixes it must hold at least one of (``.png``),
+            searched recursively, case-insensitive; empty: any file.
+        field: the parameter holding the path.
+    """
+    path = Path(path).expanduser()
+    where = (field,)
+    if not path.exists():
+        return [(where, f"{path} does not exist (a relative path starts from the folder the command runs in)")]
+    if path.is_dir() and kind == "file":
+        return [(where, f"{path} is a folder; expected a file")]
+    if not path.is_dir() and kind == "folder":
+        return [(where, f"{path} is a file; expected a folder")]
+    if path.is_dir():
+        wanted = {suffix.lower() for suffix in suffixes}
+        found = any(p.is_file() and (not wanted or p.suffix.lower() in wanted) for p in path.rglob("*"))
+        if not found:
+            what = f"no {' / '.join(sorted(wanted))} file" if wanted else "no file"
+            return [(where, f"folder {path} holds {what} (searched recursively)")]
+    elif path.stat().st_size == 0:
+        return [(where, f"{path} is empty (0 bytes)")]
+    return []
 
 
 @dataclass

@@ -196,3 +196,21 @@ def test_the_unedited_toy_recipe_is_valid(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(DATA))
     monkeypatch.setenv("SSLHUB_DISABLE_PLUGINS", "sslhub")
     assert main(["validate", str(DATA / "toy_recipe.yaml"), "-p", "toy_plugin"]) == 0
+
+
+def test_a_run_directory_recipe_with_every_optimizer_option_still_resolves(tmp_path, monkeypatch):
+    """Run directories written before ignored options were refused hold momentum with adamw."""
+    from sslhub.cli import load_and_resolve
+
+    monkeypatch.syspath_prepend(str(DATA))
+    monkeypatch.setenv("SSLHUB_DISABLE_PLUGINS", "sslhub")
+    saved = tmp_path / "recipe.yaml"
+    saved.write_text(TOY.replace("lr: 1.0e-2}", "lr: 1.0e-2, momentum: 0.9, trust_coefficient: 0.001}"))
+    recipe = load_and_resolve(saved, [], ["toy_plugin"], saved=True)
+    assert recipe.resolved_dict()["train"]["optimizer"] == {
+        "name": "adamw",
+        "lr": 0.01,
+        "weight_decay": 0.0,
+        "betas": [0.9, 0.999],
+        "decay_norm_and_bias": False,
+    }
