@@ -41,6 +41,7 @@ _EXPORTS = {
     "Objective": "sslhub.components",
     "ObjectiveOutput": "sslhub.components",
     "Params": "sslhub.components",
+    "UnreadableFiles": "sslhub.unreadable",
     "path_problems": "sslhub.components",
     "average_gradients": "sslhub.distributed",
     "gather_with_grad": "sslhub.distributed",
@@ -95,6 +96,7 @@ __all__ = [
     "StepEnd",
     "TrainEnd",
     "TrainStart",
+    "UnreadableFiles",
     "__version__",
     "augmentations",
     "average_gradients",
@@ -170,3 +172,4 @@ if TYPE_CHECKING:
         split_problem,
         unmatched_paths_problem,
     )
+    from sslhub.unreadable import UnreadableFiles
