@@ -41,6 +41,8 @@ _EXPORTS = {
     "Objective": "sslhub.components",
     "ObjectiveOutput": "sslhub.components",
     "Params": "sslhub.components",
+    "UnreadableFiles": "sslhub.unreadable",
+    "path_problems": "sslhub.components",
     "average_gradients": "sslhub.distributed",
     "gather_with_grad": "sslhub.distributed",
     "is_distributed": "sslhub.distributed",
@@ -98,6 +100,7 @@ __all__ = [
     "StepEnd",
     "TrainEnd",
     "TrainStart",
+    "UnreadableFiles",
     "__version__",
     "augmentations",
     "average_gradients",
@@ -113,6 +116,7 @@ __all__ = [
     "modalities",
     "objectives",
     "process_rank",
+    "path_problems",
     "split_by_path_groups",
     "split_problem",
     "unmatched_paths_problem",
@@ -159,6 +163,7 @@ if TYPE_CHECKING:
         Objective,
         ObjectiveOutput,
         Params,
+        path_problems,
     )
     from sslhub.distributed import (
         average_gradients,
@@ -182,3 +187,4 @@ if TYPE_CHECKING:
         split_problem,
         unmatched_paths_problem,
     )
+    from sslhub.unreadable import UnreadableFiles

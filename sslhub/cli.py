@@ -6,13 +6,15 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sslhub.errors import SSLHubError
+from sslhub.errors import SSLHubError, Terminated
 
 if TYPE_CHECKING:
     from sslhub.engine import Run, TrainedModel
@@ -140,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     # Other libraries (the ONNX exporter, transformers) stay at WARNING; sslhub speaks at INFO.
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("sslhub").setLevel(logging.DEBUG if args.debug else logging.INFO)
+    previous_sigterm = _report_sigterm()
     try:
         return COMMANDS[args.command](args)
     except SSLHubError as exc:
@@ -152,12 +155,34 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a message, not a traceback
         if args.debug:
             traceback.print_exc()
         else:
             print(f"error: {type(exc).__name__}: {exc}\n(run again with --debug to see the traceback)", file=sys.stderr)
         return 1
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _report_sigterm() -> Any:
+    """Make SIGTERM outside the training loop a :class:`Terminated` error (a message, exit 143).
+
+    Python's default is to die without a word. The training loop installs its own handler (save,
+    then stop) and restores this one after. Returns the previous handler (``None`` off the main
+    thread, where handlers cannot be set).
+    """
+    if threading.current_thread() is not threading.main_thread() or os.environ.get("SSLHUB_NO_SIGNAL_HANDLERS"):
+        return None
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, terminated)
 
 
 # -- shared steps -----------------------------------------------------------------
@@ -175,11 +200,14 @@ def load_catalog(plugins: list[str]):
     return catalog
 
 
-def load_and_resolve(recipe_path: Path, overrides: list[str], plugins: list[str]):
-    from sslhub.recipe import resolve_recipe
+def load_and_resolve(recipe_path: Path, overrides: list[str], plugins: list[str], saved: bool = False):
+    """Load, override and resolve a recipe; ``saved``: it is a run directory's ``recipe.yaml``."""
+    from sslhub.recipe import forget_unused_optimizer_options, resolve_recipe
     from sslhub.recipe_yaml import apply_override, load_recipe_file
 
     source = load_recipe_file(recipe_path)
+    if saved:
+        forget_unused_optimizer_options(source.data)
     for assignment in overrides:
         apply_override(source, assignment)
     return resolve_recipe(source, load_catalog(plugins))
@@ -455,7 +483,7 @@ def resolve_saved_recipe(recipe_file: Path, overrides: list[str], run_dir: Path,
         f"{'it' if len(missing) == 1 else 'them'}, add {' '.join(f'-p {m}' for m in missing)} to the command"
     )
     try:
-        recipe = load_and_resolve(recipe_file, overrides, [*blocks, *plugins])
+        recipe = load_and_resolve(recipe_file, overrides, [*blocks, *plugins], saved=True)
     except RecipeError as exc:
         if not missing:
             raise

@@ -11,10 +11,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ModelWrapValidatorHandler, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
@@ -29,8 +30,83 @@ ENCODER_PROPERTIES = ("causal",)
 CAPABILITIES = (*FEATURE_KINDS, *ENCODER_PROPERTIES)
 
 
-class Params(BaseModel):
-    """Base for every component's parameters: unknown keys are errors, values are validated."""
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+class StrictNumbers(BaseModel):
+    """Numbers as a user means them, for every recipe section and every component's parameters.
+
+    YAML reads ``yes`` and ``true`` as booleans, which pydantic would quietly turn into 1
+    (``lr: true`` trained with lr 1.0); ``.inf`` and ``.nan`` are floats no setting wants; an
+    integer beyond 64 bits overflows in torch far from the recipe. So every field refuses a
+    boolean where it wants a number, every float must be finite, and every integer must fit
+    in 64 bits, each reported at the field that holds it.
+    """
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _strict_numbers(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        # A model-level check: pydantic allows no field validator on a union's discriminator (``type``).
+        result = handler(data)
+        if not isinstance(data, dict) or not isinstance(result, BaseModel):
+            return result
+        errors = []
+        for name, info in type(result).model_fields.items():
+            key = info.alias or name
+            if key not in data:
+                continue
+            value = getattr(result, name)
+            if _boolean_made_number(data[key], value):
+                errors.append((key, data[key], "expected a number, got a boolean (true/false/yes/no)"))
+            elif _outside_int64(value):
+                errors.append((key, data[key], f"integer out of range: must be between {INT64_MIN} and {INT64_MAX}"))
+        if errors:
+            raise field_errors(cls.__name__, errors)
+        return result
+
+
+def field_errors(title: str, errors: list[tuple[str, Any, str]]) -> ValidationError:
+    """A ValidationError with one error per ``(field, input, message)``, for a model validator to raise.
+
+    Raised inside a validator, each error keeps its field in the location, so the recipe error
+    names the field (``train.optimizer.momentum``), not only the model holding it.
+    """
+    line_errors = [
+        InitErrorDetails(type=PydanticCustomError("field_error", message), loc=(key,), input=raw)
+        for key, raw, message in errors
+    ]
+    return ValidationError.from_exception_data(title, line_errors)
+
+
+def _boolean_made_number(raw: Any, result: Any) -> bool:
+    """Whether validation turned a boolean somewhere in ``raw`` into a number in ``result``."""
+    if isinstance(raw, bool):
+        return not isinstance(result, bool)
+    if isinstance(raw, (list, tuple)) and isinstance(result, (list, tuple)) and len(raw) == len(result):
+        return any(_boolean_made_number(r, v) for r, v in zip(raw, result, strict=True))
+    if isinstance(raw, dict) and isinstance(result, dict):
+        return any(_boolean_made_number(raw[key], result[key]) for key in raw.keys() & result.keys())
+    return False
+
+
+def _outside_int64(result: Any) -> bool:
+    if isinstance(result, int) and not isinstance(result, bool):
+        return not INT64_MIN <= result <= INT64_MAX
+    if isinstance(result, (list, tuple)):
+        return any(_outside_int64(item) for item in result)
+    if isinstance(result, dict):
+        return any(_outside_int64(item) for item in result.values())
+    return False
+
+
+class Params(StrictNumbers):
+    """Base for every component's parameters: unknown keys are errors, values are validated.
+
+    Numbers are strict (see :class:`StrictNumbers`): no booleans as numbers, finite floats,
+    64-bit integers.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=False, protected_namespaces=())
 
@@ -45,6 +121,46 @@ class Params(BaseModel):
         relative to these parameters (``("source", "group_pattern")``). None by default.
         """
         return []
+
+
+FieldProblems = list[tuple[tuple[str | int, ...], str]]
+
+
+def path_problems(
+    path: Path | str,
+    kind: Literal["file", "folder", "file or folder"],
+    suffixes: Sequence[str] = (),
+    field: str = "path",
+) -> FieldProblems:
+    """Why ``path`` cannot be the data a source names, as :meth:`Params.file_problems` pairs (``[]``: none).
+
+    For a :meth:`Params.file_problems` of a source: ``sslhub validate`` then reports a missing,
+    empty or wrong-kind path at its recipe line instead of the run failing later.
+
+    Args:
+        path: as the recipe gives it (``~`` expanded; relative to the working directory).
+        kind: what the source reads; ``"file or folder"`` accepts either.
+        suffixes: for a folder, the file suffixes it must hold at least one of (``.png``),
+            searched recursively, case-insensitive; empty: any file.
+        field: the parameter holding the path.
+    """
+    path = Path(path).expanduser()
+    where = (field,)
+    if not path.exists():
+        return [(where, f"{path} does not exist (a relative path starts from the folder the command runs in)")]
+    if path.is_dir() and kind == "file":
+        return [(where, f"{path} is a folder; expected a file")]
+    if not path.is_dir() and kind == "folder":
+        return [(where, f"{path} is a file; expected a folder")]
+    if path.is_dir():
+        wanted = {suffix.lower() for suffix in suffixes}
+        found = any(p.is_file() and (not wanted or p.suffix.lower() in wanted) for p in path.rglob("*"))
+        if not found:
+            what = f"no {' / '.join(sorted(wanted))} file" if wanted else "no file"
+            return [(where, f"folder {path} holds {what} (searched recursively)")]
+    elif path.stat().st_size == 0:
+        return [(where, f"{path} is empty (0 bytes)")]
+    return []
 
 
 @dataclass

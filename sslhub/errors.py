@@ -50,3 +50,21 @@ class RunInterrupted(SSLHubError):
     def __init__(self, signal_name: str, exit_code: int, checkpoint: str):
         self.exit_code = exit_code
         super().__init__(f"{signal_name} received: saved checkpoint {checkpoint}; resume with --resume")
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived outside the training loop (start-up, evaluation, export). Exit code 143.
+
+    Inside the loop a checkpoint is saved first (:class:`RunInterrupted`); elsewhere there is
+    nothing to save, so the command stops at once and says so instead of vanishing silently.
+    A ``BaseException``, like ``KeyboardInterrupt``, so that no ``except Exception`` on the way
+    (a plugin import, a callback) mistakes it for that code's own failure.
+    """
+
+    exit_code = 143
+
+    def __init__(self) -> None:
+        super().__init__(
+            "SIGTERM received outside the training loop, so nothing was saved now; a run continues from its last "
+            "checkpoint with --resume (from the beginning, with the same recipe, when it had none)"
+        )

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from sslhub.recipe import OptimizerSpec, TrainSpec
+if TYPE_CHECKING:  # the recipe validates its optimizer options against OPTIMIZER_OPTIONS below
+    from sslhub.recipe import OptimizerSpec, TrainSpec
+
+_COMMON_OPTIONS = frozenset({"name", "lr", "weight_decay", "decay_norm_and_bias"})
+#: the ``train.optimizer`` keys each optimizer uses; the recipe refuses any other (it would be ignored).
+OPTIMIZER_OPTIONS: dict[str, frozenset[str]] = {
+    "adamw": _COMMON_OPTIONS | {"betas"},
+    "sgd": _COMMON_OPTIONS | {"momentum"},
+    "lars": _COMMON_OPTIONS | {"momentum", "trust_coefficient"},
+}
 
 
 class LARS(torch.optim.Optimizer):

@@ -14,21 +14,22 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sslhub.catalog import Catalog
-from sslhub.components import DEFAULT_ENCODER_KEY, FEATURE_KINDS, Params
+from sslhub.components import DEFAULT_ENCODER_KEY, FEATURE_KINDS, Params, StrictNumbers, field_errors
 from sslhub.errors import RecipeError, RecipeIssue
 from sslhub.export import MAX_ONNX_OPSET, MIN_ONNX_OPSET
+from sslhub.optim import OPTIMIZER_OPTIONS
 from sslhub.recipe_yaml import PathKey, RecipeSource, format_path
 from sslhub.registry import Component
 
 
-class _Section(BaseModel):
+class _Section(StrictNumbers):
     model_config = ConfigDict(extra="forbid")
 
 
-class _Open(BaseModel):
+class _Open(StrictNumbers):
     """A component reference: ``name`` plus that component's own parameters."""
 
     model_config = ConfigDict(extra="allow")
@@ -55,9 +56,24 @@ class OptimizerSpec(_Section):
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd and lars")
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.999), description="adamw only; each in [0, 1)"
+    )
     decay_norm_and_bias: bool = Field(False, description="apply weight decay to norms and biases too")
     trust_coefficient: float = Field(0.001, gt=0, description="lars only")
+
+    @model_validator(mode="after")
+    def _only_options_it_takes(self) -> OptimizerSpec:
+        ignored = sorted(self.model_fields_set - OPTIMIZER_OPTIONS[self.name])
+        takes = ", ".join(sorted(OPTIMIZER_OPTIONS[self.name] - {"name"}))
+        if ignored:
+            message = f"optimizer {self.name} does not use this option; it takes: {takes}"
+            raise field_errors("OptimizerSpec", [(key, getattr(self, key), message) for key in ignored])
+        return self
+
+    def options_dict(self) -> dict[str, Any]:
+        """The options the chosen optimizer uses, defaults filled in (as ``recipe.yaml`` stores them)."""
+        return self.model_dump(mode="json", include=OPTIMIZER_OPTIONS[self.name])
 
 
 class TrainSpec(_Section):
@@ -204,7 +220,7 @@ class ReportSpec(_Section):
 class RecipeModel(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run name")
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="seed of every random generator (0 to 2**32 - 1)")
     requires: list[str] = Field(default_factory=list, description="plugins the recipe needs")
     data: DataSpec
     augment: list[ComponentSpec] = Field(default_factory=list)
@@ -222,12 +238,22 @@ class RecipeModel(_Section):
 
     @model_validator(mode="after")
     def _one_encoder_section(self) -> RecipeModel:
-        if (self.encoder is None) == (self.encoders is None):
-            raise ValueError("give either encoder (one) or encoders (one per modality part), exactly one of them")
+        given = self.model_fields_set & {"encoder", "encoders"}
+        nulls = [key for key in sorted(given) if getattr(self, key) is None]
+        if nulls:
+            message = "is null: give the encoder (name: ...) under encoder:, or one per modality part under encoders:"
+            raise field_errors("RecipeModel", [(key, None, message) for key in nulls])
+        if given == {"encoder", "encoders"}:
+            message = "give either encoder (one) or encoders (one per modality part), not both"
+            raise field_errors("RecipeModel", [("encoders", self.encoders, message)])
+        if not given:
+            message = "required field is missing (or give encoders:, one per modality part)"  # as resolve_recipe
+            raise field_errors("RecipeModel", [("encoder", None, message)])
         if self.encoders is not None and not self.encoders:
-            raise ValueError("encoders is empty")
+            raise field_errors("RecipeModel", [("encoders", {}, "is empty: give one encoder per modality part")])
         if self.encoders is not None and DEFAULT_ENCODER_KEY in self.encoders:
-            raise ValueError(f"'{DEFAULT_ENCODER_KEY}' is the key of encoder:; name the encoders: keys otherwise")
+            message = f"'{DEFAULT_ENCODER_KEY}' is the key of encoder:; name the encoders: keys otherwise"
+            raise field_errors("RecipeModel", [("encoders", self.encoders, message)])
         return self
 
     def encoder_specs(self) -> dict[str, tuple[PathKey, ComponentSpec]]:
@@ -275,6 +301,7 @@ class ResolvedRecipe:
     def resolved_dict(self) -> dict[str, Any]:
         """The recipe with every default filled in (what the run directory stores)."""
         data = self.model.model_dump(mode="json")
+        data["train"]["optimizer"] = self.model.train.optimizer.options_dict()
         data["data"] = {"modality": self.modality.component.name, **self.modality.params.model_dump(mode="json")}
         data["augment"] = [{"name": a.component.name, **a.params.model_dump(mode="json")} for a in self.augmentations]
         specs = {
@@ -377,25 +404,19 @@ def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
     Raises:
         RecipeError: with every problem found, each as ``FILE:LINE: field.path: message``.
     """
-    missing_encoder = []
-    if "encoder" not in source.data and "encoders" not in source.data:
-        missing_encoder.append(
-            RecipeIssue(
-                source.location(("encoder",)),
-                "encoder",
-                "required field is missing (or give encoders:, one per modality part)",
-            )
-        )
     try:
         model = RecipeModel.model_validate(source.data)
     except ValidationError as exc:
         issues = _issues_from_validation(source, exc, (), schema=RecipeModel)
-        if missing_encoder:
-            issues = [i for i in issues if "give either encoder (one) or encoders" not in i.message] + missing_encoder
+        if "encoder" not in source.data and "encoders" not in source.data:
+            # The model's own check of the encoder sections runs only once every field is valid.
+            message = "required field is missing (or give encoders:, one per modality part)"
+            issues.append(RecipeIssue(source.location(("encoder",)), "encoder", message))
         raise RecipeError(issues) from None
 
     issues: list[RecipeIssue] = []
     issues += _check_requirements(source, model, catalog)
+    issues += _check_objective_weights_and_starts(source, model)
 
     def bind(kind: str, spec: _Open, path: PathKey, key_field: str, engine_keys: tuple[str, ...]) -> Any:
         registry = catalog.registry(kind)
@@ -567,6 +588,37 @@ def capability_problems(objective: str, requires: frozenset[str], encoder: Compo
             "provides=['causal']; choose a causal encoder (`sslhub list encoders` describes them)"
         )
     return problems
+
+
+def _check_objective_weights_and_starts(source: RecipeSource, model: RecipeModel) -> list[RecipeIssue]:
+    """Every objective can take part in training, and together they train something."""
+    issues = []
+    steps = model.train.steps
+    if steps:
+        for index, spec in enumerate(model.objectives):
+            if spec.start_step and spec.start_step >= steps:
+                path = ("objectives", index, "start_step")
+                message = f"{spec.start_step} is not below train.steps ({steps}): this objective would never train"
+                issues.append(RecipeIssue(source.location(path), format_path(path), message))
+    if all(spec.weight == 0 for spec in model.objectives) and steps != 0:
+        path = ("objectives", len(model.objectives) - 1, "weight")
+        what = "the only objective has" if len(model.objectives) == 1 else "every objective has"
+        message = f"{what} weight 0, so training would change nothing (train.steps: 0 evaluates the random init)"
+        issues.append(RecipeIssue(source.location(path), format_path(path), message))
+    return issues
+
+
+def forget_unused_optimizer_options(data: dict[str, Any]) -> None:
+    """Drop from a saved recipe's ``train.optimizer`` the options its optimizer ignores.
+
+    Run directories written before the recipe refused such options hold every option; they
+    were defaults the run never used, so resuming or evaluating such a run must not fail on them.
+    """
+    optimizer = (data.get("train") or {}).get("optimizer")
+    if isinstance(optimizer, dict) and optimizer.get("name", "adamw") in OPTIMIZER_OPTIONS:
+        used = OPTIMIZER_OPTIONS[optimizer.get("name", "adamw")]
+        for key in [key for key in optimizer if key not in used]:
+            del optimizer[key]
 
 
 def _check_requirements(source: RecipeSource, model: RecipeModel, catalog: Catalog) -> list[RecipeIssue]:

@@ -64,8 +64,11 @@ class RecipeSource:
         return self.lines.get((), None)
 
     def location(self, path: PathKey) -> str:
-        for override in self.overridden:
-            if tuple(path[: len(override)]) == override:
+        path = tuple(path)
+        for override in sorted(self.overridden, key=len, reverse=True):
+            # Inside what a --set gave, or a section the --set created (--set trian.steps=5 makes trian).
+            created = override[: len(path)] == path and path not in self.lines
+            if path[: len(override)] == override or created:
                 return f"{self.file} (--set {format_path(override)})"
         line = self.line_of(path)
         return f"{self.file}:{line}" if line else self.file
@@ -81,20 +84,37 @@ def format_path(path: PathKey) -> str:
     return text
 
 
+#: larger recipe files are refused before parsing: a recipe names its data, it does not hold it.
+MAX_RECIPE_BYTES = 1_000_000
+#: values a recipe may hold once YAML aliases are expanded (an alias bomb expands to billions).
+MAX_RECIPE_VALUES = 100_000
+
+
 def load_recipe_text(text: str, file: str = "<recipe>") -> RecipeSource:
     """Parse YAML text into a :class:`RecipeSource`; syntax problems raise :class:`RecipeError`."""
+    if len(text) > MAX_RECIPE_BYTES:
+        raise RecipeError([RecipeIssue(file, "", _too_large(len(text)))])
+    loader = None
     try:
-        node = yaml.compose(text, Loader=_StrictLoader)
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+        loader = _StrictLoader(text)
+        node = loader.get_single_node()
+        _check_expanded_size(node, file)
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        problem = f"character {chr(exc.character)!r} is not allowed in YAML (a binary file?)"
+        raise RecipeError([RecipeIssue(f"{file}:{line}:{column}", "", f"YAML error: {problem}")]) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
-        problem = exc.problem or str(exc)
-        if "could not determine a constructor" in problem:
-            problem = f"tag {problem.split('tag ', 1)[-1]} is not allowed: recipes hold data only, never code"
-        raise RecipeError([RecipeIssue(where, "", f"YAML error: {problem}")]) from None
+        raise RecipeError([_marked_issue(exc, file)]) from None
     except yaml.YAMLError as exc:
         raise RecipeError([RecipeIssue(file, "", f"YAML error: {exc}")]) from None
+    except RecursionError:
+        message = "YAML error: nested too deeply (or an alias refers to the section holding it)"
+        raise RecipeError([RecipeIssue(file, "", message)]) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if data is None:
         raise RecipeError([RecipeIssue(file, "", "the recipe is empty")])
     if not isinstance(data, dict):
@@ -104,17 +124,86 @@ def load_recipe_text(text: str, file: str = "<recipe>") -> RecipeSource:
     return RecipeSource(data, file, lines)
 
 
+def _too_large(size: int) -> str:
+    return (
+        f"the recipe is {size / 1e6:.1f} MB; a recipe may be at most {MAX_RECIPE_BYTES / 1e6:.0f} MB "
+        "(it names data files, it does not hold the data)"
+    )
+
+
+def _marked_issue(exc: yaml.MarkedYAMLError, file: str) -> RecipeIssue:
+    mark = exc.problem_mark or exc.context_mark
+    where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+    problem = exc.problem or str(exc)
+    if "could not determine a constructor" in problem:
+        problem = f"tag {problem.split('tag ', 1)[-1]} is not allowed: recipes hold data only, never code"
+    return RecipeIssue(where, "", f"YAML error: {problem}")
+
+
+def _check_expanded_size(root: yaml.Node | None, file: str) -> None:
+    """Refuse a document whose aliases expand to more than :data:`MAX_RECIPE_VALUES` values.
+
+    An alias is the node it names, shared; counting each node once per reference, memoised per
+    node, costs one visit per distinct node however far the aliases would expand.
+    """
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) not in sizes:
+            if isinstance(node, yaml.MappingNode):
+                children = [child for pair in node.value for child in pair]
+            else:
+                children = node.value if isinstance(node, yaml.SequenceNode) else []
+            sizes[id(node)] = min(1 + sum(size(child) for child in children), MAX_RECIPE_VALUES + 1)
+        return sizes[id(node)]
+
+    if root is not None and size(root) > MAX_RECIPE_VALUES:
+        raise RecipeError(
+            [
+                RecipeIssue(
+                    file,
+                    "",
+                    f"the recipe expands to more than {MAX_RECIPE_VALUES} values once its YAML aliases (*name) "
+                    "are repeated; an alias bomb? Write the values out or use fewer nested aliases",
+                )
+            ]
+        )
+
+
 def load_recipe_file(path: str | Path) -> RecipeSource:
     path = Path(path)
     if not path.exists():
         raise RecipeError([RecipeIssue(str(path), "", "recipe file not found")])
     if path.is_dir():
         raise RecipeError([RecipeIssue(str(path), "", "is a directory, expected a recipe .yaml file")])
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise RecipeError([RecipeIssue(str(path), "", _too_large(size))])
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError([RecipeIssue(str(path), "", f"cannot read recipe: {exc}")]) from None
     return load_recipe_text(text, str(path))
+
+
+def _step_into(target: Any, part: str | int, path: PathKey) -> Any:
+    """The child ``part`` of ``target`` for a ``--set`` reaching below it; a missing or null section is made."""
+    where = format_path(path)
+    if isinstance(part, int):
+        if not isinstance(target, list) or part >= len(target):
+            raise RecipeError([RecipeIssue("--set", where, "no such list item")])
+        return target[part]
+    if not isinstance(target, dict):
+        parent = format_path(path[:-1])
+        raise RecipeError([RecipeIssue("--set", parent, f"is {_what_is(target)}, not a section: no {part!r} below it")])
+    if target.get(part) is None:
+        # ``export: null`` switched a section off; setting a field below it switches it on again.
+        target[part] = {}
+    return target[part]
+
+
+def _what_is(value: Any) -> str:
+    return "a list (give an item index)" if isinstance(value, list) else f"the value {value!r}"
 
 
 def apply_override(source: RecipeSource, assignment: str) -> None:
@@ -131,15 +220,7 @@ def apply_override(source: RecipeSource, assignment: str) -> None:
         raise RecipeError([RecipeIssue("--set", key, f"cannot parse value {raw_value!r}: {exc}")]) from None
     target: Any = source.data
     for depth, part in enumerate(parts[:-1]):
-        where = format_path(tuple(parts[: depth + 1]))
-        if isinstance(part, int):
-            if not isinstance(target, list) or part >= len(target):
-                raise RecipeError([RecipeIssue("--set", where, "no such list item")])
-            target = target[part]
-        else:
-            if not isinstance(target, dict):
-                raise RecipeError([RecipeIssue("--set", where, "is not a section")])
-            target = target.setdefault(part, {})
+        target = _step_into(target, part, tuple(parts[: depth + 1]))
     last = parts[-1]
     if isinstance(last, int):
         if not isinstance(target, list) or last >= len(target):
@@ -147,6 +228,9 @@ def apply_override(source: RecipeSource, assignment: str) -> None:
         target[last] = value
     else:
         if not isinstance(target, dict):
-            raise RecipeError([RecipeIssue("--set", key, "parent is not a section")])
+            parent = format_path(tuple(parts[:-1]))
+            raise RecipeError(
+                [RecipeIssue("--set", parent, f"is {_what_is(target)}, not a section: no {last!r} below it")]
+            )
         target[last] = value
     source.overridden.add(tuple(parts))

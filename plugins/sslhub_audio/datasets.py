@@ -18,7 +18,7 @@ import torch
 import torchaudio
 from torch.utils.data import Dataset
 
-from sslhub import group_split, split_by_path_groups
+from sslhub import UnreadableFiles, group_split, split_by_path_groups
 from sslhub_audio.features import fix_length
 from sslhub_audio.synthetic import SyntheticWords
 
@@ -215,11 +215,21 @@ class AudioFileDataset(Dataset):
         self.sample_rate = sample_rate
         self.num_samples = num_samples
         self.labeled = labeled
+        # Files whose header passed the scan but whose frames are corrupt fail here: skipped, named.
+        self.unreadable = UnreadableFiles(len(self.files), "audio file")
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        current, waveform = self.unreadable.read(item, lambda i: str(self.files[i].path), self.decode)
+        sample = {"waveform": waveform}
+        if self.labeled:
+            sample["label"] = torch.tensor(self.files[current].label, dtype=torch.int64)
+        return sample
+
+    def decode(self, item: int) -> torch.Tensor:
+        """The centred ``[num_samples]`` mono waveform of file ``item`` at ``sample_rate``."""
         file = self.files[item]
         # Read slightly more than needed at the file's own rate; fix_length trims exactly.
         wanted = int(math.ceil(self.num_samples * file.sample_rate / self.sample_rate)) + 2
@@ -229,10 +239,7 @@ class AudioFileDataset(Dataset):
         waveform = torch.from_numpy(data).mean(dim=1)
         if rate != self.sample_rate:
             waveform = torchaudio.functional.resample(waveform, rate, self.sample_rate)
-        sample = {"waveform": fix_length(waveform, self.num_samples).contiguous().float()}
-        if self.labeled:
-            sample["label"] = torch.tensor(file.label, dtype=torch.int64)
-        return sample
+        return fix_length(waveform, self.num_samples).contiguous().float()
 
 
 def split_indices(count: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:

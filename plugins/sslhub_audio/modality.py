@@ -27,6 +27,7 @@ from sslhub import (
     Modality,
     Params,
     compile_group_pattern,
+    path_problems,
     split_by_path_groups,
 )
 from sslhub_audio.datasets import (
@@ -85,9 +86,10 @@ class FolderAudioSource(Params):
     def file_problems(
         self, test_fraction: float | None = None, seed: int = 0
     ) -> list[tuple[tuple[str | int, ...], str]]:
-        """A group pattern that leaves a file without a group, or a split without probe-train samples of a class."""
-        if self.group_pattern is None or test_fraction is None:
-            return []
+        """A missing or soundless folder; a group pattern leaving a file without a group; a class without probe-train samples."""
+        missing = path_problems(self.path, "folder", self.extensions)
+        if missing or self.group_pattern is None or test_fraction is None:
+            return missing
         try:
             paths = list_audio_files(self.path, self.extensions)
             relative = [p.relative_to(self.path) for p in paths]

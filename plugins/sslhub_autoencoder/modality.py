@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from sslhub import Batch, BuildContext, EvalSplit, Modality, Params, group_split, split_problem
+from sslhub import Batch, BuildContext, EvalSplit, Modality, Params, group_split, path_problems, split_problem
 from sslhub_autoencoder.tables import Table, load_bundled, read_csv, read_numpy
 
 
@@ -63,9 +63,10 @@ class CsvTableSource(Params):
     def file_problems(
         self, test_fraction: float | None = None, seed: int = 0
     ) -> list[tuple[tuple[str | int, ...], str]]:
-        """A group column missing from the file, or a split without probe-train samples of a class."""
-        if self.group_column is None or test_fraction is None:
-            return []
+        """A missing or empty file, a group column missing from it, or a split without probe-train samples of a class."""
+        missing = path_problems(self.path, "file")
+        if missing or self.group_column is None or test_fraction is None:
+            return missing
         try:
             table = read_csv(self.path.expanduser(), self.label_column, self.columns, self.delimiter, self.group_column)
             split_table(table, test_fraction, seed)
@@ -82,6 +83,12 @@ class NumpyTableSource(Params):
     features_key: str = Field("features", description=".npz: name of the [rows, columns] array")
     labels_key: str | None = Field("labels", description=".npz: name of the label array, used if present")
     label_column: int | None = Field(None, description=".npy: index of the column holding labels, if any")
+
+    def file_problems(
+        self, test_fraction: float | None = None, seed: int = 0
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """A missing or empty file."""
+        return path_problems(self.path, "file")
 
 
 TableSource = Annotated[BundledTableSource | CsvTableSource | NumpyTableSource, Field(discriminator="type")]

@@ -31,7 +31,7 @@ import torch
 from pydantic import BaseModel, Field, field_validator, model_validator
 from tokenizers import Tokenizer
 
-from sslhub import Batch, EvalSplit, Modality, Params, group_split, split_problem
+from sslhub import Batch, EvalSplit, Modality, Params, group_split, path_problems, split_problem
 from sslhub_text.corpus import (
     Document,
     SkipCounts,
@@ -124,9 +124,10 @@ class FilesSource(Params):
     def file_problems(
         self, test_fraction: float | None = None, seed: int = 0
     ) -> list[tuple[tuple[str | int, ...], str]]:
-        """A group field in no labeled record, or a split without probe-train documents of a class."""
-        if self.group_field is None or test_fraction is None:
-            return []
+        """A missing or empty path, a group field in no labeled record, or a class without probe-train documents."""
+        missing = path_problems(self.path, "file or folder", (".txt", ".jsonl"))
+        if missing or self.group_field is None or test_fraction is None:
+            return missing
         try:
             grouped_document_split(self.documents(), test_fraction, seed)
         except ValueError as error:
@@ -182,6 +183,15 @@ class LocalTokenizer(Params):
     type: Literal["local"] = "local"
     path: str = Field(description="A tokenizer.json file or a folder containing one.")
 
+    def file_problems(
+        self, test_fraction: float | None = None, seed: int = 0
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """A missing or empty tokenizer file, or a folder without tokenizer.json."""
+        folder = Path(self.path).expanduser()
+        if folder.is_dir() and not (folder / "tokenizer.json").is_file():
+            return [(("path",), f"folder {folder} has no tokenizer.json")]
+        return path_problems(self.path, "file or folder")
+
 
 class TextParams(Params):
     """Parameters of the ``text`` modality (everything under ``data:`` except ``modality``)."""
@@ -221,8 +231,8 @@ class TextParams(Params):
         self, test_fraction: float | None = None, seed: int = 0
     ) -> list[tuple[tuple[str | int, ...], str]]:
         """The source's problems with ``held_out_fraction`` as the test share (seed 0)."""
-        problems = self.source.file_problems(self.held_out_fraction, 0)
-        return [(("source", *path), message) for path, message in problems]
+        problems = [(("source", *path), m) for path, m in self.source.file_problems(self.held_out_fraction, 0)]
+        return problems + [(("tokenizer", *path), m) for path, m in self.tokenizer.file_problems()]
 
     @model_validator(mode="after")
     def _groups_need_a_test_side(self) -> TextParams:

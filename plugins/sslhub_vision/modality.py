@@ -25,7 +25,16 @@ from pydantic import Field, field_validator, model_validator
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from sslhub import Batch, BuildContext, EvalSplit, Modality, Params, compile_group_pattern, split_by_path_groups
+from sslhub import (
+    Batch,
+    BuildContext,
+    EvalSplit,
+    Modality,
+    Params,
+    compile_group_pattern,
+    path_problems,
+    split_by_path_groups,
+)
 from sslhub_vision import sources
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -66,9 +75,10 @@ class FolderSource(Params):
     def file_problems(
         self, test_fraction: float | None = None, seed: int = 0
     ) -> list[tuple[tuple[str | int, ...], str]]:
-        """A group pattern that leaves a file without a group, or a split without probe-train samples of a class."""
-        if self.group_pattern is None or test_fraction is None:
-            return []
+        """A missing or imageless folder; a group pattern leaving a file without a group; a class without probe-train samples."""
+        missing = path_problems(self.path, "folder", self.extensions)
+        if missing or self.group_pattern is None or test_fraction is None:
+            return missing
         root = self.path.expanduser()
         try:
             paths = sources.list_image_files(root, self.extensions)
@@ -85,6 +95,12 @@ class NumpySource(Params):
 
     type: Literal["numpy"] = "numpy"
     path: Path = Field(description="path of the .npz file")
+
+    def file_problems(
+        self, test_fraction: float | None = None, seed: int = 0
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """A missing or empty file."""
+        return path_problems(self.path, "file")
 
 
 ImageSource = Annotated[DefaultSource | FolderSource | NumpySource, Field(discriminator="type")]

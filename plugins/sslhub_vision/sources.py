@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from sslhub import UnreadableFiles
 
 logger = logging.getLogger("sslhub")
 
@@ -30,8 +32,8 @@ DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", 
 #: how many skipped paths a warning names before it only counts them.
 NAMED_SKIPS = 5
 
-#: how many following indices a folder dataset tries when a file fails to decode at read time.
-DECODE_RETRIES = 8
+#: transparent pixels are composited on this colour (white, as viewers show most images) before use.
+ALPHA_BACKGROUND = (255, 255, 255)
 
 
 def adapt_channels(image: Tensor, channels: int) -> Tensor:
@@ -123,7 +125,8 @@ class FolderImageDataset(Dataset):
 
     A file that passed the scan but still fails to decode (truncated data) is replaced by
     the next decodable file in order, deterministically, and a warning names it; training
-    never stops for one bad file.
+    never stops for one bad file, but gives up naming the files once more than
+    ``sslhub.unreadable.MAX_UNREADABLE_SHARE`` of them failed (see :class:`sslhub.UnreadableFiles`).
 
     Args:
         paths: image files.
@@ -137,38 +140,44 @@ class FolderImageDataset(Dataset):
         self.image_size = image_size
         self.channels = channels
         self.labels = None if labels is None else [int(x) for x in labels]
+        self.unreadable = UnreadableFiles(len(self.paths), "image")
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def decode(self, path: str) -> Tensor:
-        """Decode one file to uint8 ``[C, S, S]``."""
+        """Decode one file to uint8 ``[C, S, S]`` (16-bit scaled, transparency on :data:`ALPHA_BACKGROUND`)."""
         with Image.open(path) as img:
-            img = img.convert("L" if self.channels == 1 else "RGB")
-            array = np.asarray(img, dtype=np.uint8)
+            array = to_uint8_array(img, self.channels)
         if array.ndim == 2:
             array = array[:, :, None]
         image = torch.from_numpy(array.copy()).permute(2, 0, 1)
         return resize_center_crop(image, self.image_size)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        for attempt in range(min(DECODE_RETRIES, len(self.paths))):
-            current = (index + attempt) % len(self.paths)
-            try:
-                image = self.decode(self.paths[current])
-            except (OSError, ValueError, UnidentifiedImageError) as exc:
-                logger.warning(
-                    "skipping unreadable image %s (%s); using the next one instead", self.paths[current], exc
-                )
-                continue
-            sample = {"image": image}
-            if self.labels is not None:
-                sample["label"] = torch.tensor(self.labels[current], dtype=torch.int64)
-            return sample
-        raise RuntimeError(
-            f"{DECODE_RETRIES} consecutive images starting at {self.paths[index]} failed to decode; "
-            "check the image folder"
-        )
+        current, image = self.unreadable.read(index, self.paths.__getitem__, lambda i: self.decode(self.paths[i]))
+        sample = {"image": image}
+        if self.labels is not None:
+            sample["label"] = torch.tensor(self.labels[current], dtype=torch.int64)
+        return sample
+
+
+def to_uint8_array(img: Image.Image, channels: int) -> np.ndarray:
+    """An opened image as uint8 ``[H, W]`` (``channels`` 1) or ``[H, W, 3]``.
+
+    16-bit images are scaled to 8 bits (Pillow's own conversion clips them, which turned almost
+    every pixel white); transparent images are composited on :data:`ALPHA_BACKGROUND` (Pillow's
+    conversion drops alpha, which showed whatever colour hid under transparent pixels).
+    """
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # "I" is how Pillow opens 16-bit grayscale PNGs and TIFFs; their range is 0..65535.
+        wide = np.asarray(img).astype(np.float64)
+        img = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
+        img = Image.alpha_composite(background, rgba)
+    return np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
 
 
 def load_digits_array(image_size: int, channels: int) -> tuple[np.ndarray, np.ndarray, list[str]]:

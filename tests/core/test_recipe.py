@@ -209,7 +209,7 @@ def test_set_with_a_bad_value_names_the_override_not_a_line(catalog):
     [
         ("train.steps", "--set: train.steps: expected KEY=VALUE, for example train.steps=100"),
         ("objectives.3.temperature=1", "--set: objectives[3]: no such list item"),
-        ("name.first=1", "--set: name.first: parent is not a section"),
+        ("name.first=1", "--set: name: is the value 'toy', not a section: no 'first' below it"),
         ("train.steps=[1", "--set: train.steps: cannot parse value '[1': "),
     ],
 )

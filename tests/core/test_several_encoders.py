@@ -107,7 +107,7 @@ def test_one_encoder_objective_must_name_its_encoder(catalog):
 def test_encoder_and_encoders_together(catalog):
     text = RECIPE.replace("encoders:", "encoder: {name: toy_mlp}\nencoders:")
     assert problems(text, catalog) == [
-        "pair.yaml:1: give either encoder (one) or encoders (one per modality part), exactly one of them"
+        "pair.yaml:5: encoders: give either encoder (one) or encoders (one per modality part), not both"
     ]
 
 
