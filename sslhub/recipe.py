@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sslhub.catalog import Catalog
 from sslhub.components import DEFAULT_ENCODER_KEY, FEATURE_KINDS, Params, StrictNumbers, field_errors

@@ -145,7 +145,7 @@ def test_one_key_of_encoders_needs_no_name_on_the_objective(catalog):
 def test_default_is_reserved_for_encoder(catalog):
     text = RECIPE.replace("  left:", "  default:")
     assert problems(text, catalog) == [
-        "pair.yaml:1: 'default' is the key of encoder:; name the encoders: keys otherwise"
+        "pair.yaml:4: encoders: 'default' is the key of encoder:; name the encoders: keys otherwise"
     ]
 
 
