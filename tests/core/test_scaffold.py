@@ -122,7 +122,7 @@ def test_the_scaffolded_plugin_installs_loads_through_its_entry_point_and_its_te
         check=False,
     )
     assert tests.returncode == 0, tests.stdout + tests.stderr
-    assert "5 passed" in tests.stdout
+    assert "6 passed" in tests.stdout
     assert f"rootdir: {root}" in tests.stdout  # its own pytest configuration, not sslhub's
 
     # installed, it is an entry-point plugin like any other (built-ins blocked to keep this quick)
