@@ -5,7 +5,7 @@ from __future__ import annotations
 from sslhub import hookimpl
 from sslhub_audio.augmentations.gain import RandomGain, RandomGainParams
 from sslhub_audio.augmentations.noise import AdditiveNoise, AdditiveNoiseParams
-from sslhub_audio.augmentations.resized_crop import RandomResizedCrop, ResizedCropParams
+from sslhub_audio.augmentations.resized_crop import ResizedCropParams, SpecResizedCrop
 from sslhub_audio.augmentations.spec_augment import FrequencyMask, SpecMaskParams, TimeMask
 from sslhub_audio.augmentations.time_shift import TimeShift, TimeShiftParams
 from sslhub_audio.encoders.frame_transformer import FrameTransformerEncoder, FrameTransformerParams
@@ -31,7 +31,7 @@ def sslhub_register_augmentations(registry) -> None:
     registry.register("time_shift", TimeShift, params=TimeShiftParams, modalities=AUDIO)
     registry.register(
         "spec_resized_crop",
-        RandomResizedCrop,
+        SpecResizedCrop,
         params=ResizedCropParams,
         modalities=AUDIO,
         description="BYOL-A random resize crop of the log-mel: speed- and pitch-like stretches",

@@ -61,7 +61,7 @@ def crop_grid(batch: int, height: int, width: int, params: ResizedCropParams, de
     return F.affine_grid(theta, [batch, 1, height, width], align_corners=False)
 
 
-class RandomResizedCrop(Augmentation):
+class SpecResizedCrop(Augmentation):
     """BYOL-A's random resize crop on ``features [B, n_mels, frames]``; same shape out."""
 
     def __init__(self, params: ResizedCropParams, context: BuildContext | None = None):

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from sslhub import BuildContext
 from sslhub.evaluate import knn_accuracy
-from sslhub_audio.augmentations.resized_crop import RandomResizedCrop, ResizedCropParams
+from sslhub_audio.augmentations.resized_crop import ResizedCropParams, SpecResizedCrop
 from sslhub_audio.augmentations.spec_augment import SpecMaskParams, TimeMask
 from sslhub_audio.encoders.frame_transformer import FrameTransformerEncoder, FrameTransformerParams
 from sslhub_audio.losses.ntxent import ntxent_logits, ntxent_loss
@@ -38,18 +38,18 @@ def test_ntxent_logits_exclude_self_and_point_each_view_at_its_partner():
 def test_resized_crop_at_scale_one_is_the_identity_and_keeps_the_shape():
     torch.manual_seed(0)
     features = torch.randn(5, 32, 51)
-    identity = RandomResizedCrop(ResizedCropParams(time_scale=(1.0, 1.0), freq_scale=(1.0, 1.0)))
+    identity = SpecResizedCrop(ResizedCropParams(time_scale=(1.0, 1.0), freq_scale=(1.0, 1.0)))
     assert torch.allclose(identity({"features": features})["features"], features, atol=1e-4)
-    never = RandomResizedCrop(ResizedCropParams(p=0.0))
+    never = SpecResizedCrop(ResizedCropParams(p=0.0))
     assert torch.allclose(never({"features": features})["features"], features, atol=1e-4)
-    cropped = RandomResizedCrop(ResizedCropParams())({"features": features, "waveform": torch.zeros(5, 10)})
+    cropped = SpecResizedCrop(ResizedCropParams())({"features": features, "waveform": torch.zeros(5, 10)})
     assert cropped["features"].shape == features.shape and "waveform" in cropped
     assert (cropped["features"] - features).abs().mean() > 0.3
 
 
 def test_resized_crop_zoomed_out_reads_the_clip_mean_past_the_edges():
     features = torch.full((2, 8, 20), 3.0)
-    out = RandomResizedCrop(ResizedCropParams(time_scale=(1.5, 1.5), freq_scale=(1.5, 1.5)))({"features": features})
+    out = SpecResizedCrop(ResizedCropParams(time_scale=(1.5, 1.5), freq_scale=(1.5, 1.5)))({"features": features})
     assert torch.allclose(out["features"], features)
 
 
@@ -57,7 +57,7 @@ def test_resized_crop_refuses_bad_ranges_and_bad_input():
     with pytest.raises(ValidationError, match="time_scale"):
         ResizedCropParams(time_scale=(1.2, 0.8))
     with pytest.raises(ValueError, match=r"needs batch\['features'\]"):
-        RandomResizedCrop(ResizedCropParams())({"waveform": torch.zeros(2, 100)})
+        SpecResizedCrop(ResizedCropParams())({"waveform": torch.zeros(2, 100)})
 
 
 def _pooled(encoder, modality, dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +96,7 @@ def test_clip_contrastive_loss_falls_and_the_encoder_beats_its_random_init(small
     encoder = FrameTransformerEncoder(FrameTransformerParams(d_model=32, num_layers=1, num_heads=4), context)
     context.encoder = encoder
     objective = ClipContrastiveObjective(ClipContrastiveParams(projection_dim=32), context)
-    augment = torch.nn.Sequential(RandomResizedCrop(ResizedCropParams()), TimeMask(SpecMaskParams(max_width=6)))
+    augment = torch.nn.Sequential(SpecResizedCrop(ResizedCropParams()), TimeMask(SpecMaskParams(max_width=6)))
     random_init = _knn(encoder, small_audio)
     dataset = small_audio.train_dataset()
     batches = [
