@@ -5,6 +5,7 @@ from __future__ import annotations
 from sslhub import hookimpl
 from sslhub_audio.augmentations.gain import RandomGain, RandomGainParams
 from sslhub_audio.augmentations.noise import AdditiveNoise, AdditiveNoiseParams
+from sslhub_audio.augmentations.resized_crop import ResizedCropParams, SpecResizedCrop
 from sslhub_audio.augmentations.spec_augment import FrequencyMask, SpecMaskParams, TimeMask
 from sslhub_audio.augmentations.time_shift import TimeShift, TimeShiftParams
 from sslhub_audio.encoders.causal_frame_transformer import (
@@ -15,6 +16,7 @@ from sslhub_audio.encoders.frame_transformer import FrameTransformerEncoder, Fra
 from sslhub_audio.encoders.wav2vec2 import Wav2Vec2Encoder, Wav2Vec2Params
 from sslhub_audio.modality import AudioModality, AudioParams
 from sslhub_audio.objectives.apc import APCObjective, APCParams
+from sslhub_audio.objectives.clip_contrastive import ClipContrastiveObjective, ClipContrastiveParams
 from sslhub_audio.objectives.masked_audio import MaskedAudioObjective, MaskedAudioParams
 
 AUDIO = ["audio"]
@@ -32,6 +34,13 @@ def sslhub_register_augmentations(registry) -> None:
     registry.register("random_gain", RandomGain, params=RandomGainParams, modalities=AUDIO)
     registry.register("additive_noise", AdditiveNoise, params=AdditiveNoiseParams, modalities=AUDIO)
     registry.register("time_shift", TimeShift, params=TimeShiftParams, modalities=AUDIO)
+    registry.register(
+        "spec_resized_crop",
+        SpecResizedCrop,
+        params=ResizedCropParams,
+        modalities=AUDIO,
+        description="BYOL-A random resize crop of the log-mel: speed- and pitch-like stretches",
+    )
 
 
 @hookimpl
@@ -85,4 +94,12 @@ def sslhub_register_objectives(registry) -> None:
         modalities=AUDIO,
         requires=["tokens", "causal"],
         description="Autoregressive Predictive Coding: a causal encoder predicts the log-mel frame n steps ahead",
+    )
+    registry.register(
+        "clip_contrastive",
+        ClipContrastiveObjective,
+        params=ClipContrastiveParams,
+        modalities=AUDIO,
+        requires=["pooled"],
+        description="NT-Xent between two augmented views of each clip (COLA / SimCLR)",
     )

@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # recipe -> (overrides, the evaluation keys that must beat random init)
 SHORT_RUNS: dict[str, tuple[list[str], list[str]]] = {
     "image_simclr.yaml": (["train.steps=100", "train.batch_size=96"], ["knn_accuracy", "linear_probe_accuracy"]),
+    # 100 of 400 steps: kNN 0.93 vs 0.60 at random init, linear probe 0.998 vs 0.950 (embedded set, measured)
+    "audio_contrastive.yaml": (["train.steps=100", "train.threads=1"], ["knn_accuracy", "linear_probe_accuracy"]),
 }
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile
 import torch
 from toy_runs import sslhub
@@ -27,10 +28,11 @@ TINY_AUDIO = [
 ]
 
 
-def test_the_random_init_export_embeds_with_sslhub_embed(tmp_path):
+@pytest.mark.parametrize("recipe", ["audio_masked", "audio_contrastive"])
+def test_the_random_init_export_embeds_with_sslhub_embed(tmp_path, recipe):
     run_dir = tmp_path / "run"
     overrides = [arg for item in TINY_AUDIO for arg in ("--set", item)]
-    result = sslhub("run", str(REPO / "recipes" / "audio_masked.yaml"), *BLOCKED, "--out", str(run_dir), *overrides)
+    result = sslhub("run", str(REPO / "recipes" / f"{recipe}.yaml"), *BLOCKED, "--out", str(run_dir), *overrides)
     assert result.returncode == 0, result.stderr
     assert "random-init baseline run" in result.stdout
     metadata = json.loads((run_dir / "onnx" / "metadata.json").read_text())

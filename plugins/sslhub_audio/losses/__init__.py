@@ -1,0 +1,1 @@
+"""Losses of the audio plugin, usable on their own."""
