@@ -13,37 +13,23 @@ References:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import Tensor, nn
 
-from sslhub import BuildContext, Encoder, EncoderOutput, Params
-from sslhub_audio.encoders.frame_transformer import sinusoidal_positions
+from sslhub import BuildContext
+from sslhub_audio.encoders.frame_transformer import FrameEncoderParams, LogMelFrameEncoder
 
 
-class CausalFrameTransformerParams(Params):
+class CausalFrameTransformerParams(FrameEncoderParams):
     """Parameters of ``causal_frame_transformer``."""
 
-    d_model: int = Field(128, gt=0, description="Width of frame embeddings and the transformer.")
+    # Defaults differ from frame_transformer's; any kernel size works, as the padding is all on the left.
     num_layers: int = Field(3, ge=1, description="Transformer layers.")
-    num_heads: int = Field(4, ge=1, description="Attention heads (must divide d_model).")
-    mlp_ratio: float = Field(4.0, gt=0, description="Feed-forward width as a multiple of d_model.")
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout in attention and feed-forward outputs.")
     strides: list[int] = Field(
         default_factory=lambda: [1], min_length=1, description="Stride of each causal conv1d layer."
     )
     kernel_size: int = Field(3, ge=1, description="Kernel size of the causal convolutions (padded on the left).")
-
-    @model_validator(mode="after")
-    def _check(self) -> CausalFrameTransformerParams:
-        if self.d_model % self.num_heads:
-            raise ValueError(f"num_heads ({self.num_heads}) must divide d_model ({self.d_model})")
-        if any(s < 1 for s in self.strides):
-            raise ValueError(f"strides must be >= 1, got {self.strides}")
-        return self
 
 
 class CausalConv1d(nn.Conv1d):
@@ -56,68 +42,16 @@ class CausalConv1d(nn.Conv1d):
         return super().forward(F.pad(x, (self.kernel_size[0] - 1, 0)))
 
 
-class CausalTransformerBlock(nn.Module):
-    """Pre-norm self-attention + MLP block on ``[B, N, D]`` where position ``i`` attends only to ``<= i``."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float):
-        super().__init__()
-        self.num_heads = num_heads
-        self.norm1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        batch, length, dim = x.shape
-        qkv = self.qkv(self.norm1(x)).reshape(batch, length, 3, self.num_heads, dim // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.dropout(self.proj(attended.transpose(1, 2).reshape(batch, length, dim)))
-        return x + self.dropout(self.mlp(self.norm2(x)))
-
-
-class CausalFrameTransformerEncoder(Encoder):
+class CausalFrameTransformerEncoder(LogMelFrameEncoder):
     """Causal log-mel frame transformer; reads ``features [B, n_mels, T]``, gives ``tokens [B, T', D]``."""
 
-    input_names = ("features",)
     provides = frozenset({"pooled", "tokens", "causal"})
+    registered_name = "causal_frame_transformer"
+    causal_attention = True
 
     def __init__(self, params: CausalFrameTransformerParams, context: BuildContext | None = None):
-        super().__init__()
-        info = context.modality.info() if context is not None and context.modality is not None else {}
-        if "n_mels" not in info:
-            raise ValueError(
-                "encoder 'causal_frame_transformer' needs a modality whose info() has 'n_mels' (the audio modality)"
-            )
-        self.params = params
-        self.n_mels = int(info["n_mels"])
-        self.feature_dim = params.d_model
-        self.frame_rate_divisor = math.prod(params.strides)
-        layers: list[nn.Module] = []
-        channels = self.n_mels
-        for stride in params.strides:
-            layers += [CausalConv1d(channels, params.d_model, params.kernel_size, stride=stride), nn.GELU()]
-            channels = params.d_model
-        self.subsample = nn.Sequential(*layers)
-        self.input_norm = nn.LayerNorm(params.d_model)
-        self.blocks = nn.ModuleList(
-            CausalTransformerBlock(params.d_model, params.num_heads, params.mlp_ratio, params.dropout)
-            for _ in range(params.num_layers)
-        )
-        self.norm = nn.LayerNorm(params.d_model)
+        super().__init__(params, context)
 
-    def forward(self, batch: Mapping[str, Tensor]) -> EncoderOutput:
-        features = batch["features"]
-        if features.dim() != 3 or features.shape[1] != self.n_mels:
-            raise ValueError(
-                f"causal_frame_transformer expects features [batch, {self.n_mels}, frames], got {tuple(features.shape)}"
-            )
-        x = self.input_norm(self.subsample(features).transpose(1, 2))
-        x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device, x.dtype)
-        for block in self.blocks:
-            x = block(x)
-        tokens = self.norm(x)
-        return EncoderOutput(pooled=tokens.mean(dim=1), tokens=tokens)
+    def subsampling_conv(self, in_channels: int, stride: int) -> nn.Conv1d:
+        """A left-padded convolution, so no output frame sees a later mel frame."""
+        return CausalConv1d(in_channels, self.params.d_model, self.params.kernel_size, stride=stride)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +24,8 @@ from torch import Tensor, nn
 from sslhub import BuildContext, Encoder, EncoderOutput, Params
 
 
-class FrameTransformerParams(Params):
-    """Parameters of ``frame_transformer``."""
+class FrameEncoderParams(Params):
+    """Parameters both log-mel frame transformers take (``frame_transformer``, ``causal_frame_transformer``)."""
 
     d_model: int = Field(128, gt=0, description="Width of frame embeddings and the transformer.")
     num_layers: int = Field(4, ge=1, description="Transformer layers.")
@@ -37,11 +38,19 @@ class FrameTransformerParams(Params):
     kernel_size: int = Field(3, ge=1, description="Kernel size of the (odd-padded) subsampling convolutions.")
 
     @model_validator(mode="after")
-    def _check(self) -> FrameTransformerParams:
+    def _check_heads_and_strides(self) -> FrameEncoderParams:
         if self.d_model % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide d_model ({self.d_model})")
         if any(s < 1 for s in self.strides):
             raise ValueError(f"strides must be >= 1, got {self.strides}")
+        return self
+
+
+class FrameTransformerParams(FrameEncoderParams):
+    """Parameters of ``frame_transformer``."""
+
+    @model_validator(mode="after")
+    def _check_odd_kernel(self) -> FrameTransformerParams:
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (so T' = ceil(T / divisor)), got {self.kernel_size}")
         return self
@@ -62,11 +71,15 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device, dtype: tor
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm self-attention + MLP block on ``[B, N, D]`` (uses scaled_dot_product_attention)."""
+    """Pre-norm self-attention + MLP block on ``[B, N, D]`` (uses scaled_dot_product_attention).
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float):
+    With ``causal=True`` position ``i`` attends only to positions ``<= i``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float, causal: bool = False):
         super().__init__()
         self.num_heads = num_heads
+        self.causal = causal
         self.norm1 = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -79,28 +92,31 @@ class TransformerBlock(nn.Module):
         batch, length, dim = x.shape
         qkv = self.qkv(self.norm1(x)).reshape(batch, length, 3, self.num_heads, dim // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, N, head_dim]
-        attended = F.scaled_dot_product_attention(q, k, v)
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         attended = attended.transpose(1, 2).reshape(batch, length, dim)
         x = x + self.dropout(self.proj(attended))
         return x + self.dropout(self.mlp(self.norm2(x)))
 
 
-class FrameTransformerEncoder(Encoder):
-    """Log-mel frame transformer: conv subsampling + transformer; pooled = mean of frames.
+class LogMelFrameEncoder(Encoder):
+    """What the log-mel frame transformers share: conv subsampling, positions, transformer, mean pooling.
 
-    Reads ``batch["features"]`` ``[B, n_mels, T]``; returns ``tokens [B, T', D]`` and
-    ``pooled [B, D]``.
+    ``features [B, n_mels, T] -> conv1d stack -> [B, T', D] -> + positions -> transformer ->
+    tokens [B, T', D]``, ``pooled [B, D]``. A subclass names itself (``registered_name``, for
+    messages), chooses the subsampling convolution (:meth:`subsampling_conv`) and whether the
+    attention is causal (``causal_attention``).
     """
 
     input_names = ("features",)
-    provides = frozenset({"pooled", "tokens"})
+    registered_name: ClassVar[str]
+    causal_attention: ClassVar[bool] = False
 
-    def __init__(self, params: FrameTransformerParams, context: BuildContext | None = None):
+    def __init__(self, params: FrameEncoderParams, context: BuildContext | None = None):
         super().__init__()
         info = context.modality.info() if context is not None and context.modality is not None else {}
         if "n_mels" not in info:
             raise ValueError(
-                "encoder 'frame_transformer' needs a modality whose info() has 'n_mels' (the audio modality)"
+                f"encoder '{self.registered_name}' needs a modality whose info() has 'n_mels' (the audio modality)"
             )
         self.params = params
         self.n_mels = int(info["n_mels"])
@@ -109,18 +125,62 @@ class FrameTransformerEncoder(Encoder):
         layers: list[nn.Module] = []
         channels = self.n_mels
         for stride in params.strides:
-            layers += [
-                nn.Conv1d(channels, params.d_model, params.kernel_size, stride=stride, padding=params.kernel_size // 2),
-                nn.GELU(),
-            ]
+            layers += [self.subsampling_conv(channels, stride), nn.GELU()]
             channels = params.d_model
         self.subsample = nn.Sequential(*layers)
         self.input_norm = nn.LayerNorm(params.d_model)
         self.blocks = nn.ModuleList(
-            TransformerBlock(params.d_model, params.num_heads, params.mlp_ratio, params.dropout)
+            TransformerBlock(params.d_model, params.num_heads, params.mlp_ratio, params.dropout, self.causal_attention)
             for _ in range(params.num_layers)
         )
         self.norm = nn.LayerNorm(params.d_model)
+
+    def subsampling_conv(self, in_channels: int, stride: int) -> nn.Conv1d:
+        """One subsampling convolution ``[B, in_channels, T] -> [B, d_model, ceil(T / stride)]``."""
+        raise NotImplementedError
+
+    def embed_frames(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Subsampled frame embeddings before the transformer: ``[B, T', D]``."""
+        features = batch["features"]
+        if features.dim() != 3 or features.shape[1] != self.n_mels:
+            raise ValueError(
+                f"{self.registered_name} expects features [batch, {self.n_mels}, frames], got {tuple(features.shape)}"
+            )
+        return self.input_norm(self.subsample(features).transpose(1, 2))
+
+    def transform_frames(self, x: Tensor) -> EncoderOutput:
+        """Add positions to frame embeddings ``[B, T', D]`` and run the transformer.
+
+        Returns:
+            :class:`EncoderOutput` with ``tokens [B, T', D]`` and ``pooled [B, D]`` (mean of frames).
+        """
+        x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device, x.dtype)
+        for block in self.blocks:
+            x = block(x)
+        tokens = self.norm(x)
+        return EncoderOutput(pooled=tokens.mean(dim=1), tokens=tokens)
+
+    def forward(self, batch: Mapping[str, Tensor]) -> EncoderOutput:
+        return self.transform_frames(self.embed_frames(batch))
+
+
+class FrameTransformerEncoder(LogMelFrameEncoder):
+    """Log-mel frame transformer: conv subsampling + transformer; pooled = mean of frames.
+
+    Reads ``batch["features"]`` ``[B, n_mels, T]``; returns ``tokens [B, T', D]`` and
+    ``pooled [B, D]``.
+    """
+
+    provides = frozenset({"pooled", "tokens"})
+    registered_name = "frame_transformer"
+
+    def __init__(self, params: FrameTransformerParams, context: BuildContext | None = None):
+        super().__init__(params, context)
+
+    def subsampling_conv(self, in_channels: int, stride: int) -> nn.Conv1d:
+        """A centred convolution (odd kernel, padding ``k // 2``)."""
+        kernel_size = self.params.kernel_size
+        return nn.Conv1d(in_channels, self.params.d_model, kernel_size, stride=stride, padding=kernel_size // 2)
 
     def num_frames(self, mel_frames: int) -> int:
         """Encoder frames ``T'`` for ``mel_frames`` input frames."""
@@ -132,15 +192,6 @@ class FrameTransformerEncoder(Encoder):
     def count_frames(self, batch: Mapping[str, Tensor]) -> int:
         """Encoder frames ``T'`` this batch yields (objectives size frame masks with it)."""
         return self.num_frames(batch["features"].shape[-1])
-
-    def embed_frames(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """Subsampled frame embeddings before the transformer: ``[B, T', D]``."""
-        features = batch["features"]
-        if features.dim() != 3 or features.shape[1] != self.n_mels:
-            raise ValueError(
-                f"frame_transformer expects features [batch, {self.n_mels}, frames], got {tuple(features.shape)}"
-            )
-        return self.input_norm(self.subsample(features).transpose(1, 2))
 
     def forward_frames(
         self, batch: Mapping[str, Tensor], frame_mask: Tensor | None = None, mask_embedding: Tensor | None = None
@@ -164,11 +215,4 @@ class FrameTransformerEncoder(Encoder):
                     f"frame_mask must be [batch, frames] = {list(x.shape[:2])}, got {list(frame_mask.shape)}"
                 )
             x = torch.where(frame_mask[..., None], mask_embedding.to(x.dtype), x)
-        x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device, x.dtype)
-        for block in self.blocks:
-            x = block(x)
-        tokens = self.norm(x)
-        return EncoderOutput(pooled=tokens.mean(dim=1), tokens=tokens)
-
-    def forward(self, batch: Mapping[str, Tensor]) -> EncoderOutput:
-        return self.forward_frames(batch)
+        return self.transform_frames(x)
