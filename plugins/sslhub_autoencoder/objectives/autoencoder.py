@@ -50,23 +50,22 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch import Tensor
 
-from sslhub import Batch, BuildContext, Encoder, EncoderOutput, Modality, Objective, ObjectiveOutput, Params
+from sslhub import Batch, BuildContext, Encoder, Modality, Objective, ObjectiveOutput, Params
 from sslhub_autoencoder.corruption import corrupt
-from sslhub_autoencoder.heads import (
-    FrameDecoder,
-    ImageDecoder,
-    LatentHead,
-    MLPDecoder,
-    VectorToFrameDecoder,
-    VectorToImageDecoder,
-)
+from sslhub_autoencoder.heads import LatentHead
 from sslhub_autoencoder.losses import gaussian_kl, reconstruction_error
-
-#: the batch key reconstructed for each known modality.
-TARGET_KEYS = {"image": "image", "audio": "features", "tabular": "vector"}
+from sslhub_autoencoder.reconstruction import (
+    TARGET_KEYS,
+    build_decoder,
+    choose_source,
+    evaluation_mode,
+    held_out_batches,
+    held_out_subset,
+    probe_encoder,
+    save_reconstruction_grid,
+)
 
 
 class AutoencoderParams(Params):
@@ -179,8 +178,8 @@ class AutoencoderObjective(Objective):
                 f"loss bce needs data in [0, 1]; the {context.modality_name or 'given'} modality does not declare "
                 "value_range [0, 1] (use mse or l1)"
             )
-        features = self._probe(encoder, example)
-        self.decode_from = self._choose_source(params.decode_from, target, features)
+        features = probe_encoder(encoder, example)
+        self.decode_from = choose_source(params.decode_from, target, features, self.target_key)
         variational = params.variant == "variational"
         source = getattr(features, self.decode_from)
         self.latent = LatentHead(
@@ -189,55 +188,11 @@ class AutoencoderObjective(Objective):
             variational=variational,
             channel_axis=1 if self.decode_from == "spatial" else -1,
         )
-        self.decoder = self._build_decoder(target, source)
+        self.decoder = build_decoder(
+            params.bottleneck, self.decode_from, target, source, params.decoder_width, params.decoder_hidden
+        )
         # optimizer steps seen in training, for the KL warm-up; a buffer so checkpoints keep it
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
-
-    # -- construction -------------------------------------------------------------------------
-
-    @staticmethod
-    @torch.no_grad()
-    def _probe(encoder: Encoder, example: Batch) -> EncoderOutput:
-        was_training = encoder.training
-        encoder.eval()
-        try:
-            return encoder(example)
-        finally:
-            encoder.train(was_training)
-
-    def _choose_source(self, requested: str, target: Tensor, features: EncoderOutput) -> str:
-        if requested == "auto":
-            if target.dim() == 4 and features.spatial is not None:
-                return "spatial"
-            if target.dim() == 3 and features.tokens is not None:
-                return "tokens"
-            return "pooled"
-        if getattr(features, requested) is None:
-            raise ValueError(
-                f"decode_from {requested} needs an encoder with {requested} features; this one gives "
-                f"{', '.join(k for k in ('pooled', 'tokens', 'spatial') if getattr(features, k) is not None)}"
-            )
-        allowed = {4: ("pooled", "spatial"), 3: ("pooled", "tokens"), 2: ("pooled",)}[target.dim()]
-        if requested not in allowed:
-            raise ValueError(
-                f"decode_from {requested} does not fit target {self.target_key!r} of shape {list(target.shape)}; "
-                f"choose one of {', '.join(allowed)}"
-            )
-        return requested
-
-    def _build_decoder(self, target: Tensor, source: Tensor) -> nn.Module:
-        p = self.params
-        if target.dim() == 4:
-            channels, size = target.shape[1], (target.shape[2], target.shape[3])
-            if self.decode_from == "spatial":
-                return ImageDecoder(p.bottleneck, channels, tuple(source.shape[-2:]), size, width=p.decoder_width)
-            return VectorToImageDecoder(p.bottleneck, channels, size, width=p.decoder_width)
-        if target.dim() == 3:
-            bins, length = target.shape[1], target.shape[2]
-            if self.decode_from == "tokens":
-                return FrameDecoder(p.bottleneck, bins, length / source.shape[1], width=p.decoder_width)
-            return VectorToFrameDecoder(p.bottleneck, bins, length, width=p.decoder_width)
-        return MLPDecoder(p.bottleneck, target.shape[1], p.decoder_hidden)
 
     # -- the objective ------------------------------------------------------------------------
 
@@ -319,21 +274,15 @@ class AutoencoderObjective(Objective):
         The PNG (``autoencoder_reconstructions.png``) has inputs in the first row and their
         reconstructions below.
         """
-        dataset = _held_out(modality)
-        if dataset is None or len(dataset) == 0:  # type: ignore[arg-type]
+        subset = held_out_subset(modality, self.params.report_samples)
+        if subset is None:
             return {}
         device = next(self.parameters()).device
-        count = min(self.params.report_samples, len(dataset))  # type: ignore[arg-type]
-        subset = torch.utils.data.Subset(dataset, range(count))
-        loader = DataLoader(subset, batch_size=128, shuffle=False, collate_fn=modality.collate)
-        states = (encoder.training, self.training)
-        encoder.eval(), self.eval()
         squared = absolute = 0.0
         elements = 0
         targets, first = [], None
-        try:
-            for batch in loader:
-                batch = modality.on_device({k: v.to(device) for k, v in batch.items() if k != "label"})
+        with evaluation_mode(encoder, self):
+            for batch in held_out_batches(subset, modality, device):
                 result = self.reconstruct(batch, encoder, corrupt_input=False)
                 target = result["target"].float()
                 error = result["prediction"] - target
@@ -343,49 +292,15 @@ class AutoencoderObjective(Objective):
                 targets.append(target.cpu())
                 if first is None:
                     first = result
-        finally:
-            encoder.train(states[0]), self.train(states[1])
         everything = torch.cat(targets)
         baseline = float((everything - everything.mean(dim=0, keepdim=True)).square().mean())
         entry: dict[str, Any] = {
-            "held_out_samples": count,
+            "held_out_samples": len(subset),
             "reconstruction_mse": round(squared / elements, 6),
             "reconstruction_l1": round(absolute / elements, 6),
             "mean_baseline_mse": round(baseline, 6),
         }
         if first is not None and first["target"].dim() in (3, 4):
-            entry["reconstructions_png"] = str(self._save_grid(Path(run_dir), first))
+            path = Path(run_dir) / "autoencoder_reconstructions.png"
+            entry["reconstructions_png"] = str(save_reconstruction_grid(path, first))
         return entry
-
-    def _save_grid(self, run_dir: Path, result: dict[str, Any]) -> Path:
-        from torchvision.utils import save_image
-
-        shown = min(8, result["target"].shape[0])
-        target, prediction = result["target"][:shown].float(), result["prediction"][:shown].float()
-        if target.dim() == 3:  # spectrograms [B, F, T]: one gray picture each, low frequencies at the bottom
-            target, prediction = target.flip(1)[:, None], prediction.flip(1)[:, None]
-            low, high = target.min(), target.max()
-            target, prediction = ((x - low) / (high - low).clamp_min(1e-6) for x in (target, prediction))
-        path = run_dir / "autoencoder_reconstructions.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(torch.cat([target, prediction]).clamp(0, 1).cpu(), path, nrow=shown, padding=2)
-        return path
-
-
-class _WithoutLabels(Dataset):
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> Batch:
-        return {k: v for k, v in self.dataset[index].items() if k != "label"}
-
-
-def _held_out(modality: Modality) -> Dataset | None:
-    held_out = modality.held_out_dataset()
-    if held_out is not None:
-        return held_out
-    split = modality.eval_split()
-    return _WithoutLabels(split.test) if split is not None else None

@@ -32,21 +32,20 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
 
 from sslhub import Batch, BuildContext, Encoder, Modality, Objective, ObjectiveOutput, Params
-from sslhub_autoencoder.heads import (
-    FrameDecoder,
-    ImageDecoder,
-    MLPDecoder,
-    VectorToFrameDecoder,
-    VectorToImageDecoder,
-)
 from sslhub_autoencoder.losses import reconstruction_error
 from sslhub_autoencoder.quantizer import VectorQuantizer, codebook_perplexity
-
-#: the batch key reconstructed for each known modality (as for ``autoencoder``).
-TARGET_KEYS = {"image": "image", "audio": "features", "tabular": "vector"}
+from sslhub_autoencoder.reconstruction import (
+    TARGET_KEYS,
+    build_decoder,
+    choose_source,
+    evaluation_mode,
+    held_out_batches,
+    held_out_subset,
+    probe_encoder,
+    save_reconstruction_grid,
+)
 
 
 class VQVAEParams(Params):
@@ -96,18 +95,17 @@ class VQVAEObjective(Objective):
         if params.loss == "bce" and not self.bounded:
             raise ValueError("loss bce needs data in [0, 1]: this modality does not declare value_range [0, 1]")
         target = example[self.target_key]
-        with torch.no_grad():
-            was_training = encoder.training
-            features = encoder.eval()(example)
-            encoder.train(was_training)
-        self.decode_from = _choose_source(params.decode_from, target, features)
+        features = probe_encoder(encoder, example)
+        self.decode_from = choose_source(params.decode_from, target, features, self.target_key)
         source = getattr(features, self.decode_from)
         self.channel_axis = 1 if self.decode_from == "spatial" else -1
         self.project = nn.Linear(source.shape[self.channel_axis], params.code_dim)
         self.quantizer = VectorQuantizer(
             params.codebook_size, params.code_dim, params.decay, params.dead_code_threshold
         )
-        self.decoder = _build_decoder(params, self.decode_from, target, source)
+        self.decoder = build_decoder(
+            params.code_dim, self.decode_from, target, source, params.decoder_width, params.decoder_hidden
+        )
 
     def encode(self, batch: Batch, encoder: Encoder) -> Tensor:
         """Pre-quantisation vectors, channels last: ``[B, h, w, D]``, ``[B, T', D]`` or ``[B, D]``."""
@@ -154,12 +152,8 @@ class VQVAEObjective(Objective):
     @torch.no_grad()
     def held_out_metrics(self, batch: Batch, encoder: Encoder) -> dict[str, float]:
         """Reconstruction mse and codebook perplexity/usage on one held-out batch (codebook untouched)."""
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluation_mode(self):
             result = self.reconstruct(batch, encoder)
-        finally:
-            self.train(was_training)
         counts = result["counts"]
         return {
             "reconstruction_mse": float((result["prediction"] - result["target"]).square().mean()),
@@ -170,28 +164,21 @@ class VQVAEObjective(Objective):
     @torch.no_grad()
     def report(self, run_dir: Path, encoder: Encoder, modality: Modality) -> dict[str, Any]:
         """Held-out reconstruction error and codebook use, a reconstruction picture, the tokenizer export."""
-        dataset = _held_out(modality)
-        if dataset is None or len(dataset) == 0:  # type: ignore[arg-type]
+        subset = held_out_subset(modality, self.params.report_samples)
+        if subset is None:
             return {}
         device = next(self.parameters()).device
-        count = min(self.params.report_samples, len(dataset))  # type: ignore[arg-type]
-        loader = DataLoader(Subset(dataset, range(count)), batch_size=128, collate_fn=modality.collate)
-        states = (encoder.training, self.training)
-        encoder.eval(), self.eval()
         squared, elements, first = 0.0, 0, None
         counts = torch.zeros(self.params.codebook_size, device=device)
-        try:
-            for batch in loader:
-                batch = modality.on_device({k: v.to(device) for k, v in batch.items() if k != "label"})
+        with evaluation_mode(encoder, self):
+            for batch in held_out_batches(subset, modality, device):
                 result = self.reconstruct(batch, encoder)
                 squared += float((result["prediction"] - result["target"]).square().sum())
                 elements += result["target"].numel()
                 counts += result["counts"]
                 first = first or result
-        finally:
-            encoder.train(states[0]), self.train(states[1])
         entry: dict[str, Any] = {
-            "held_out_samples": count,
+            "held_out_samples": len(subset),
             "reconstruction_mse": round(squared / elements, 6),
             "codebook_size": self.params.codebook_size,
             "codebook_perplexity": round(float(codebook_perplexity(counts)), 3),
@@ -199,72 +186,11 @@ class VQVAEObjective(Objective):
             "dead_codes": int((self.quantizer.ema_count < self.params.dead_code_threshold).sum()),
         }
         if first is not None and first["target"].dim() in (3, 4):
-            entry["reconstructions_png"] = str(_save_grid(Path(run_dir) / "vq_vae_reconstructions.png", first))
+            entry["reconstructions_png"] = str(
+                save_reconstruction_grid(Path(run_dir) / "vq_vae_reconstructions.png", first)
+            )
         if self.params.export_tokenizer:
             from sslhub_autoencoder.vq_export import export_vq_tokenizer
 
             entry["tokenizer"] = export_vq_tokenizer(self, encoder, modality, Path(run_dir) / "vq_tokenizer.onnx")
         return entry
-
-
-def _choose_source(requested: str, target: Tensor, features: Any) -> str:
-    if requested == "auto":
-        if target.dim() == 4 and features.spatial is not None:
-            return "spatial"
-        if target.dim() == 3 and features.tokens is not None:
-            return "tokens"
-        return "pooled"
-    if getattr(features, requested) is None:
-        raise ValueError(f"decode_from {requested} needs an encoder with {requested} features")
-    allowed = {4: ("pooled", "spatial"), 3: ("pooled", "tokens"), 2: ("pooled",)}[target.dim()]
-    if requested not in allowed:
-        raise ValueError(f"decode_from {requested} does not fit a target of shape {list(target.shape)}")
-    return requested
-
-
-def _build_decoder(params: VQVAEParams, decode_from: str, target: Tensor, source: Tensor) -> nn.Module:
-    width = params.decoder_width
-    if target.dim() == 4:
-        channels, size = target.shape[1], (target.shape[2], target.shape[3])
-        if decode_from == "spatial":
-            return ImageDecoder(params.code_dim, channels, tuple(source.shape[-2:]), size, width=width)
-        return VectorToImageDecoder(params.code_dim, channels, size, width=width)
-    if target.dim() == 3:
-        if decode_from == "tokens":
-            return FrameDecoder(params.code_dim, target.shape[1], target.shape[2] / source.shape[1], width=width)
-        return VectorToFrameDecoder(params.code_dim, target.shape[1], target.shape[2], width=width)
-    return MLPDecoder(params.code_dim, target.shape[1], params.decoder_hidden)
-
-
-def _save_grid(path: Path, result: dict[str, Tensor]) -> Path:
-    """Inputs in the first row, reconstructions below (spectrograms low frequencies at the bottom)."""
-    from torchvision.utils import save_image
-
-    shown = min(8, result["target"].shape[0])
-    target, prediction = result["target"][:shown], result["prediction"][:shown]
-    if target.dim() == 3:
-        target, prediction = target.flip(1)[:, None], prediction.flip(1)[:, None]
-        low, high = target.min(), target.max()
-        target, prediction = ((x - low) / (high - low).clamp_min(1e-6) for x in (target, prediction))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(torch.cat([target, prediction]).clamp(0, 1).cpu(), path, nrow=shown, padding=2)
-    return path
-
-
-class _WithoutLabels(Dataset):
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> Batch:
-        return {k: v for k, v in self.dataset[index].items() if k != "label"}
-
-
-def _held_out(modality: Modality) -> Dataset | None:
-    held_out = modality.held_out_dataset()
-    if held_out is not None:
-        return held_out
-    split = modality.eval_split()
-    return _WithoutLabels(split.test) if split is not None else None
