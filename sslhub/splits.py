@@ -196,3 +196,34 @@ def split_by_path_groups(
     if problem is not None:
         raise ValueError(problem)
     return split
+
+
+def path_group_problems(
+    paths: Sequence[str],
+    labels: Sequence[int] | None,
+    class_names: Sequence[str],
+    pattern: str,
+    root: str,
+    test_fraction: float,
+    seed: int,
+    field: str = "group_pattern",
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """Why :func:`split_by_path_groups` cannot split these files, as ``Params.file_problems`` pairs.
+
+    For the ``file_problems`` of a folder source with a group pattern: ``sslhub validate`` then
+    reports a pattern leaving a file without a group, or a class without probe-train samples, at
+    the pattern's recipe line.
+
+    Args:
+        paths, labels, class_names, pattern, root, test_fraction, seed: as for
+            :func:`split_by_path_groups` (the files the source lists, relative to ``root``).
+        field: the parameter holding the pattern.
+
+    Returns:
+        ``[((field,), message)]``, or ``[]`` when the split works.
+    """
+    try:
+        split_by_path_groups(paths, labels, class_names, pattern, root, test_fraction, seed)
+    except ValueError as error:
+        return [((field,), str(error))]
+    return []

@@ -27,8 +27,8 @@ from sslhub import (
     Modality,
     Params,
     compile_group_pattern,
+    path_group_problems,
     path_problems,
-    split_by_path_groups,
 )
 from sslhub_audio.datasets import (
     AudioFileDataset,
@@ -90,15 +90,11 @@ class FolderAudioSource(Params):
         missing = path_problems(self.path, "folder", self.extensions)
         if missing or self.group_pattern is None or test_fraction is None:
             return missing
-        try:
-            paths = list_audio_files(self.path, self.extensions)
-            relative = [p.relative_to(self.path) for p in paths]
-            labels, class_names = class_labels(relative)
-            posix = [r.as_posix() for r in relative]
-            split_by_path_groups(posix, labels, class_names, self.group_pattern, str(self.path), test_fraction, seed)
-        except ValueError as error:
-            return [(("group_pattern",), str(error))]
-        return []
+        root = self.path.expanduser()  # path_problems found a folder there
+        relative = [p.relative_to(root) for p in list_audio_files(root, self.extensions)]
+        labels, class_names = class_labels(relative)
+        posix = [r.as_posix() for r in relative]
+        return path_group_problems(posix, labels, class_names, self.group_pattern, str(root), test_fraction, seed)
 
     @field_validator("extensions")
     @classmethod

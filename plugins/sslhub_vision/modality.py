@@ -32,6 +32,7 @@ from sslhub import (
     Modality,
     Params,
     compile_group_pattern,
+    path_group_problems,
     path_problems,
     split_by_path_groups,
 )
@@ -79,15 +80,11 @@ class FolderSource(Params):
         missing = path_problems(self.path, "folder", self.extensions)
         if missing or self.group_pattern is None or test_fraction is None:
             return missing
-        root = self.path.expanduser()
-        try:
-            paths = sources.list_image_files(root, self.extensions)
-            labels, class_names = sources.folder_labels(root, paths)
-            relative = [p.relative_to(root).as_posix() for p in paths]
-            split_by_path_groups(relative, labels, class_names, self.group_pattern, str(root), test_fraction, seed)
-        except ValueError as error:
-            return [(("group_pattern",), str(error))]
-        return []
+        root = self.path.expanduser()  # path_problems found a folder there
+        paths = sources.list_image_files(root, self.extensions)
+        labels, class_names = sources.folder_labels(root, paths)
+        relative = [p.relative_to(root).as_posix() for p in paths]
+        return path_group_problems(relative, labels, class_names, self.group_pattern, str(root), test_fraction, seed)
 
 
 class NumpySource(Params):

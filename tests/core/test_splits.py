@@ -10,6 +10,7 @@ from sslhub import (
     GroupSplit,
     group_split,
     groups_from_paths,
+    path_group_problems,
     split_by_path_groups,
     split_problem,
     unmatched_paths_problem,
@@ -109,3 +110,19 @@ def test_problem_messages_name_the_pattern_the_files_and_the_class():
 def test_split_by_path_groups_refuses_unlabeled_sources():
     with pytest.raises(ValueError, match="grouping splits the labeled samples, but imgs has no labels"):
         split_by_path_groups(["x1.png", "x2.png"], None, [], r"x(\d)", "imgs", 0.5, 0)
+
+
+def test_path_group_problems_reports_at_the_pattern_field():
+    paths = [f"{c}/spk{g}_{i}.wav" for c in ("no", "yes") for g in range(4) for i in range(2)]
+    labels = [0] * 8 + [1] * 8
+    assert path_group_problems(paths, labels, ["no", "yes"], r"spk(\d)", "clips", 0.25, 0) == []
+    problems = path_group_problems([*paths, "yes/odd.wav"], [*labels, 1], ["no", "yes"], r"spk(\d)", "clips", 0.25, 0)
+    assert problems == [
+        (
+            ("group_pattern",),
+            "pattern 'spk(\\d)' matches 16 of the 17 files under clips; every file needs a group "
+            "(no match: 'yes/odd.wav')",
+        )
+    ]
+    unlabeled = path_group_problems(["a1.png"], None, [], r"a(\d)", "imgs", 0.5, 0, field="pattern")
+    assert [where for where, _ in unlabeled] == [("pattern",)]
