@@ -11,8 +11,10 @@ from sslhub_text.augmentations.tokens import (
     TokenDropout,
     TokenDropoutParams,
 )
+from sslhub_text.encoders.causal_hf import CausalHFEncoder, CausalHFParams
 from sslhub_text.encoders.hf_encoder import HFEncoder, HFParams
 from sslhub_text.modality import TextModality, TextParams
+from sslhub_text.objectives.causal_lm import CausalLMObjective, CausalLMParams
 from sslhub_text.objectives.mlm import MLMObjective, MLMParams
 from sslhub_text.objectives.simcse import SimCSEObjective, SimCSEParams
 
@@ -34,9 +36,25 @@ def sslhub_register_augmentations(registry):
 @hookimpl
 def sslhub_register_encoders(registry):
     registry.register("hf", HFEncoder, params=HFParams, modalities=["text"], provides=["pooled", "tokens"])
+    registry.register(
+        "hf_causal",
+        CausalHFEncoder,
+        params=CausalHFParams,
+        modalities=["text"],
+        provides=["pooled", "tokens", "causal"],
+        description="decoder-only transformers model (GPT-2 by default) built from a config; no position sees later tokens",
+    )
 
 
 @hookimpl
 def sslhub_register_objectives(registry):
     registry.register("mlm", MLMObjective, params=MLMParams, modalities=["text"], requires=["tokens"])
     registry.register("simcse", SimCSEObjective, params=SimCSEParams, modalities=["text"], requires=["pooled"])
+    registry.register(
+        "causal_lm",
+        CausalLMObjective,
+        params=CausalLMParams,
+        modalities=["text"],
+        requires=["tokens", "causal"],
+        description="next-token prediction (GPT-style) with a head tied to the token embeddings",
+    )

@@ -30,6 +30,7 @@ SMALL_ENCODER = {
 # Objectives whose needs the small encoders do not meet: (encoder, per-component params).
 OBJECTIVE_SETUP = {
     "apc": ("causal_frame_transformer", {"causal_frame_transformer": {"d_model": 32, "num_layers": 1}}),
+    "causal_lm": ("hf_causal", {}),
     "mae": (
         "timm",
         {
