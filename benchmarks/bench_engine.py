@@ -160,15 +160,16 @@ def hand_written_run(recipe: ResolvedRecipe, warmup: int, premade_views: int = 0
     on the device, and cycles through them: the same training step with no input pipeline.
     """
     spec = recipe.train
-    if any(o.start_step for o in recipe.objectives) or any(o.encoder_key for o in recipe.objectives):
+    if any(o.start_step for o in recipe.objectives) or list(recipe.encoders) != [DEFAULT_ENCODER_KEY]:
         raise ValueError("the hand-written loop covers one encoder and objectives active from step 0")
     with tempfile.TemporaryDirectory() as tmp:
         builder = Run(recipe, Path(tmp) / "run", show_progress=False)
         device = builder.device
         with PeakMemory(device) as memory:
             modality = builder.components.modality()
-            encoder = builder.components.encoders(modality)[DEFAULT_ENCODER_KEY]
-            objectives = builder.components.objectives(modality, encoder)
+            encoders = builder.components.encoders(modality)
+            encoder = encoders[DEFAULT_ENCODER_KEY]
+            objectives = builder.components.objectives(modality, encoders)
             augment = builder.components.augmentations(modality)
             model = HandWrittenModel(encoder, objectives, [o.weight for o in recipe.objectives]).to(device)
             if spec.channels_last:
