@@ -36,8 +36,10 @@ def _pytorch(run_dir: Path, vectors: np.ndarray, head: bool = False) -> np.ndarr
     if str(DATA) not in sys.path:
         sys.path.insert(0, str(DATA))
     from sslhub.cli import _load_run
+    from sslhub.components import DEFAULT_ENCODER_KEY
 
-    _, _, encoder, objectives = _load_run(run_dir, ["toy_plugin", *BLOCK_BUILTINS[1::2]])
+    _, trained = _load_run(run_dir, ["toy_plugin", *BLOCK_BUILTINS[1::2]])
+    encoder, objectives = trained.encoders[DEFAULT_ENCODER_KEY], trained.objectives
     encoder.eval()
     with torch.no_grad():
         pooled = encoder({"vector": torch.from_numpy(vectors)}).pooled

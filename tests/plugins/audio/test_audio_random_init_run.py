@@ -60,9 +60,11 @@ def test_the_random_init_export_embeds_with_sslhub_embed(tmp_path, recipe):
 def _pytorch_embeddings(run_dir: Path, clips: list[np.ndarray]) -> np.ndarray:
     """The step-0 checkpoint's encoder on the same clips (padded/cropped to 0.5 s) in PyTorch."""
     from sslhub.cli import _load_run
+    from sslhub.components import DEFAULT_ENCODER_KEY
     from sslhub_audio.features import fix_length
 
-    _, modality, encoder, _ = _load_run(run_dir, BLOCKED[1::2])
+    _, trained = _load_run(run_dir, BLOCKED[1::2])
+    modality, encoder = trained.modality, trained.encoders[DEFAULT_ENCODER_KEY]
     waveforms = torch.stack([fix_length(torch.from_numpy(c), 4000) for c in clips])
     encoder.eval()
     with torch.no_grad():
