@@ -552,10 +552,11 @@ def _data_source(args: argparse.Namespace, modality) -> dict[str, Any]:
 
 def _labeled_split(run, modality, raw: dict[str, Any], test_fraction: float, seed: int):
     """The split of a ``--data`` source, validated like ``evaluate.data`` in a recipe."""
-    from sslhub.recipe import validate_labeled_source
+    from sslhub.recipe import largest_shot, validate_labeled_source
     from sslhub.recipe_yaml import format_path
 
-    source, problems = validate_labeled_source(run.recipe.modality.component, raw, test_fraction, seed)
+    needs = largest_shot(run.recipe.model.evaluate)
+    source, problems = validate_labeled_source(run.recipe.modality.component, raw, test_fraction, seed, needs)
     if problems:
         lines = "\n".join(f"  {format_path(('source', *path))}: {message}" for path, message in problems)
         raise SSLHubError(f"--data: invalid labeled source ({len(problems)} problem(s)):\n{lines}")

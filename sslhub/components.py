@@ -111,14 +111,17 @@ class Params(StrictNumbers):
     model_config = ConfigDict(extra="forbid", frozen=False, protected_namespaces=())
 
     def file_problems(
-        self, test_fraction: float | None = None, seed: int = 0
+        self, test_fraction: float | None = None, seed: int = 0, min_train_per_class: int = 1
     ) -> list[tuple[tuple[str | int, ...], str]]:
         """Problems only the files these parameters name can show, as ``(field path, message)`` pairs.
 
         ``sslhub validate`` calls it on the modality's parameters (and on the source of
         ``evaluate.data`` with its ``test_fraction`` and ``split_seed``) once every field is
         valid, so a group pattern that matches no file is reported at its recipe line. Paths are
-        relative to these parameters (``("source", "group_pattern")``). None by default.
+        relative to these parameters (``("source", "group_pattern")``). A labeled split whose
+        probe-train side has a class with fewer than ``min_train_per_class`` samples (the
+        evaluation's largest few-shot k) is a problem too: see :func:`sslhub.split_problem`.
+        None by default.
         """
         return []
 

@@ -468,8 +468,10 @@ def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
     eval_source = None
     if modality is not None and not issues:
         # Reading files is worth it only once every field is valid.
-        issues += _issues_at(source, ("data",), modality.params.file_problems())
-        eval_source = _resolve_eval_data(source, model.evaluate.data, modality.component, issues)
+        # The probes use the modality's own split unless evaluate.data names another source.
+        own_split_needs = 1 if model.evaluate.data is not None else largest_shot(model.evaluate)
+        issues += _issues_at(source, ("data",), modality.params.file_problems(min_train_per_class=own_split_needs))
+        eval_source = _resolve_eval_data(source, model.evaluate, modality.component, issues)
     if issues:
         raise RecipeError(issues)
     return ResolvedRecipe(model, source, modality, augmentations, encoders, objectives, catalog, eval_source)
@@ -479,27 +481,36 @@ def _issues_at(source: RecipeSource, prefix: PathKey, problems: list[tuple[PathK
     return [RecipeIssue(source.location((*prefix, *path)), format_path((*prefix, *path)), m) for path, m in problems]
 
 
+def largest_shot(spec: EvaluateSpec) -> int:
+    """The most probe-train samples per class the evaluation draws (its largest few-shot k; 1 without few-shot)."""
+    return max(spec.few_shot.shots) if spec.enabled and spec.few_shot is not None else 1
+
+
 def _resolve_eval_data(
-    source: RecipeSource, spec: EvalDataSpec | None, modality: Component, issues: list[RecipeIssue]
+    source: RecipeSource, evaluate: EvaluateSpec, modality: Component, issues: list[RecipeIssue]
 ) -> Params | None:
     """``evaluate.data.source`` validated and its files checked; problems go to ``issues``."""
+    spec = evaluate.data
     if spec is None:
         return None
     prefix = ("evaluate", "data", "source")
-    labeled, problems = validate_labeled_source(modality, spec.source, spec.test_fraction, spec.split_seed)
+    labeled, problems = validate_labeled_source(
+        modality, spec.source, spec.test_fraction, spec.split_seed, largest_shot(evaluate)
+    )
     issues += _issues_at(source, prefix, problems)
     return labeled
 
 
 def validate_labeled_source(
-    modality: Component, raw: Any, test_fraction: float, seed: int
+    modality: Component, raw: Any, test_fraction: float, seed: int, min_train_per_class: int = 1
 ) -> tuple[Params | None, list[tuple[PathKey, str]]]:
     """Validate a labeled source mapping against the type of ``modality``'s ``data.source``.
 
     Returns:
         the validated source (``None`` when invalid) and its problems as ``(path, message)``,
         paths relative to the source: field errors first, then what its files show
-        (:meth:`sslhub.Params.file_problems` with this ``test_fraction`` and ``seed``).
+        (:meth:`sslhub.Params.file_problems` with this ``test_fraction``, ``seed`` and
+        ``min_train_per_class``, the largest few-shot k of the evaluation).
     """
     from pydantic import TypeAdapter
 
@@ -518,7 +529,9 @@ def validate_labeled_source(
             message = "required field is missing" if item["type"] == "missing" else message
             problems.append((tuple(loc), message.removeprefix("Value error, ")))
         return None, problems
-    return labeled, labeled.file_problems(test_fraction=test_fraction, seed=seed)
+    return labeled, labeled.file_problems(
+        test_fraction=test_fraction, seed=seed, min_train_per_class=min_train_per_class
+    )
 
 
 def _check_objective_encoders(

@@ -146,19 +146,34 @@ def unmatched_paths_problem(paths: Sequence[str], groups: Sequence[str | None], 
     )
 
 
-def split_problem(labels: Sequence[int], split: GroupSplit, class_names: Sequence[str]) -> str | None:
-    """A message when the split leaves a class without probe-train samples or has an empty side."""
+def split_problem(
+    labels: Sequence[int], split: GroupSplit, class_names: Sequence[str], min_train_per_class: int = 1
+) -> str | None:
+    """A message when the split has an empty side or leaves a class with fewer than ``min_train_per_class``
+    probe-train samples (1: none at all; the evaluation asks for its largest few-shot k)."""
     if not split.test or not split.train:
         groups = split.train_groups + split.test_groups
         return f"cannot split {len(labels)} labeled samples in {groups} group(s) into probe-train and probe-test sides"
     missing = classes_without_training_samples(labels, split)
-    if not missing:
+    if missing:
+        return (
+            f"the grouped split leaves class {_class_list(missing, class_names)} with no probe-train samples (all its "
+            "groups went to the test side); add groups of that class, lower the test fraction or change the split seed"
+        )
+    counts = Counter(labels[i] for i in split.train)
+    short = sorted(c for c in counts if counts[c] < min_train_per_class)
+    if not short:
         return None
-    names = ", ".join(repr(class_names[c]) if c < len(class_names) else str(c) for c in missing)
+    fewest = min(counts[c] for c in short)
     return (
-        f"the grouped split leaves class {names} with no probe-train samples (all its groups went to the test "
-        "side); add groups of that class, lower the test fraction or change the split seed"
+        f"the split leaves class {_class_list(short, class_names)} with {fewest} probe-train sample(s), fewer than "
+        f"the largest few-shot k ({min_train_per_class}); lower evaluate.few_shot.shots, add samples or groups of "
+        "that class, or lower the test fraction"
     )
+
+
+def _class_list(classes: Sequence[int], class_names: Sequence[str]) -> str:
+    return ", ".join(repr(class_names[c]) if c < len(class_names) else str(c) for c in classes)
 
 
 def split_by_path_groups(
@@ -169,6 +184,7 @@ def split_by_path_groups(
     root: str,
     test_fraction: float,
     seed: int,
+    min_train_per_class: int = 1,
 ) -> GroupSplit:
     """:func:`group_split` of files whose groups come from ``pattern`` over their relative paths.
 
@@ -192,7 +208,7 @@ def split_by_path_groups(
     if problem is not None:
         raise ValueError(problem)
     split = group_split(labels, groups, test_fraction, seed)
-    problem = split_problem(labels, split, class_names)
+    problem = split_problem(labels, split, class_names, min_train_per_class)
     if problem is not None:
         raise ValueError(problem)
     return split
@@ -207,6 +223,7 @@ def path_group_problems(
     test_fraction: float,
     seed: int,
     field: str = "group_pattern",
+    min_train_per_class: int = 1,
 ) -> list[tuple[tuple[str | int, ...], str]]:
     """Why :func:`split_by_path_groups` cannot split these files, as ``Params.file_problems`` pairs.
 
@@ -223,7 +240,7 @@ def path_group_problems(
         ``[((field,), message)]``, or ``[]`` when the split works.
     """
     try:
-        split_by_path_groups(paths, labels, class_names, pattern, root, test_fraction, seed)
+        split_by_path_groups(paths, labels, class_names, pattern, root, test_fraction, seed, min_train_per_class)
     except ValueError as error:
         return [((field,), str(error))]
     return []

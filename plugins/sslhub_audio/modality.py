@@ -84,7 +84,7 @@ class FolderAudioSource(Params):
         return value
 
     def file_problems(
-        self, test_fraction: float | None = None, seed: int = 0
+        self, test_fraction: float | None = None, seed: int = 0, min_train_per_class: int = 1
     ) -> list[tuple[tuple[str | int, ...], str]]:
         """A missing or soundless folder; a group pattern leaving a file without a group; a class without probe-train samples."""
         missing = path_problems(self.path, "folder", self.extensions)
@@ -94,7 +94,16 @@ class FolderAudioSource(Params):
         relative = [p.relative_to(root) for p in list_audio_files(root, self.extensions)]
         labels, class_names = class_labels(relative)
         posix = [r.as_posix() for r in relative]
-        return path_group_problems(posix, labels, class_names, self.group_pattern, str(root), test_fraction, seed)
+        return path_group_problems(
+            posix,
+            labels,
+            class_names,
+            self.group_pattern,
+            str(root),
+            test_fraction,
+            seed,
+            min_train_per_class=min_train_per_class,
+        )
 
     @field_validator("extensions")
     @classmethod
@@ -145,10 +154,10 @@ class AudioParams(Params):
     split_seed: int = Field(0, description="Seed of the deterministic train / evaluation split.")
 
     def file_problems(
-        self, test_fraction: float | None = None, seed: int = 0
+        self, test_fraction: float | None = None, seed: int = 0, min_train_per_class: int = 1
     ) -> list[tuple[tuple[str | int, ...], str]]:
         """The source's problems with this recipe's ``eval_fraction`` and ``split_seed``."""
-        problems = self.source.file_problems(self.eval_fraction, self.split_seed)
+        problems = self.source.file_problems(self.eval_fraction, self.split_seed, min_train_per_class)
         return [(("source", *path), message) for path, message in problems]
 
     @model_validator(mode="after")

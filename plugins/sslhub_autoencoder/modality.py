@@ -61,7 +61,7 @@ class CsvTableSource(Params):
         return self
 
     def file_problems(
-        self, test_fraction: float | None = None, seed: int = 0
+        self, test_fraction: float | None = None, seed: int = 0, min_train_per_class: int = 1
     ) -> list[tuple[tuple[str | int, ...], str]]:
         """A missing or empty file, a group column missing from it, or a split without probe-train samples of a class."""
         missing = path_problems(self.path, "file")
@@ -69,7 +69,7 @@ class CsvTableSource(Params):
             return missing
         try:
             table = read_csv(self.path.expanduser(), self.label_column, self.columns, self.delimiter, self.group_column)
-            split_table(table, test_fraction, seed)
+            split_table(table, test_fraction, seed, min_train_per_class)
         except ValueError as error:
             return [(("group_column",), str(error))]
         return []
@@ -85,7 +85,7 @@ class NumpyTableSource(Params):
     label_column: int | None = Field(None, description=".npy: index of the column holding labels, if any")
 
     def file_problems(
-        self, test_fraction: float | None = None, seed: int = 0
+        self, test_fraction: float | None = None, seed: int = 0, min_train_per_class: int = 1
     ) -> list[tuple[tuple[str | int, ...], str]]:
         """A missing or empty file."""
         return path_problems(self.path, "file")
@@ -105,10 +105,10 @@ class TabularParams(Params):
     split_seed: int = Field(0, description="seed of the deterministic train / held-out split")
 
     def file_problems(
-        self, test_fraction: float | None = None, seed: int = 0
+        self, test_fraction: float | None = None, seed: int = 0, min_train_per_class: int = 1
     ) -> list[tuple[tuple[str | int, ...], str]]:
         """The source's problems with this recipe's ``eval_fraction`` and ``split_seed``."""
-        problems = self.source.file_problems(self.eval_fraction, self.split_seed)
+        problems = self.source.file_problems(self.eval_fraction, self.split_seed, min_train_per_class)
         return [(("source", *path), message) for path, message in problems]
 
 
@@ -129,7 +129,9 @@ class VectorDataset(Dataset):
         return sample
 
 
-def split_table(table: Table, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, int] | None]:
+def split_table(
+    table: Table, test_fraction: float, seed: int, min_train_per_class: int = 1
+) -> tuple[np.ndarray, np.ndarray, dict[str, int] | None]:
     """Labeled train / test rows of ``table``: whole groups per side when it has groups, else stratified.
 
     Raises:
@@ -139,7 +141,7 @@ def split_table(table: Table, test_fraction: float, seed: int) -> tuple[np.ndarr
         raise ValueError("the table has no label column, so it has no labeled split")
     labels = table.labels.tolist()
     split = group_split(labels, table.groups, test_fraction, seed)
-    problem = split_problem(labels, split, table.class_names)
+    problem = split_problem(labels, split, table.class_names, min_train_per_class)
     if problem is not None:
         raise ValueError(problem)
     groups = split.group_counts() if table.groups is not None else None

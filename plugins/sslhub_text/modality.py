@@ -122,21 +122,21 @@ class FilesSource(Params):
         return grouped_labeled_documents(found, self.group_field, self.path)
 
     def file_problems(
-        self, test_fraction: float | None = None, seed: int = 0
+        self, test_fraction: float | None = None, seed: int = 0, min_train_per_class: int = 1
     ) -> list[tuple[tuple[str | int, ...], str]]:
         """A missing or empty path, a group field in no labeled record, or a class without probe-train documents."""
         missing = path_problems(self.path, "file or folder", (".txt", ".jsonl"))
         if missing or self.group_field is None or test_fraction is None:
             return missing
         try:
-            grouped_document_split(self.documents(), test_fraction, seed)
+            grouped_document_split(self.documents(), test_fraction, seed, min_train_per_class)
         except ValueError as error:
             return [(("group_field",), str(error))]
         return []
 
 
 def grouped_document_split(
-    documents: list[Document], test_fraction: float, seed: int
+    documents: list[Document], test_fraction: float, seed: int, min_train_per_class: int = 1
 ) -> tuple[list[int], list[int], list[str], dict[str, int] | None]:
     """Train and test document indices (whole groups per side where documents have groups), class names, group counts.
 
@@ -148,7 +148,7 @@ def grouped_document_split(
     labels = [index[d.label] for d in documents]
     grouped = all(d.group is not None for d in documents)
     split = group_split(labels, [d.group for d in documents] if grouped else None, test_fraction, seed)
-    problem = split_problem(labels, split, class_names)
+    problem = split_problem(labels, split, class_names, min_train_per_class)
     if problem is not None:
         raise ValueError(problem)
     return split.train, split.test, class_names, split.group_counts() if grouped else None
@@ -184,7 +184,7 @@ class LocalTokenizer(Params):
     path: str = Field(description="A tokenizer.json file or a folder containing one.")
 
     def file_problems(
-        self, test_fraction: float | None = None, seed: int = 0
+        self, test_fraction: float | None = None, seed: int = 0, min_train_per_class: int = 1
     ) -> list[tuple[tuple[str | int, ...], str]]:
         """A missing or empty tokenizer file, or a folder without tokenizer.json."""
         folder = Path(self.path).expanduser()
@@ -228,10 +228,13 @@ class TextParams(Params):
     )
 
     def file_problems(
-        self, test_fraction: float | None = None, seed: int = 0
+        self, test_fraction: float | None = None, seed: int = 0, min_train_per_class: int = 1
     ) -> list[tuple[tuple[str | int, ...], str]]:
         """The source's problems with ``held_out_fraction`` as the test share (seed 0)."""
-        problems = [(("source", *path), m) for path, m in self.source.file_problems(self.held_out_fraction, 0)]
+        problems = [
+            (("source", *path), m)
+            for path, m in self.source.file_problems(self.held_out_fraction, 0, min_train_per_class)
+        ]
         return problems + [(("tokenizer", *path), m) for path, m in self.tokenizer.file_problems()]
 
     @model_validator(mode="after")

@@ -74,7 +74,7 @@ class FolderSource(Params):
         return value
 
     def file_problems(
-        self, test_fraction: float | None = None, seed: int = 0
+        self, test_fraction: float | None = None, seed: int = 0, min_train_per_class: int = 1
     ) -> list[tuple[tuple[str | int, ...], str]]:
         """A missing or imageless folder; a group pattern leaving a file without a group; a class without probe-train samples."""
         missing = path_problems(self.path, "folder", self.extensions)
@@ -84,7 +84,16 @@ class FolderSource(Params):
         paths = sources.list_image_files(root, self.extensions)
         labels, class_names = sources.folder_labels(root, paths)
         relative = [p.relative_to(root).as_posix() for p in paths]
-        return path_group_problems(relative, labels, class_names, self.group_pattern, str(root), test_fraction, seed)
+        return path_group_problems(
+            relative,
+            labels,
+            class_names,
+            self.group_pattern,
+            str(root),
+            test_fraction,
+            seed,
+            min_train_per_class=min_train_per_class,
+        )
 
 
 class NumpySource(Params):
@@ -94,7 +103,7 @@ class NumpySource(Params):
     path: Path = Field(description="path of the .npz file")
 
     def file_problems(
-        self, test_fraction: float | None = None, seed: int = 0
+        self, test_fraction: float | None = None, seed: int = 0, min_train_per_class: int = 1
     ) -> list[tuple[tuple[str | int, ...], str]]:
         """A missing or empty file."""
         return path_problems(self.path, "file")
@@ -123,10 +132,10 @@ class ImageParams(Params):
     )
 
     def file_problems(
-        self, test_fraction: float | None = None, seed: int = 0
+        self, test_fraction: float | None = None, seed: int = 0, min_train_per_class: int = 1
     ) -> list[tuple[tuple[str | int, ...], str]]:
         """The source's problems with this recipe's ``eval_fraction`` and ``split_seed``."""
-        problems = self.source.file_problems(self.eval_fraction, self.split_seed)
+        problems = self.source.file_problems(self.eval_fraction, self.split_seed, min_train_per_class)
         return [(("source", *path), message) for path, message in problems]
 
     @model_validator(mode="after")

@@ -126,3 +126,14 @@ def test_path_group_problems_reports_at_the_pattern_field():
     ]
     unlabeled = path_group_problems(["a1.png"], None, [], r"a(\d)", "imgs", 0.5, 0, field="pattern")
     assert [where for where, _ in unlabeled] == [("pattern",)]
+
+
+def test_split_problem_names_classes_with_fewer_probe_train_samples_than_the_largest_k():
+    labels = [0] * 10 + [1] * 30
+    split = group_split(labels, None, 0.5, seed=0)
+    assert split_problem(labels, split, ["few", "many"], min_train_per_class=5) is None
+    message = split_problem(labels, split, ["few", "many"], min_train_per_class=10)
+    assert message == (
+        "the split leaves class 'few' with 5 probe-train sample(s), fewer than the largest few-shot k (10); lower "
+        "evaluate.few_shot.shots, add samples or groups of that class, or lower the test fraction"
+    )

@@ -24,6 +24,7 @@ objectives: [{{name: autoencoder, bottleneck: 4, decoder_hidden: [8]}}]
 train: {{steps: 2, batch_size: 8, device: cpu, checkpoint_every: 2}}
 evaluate:
   linear_probe: {{epochs: 5}}
+  few_shot: {{shots: [1, 5]}}
   data: {data}
 export: null
 """
@@ -86,13 +87,13 @@ def test_evaluate_data_is_validated_like_the_rest_of_the_recipe(tmp_path, capsys
     code, err = validate(tmp_path, capsys, data=data)
     assert code == 2
     assert (
-        "recipe.yaml:11: evaluate.data.source.group_column: the grouped split leaves class 'x' with no probe-train "
+        "recipe.yaml:12: evaluate.data.source.group_column: the grouped split leaves class 'x' with no probe-train "
         "samples"
     ) in err
     code, err = validate(tmp_path, capsys, data=f"{{source: {{type: csv, paht: {other}}}}}")
     assert code == 2
-    assert "recipe.yaml:11: evaluate.data.source.path: required field is missing" in err
-    assert "recipe.yaml:11: evaluate.data.source.paht: unknown field" in err
+    assert "recipe.yaml:12: evaluate.data.source.path: required field is missing" in err
+    assert "recipe.yaml:12: evaluate.data.source.paht: unknown field" in err
 
 
 def sslhub(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -156,3 +157,17 @@ def test_evaluate_data_as_a_mapping_and_its_errors(finished_run, tmp_path):
     result = sslhub("evaluate", str(finished_run), "--data", str(tmp_path / "missing.csv"), cwd=tmp_path)
     assert result.returncode == 1
     assert f"error: --data {tmp_path / 'missing.csv'}: no such file or folder, and not a mapping" in result.stderr
+
+
+def test_a_class_with_fewer_probe_train_rows_than_the_largest_k_is_a_validation_error(tmp_path, capsys):
+    other = write_csv(tmp_path / "other.csv", sites=4, seed=1)
+    data = f"{{source: {{type: csv, path: {other}, label_column: label, group_column: site}}, test_fraction: 0.25}}"
+    recipe = tmp_path / "recipe.yaml"
+    text = RECIPE.format(path=write_csv(tmp_path / "t.csv"), group="site", data=data)
+    recipe.write_text(text.replace("few_shot: {shots: [1, 5]}", "few_shot: {shots: [1, 5, 20]}"))
+    assert main(["validate", str(recipe)]) == 2
+    assert (
+        "recipe.yaml:12: evaluate.data.source.group_column: the split leaves class 'x', 'y' with 12 probe-train "
+        "sample(s), fewer than the largest few-shot k (20); lower evaluate.few_shot.shots, add samples or groups of "
+        "that class, or lower the test fraction"
+    ) in capsys.readouterr().err
