@@ -21,7 +21,7 @@ References:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -40,6 +40,24 @@ class MAEParams(Params):
     decoder_heads: int = Field(4, ge=1, description="decoder attention heads")
     decoder_mlp_ratio: float = Field(4.0, gt=0.0, description="decoder feed-forward width / decoder_dim")
     norm_pix_loss: bool = Field(False, description="targets are each patch's pixels standardised by its own mean/std")
+    norm_pix_eps: float = Field(
+        1e-6,
+        gt=0.0,
+        description="norm_pix_loss: added to each patch's pixel variance before dividing; a floor such as 0.01 "
+        "keeps nearly flat patches (plain background) from being stretched to unit variance",
+    )
+    min_patch_range: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="hidden patches whose pixel range (max - min of the [0, 1] pixels) is below this are left out "
+        "of the loss; 0 scores every hidden patch, 0.1 skips plain background so the loss is spent on the content",
+    )
+    encoder_positions: Literal["learned", "sincos"] = Field(
+        "learned",
+        description="position embedding of the ViT: learned (as the encoder was built) or sincos (fixed 2-D "
+        "sine-cosine codes written into it and frozen, as in the MAE paper)",
+    )
     report_samples: int = Field(512, ge=1, description="held-out images used for the report's masked error")
 
     @model_validator(mode="after")
@@ -72,6 +90,24 @@ def vision_transformer_of(encoder: Encoder) -> nn.Module:
     if model.pos_embed is None:
         raise ValueError("mae needs absolute position embeddings (pos_embed); this ViT has none")
     return model
+
+
+@torch.no_grad()
+def freeze_sincos_positions(vit: nn.Module, grid: tuple[int, int]) -> None:
+    """Write fixed 2-D sine-cosine codes into the ViT's patch position embedding and freeze it.
+
+    MAE uses fixed codes in the encoder (He et al. 2022, section 4 / appendix A.1): learned
+    embeddings start near zero (std 0.02) and take many steps to tell the encoder where its
+    few visible patches lie, which a short run does not have. Prefix tokens (class token) get
+    zeros. The codes live in ``pos_embed``, so a saved or exported encoder keeps them.
+    """
+    patches = grid[0] * grid[1]
+    start = vit.pos_embed.shape[1] - patches
+    if start < 0:
+        raise ValueError(f"the ViT's pos_embed has {vit.pos_embed.shape[1]} positions for {patches} patches")
+    vit.pos_embed[:, start:] = sincos_positions_2d(grid[0], grid[1], vit.pos_embed.shape[-1]).to(vit.pos_embed.dtype)
+    vit.pos_embed[:, :start] = 0.0
+    vit.pos_embed.requires_grad_(False)
 
 
 class MAEDecoder(nn.Module):
@@ -153,6 +189,8 @@ class MAEObjective(Objective):
             )
         random_patch_mask(1, num_patches, params.mask_ratio, "cpu")  # fails early on a ratio leaving nothing
         self.prefix_tokens = int(getattr(vit, "num_prefix_tokens", 1))
+        if params.encoder_positions == "sincos":
+            freeze_sincos_positions(vit, self.grid)
         self.decoder = MAEDecoder(
             vit.embed_dim,
             self.grid,
@@ -210,8 +248,29 @@ class MAEObjective(Objective):
         if self.params.norm_pix_loss:
             mean = target.mean(dim=-1, keepdim=True)
             var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6).sqrt()
+            target = (target - mean) / (var + self.params.norm_pix_eps).sqrt()
         return target
+
+    def loss_weights(self, image: Tensor, mask: Tensor) -> Tensor:
+        """``[B, N]`` float: 1 at the hidden patches the loss scores, 0 elsewhere.
+
+        With ``min_patch_range`` a hidden patch of (nearly) one colour is not scored: on images that
+        are mostly plain background (letters, digits, sketches) a decoder that paints every hidden
+        patch the background colour already earns most of the available loss, so the encoder is
+        hardly pushed to learn the shapes.
+        """
+        weights = mask.float()
+        if self.params.min_patch_range > 0:
+            pixels = patchify(image.float(), self.patch_size)
+            content = (pixels.amax(dim=-1) - pixels.amin(dim=-1)) >= self.params.min_patch_range
+            weights = weights * content.float()
+        return weights
+
+    def masked_error(self, image: Tensor, prediction: Tensor, mask: Tensor) -> Tensor:
+        """Mean squared error over the scored hidden patches (a scalar; 0 when none is scored)."""
+        error = (prediction - self.targets(image)).square().mean(dim=-1)  # [B, N]
+        weights = self.loss_weights(image, mask)
+        return (error * weights).sum() / weights.sum().clamp_min(1.0)
 
     def predict(self, image: Tensor, encoder: Encoder) -> tuple[Tensor, Tensor]:
         """Mask, encode visible patches, decode: ``(prediction [B, N, p*p*C], mask [B, N] bool)``."""
@@ -227,9 +286,7 @@ class MAEObjective(Objective):
             raise ValueError(f"mae needs 1 view, got {len(views)}")
         image = views[0]["image"]
         prediction, mask = self.predict(image, encoder)
-        error = (prediction - self.targets(image)).square().mean(dim=-1)  # [B, N]
-        weights = mask.float()
-        loss = (error * weights).sum() / weights.sum()
+        loss = self.masked_error(image, prediction, mask)
         return ObjectiveOutput(
             loss=loss,
             # A tensor, not a float: converting here would wait for the device at every step.
@@ -263,8 +320,7 @@ class MAEObjective(Objective):
                 batch = modality.on_device({k: v.to(device) for k, v in batch.items()})
                 image = batch["image"]
                 prediction, mask = self.predict(image, encoder)
-                error = (prediction - self.targets(image)).square().mean(dim=-1)
-                total += float((error * mask).sum() / mask.sum()) * image.shape[0]
+                total += float(self.masked_error(image, prediction, mask)) * image.shape[0]
                 batches += image.shape[0]
                 if first is None:
                     first = (image[:8], prediction[:8], mask[:8])
@@ -281,7 +337,7 @@ class MAEObjective(Objective):
         target = patchify(image.float(), self.patch_size)
         if self.params.norm_pix_loss:  # back to pixel space with each patch's own statistics
             mean = target.mean(dim=-1, keepdim=True)
-            std = (target.var(dim=-1, keepdim=True) + 1e-6).sqrt()
+            std = (target.var(dim=-1, keepdim=True) + self.params.norm_pix_eps).sqrt()
             prediction = prediction * std + mean
         hidden = mask[..., None].float()
         masked = unpatchify(

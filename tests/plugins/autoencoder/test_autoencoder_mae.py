@@ -86,10 +86,18 @@ def test_visible_encoding_matches_the_full_forward_when_nothing_is_hidden():
     torch.testing.assert_close(visible, full, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("norm_pix_loss", [False, True])
-def test_mae_loss_falls(norm_pix_loss):
-    _, encoder, objective, batch = mae_setup(norm_pix_loss=norm_pix_loss)
-    optimizer = torch.optim.Adam([*encoder.parameters(), *objective.parameters()], lr=2e-3)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"norm_pix_loss": False},
+        {"norm_pix_loss": True},
+        {"norm_pix_loss": True, "norm_pix_eps": 0.01, "min_patch_range": 0.1, "encoder_positions": "sincos"},
+    ],
+)
+def test_mae_loss_falls(options):
+    _, encoder, objective, batch = mae_setup(**options)
+    trainable = [p for p in [*encoder.parameters(), *objective.parameters()] if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=2e-3)
     losses = []
     for _ in range(40):
         output = objective([batch], encoder)
@@ -108,6 +116,37 @@ def test_norm_pix_targets_are_standardised_per_patch():
     varied = target.std(dim=-1) > 0.5  # patches that are not flat
     torch.testing.assert_close(target.mean(dim=-1), torch.zeros(target.shape[:2]), atol=1e-4, rtol=0)
     assert varied.any()
+
+
+def test_variance_floor_shrinks_nearly_flat_patches():
+    _, _, tight, batch = mae_setup(norm_pix_loss=True)
+    _, _, floored, _ = mae_setup(norm_pix_loss=True, norm_pix_eps=0.01)
+    image = batch["image"].clone()
+    image[:, :, :4, :4] = 0.5 + 0.01 * torch.randn(image.shape[0], image.shape[1], 4, 4)  # first patch nearly flat
+    assert tight.targets(image)[:, 0].std(dim=-1).min() > 0.9  # stretched to unit variance
+    assert floored.targets(image)[:, 0].std(dim=-1).max() < 0.2  # left near zero
+
+
+def test_min_patch_range_leaves_plain_patches_out_of_the_loss():
+    _, _, objective, batch = mae_setup(min_patch_range=0.1)
+    image = torch.zeros(2, 3, 16, 16)
+    image[:, :, 4:8, 4:8] = torch.rand(2, 3, 4, 4)  # patch 5 has content, the rest is background
+    mask = torch.ones(2, 16, dtype=torch.bool)
+    mask[1, 5] = False  # visible in the second image: never scored
+    weights = objective.loss_weights(image, mask)
+    assert weights[0].tolist() == [0.0] * 5 + [1.0] + [0.0] * 10
+    assert weights[1].sum() == 0
+    error = objective.masked_error(image, torch.zeros(2, 16, 48), mask)  # only the content patch counts
+    expected = patchify(image, 4)[0, 5].square().mean()
+    torch.testing.assert_close(error, expected)
+
+
+def test_sincos_positions_are_written_into_the_vit_and_frozen():
+    _, encoder, objective, _ = mae_setup(encoder_positions="sincos")
+    pos = encoder.model.pos_embed
+    assert not pos.requires_grad
+    torch.testing.assert_close(pos[0, 1:], sincos_positions_2d(4, 4, 48))
+    assert pos[0, 0].abs().sum() == 0  # the class token's slot
 
 
 def test_report_writes_a_picture(tmp_path):
