@@ -170,6 +170,12 @@ CASES = [
         ("--set: seed: is the value 0, not a section: no 'x' below it",),
         overrides=("seed.x=1",),
     ),
+    Case(
+        "opset_out_of_range",
+        "export.onnx.opset: 99 printed the exporter's traceback, exited 0 and recorded 99",
+        ("recipe.yaml:24: export.onnx.opset: Input should be less than or equal to 25",),
+        edits=(("opset: 18", "opset: 99"),),
+    ),
 ]
 
 
