@@ -77,7 +77,8 @@ def command(
 ) -> list[str]:
     """The ``sslhub run`` command line (values are JSON, which the ``--set`` YAML parser reads)."""
     args = [sys.executable, "-m", "sslhub", "run", str(recipe), "--out", str(out)]
-    sets = {"data.source": pretrain, "evaluate.data": evaluation, "export": None}
+    # The table reports 5-shot probes; larger k would only cost time (and need more labels per class).
+    sets = {"data.source": pretrain, "evaluate.data": evaluation, "export": None, "evaluate.few_shot.shots": [1, 5]}
     if steps is not None:
         sets["train.steps"] = steps
     for key, value in sets.items():
