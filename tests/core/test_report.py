@@ -64,13 +64,33 @@ def test_the_evaluation_saves_a_capped_embedding_sample(toy_run):
         assert sample["trained"].shape == (100, 16) and sample["raw_input"].shape == (100, 16)
 
 
-def test_the_embedding_map_colours_points_by_their_label(toy_run):
+def legend_colours(figure) -> dict[str, tuple[float, ...]]:
+    """The class legend's ``{class name: RGBA}``."""
+    (legend,) = figure.legends
+    return {text.get_text(): tuple(handle.get_color()) for text, handle in zip(legend.texts, legend.legend_handles)}
+
+
+def test_the_embedding_map_colours_points_by_their_label(toy_run, monkeypatch):
     sample = load_run(toy_run).embeddings[""]
-    figure = plots.embedding_figure(sample, tsne=False)
-    scatter = figure.axes[0].collections[0]
-    expected = plots.label_colours(sample.labels, int(sample.labels.max()) + 1)
-    assert np.allclose(scatter.get_facecolors(), expected)
-    assert len(set(map(tuple, expected))) == len(set(sample.labels.tolist())) > 1
+    names = sample.class_names or [str(i) for i in range(int(sample.labels.max()) + 1)]
+    monkeypatch.setattr(plots, "TSNE_MAX_POINTS", 60)  # the t-SNE row draws a subsample: its colours must follow it
+    figure = plots.embedding_figure(sample, tsne=True)
+    legend = legend_colours(figure)
+    assert set(legend) == set(names) and len(set(legend.values())) == len(names) > 1
+    tsne_rows = plots._tsne_rows(len(sample.labels))
+    assert len(tsne_rows) == 60
+    panels = [axis for axis in figure.axes if axis.collections]
+    assert len(panels) == 2 * len(sample.features)  # PCA and t-SNE for trained, random init, raw input
+    for axis in panels:
+        scatter = axis.collections[0]
+        rows = tsne_rows if "t-SNE" in axis.get_title() else np.arange(len(sample.labels))
+        if "PCA" in axis.get_title():  # the points are the samples in order: their positions say so
+            candidate = next(k for k in sample.features if plots.CANDIDATE_NAMES[k] in axis.get_title())
+            assert np.allclose(scatter.get_offsets(), plots.pca_2d(sample.features[candidate]), atol=1e-5)
+        colours = scatter.get_facecolors()
+        assert len(colours) == len(rows)
+        for colour, label in zip(colours, sample.labels[rows], strict=True):
+            assert np.allclose(colour, legend[names[label]]), (axis.get_title(), names[label])
 
 
 def test_two_runs_side_by_side_list_the_recipe_difference(toy_run, tmp_path):
