@@ -67,7 +67,10 @@ def test_the_evaluation_saves_a_capped_embedding_sample(toy_run):
 def legend_colours(figure) -> dict[str, tuple[float, ...]]:
     """The class legend's ``{class name: RGBA}``."""
     (legend,) = figure.legends
-    return {text.get_text(): tuple(handle.get_color()) for text, handle in zip(legend.texts, legend.legend_handles)}
+    return {
+        text.get_text(): tuple(handle.get_color())
+        for text, handle in zip(legend.texts, legend.legend_handles, strict=True)
+    }
 
 
 def test_the_embedding_map_colours_points_by_their_label(toy_run, monkeypatch):
