@@ -252,3 +252,11 @@ def test_the_report_screenshots_as_a_non_blank_picture(toy_run, tmp_path):
         assert picture.size == (1000, 1400)
         # a rendered page has text and plots: many distinct colours, not one background
         assert len(picture.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 50
+
+
+def test_text_an_objective_wrote_is_shown_escaped(toy_run, tmp_path):
+    run = tmp_path / "texts"
+    shutil.copytree(toy_run, run, ignore=shutil.ignore_patterns("checkpoints"))
+    (run / "mlm_masked_samples.txt").write_text("model input: a <b>[MASK]</b> & more\n")
+    page = write_report([run], run / "again.html").read_text()
+    assert "<h4>mlm_masked_samples.txt</h4><pre>model input: a &lt;b&gt;[MASK]&lt;/b&gt; &amp; more\n</pre>" in page
