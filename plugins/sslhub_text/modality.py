@@ -651,10 +651,12 @@ class TextModality(Modality):
         """
         lines = []
         for index in range(batch["input_ids"].shape[0]):
-            lines.append(f"sample {index + 1}: {self.decode_sample(batch, index)}")
+            sample = self.decode_sample(batch, index)
+            lines.append(f"sample {index + 1}: {sample}")
             for number, view in enumerate(views, start=1):
                 if "input_ids" in view:
-                    lines.append(f"  view {number}: {self.decode_sample(view, index)}")
+                    text = self.decode_sample(view, index)
+                    lines.append(f"  view {number}: {'(the sample, unchanged)' if text == sample else text}")
         return {"views": "\n".join(lines) + "\n"}
 
     def decode_sample(self, batch: Batch, index: int, limit: int = 400) -> str:

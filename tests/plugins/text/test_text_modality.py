@@ -227,9 +227,18 @@ def test_augmentation_samples_show_each_sample_then_its_masked_view_as_text(text
     info = text_modality.info()
     masked = batch["input_ids"].clone()
     masked[:, 2] = info["mask_token_id"]  # position 0 is [CLS]; 2 is content in both rows
-    text = text_modality.augmentation_samples(batch, [{**batch, "input_ids": masked}])["views"]
+    text = text_modality.augmentation_samples(batch, [{**batch, "input_ids": masked}, batch])["views"]
     lines = text.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["sample 1", "  view 1", "sample 2", "  view 1"]
+    assert [line.split(":")[0] for line in lines] == [
+        "sample 1",
+        "  view 1",
+        "  view 2",
+        "sample 2",
+        "  view 1",
+        "  view 2",
+    ]
+    assert lines[2] == lines[5] == "  view 2: (the sample, unchanged)"
+    lines = [line for line in lines if "view 2" not in line]
     tokenizer = text_modality.tokenizer
     for row, (sample_line, view_line) in enumerate([lines[0:2], lines[2:4]]):
         ids = batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()
