@@ -190,6 +190,7 @@ def render(page: Path, tmp_path: Path, *extra: str) -> tuple[str, list[str]]:
         "--headless",
         "--no-sandbox",  # CI runs as root, where chromium's sandbox refuses to start
         "--disable-gpu",
+        "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
         "--no-first-run",
         "--disable-background-networking",
         "--disable-component-update",
