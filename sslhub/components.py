@@ -481,6 +481,9 @@ class Objective(nn.Module):
     def report(self, run_dir: Path, encoder: Encoder, modality: Modality) -> dict[str, Any]:
         """Extra report entries or artifacts after training (reconstruction pictures).
 
+        The run report shows the ``.png`` pictures and ``.txt`` texts an objective writes at the
+        top of ``run_dir`` (``run_dir`` is ``None`` when there is no run directory to write to).
+
         An objective that sets :attr:`report_takes_baseline` also receives a keyword argument
         ``baseline``: ``(objective, encoder)``, this objective with fresh heads on the encoder at
         its random initialisation (the run's random-init baseline), whenever the recipe evaluates

@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import BaseModel, Field, field_validator, model_validator
 from tokenizers import Tokenizer
+from torch import Tensor
 
 from sslhub import Batch, EvalSplit, Modality, Params, group_split, path_problems, split_problem
 from sslhub_text.corpus import (
@@ -639,6 +640,33 @@ class TextModality(Modality):
         rows = [torch.tensor(self._wrap(row.tolist()), dtype=torch.int64) for row in body]
         input_ids = torch.stack(rows)
         return {"input_ids": input_ids.to(device), "attention_mask": torch.ones_like(input_ids).to(device)}
+
+    def augmentation_samples(self, batch: Batch, views: list[Batch]) -> dict[str, Tensor | str]:
+        """``{"views": str}``: each sample decoded, then each of its views, so masks, deletions and
+        replacements read as text (``[MASK]`` and ``[UNK]`` stay visible; padding, ``[CLS]`` and
+        ``[SEP]`` are left out).
+
+        Args:
+            batch: ``{"input_ids": int64 [n, L], "attention_mask": [n, L]}``; views: the same, augmented.
+        """
+        lines = []
+        for index in range(batch["input_ids"].shape[0]):
+            sample = self.decode_sample(batch, index)
+            lines.append(f"sample {index + 1}: {sample}")
+            for number, view in enumerate(views, start=1):
+                if "input_ids" in view:
+                    text = self.decode_sample(view, index)
+                    lines.append(f"  view {number}: {'(the sample, unchanged)' if text == sample else text}")
+        return {"views": "\n".join(lines) + "\n"}
+
+    def decode_sample(self, batch: Batch, index: int, limit: int = 400) -> str:
+        """Row ``index`` of ``batch`` as text (at most ``limit`` characters), without padding, [CLS] or [SEP]."""
+        special = self._special
+        assert special is not None and self._tokenizer is not None
+        hidden = {special.pad, special.cls, special.sep} - {None}
+        ids = batch["input_ids"][index][batch["attention_mask"][index].bool()].tolist()
+        text = self._tokenizer.decode([i for i in ids if i not in hidden], skip_special_tokens=False)
+        return text if len(text) <= limit else text[: limit - 1] + "…"
 
     def info(self) -> dict[str, Any]:
         """Vocabulary facts for encoders and objectives.

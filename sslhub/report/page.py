@@ -264,6 +264,9 @@ def _examples(runs: Sequence[RunRecord]) -> str:
         if run.pictures:
             parts.append("<p class='note'>Drawn by the objectives at evaluation:</p>")
             parts.extend(_figure(data, file) for file, data in run.pictures.items())
+        if run.texts:
+            parts.append("<p class='note'>Written by the objectives at evaluation:</p>")
+            parts.extend(f"<h4>{_e(file)}</h4><pre>{_e(text)}</pre>" for file, text in run.texts.items())
         samples = run.augmentation_samples
         if samples:
             parts.append(
@@ -274,7 +277,7 @@ def _examples(runs: Sequence[RunRecord]) -> str:
                 parts.append(
                     _figure(value, file) if isinstance(value, bytes) else f"<h4>{_e(file)}</h4><pre>{_e(value)}</pre>"
                 )
-        if not run.pictures and not samples:
+        if not run.pictures and not run.texts and not samples:
             parts.append(
                 "<p class='note'>No pictures in this run directory: its objectives draw none, and its modality "
                 "draws no augmentation samples (<code>Modality.augmentation_samples</code>).</p>"

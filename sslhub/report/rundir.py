@@ -21,6 +21,8 @@ import yaml
 from sslhub.errors import SSLHubError
 
 MAX_PICTURE_BYTES = 8 * 2**20
+#: a text file is shown up to this many characters.
+MAX_TEXT_CHARS = 20000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: the files a run directory is recognised by (a folder with none of them is not a run).
 RUN_FILES = ("summary.json", "metrics.jsonl", "recipe.yaml", "environment.json")
@@ -59,6 +61,8 @@ class RunRecord:
     embeddings: dict[str, EmbeddingSample] = field(default_factory=dict)
     #: PNG files the objectives wrote in the run directory, by file name.
     pictures: dict[str, bytes] = field(default_factory=dict)
+    #: ``.txt`` files the objectives wrote in the run directory (masked-text examples), by file name.
+    texts: dict[str, str] = field(default_factory=dict)
     #: ``augmentation_samples/``: PNG bytes or text, by file name.
     augmentation_samples: dict[str, bytes | str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -89,7 +93,7 @@ def load_run(directory: Path) -> RunRecord:
     if _inside(directory, folder) and folder.is_dir():
         for path in sorted(folder.iterdir()):
             if path.suffix == ".txt" and _inside(directory, path):
-                record.augmentation_samples[path.name] = path.read_text(encoding="utf-8", errors="replace")[:20000]
+                record.augmentation_samples[path.name] = _read_text(path)
             elif path.suffix == ".png":
                 _read_picture(record, path, record.augmentation_samples)
     return record
@@ -107,6 +111,13 @@ def _read_entry(record: RunRecord, path: Path) -> None:
             record.embeddings[embeddings.group("name") or ""] = sample
     elif path.suffix == ".png":
         _read_picture(record, path, record.pictures)
+    elif path.suffix == ".txt" and _inside(record.directory, path) and path.is_file():
+        record.texts[path.name] = _read_text(path)
+
+
+def _read_text(path: Path, limit: int = MAX_TEXT_CHARS) -> str:
+    with path.open(encoding="utf-8", errors="replace") as file:
+        return file.read(limit)
 
 
 def _inside(directory: Path, path: Path) -> bool:

@@ -64,13 +64,36 @@ def test_the_evaluation_saves_a_capped_embedding_sample(toy_run):
         assert sample["trained"].shape == (100, 16) and sample["raw_input"].shape == (100, 16)
 
 
-def test_the_embedding_map_colours_points_by_their_label(toy_run):
+def legend_colours(figure) -> dict[str, tuple[float, ...]]:
+    """The class legend's ``{class name: RGBA}``."""
+    (legend,) = figure.legends
+    return {
+        text.get_text(): tuple(handle.get_color())
+        for text, handle in zip(legend.texts, legend.legend_handles, strict=True)
+    }
+
+
+def test_the_embedding_map_colours_points_by_their_label(toy_run, monkeypatch):
     sample = load_run(toy_run).embeddings[""]
-    figure = plots.embedding_figure(sample, tsne=False)
-    scatter = figure.axes[0].collections[0]
-    expected = plots.label_colours(sample.labels, int(sample.labels.max()) + 1)
-    assert np.allclose(scatter.get_facecolors(), expected)
-    assert len(set(map(tuple, expected))) == len(set(sample.labels.tolist())) > 1
+    names = sample.class_names or [str(i) for i in range(int(sample.labels.max()) + 1)]
+    monkeypatch.setattr(plots, "TSNE_MAX_POINTS", 60)  # the t-SNE row draws a subsample: its colours must follow it
+    figure = plots.embedding_figure(sample, tsne=True)
+    legend = legend_colours(figure)
+    assert set(legend) == set(names) and len(set(legend.values())) == len(names) > 1
+    tsne_rows = plots._tsne_rows(len(sample.labels))
+    assert len(tsne_rows) == 60
+    panels = [axis for axis in figure.axes if axis.collections]
+    assert len(panels) == 2 * len(sample.features)  # PCA and t-SNE for trained, random init, raw input
+    for axis in panels:
+        scatter = axis.collections[0]
+        rows = tsne_rows if "t-SNE" in axis.get_title() else np.arange(len(sample.labels))
+        if "PCA" in axis.get_title():  # the points are the samples in order: their positions say so
+            candidate = next(k for k in sample.features if plots.CANDIDATE_NAMES[k] in axis.get_title())
+            assert np.allclose(scatter.get_offsets(), plots.pca_2d(sample.features[candidate]), atol=1e-5)
+        colours = scatter.get_facecolors()
+        assert len(colours) == len(rows)
+        for colour, label in zip(colours, sample.labels[rows], strict=True):
+            assert np.allclose(colour, legend[names[label]]), (axis.get_title(), names[label])
 
 
 def test_two_runs_side_by_side_list_the_recipe_difference(toy_run, tmp_path):
@@ -144,3 +167,97 @@ def test_training_does_not_import_matplotlib_and_the_report_needs_no_torch(toy_r
     )
     done = subprocess.run([sys.executable, "-c", reading], capture_output=True, text=True, env=sslhub_env())
     assert done.stdout.strip() == "False", done.stderr
+
+
+# --- the page in a real browser (Debian's chromium; .ci/run installs it, elsewhere these skip) ---
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium); the browser check is skipped"
+)
+#: Appended to a copy of the page: once everything has loaded, writes each <img>'s decoded width
+#: into the DOM that --dump-dom prints (a data: URL that is no image decodes to width 0).
+IMAGE_PROBE = (
+    "<script>window.addEventListener('load', () => { document.body.setAttribute('data-image-widths', "
+    "JSON.stringify([...document.images].map(i => i.complete ? i.naturalWidth : -1))); });</script>"
+)
+
+
+def render(page: Path, tmp_path: Path, *extra: str) -> tuple[str, list[str]]:
+    """Open ``page`` in headless chromium; its DOM after load and the console lines it logged."""
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",  # CI runs as root, where chromium's sandbox refuses to start
+        "--disable-gpu",
+        "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=5000",
+        *extra,
+        "--dump-dom",
+        page.resolve().as_uri(),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # Every console message (errors and uncaught exceptions included) is logged as ...:CONSOLE...]
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+    return done.stdout, console
+
+
+def probed_copy(page: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "probed.html"
+    copy.write_text(page.read_text().replace("</body>", IMAGE_PROBE + "</body>"))
+    return copy
+
+
+@needs_chromium
+def test_the_browser_check_sees_console_errors_and_broken_images(tmp_path):
+    broken = tmp_path / "broken.html"
+    broken.write_text(
+        "<!DOCTYPE html><html><body><img src='data:image/png;base64,AAAA'>"
+        "<script>undefinedFunction();</script></body></html>"
+    )
+    dom, console = render(probed_copy(broken, tmp_path), tmp_path)
+    assert any("Uncaught ReferenceError" in line for line in console), console
+    assert 'data-image-widths="[0]"' in dom
+
+
+@needs_chromium
+def test_the_report_renders_in_a_browser_with_every_image_decoded(toy_run, tmp_path):
+    page = toy_run / "report.html"
+    dom, console = render(probed_copy(page, tmp_path), tmp_path)
+    assert console == [], console
+    sources = re.findall(r"<img[^>]*\bsrc=\"([^\"]*)\"", dom)
+    assert len(sources) == len(inline_images(page.read_text())) == 4
+    for source in sources:
+        assert source.startswith("data:image/png;base64,")
+        assert base64.b64decode(source.partition(",")[2]).startswith(PNG_SIGNATURE)
+    widths = json.loads(re.search(r'data-image-widths="([^"]*)"', dom).group(1).replace("&quot;", '"'))
+    assert len(widths) == 4 and all(width > 0 for width in widths), widths
+    assert "Verdict" in dom  # the page's text made it into the rendered document
+
+
+@needs_chromium
+def test_the_report_screenshots_as_a_non_blank_picture(toy_run, tmp_path):
+    shot = tmp_path / "shot.png"
+    render(toy_run / "report.html", tmp_path, f"--screenshot={shot}", "--window-size=1000,1400")
+    from PIL import Image
+
+    with Image.open(shot) as picture:
+        assert picture.size == (1000, 1400)
+        # a rendered page has text and plots: many distinct colours, not one background
+        assert len(picture.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 50
+
+
+def test_text_an_objective_wrote_is_shown_escaped(toy_run, tmp_path):
+    run = tmp_path / "texts"
+    shutil.copytree(toy_run, run, ignore=shutil.ignore_patterns("checkpoints"))
+    (run / "mlm_masked_samples.txt").write_text("model input: a <b>[MASK]</b> & more\n")
+    page = write_report([run], run / "again.html").read_text()
+    assert "<h4>mlm_masked_samples.txt</h4><pre>model input: a &lt;b&gt;[MASK]&lt;/b&gt; &amp; more\n</pre>" in page

@@ -27,6 +27,9 @@ from torch.utils.data import DataLoader, Subset
 
 from sslhub import Batch, BuildContext, Encoder, Modality, Objective, ObjectiveOutput, Params
 
+#: The masked-text examples the report shows, in the run directory.
+MASKED_SAMPLES_FILE = "mlm_masked_samples.txt"
+
 
 class MLMParams(Params):
     """Parameters of the ``mlm`` objective."""
@@ -307,14 +310,52 @@ class MLMObjective(Objective):
         limit = self.params.report_max_samples
         return dataset if limit is None or len(dataset) <= limit else Subset(dataset, range(limit))
 
-    def report(self, run_dir: Path, encoder: Encoder, modality: Modality) -> dict[str, Any]:
-        """Held-out masked accuracy/perplexity beside a unigram-frequency and a uniform baseline."""
+    def report(self, run_dir: Path | None, encoder: Encoder, modality: Modality) -> dict[str, Any]:
+        """Held-out masked accuracy/perplexity beside a unigram-frequency and a uniform baseline.
+
+        Also writes ``run_dir/mlm_masked_samples.txt`` (see :meth:`masked_examples`) for the run report.
+        """
+        examples = self.masked_examples(encoder, modality)
+        if run_dir is not None and examples is not None:
+            (Path(run_dir) / MASKED_SAMPLES_FILE).write_text(examples, encoding="utf-8")
         uniform = {"accuracy": 1.0 / len(self.replacement_ids), "perplexity": float(len(self.replacement_ids))}
         return {
             "held_out": self.evaluate(encoder, modality),
             "unigram_baseline": self.unigram_baseline(modality),
             "uniform_baseline": uniform,
         }
+
+    @torch.no_grad()
+    def masked_examples(self, encoder: Encoder, modality: Modality, count: int = 4) -> str | None:
+        """The first ``count`` held-out samples as the model sees them (fixed held-out masks), the
+        originals and the model's guesses at the selected positions, as text; ``None`` when the
+        modality cannot decode (no ``decode_sample``) or has no held-out samples.
+        """
+        decode = getattr(modality, "decode_sample", None)
+        dataset = self._report_samples(modality)
+        if decode is None or dataset is None:
+            return None
+        device = next(encoder.parameters()).device
+        batch = modality.collate([dataset[index] for index in range(min(count, len(dataset)))])
+        batch = modality.on_device({k: v.to(device) for k, v in batch.items()})
+        corrupted, selected = self.corrupt(batch, self._held_out_generator(batch))
+        was_training = encoder.training
+        encoder.eval()
+        tokens = encoder(corrupted).tokens
+        encoder.train(was_training)
+        guessed = batch["input_ids"].clone()
+        if tokens is not None and selected.any():
+            guessed[selected] = self.head(tokens[selected]).argmax(dim=-1)
+        lines = []
+        for row in range(batch["input_ids"].shape[0]):
+            right = int((guessed[row][selected[row]] == batch["input_ids"][row][selected[row]]).sum())
+            lines += [
+                f"sample {row + 1} ({int(selected[row].sum())} tokens selected, {right} guessed right)",
+                f"  model input: {decode(corrupted, row)}",
+                f"  original:    {decode(batch, row)}",
+                f"  model guess: {decode({**batch, 'input_ids': guessed}, row)}",
+            ]
+        return "\n".join(lines) + "\n"
 
 
 _COUNT_BLOCK = 1 << 22

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -11,7 +12,14 @@ from pydantic import ValidationError
 from torch.utils.data import DataLoader
 
 from sslhub import BuildContext
-from sslhub_text.objectives.mlm import MLMObjective, MLMParams, mask_tokens, unigram_counts, word_start_positions
+from sslhub_text.objectives.mlm import (
+    MASKED_SAMPLES_FILE,
+    MLMObjective,
+    MLMParams,
+    mask_tokens,
+    unigram_counts,
+    word_start_positions,
+)
 
 
 def make_objective(text_modality, encoder, **params) -> MLMObjective:
@@ -188,3 +196,36 @@ def test_report_uses_at_most_report_max_samples_held_out_samples(text_modality, 
     assert len(text_modality.held_out_dataset()) > 8
     assert 0 < capped["masked_tokens"] < 8 * per_sample * 3
     assert capped["masked_tokens"] < full["masked_tokens"]
+
+
+def test_report_writes_masked_text_examples_as_the_model_saw_them(text_modality, make_encoder, tmp_path):
+    encoder = make_encoder().eval()
+    objective = make_objective(text_modality, encoder, mask_probability=0.3)
+    objective.report(tmp_path, encoder, text_modality)
+    lines = (tmp_path / MASKED_SAMPLES_FILE).read_text().splitlines()
+    assert len(lines) == 4 * 4  # four samples: a heading, the masked input, the original, the guess
+    held_out = text_modality.held_out_dataset()
+    batch = text_modality.collate([held_out[index] for index in range(4)])
+    corrupted, selected = objective.corrupt(batch, objective._held_out_generator(batch))
+    mask_id = text_modality.info()["mask_token_id"]
+    for row in range(4):
+        heading, model_input, original, guess = lines[4 * row : 4 * row + 4]
+        selected_count = int(selected[row].sum())
+        assert heading.startswith(f"sample {row + 1} ({selected_count} tokens selected, ")
+        right = int(re.search(r"(\d+) guessed right", heading).group(1))
+        assert 0 <= right <= selected_count
+        assert original == "  original:    " + text_modality.decode_sample(batch, row)
+        assert model_input == "  model input: " + text_modality.decode_sample(corrupted, row)
+        assert model_input.count("[MASK]") == int((corrupted["input_ids"][row] == mask_id).sum()) > 0
+        assert guess.startswith("  model guess: ") and "[MASK]" not in guess
+
+
+def test_no_masked_examples_without_a_decoding_modality(text_modality, make_encoder):
+    encoder = make_encoder().eval()
+    objective = make_objective(text_modality, encoder)
+
+    class NoDecode:  # a token modality that cannot turn ids back into text
+        def held_out_dataset(self):
+            return text_modality.held_out_dataset()
+
+    assert objective.masked_examples(encoder, NoDecode()) is None

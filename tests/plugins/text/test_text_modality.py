@@ -216,3 +216,34 @@ def test_raw_features_are_a_bag_of_words_without_special_tokens(text_modality):
     assert hashed.shape == (1, 2048) and hashed[0, 5] == 1.0  # a large vocabulary shares columns
     scores = check_raw_features(text_modality, max_samples=300)
     assert scores[""] > 0.3  # eight documentation chapters: chance is 0.125
+
+
+def test_augmentation_samples_show_each_sample_then_its_masked_view_as_text(text_modality):
+    dataset = text_modality.train_dataset()
+    short = dict(dataset[1])
+    short = {k: v[: len(v) // 2] for k, v in short.items()}  # a shorter sample: the batch pads it
+    batch = text_modality.collate([dataset[0], short])
+    assert not batch["attention_mask"][1].all()  # the second row is padded
+    info = text_modality.info()
+    masked = batch["input_ids"].clone()
+    masked[:, 2] = info["mask_token_id"]  # position 0 is [CLS]; 2 is content in both rows
+    text = text_modality.augmentation_samples(batch, [{**batch, "input_ids": masked}, batch])["views"]
+    lines = text.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "sample 1",
+        "  view 1",
+        "  view 2",
+        "sample 2",
+        "  view 1",
+        "  view 2",
+    ]
+    assert lines[2] == lines[5] == "  view 2: (the sample, unchanged)"
+    lines = [line for line in lines if "view 2" not in line]
+    tokenizer = text_modality.tokenizer
+    for row, (sample_line, view_line) in enumerate([lines[0:2], lines[2:4]]):
+        ids = batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()
+        assert ids[0] == info["cls_token_id"]
+        content = [i for i in ids if i not in (info["cls_token_id"], info["sep_token_id"])]
+        assert sample_line == f"sample {row + 1}: " + tokenizer.decode(content)
+        assert "[MASK]" in view_line and "[MASK]" not in sample_line
+        assert all(token not in sample_line + view_line for token in ("[PAD]", "[CLS]", "[SEP]"))
