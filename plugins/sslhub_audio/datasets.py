@@ -120,7 +120,7 @@ def scan_audio_folder(root: Path, extensions: Sequence[str]) -> FolderScan:
     Raises:
         ValueError: ``root`` is not a folder, or no readable file was found.
     """
-    root = Path(root)
+    root = Path(root).expanduser()  # validation expands ~ too; a path that validated must load
     wanted = {e.lower() for e in extensions}
     paths = list_audio_files(root, extensions)
     readable: list[tuple[Path, int, int]] = []

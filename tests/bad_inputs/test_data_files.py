@@ -104,3 +104,13 @@ def test_flac_with_corrupt_frames_is_skipped_and_named(tmp_path, caplog):
     assert len(waveforms) == 13 and all(torch.isfinite(w).all() for w in waveforms)
     assert f"skipping unreadable audio file {folder / '00_corrupt.flac'}" in caplog.text
     assert "psf_fseek" in caplog.text  # the decoder's reason, now beside the file's name
+
+
+def test_audio_folder_under_home_written_with_a_tilde_loads(tmp_path, monkeypatch):
+    # validate expanded ~ but loading did not: the recipe passed validate, then failed to train
+    monkeypatch.setenv("HOME", str(tmp_path))
+    folder = tmp_path / "clips" / "word"
+    folder.mkdir(parents=True)
+    soundfile.write(folder / "one.wav", np.zeros(8000, np.float32), 16000)
+    scan = scan_audio_folder(Path("~/clips"), [".wav"])
+    assert [f.path for f in scan.files] == [folder / "one.wav"]
