@@ -58,6 +58,7 @@ _EXPORTS = {
     "Provider": "sslhub.registry",
     "Registry": "sslhub.registry",
     "RegistryError": "sslhub.registry",
+    "GroupPattern": "sslhub.splits",
     "GroupSplit": "sslhub.splits",
     "classes_without_training_samples": "sslhub.splits",
     "compile_group_pattern": "sslhub.splits",
@@ -84,6 +85,7 @@ __all__ = [
     "EvalSplit",
     "EvaluationDone",
     "ExportFrontend",
+    "GroupPattern",
     "GroupSplit",
     "Modality",
     "NonFiniteLossError",
@@ -180,6 +182,7 @@ if TYPE_CHECKING:
     from sslhub.python_api import augmentations, encoders, modalities, objectives
     from sslhub.registry import Component, Provider, Registry, RegistryError
     from sslhub.splits import (
+        GroupPattern,
         GroupSplit,
         classes_without_training_samples,
         compile_group_pattern,

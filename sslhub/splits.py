@@ -15,6 +15,9 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,17 @@ def compile_group_pattern(pattern: str) -> re.Pattern[str]:
         return re.compile(pattern)
     except re.error as error:
         raise ValueError(f"not a valid regular expression: {error}") from None
+
+
+def checked_group_pattern(pattern: str | None) -> str | None:
+    """``pattern`` unchanged when it compiles (or is None); a ValueError saying why otherwise."""
+    if pattern is not None:
+        compile_group_pattern(pattern)
+    return pattern
+
+
+#: a source's ``group_pattern`` field: optional, checked to compile when the recipe is validated.
+GroupPattern = Annotated[str | None, AfterValidator(checked_group_pattern)]
 
 
 def unmatched_paths_problem(paths: Sequence[str], groups: Sequence[str | None], pattern: str, root: str) -> str | None:

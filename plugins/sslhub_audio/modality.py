@@ -24,9 +24,9 @@ from sslhub import (
     BuildContext,
     EvalSplit,
     ExportFrontend,
+    GroupPattern,
     Modality,
     Params,
-    compile_group_pattern,
     path_group_problems,
     path_problems,
 )
@@ -70,18 +70,11 @@ class FolderAudioSource(Params):
         description="File suffixes read with soundfile (case-insensitive).",
     )
 
-    group_pattern: str | None = Field(
+    group_pattern: GroupPattern = Field(
         None,
         description="Regex over each file's path relative to path; its (?P<group>...) (or first group) names the "
         "file's group (a speaker): the evaluation split keeps groups apart, test groups unseen.",
     )
-
-    @field_validator("group_pattern")
-    @classmethod
-    def _valid_pattern(cls, value: str | None) -> str | None:
-        if value is not None:
-            compile_group_pattern(value)
-        return value
 
     def file_problems(
         self, test_fraction: float | None = None, seed: int = 0, min_train_per_class: int = 1

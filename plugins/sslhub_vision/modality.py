@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -29,9 +29,9 @@ from sslhub import (
     Batch,
     BuildContext,
     EvalSplit,
+    GroupPattern,
     Modality,
     Params,
-    compile_group_pattern,
     path_group_problems,
     path_problems,
     split_by_path_groups,
@@ -60,18 +60,11 @@ class FolderSource(Params):
         min_length=1,
         description="file extensions to read (case-insensitive)",
     )
-    group_pattern: str | None = Field(
+    group_pattern: GroupPattern = Field(
         None,
         description="regex over each file's path relative to path; its (?P<group>...) (or first group) names the "
         "file's group (a source, a camera): the labeled split keeps groups apart, test groups unseen",
     )
-
-    @field_validator("group_pattern")
-    @classmethod
-    def _valid_pattern(cls, value: str | None) -> str | None:
-        if value is not None:
-            compile_group_pattern(value)
-        return value
 
     def file_problems(
         self, test_fraction: float | None = None, seed: int = 0, min_train_per_class: int = 1
