@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from sslhub import Batch, BuildContext, Encoder, Modality, Objective, ObjectiveOutput, Params
+from sslhub_text.objectives.held_out import token_weighted_totals
 
 
 class CausalLMParams(Params):
@@ -139,18 +140,12 @@ class CausalLMObjective(Objective):
         dataset = self._report_samples(modality)
         if dataset is None:
             return None
-        device = next(encoder.parameters()).device
-        was_training = encoder.training
-        encoder.eval()
-        total_loss, total_correct, total = 0.0, 0.0, 0.0
-        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=modality.collate):
-            batch = modality.on_device({k: v.to(device) for k, v in batch.items()})
+
+        def figures(batch: Batch) -> tuple[Tensor, Tensor, float]:
             loss, accuracy, count = self._loss(batch, encoder)
-            total_loss += float(loss) * float(count)
-            total_correct += float(accuracy) * float(count)
-            total += float(count)
-        encoder.train(was_training)
-        return summarize(total_loss, total_correct, total)
+            return loss, accuracy, float(count)
+
+        return summarize(*token_weighted_totals(encoder, modality, dataset, batch_size, figures))
 
     @torch.no_grad()
     def unigram_baseline(self, modality: Modality, batch_size: int = 256) -> dict[str, float] | None:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from sslhub import Batch, BuildContext, Encoder, Modality, Objective, ObjectiveOutput, Params
+from sslhub_text.objectives.held_out import token_weighted_totals
 
 #: The masked-text examples the report shows, in the run directory.
 MASKED_SAMPLES_FILE = "mlm_masked_samples.txt"
@@ -257,17 +258,12 @@ class MLMObjective(Objective):
         dataset = self._report_samples(modality)
         if dataset is None:
             return None
-        device = next(encoder.parameters()).device
-        was_training = encoder.training
-        encoder.eval()
-        total_loss, total_correct, total = 0.0, 0.0, 0
-        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=modality.collate):
-            batch = modality.on_device({k: v.to(device) for k, v in batch.items()})
+
+        def figures(batch: Batch) -> tuple[Tensor, Tensor, int]:
             loss, accuracy, targets = self._loss(batch, encoder, self._held_out_generator(batch))
-            total_loss += float(loss) * targets.numel()
-            total_correct += float(accuracy) * targets.numel()
-            total += targets.numel()
-        encoder.train(was_training)
+            return loss, accuracy, targets.numel()
+
+        total_loss, total_correct, total = token_weighted_totals(encoder, modality, dataset, batch_size, figures)
         if total == 0:
             return None
         return {
