@@ -10,6 +10,7 @@ import difflib
 import importlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import sys
 import traceback
@@ -23,6 +24,8 @@ import pluggy
 from sslhub import hookspecs
 from sslhub.python_api import pending_registrations
 from sslhub.registry import KINDS, Component, Provider, Registry, RegistryError, ScopedRegistry
+
+log = logging.getLogger("sslhub")
 
 ENTRY_POINT_GROUP = "sslhub"
 _P_TAKES = "-p takes a module name (my_package.plugin) or a path to a .py file (./my_plugin.py)"
@@ -53,6 +56,8 @@ class PluginRecord:
     hooks: list[str] = field(default_factory=list)
     components: list[Component] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: problems that do not stop the plugin from loading (a hook-named function without the marker).
+    warnings: list[str] = field(default_factory=list)
     blocked: bool = False
 
     @property
@@ -75,6 +80,7 @@ class PluginRecord:
             "hooks": sorted(self.hooks),
             "components": [f"{c.kind}:{c.name}" for c in self.components],
             "errors": self.errors,
+            "warnings": self.warnings,
         }
 
 
@@ -287,6 +293,7 @@ class Catalog:
             plugin = entry_point.load()
         except Exception as exc:  # noqa: BLE001 - any import failure is reported, not raised
             record.errors.append(f"failed to import {entry_point.value}: {_describe(exc)}")
+            _log_traceback(record, exc)
             return
         self._register_plugin(plugin, record)
 
@@ -306,6 +313,7 @@ class Catalog:
             module = importlib.import_module(spec)
         except Exception as exc:  # noqa: BLE001
             record.errors.append(f"failed to import module '{spec}' given with -p: {_describe(exc)}")
+            _log_traceback(record, exc)
             return
         self._register_module(module, record)
 
@@ -344,6 +352,7 @@ class Catalog:
         except Exception as exc:  # noqa: BLE001
             del sys.modules[path.stem]
             record.errors.append(f"failed to import '{spec}' given with -p: {_describe(exc)}")
+            _log_traceback(record, exc)
             return
         self._register_module(module, record)
 
@@ -353,6 +362,9 @@ class Catalog:
         self._register_plugin(module, record)
 
     def _register_plugin(self, plugin: object, record: PluginRecord) -> None:
+        record.warnings.extend(_unmarked_hooks(plugin))
+        for warning in record.warnings:
+            log.warning("%s: %s", record.label(), warning)
         misspelt = [
             name
             for name in dir(plugin)
@@ -389,6 +401,7 @@ class Catalog:
                     record.errors.append(str(exc))
                 except Exception as exc:  # noqa: BLE001
                     record.errors.append(f"{HOOK_FOR_KIND[kind]} raised {_describe(exc)}")
+                    _log_traceback(record, exc)
 
     def _add_python_registrations(self) -> None:
         for pending in pending_registrations():
@@ -423,6 +436,24 @@ def _incompatible_sslhub(dist: importlib.metadata.Distribution | None) -> str:
                 f"install a {dist.metadata['Name']} release made for sslhub {__version__}"
             )
     return ""
+
+
+def _unmarked_hooks(plugin: object) -> list[str]:
+    """Functions named like a hook but without ``@sslhub.hookimpl``: pluggy ignores them silently."""
+    marker = f"{hookspecs.PROJECT_NAME}_impl"
+    return [
+        f"function {name}() is named like a hook but is not marked with @sslhub.hookimpl, so it is never "
+        "called; decorate it"
+        for name in sorted(HOOK_NAMES)
+        if callable(getattr(plugin, name, None)) and not hasattr(getattr(plugin, name), marker)
+    ]
+
+
+def _log_traceback(record: PluginRecord, exc: BaseException) -> None:
+    """The plugin's own traceback, shown with ``--debug`` (the error line alone names only the last frame)."""
+    if log.isEnabledFor(logging.DEBUG):
+        text = "".join(traceback.format_exception(exc))
+        log.debug("%s failed; its traceback:\n%s", record.label(), text.rstrip())
 
 
 def _describe(exc: BaseException) -> str:

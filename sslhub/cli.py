@@ -381,6 +381,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"  components: {', '.join(f'{c.kind}:{c.name}' for c in record.components)}")
         for error in record.errors:
             print(f"  error: {error}")
+        for warning in record.warnings:
+            print(f"  warning: {warning}")
     if failed and not explicit:
         print("error: a plugin failed to load and SSLHUB_STRICT_PLUGINS is on", file=sys.stderr)
     return failed

@@ -467,3 +467,27 @@ def test_sslhub_plugins_exits_zero_in_strict_mode_when_every_plugin_loads(entry_
     blocked = ["no:clashing", "no:misspelt_hook", "no:bad_signature", "no:broken_import"]
     assert main(["plugins", *[a for b in blocked for a in ("-p", b)]]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_hook_named_function_without_the_marker_is_a_warning_not_silence(tmp_path, monkeypatch, capsys):
+    plugin = tmp_path / "sslhub_test_unmarked_plugin.py"
+    plugin.write_text("def sslhub_register_objectives(registry):\n    registry.register('never', None)\n")
+    monkeypatch.delitem(sys.modules, "sslhub_test_unmarked_plugin", raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert main(["plugins", "-p", str(plugin)]) == 0
+    out = capsys.readouterr().out
+    assert "sslhub_test_unmarked_plugin [ok]" in out
+    assert "warning: function sslhub_register_objectives() is named like a hook but is not marked" in out
+
+
+def test_debug_shows_the_traceback_of_a_plugin_that_failed_to_import(tmp_path, monkeypatch, capsys, caplog):
+    plugin = tmp_path / "sslhub_test_broken_import.py"
+    plugin.write_text("def helper():\n    raise RuntimeError('boom inside helper')\n\n\nhelper()\n")
+    monkeypatch.delitem(sys.modules, "sslhub_test_broken_import", raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert main(["plugins", "-p", str(plugin)]) == 1
+    assert "Traceback" not in capsys.readouterr().err + caplog.text
+    assert main(["--debug", "plugins", "-p", str(plugin)]) == 1
+    err = caplog.text  # the sslhub logger's output (stderr outside pytest)
+    assert "Traceback (most recent call last)" in err
+    assert "in helper" in err and "RuntimeError: boom inside helper" in err
