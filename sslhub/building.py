@@ -14,8 +14,18 @@ import torch
 from torch import Tensor, nn
 
 from sslhub import distributed
-from sslhub.components import DEFAULT_ENCODER_KEY, Batch, BuildContext, Encoder, EncoderSet, Modality, Objective
-from sslhub.errors import SSLHubError
+from sslhub.blame import plugin_label
+from sslhub.components import (
+    DEFAULT_ENCODER_KEY,
+    Batch,
+    BuildContext,
+    Encoder,
+    EncoderSet,
+    Modality,
+    Objective,
+    ObjectiveOutput,
+)
+from sslhub.errors import ComponentContractError, SSLHubError
 from sslhub.recipe import ResolvedRecipe
 from sslhub.resume import seed_everything
 
@@ -85,6 +95,7 @@ class TrainingModule(nn.Module):
                 continue
             output = objective(views[: objective.num_views], self.encoder.for_objective(self.encoder_keys[index]))
             key = self.names[index]
+            _check_objective_output(output, key, objective)
             logged[f"{key}/loss"] = output.loss.detach()
             for name, value in output.metrics.items():
                 logged[f"{key}/{name}"] = value.detach() if isinstance(value, Tensor) else value
@@ -93,6 +104,22 @@ class TrainingModule(nn.Module):
         if total is None:
             raise SSLHubError("no objective is active: check objectives[*].start_step")
         return total, logged
+
+
+def _check_objective_output(output: Any, name: str, objective: Objective) -> None:
+    """An objective that returns something else than an :class:`ObjectiveOutput` is named with its plugin."""
+    loss = getattr(output, "loss", None)
+    if isinstance(output, ObjectiveOutput) and isinstance(loss, Tensor) and loss.dim() == 0:
+        return
+    got = type(output).__name__ if not isinstance(output, ObjectiveOutput) else f"loss of shape {tuple(loss.shape)}"
+    if isinstance(output, ObjectiveOutput) and not isinstance(loss, Tensor):
+        got = f"a loss of type {type(loss).__name__}"
+    cls = type(objective)
+    raise ComponentContractError(
+        f"objective '{name}' ({cls.__module__}.{cls.__qualname__}, {plugin_label(cls.__module__)}) broke the "
+        f"Objective contract: forward must return sslhub.ObjectiveOutput(loss=<0-d tensor>, metrics={{...}}), "
+        f"but returned {got}"
+    )
 
 
 class ComponentBuilder:

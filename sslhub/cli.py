@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sslhub.blame import raised_in
 from sslhub.errors import SSLHubError, Terminated
 
 if TYPE_CHECKING:
@@ -162,7 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         else:
-            print(f"error: {type(exc).__name__}: {exc}\n(run again with --debug to see the traceback)", file=sys.stderr)
+            where = raised_in(exc)
+            origin = f"\n  raised in {where}" if where else ""
+            print(
+                f"error: {type(exc).__name__}: {exc}{origin}\n(run again with --debug to see the traceback)",
+                file=sys.stderr,
+            )
         return 1
     finally:
         if previous_sigterm is not None:

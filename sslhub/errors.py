@@ -34,6 +34,10 @@ class RecipeError(SSLHubError):
         super().__init__(f"invalid recipe ({count}):\n" + "\n".join(f"  {issue}" for issue in issues))
 
 
+class ComponentContractError(SSLHubError):
+    """A plugin's component returned something its kind's contract does not allow."""
+
+
 class CheckpointError(SSLHubError):
     """No usable checkpoint, or one could not be written."""
 
