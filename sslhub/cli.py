@@ -261,14 +261,28 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out"
             )
     show = {"auto": None, "on": True, "off": False}[args.progress]
-    run = Run(recipe, run_dir, resume=resume, show_progress=show)
-    summary = run.execute(dry_run=args.dry_run)
     if args.dry_run:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(_dry_run(recipe, run_dir, resume, show), indent=2))
         return 0
+    run = Run(recipe, run_dir, resume=resume, show_progress=show)
+    summary = run.execute()
     if run.is_main:
         print(format_summary(recipe.model.name, run_dir, summary))
     return 0
+
+
+def _dry_run(recipe, run_dir: Path, resume: bool, show: bool | None) -> dict[str, Any]:
+    """A dry run builds in a throw-away directory, so it leaves nothing behind (unless it resumes a run)."""
+    import tempfile
+
+    from sslhub.engine import Run
+
+    if resume:
+        return Run(recipe, run_dir, resume=True, show_progress=show).execute(dry_run=True)
+    with tempfile.TemporaryDirectory(prefix="sslhub-dry-run-") as scratch:
+        report = Run(recipe, Path(scratch) / run_dir.name, show_progress=show).execute(dry_run=True)
+    report["run_directory"] = "none (a dry run keeps nothing)"
+    return report
 
 
 def _find_resume_dir(resume: str, out: Path | None, name: str) -> Path:

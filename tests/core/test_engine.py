@@ -134,7 +134,8 @@ def test_dry_run_reports_sizes_and_time(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["encoder_parameters"] == 16 * 32 + 32 + 32 * 16 + 16
-    assert report["step_seconds"] > 0 and report["views"] == 2
+    assert report["step_seconds"] > 0 and report["first_step_seconds"] > 0 and report["views"] == 2
+    assert not (tmp_path / "run").exists()  # a dry run leaves no run directory behind
 
 
 def test_existing_run_dir_is_not_overwritten(reference_run: Path):
