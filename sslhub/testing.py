@@ -2,16 +2,26 @@
 
 Example::
 
-    from sslhub.testing import catalog_with, check_objective_learns
+    from sslhub.testing import build_components, catalog_with, check_objective_learns
 
     def test_my_objective_learns():
         catalog = catalog_with("sslhub_vision.plugin", "my_plugin.plugin")
-        check_objective_learns(catalog, modality="image", encoder="small_cnn", objective="vicreg",
-                               augment=["random_resized_crop"])
+        modality, encoder, objective, augmentations = build_components(
+            catalog, modality="image", encoder="small_cnn", objective="vicreg",
+            augment=["random_resized_crop"], params={"image": {"image_size": 16}},
+        )
+        dataset = modality.train_dataset()
+        batch = modality.on_device(modality.collate([dataset[i] for i in range(16)]))
+        check_objective_learns(objective, encoder, [batch], augmentations, steps=20)
+
+    def test_my_recipe_trains():
+        summary = run_recipe_for_steps("recipes/my.yaml", 5, overrides={"objectives.0.temperature": 0.5})
+        assert summary["losses"][-1] < summary["losses"][0]
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,7 +34,7 @@ from sslhub.catalog import Catalog
 from sslhub.components import Augmentation, Batch, BuildContext, Encoder, EncoderSet, Modality, Objective
 from sslhub.engine import Run
 from sslhub.recipe import resolve_recipe
-from sslhub.recipe_yaml import RecipeSource, load_recipe_file, load_recipe_text
+from sslhub.recipe_yaml import RecipeSource, apply_override, load_recipe_file, load_recipe_text
 
 
 def catalog_with(*plugins: str | object, entry_points: bool = False) -> Catalog:
@@ -61,7 +71,12 @@ def run_recipe_for_steps(
     evaluate: bool = False,
 ) -> dict[str, Any]:
     """Train a recipe (a path or a dict) for ``steps`` steps on the CPU; returns the run summary
-    with ``losses`` (the loss of every step) added."""
+    with ``losses`` (the loss of every step) added.
+
+    Args:
+        overrides: ``{"a.b.c": value}`` applied like ``--set a.b.c=value`` (list items by index,
+            ``objectives.0.temperature``; an unknown path is a :class:`sslhub.errors.RecipeError`).
+    """
     if isinstance(recipe, Mapping):
         source: RecipeSource = load_recipe_text(yaml.safe_dump(dict(recipe)), "<recipe>")
     else:
@@ -73,17 +88,12 @@ def run_recipe_for_steps(
         source.data["evaluate"] = {"enabled": False}
     source.data["export"] = None
     for key, value in (overrides or {}).items():
-        target = source.data
-        *parents, last = key.split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[last] = value
+        # The same path syntax and checks as --set (list items by index: objectives.0.temperature).
+        apply_override(source, f"{key}={json.dumps(value)}")
     resolved = resolve_recipe(source, catalog or Catalog.load())
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = out or Path(tmp) / "run"
         summary = Run(resolved, run_dir, show_progress=False).execute()
-        import json
-
         summary["losses"] = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return summary
 
