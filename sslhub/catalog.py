@@ -53,6 +53,8 @@ class PluginRecord:
     distribution: str = ""
     version: str = ""
     source: str = "entry point"
+    #: the file a ``-p`` module was imported from (recorded so a run can say where to find it again).
+    origin: str = ""
     hooks: list[str] = field(default_factory=list)
     components: list[Component] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -76,6 +78,7 @@ class PluginRecord:
             "distribution": self.distribution,
             "version": self.version,
             "source": self.source,
+            "origin": self.origin,
             "blocked": self.blocked,
             "hooks": sorted(self.hooks),
             "components": [f"{c.kind}:{c.name}" for c in self.components],
@@ -357,6 +360,7 @@ class Catalog:
         self._register_module(module, record)
 
     def _register_module(self, module: ModuleType, record: PluginRecord) -> None:
+        record.origin = str(Path(module.__file__).resolve()) if getattr(module, "__file__", None) else ""
         if self.plugin_manager.is_registered(module):
             return
         self._register_plugin(module, record)

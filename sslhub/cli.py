@@ -477,6 +477,29 @@ def recorded_plugin_args(run_dir: Path) -> list[str]:
     return [a for a in saved if isinstance(a, str)] if isinstance(saved, list) else []
 
 
+def recorded_plugin_origins(run_dir: Path) -> dict[str, str]:
+    """``{-p argument: the file it was imported from}``, from the run's environment.json (never imported here)."""
+    try:
+        environment = json.loads((Path(run_dir) / "environment.json").read_text())
+        plugins = environment.get("plugins") if isinstance(environment, dict) else None
+    except (OSError, ValueError):
+        return {}
+    entries = plugins if isinstance(plugins, list) else []
+    return {
+        str(entry["module"]): str(entry["origin"])
+        for entry in entries
+        if isinstance(entry, dict) and entry.get("source") == "-p" and entry.get("origin") and entry.get("module")
+    }
+
+
+def _reload_argument(argument: str, origin: str) -> str:
+    """What to pass to ``-p`` from any folder: the recorded file when it is a plain module that still exists."""
+    path = Path(origin)
+    if origin and path.name != "__init__.py" and path.is_file() and path.stem.isidentifier():
+        return str(path)
+    return argument
+
+
 def _installed_plugin_names() -> set[str]:
     from importlib.metadata import entry_points
 
@@ -499,10 +522,12 @@ def resolve_saved_recipe(recipe_file: Path, overrides: list[str], run_dir: Path,
     installed = _installed_plugin_names()
     blocks = [a for a in recorded if a.startswith("no:") and a[3:] in installed and a not in plugins]
     missing = [a for a in dict.fromkeys(recorded) if not a.startswith("no:") and a not in plugins]
+    where = recorded_plugin_origins(run_dir)
+    options = " ".join(f"-p {_reload_argument(m, where.get(m, ''))}" for m in missing)
     hint = (
         f"the run was trained with {', '.join(repr(m) for m in missing)} loaded with -p; a module named in a run "
         f"directory is never imported automatically (the directory may come from anyone): if you trust "
-        f"{'it' if len(missing) == 1 else 'them'}, add {' '.join(f'-p {m}' for m in missing)} to the command"
+        f"{'it' if len(missing) == 1 else 'them'}, add {options} to the command"
     )
     try:
         recipe = load_and_resolve(recipe_file, overrides, [*blocks, *plugins], saved=True)

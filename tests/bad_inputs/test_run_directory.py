@@ -143,7 +143,7 @@ CASES = [
         (
             "unknown modality 'toy_vectors'",
             "environment.json: plugin_args: the run was trained with 'toy_plugin' loaded with -p",
-            "add -p toy_plugin to the command",
+            "tests/data/toy_plugin.py to the command",  # the file it was imported from: works from any folder
         ),
     ),
     Case(

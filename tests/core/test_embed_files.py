@@ -140,8 +140,17 @@ def test_export_names_the_recorded_plugins_but_never_imports_them(exported_run, 
     result = sslhub("export", str(exported_run), "--out", str(tmp_path / "again"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "the run was trained with 'toy_plugin' loaded with -p" in result.stderr
-    assert "add -p toy_plugin to the command" in result.stderr
+    # where it was imported from, so the hint works from any folder
+    assert f"add -p {DATA / 'toy_plugin.py'} to the command" in result.stderr
     assert not (tmp_path / "again").exists()
+    # following the hint works from a folder where the module name alone would not import
+    elsewhere = {"PYTHONPATH": ""}
+    command = ["export", str(exported_run), "--out", str(tmp_path / "again"), "-p", str(DATA / "toy_plugin.py")]
+    result = subprocess.run(
+        [sys.executable, "-m", "sslhub", *command, *BLOCK_BUILTINS],
+        capture_output=True, text=True, cwd=tmp_path, env={**sslhub_env(), **elsewhere}, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
 
 
 def test_embed_does_not_import_torch(exported_run, tmp_path):
