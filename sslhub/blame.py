@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -54,3 +55,34 @@ def raised_in(exc: BaseException) -> str | None:
         if module_name and not _is_library(module_name, filename):
             return f"{plugin_label(module_name)}, at {filename}:{line} in {frame.f_code.co_name}"
     return None
+
+
+def extra_hint(exc: BaseException, dist: importlib.metadata.Distribution | None) -> str:
+    """``; pip install 'sslhub[audio]'`` when the missing module is a dependency the plugin's distribution
+    declares under an extra (a plugin's optional stack), else nothing."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    if not missing or dist is None:
+        return ""
+    wanted = canonicalize_name(missing.split(".")[0])
+    for text in dist.requires or []:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue
+        extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", str(requirement.marker or ""))
+        if extra and canonicalize_name(requirement.name) == wanted:
+            return f"; it is part of the '{extra[1]}' extra: pip install '{dist.metadata['Name']}[{extra[1]}]'"
+    return ""
+
+
+def missing_extra_hint(exc: BaseException) -> str:
+    """:func:`extra_hint` against every installed plugin distribution (a plugin imports its stack lazily)."""
+    distributions = {
+        ep.dist.metadata["Name"]: ep.dist
+        for ep in importlib.metadata.entry_points(group="sslhub")
+        if getattr(ep, "dist", None) is not None
+    }
+    return next((hint for dist in distributions.values() if (hint := extra_hint(exc, dist))), "")

@@ -22,6 +22,7 @@ from typing import Any
 import pluggy
 
 from sslhub import hookspecs
+from sslhub.blame import extra_hint
 from sslhub.python_api import pending_registrations
 from sslhub.registry import KINDS, Component, Provider, Registry, RegistryError, ScopedRegistry
 
@@ -295,7 +296,7 @@ class Catalog:
         try:
             plugin = entry_point.load()
         except Exception as exc:  # noqa: BLE001 - any import failure is reported, not raised
-            record.errors.append(f"failed to import {entry_point.value}: {_describe(exc)}")
+            record.errors.append(f"failed to import {entry_point.value}: {_describe(exc)}{extra_hint(exc, dist)}")
             _log_traceback(record, exc)
             return
         self._register_plugin(plugin, record)

@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sslhub.blame import raised_in
+from sslhub.blame import missing_extra_hint, raised_in
 from sslhub.errors import SSLHubError, Terminated
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         else:
             where = raised_in(exc)
-            origin = f"\n  raised in {where}" if where else ""
+            origin = f"\n  raised in {where}{missing_extra_hint(exc)}" if where else ""
             print(
                 f"error: {type(exc).__name__}: {exc}{origin}\n(run again with --debug to see the traceback)",
                 file=sys.stderr,
