@@ -25,7 +25,16 @@ FEATURE_KINDS = ("pooled", "tokens", "spatial")
 #: properties an encoder may declare beside its features, and objectives may require:
 #: ``causal``: output position ``t`` depends only on inputs up to ``t`` (no look-ahead), which
 #: autoregressive objectives (``apc``, ``causal_lm``) need, or they would learn to copy the future.
-ENCODER_PROPERTIES = ("causal",)
+#: ``token_embeddings``: the encoder has a token embedding table, returned by
+#: :meth:`Encoder.get_input_embeddings`, which a tied language-model head (``mlm``, ``causal_lm``) reuses.
+ENCODER_PROPERTIES = ("causal", "token_embeddings")
+#: what each property means, in the words validation uses when an encoder lacks one.
+PROPERTY_MEANINGS = {
+    "causal": "a causal encoder (each output position may see only earlier inputs, or predicting what comes "
+    "next is copying)",
+    "token_embeddings": "an encoder with a token embedding table (get_input_embeddings()), which its tied "
+    "prediction head reuses",
+}
 #: everything ``provides=`` / ``requires=`` may name at registration.
 CAPABILITIES = (*FEATURE_KINDS, *ENCODER_PROPERTIES)
 
@@ -394,8 +403,8 @@ class Encoder(nn.Module):
     """An ``nn.Module`` from a modality batch to :class:`EncoderOutput`.
 
     Subclasses set ``feature_dim`` (size of ``pooled``), ``provides`` (which of
-    ``pooled``/``tokens``/``spatial`` they return, plus ``causal`` when no output position
-    sees later inputs) and ``input_names`` (batch keys read, in export order).
+    ``pooled``/``tokens``/``spatial`` they return, plus the properties in
+    :data:`ENCODER_PROPERTIES` they have) and ``input_names`` (batch keys read, in export order).
     """
 
     feature_dim: int = 0
@@ -404,6 +413,10 @@ class Encoder(nn.Module):
 
     def forward(self, batch: Mapping[str, Tensor]) -> EncoderOutput:  # pragma: no cover
         raise NotImplementedError
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The token embedding table; encoders that declare ``token_embeddings`` override this."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare provides 'token_embeddings'")
 
     def export_module(self) -> nn.Module:
         """A module taking ``input_names`` tensors positionally and returning ``pooled``."""

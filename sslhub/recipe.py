@@ -17,7 +17,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sslhub.catalog import Catalog
-from sslhub.components import DEFAULT_ENCODER_KEY, FEATURE_KINDS, Params, StrictNumbers, field_errors
+from sslhub.components import (
+    DEFAULT_ENCODER_KEY,
+    FEATURE_KINDS,
+    PROPERTY_MEANINGS,
+    Params,
+    StrictNumbers,
+    field_errors,
+)
 from sslhub.errors import RecipeError, RecipeIssue
 from sslhub.export import MAX_ONNX_OPSET, MIN_ONNX_OPSET
 from sslhub.optim import OPTIMIZER_OPTIONS
@@ -594,11 +601,10 @@ def capability_problems(objective: str, requires: frozenset[str], encoder: Compo
             f"objective '{objective}' needs {', '.join(features)} features, but "
             f"encoder '{encoder.name}' provides only {declared}"
         )
-    if "causal" in missing:
+    for prop in sorted(missing & set(PROPERTY_MEANINGS)):
         problems.append(
-            f"objective '{objective}' needs a causal encoder (each output position may see only earlier "
-            f"inputs, or predicting what comes next is copying), but encoder '{encoder.name}' does not declare "
-            "provides=['causal']; choose a causal encoder (`sslhub list encoders` describes them)"
+            f"objective '{objective}' needs {PROPERTY_MEANINGS[prop]}, but encoder '{encoder.name}' does not declare "
+            f"provides=['{prop}']; choose an encoder that does (`sslhub list encoders` shows what each provides)"
         )
     return problems
 

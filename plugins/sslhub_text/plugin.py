@@ -35,26 +35,30 @@ def sslhub_register_augmentations(registry):
 
 @hookimpl
 def sslhub_register_encoders(registry):
-    registry.register("hf", HFEncoder, params=HFParams, modalities=["text"], provides=["pooled", "tokens"])
+    registry.register(
+        "hf", HFEncoder, params=HFParams, modalities=["text"], provides=["pooled", "tokens", "token_embeddings"]
+    )
     registry.register(
         "hf_causal",
         CausalHFEncoder,
         params=CausalHFParams,
         modalities=["text"],
-        provides=["pooled", "tokens", "causal"],
+        provides=["pooled", "tokens", "causal", "token_embeddings"],
         description="decoder-only transformers model (GPT-2 by default) built from a config; no position sees later tokens",
     )
 
 
 @hookimpl
 def sslhub_register_objectives(registry):
-    registry.register("mlm", MLMObjective, params=MLMParams, modalities=["text"], requires=["tokens"])
+    registry.register(
+        "mlm", MLMObjective, params=MLMParams, modalities=["text"], requires=["tokens", "token_embeddings"]
+    )
     registry.register("simcse", SimCSEObjective, params=SimCSEParams, modalities=["text"], requires=["pooled"])
     registry.register(
         "causal_lm",
         CausalLMObjective,
         params=CausalLMParams,
         modalities=["text"],
-        requires=["tokens", "causal"],
+        requires=["tokens", "causal", "token_embeddings"],
         description="next-token prediction (GPT-style) with a head tied to the token embeddings",
     )

@@ -76,7 +76,7 @@ class CausalHFEncoder(Encoder):
     """
 
     input_names = ("input_ids", "attention_mask")
-    provides = frozenset({"pooled", "tokens", "causal"})
+    provides = frozenset({"pooled", "tokens", "causal", "token_embeddings"})
 
     def __init__(self, params: CausalHFParams, context: BuildContext):
         super().__init__()

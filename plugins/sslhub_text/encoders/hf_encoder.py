@@ -116,7 +116,7 @@ class HFEncoder(Encoder):
     """
 
     input_names = ("input_ids", "attention_mask")
-    provides = frozenset({"pooled", "tokens"})
+    provides = frozenset({"pooled", "tokens", "token_embeddings"})
 
     def __init__(self, params: HFParams, context: BuildContext):
         super().__init__()

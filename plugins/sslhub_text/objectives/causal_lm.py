@@ -111,8 +111,11 @@ class CausalLMObjective(Objective):
             raise ValueError(
                 f"causal_lm needs a causal encoder; {type(encoder).__name__} does not declare provides 'causal'"
             )
-        if not hasattr(encoder, "get_input_embeddings"):
-            raise ValueError(f"causal_lm ties its head to the token embeddings; {type(encoder).__name__} has none")
+        if "token_embeddings" not in getattr(encoder, "provides", ()):
+            raise ValueError(
+                f"causal_lm ties its head to the token embeddings; {type(encoder).__name__} does not declare "
+                "provides 'token_embeddings'"
+            )
         info = context.modality.info()
         self.vocab_size = int(info["vocab_size"])
         self.pad_token_id = int(info["pad_token_id"])

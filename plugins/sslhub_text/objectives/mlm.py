@@ -169,10 +169,10 @@ class MLMObjective(Objective):
         encoder, modality = context.encoder, context.modality
         if encoder is None or modality is None:
             raise ValueError("mlm objective needs the built encoder and modality in its context")
-        if not hasattr(encoder, "get_input_embeddings"):
+        if "token_embeddings" not in getattr(encoder, "provides", ()):
             raise ValueError(
                 f"mlm objective ties its decoder to the encoder's token embeddings, but "
-                f"{type(encoder).__name__} has no get_input_embeddings(); use the 'hf' encoder"
+                f"{type(encoder).__name__} does not declare provides 'token_embeddings'; use the 'hf' encoder"
             )
         info = modality.info()
         if info.get("mask_token_id") is None:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch.utils.data import DataLoader
 
-from sslhub import BuildContext
+from sslhub import BuildContext, Encoder
 from sslhub_text.objectives.mlm import (
     MASKED_SAMPLES_FILE,
     MLMObjective,
@@ -181,10 +181,11 @@ def test_bad_params_and_encoders_are_refused(text_modality):
     with pytest.raises(ValidationError, match="less than 1"):
         MLMParams(mask_probability=1.0)
 
-    class NoEmbeddings(torch.nn.Module):
+    class NoEmbeddings(Encoder):
         feature_dim = 8
+        provides = frozenset({"pooled", "tokens"})
 
-    with pytest.raises(ValueError, match="has no get_input_embeddings"):
+    with pytest.raises(ValueError, match="does not declare provides 'token_embeddings'"):
         make_objective(text_modality, NoEmbeddings())
 
 
@@ -229,3 +230,20 @@ def test_no_masked_examples_without_a_decoding_modality(text_modality, make_enco
             return text_modality.held_out_dataset()
 
     assert objective.masked_examples(encoder, NoDecode()) is None
+
+
+def test_validation_refuses_an_encoder_without_token_embeddings_for_mlm():
+    """A declared capability, checked before anything is built (it used to be a hasattr at build time)."""
+    from sslhub import Catalog
+    from sslhub.errors import RecipeError
+    from sslhub.recipe import resolve_recipe
+    from sslhub.recipe_yaml import load_recipe_text
+
+    catalog = Catalog.load(["sslhub_text.plugin"], entry_points=False, python_registrations=False, strict=True)
+    catalog.encoders.register("tokens_only", lambda params, context: None, modalities=["text"], provides=["tokens"])
+    text = "name: x\ndata: {modality: text}\nencoder: {name: tokens_only}\nobjectives: [{name: mlm}]\n"
+    with pytest.raises(RecipeError) as error:
+        resolve_recipe(load_recipe_text(text, "bad.yaml"), catalog)
+    message = str(error.value)
+    assert "bad.yaml:4" in message and "objective 'mlm' needs an encoder with a token embedding table" in message
+    assert "encoder 'tokens_only' does not declare provides=['token_embeddings']" in message

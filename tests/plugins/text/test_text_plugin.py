@@ -10,8 +10,8 @@ def test_text_plugin_registers_its_components(monkeypatch):
     catalog = Catalog.load()
     assert not [p for p in catalog.problems() if "text" in p]
     assert "text" in catalog.modalities
-    assert catalog.encoders.get("hf").provides == {"pooled", "tokens"}
+    assert catalog.encoders.get("hf").provides == {"pooled", "tokens", "token_embeddings"}
     mlm = catalog.objectives.get("mlm")
-    assert mlm.requires == {"tokens"} and mlm.modalities == {"text"}
+    assert mlm.requires == {"tokens", "token_embeddings"} and mlm.modalities == {"text"}
     for name in ("token_dropout", "span_deletion", "random_token_replacement"):
         assert catalog.augmentations.get(name).modalities == {"text"}
