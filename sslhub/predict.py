@@ -130,8 +130,10 @@ class FileClassifier:
 
     def __init__(self, model: Path | str, *, text_field: str = "text", threads: int | None = None):
         self.path = find_classifier(model)
+        # The class names first: a file without them gets that said, not "no output 'probabilities'".
+        self.class_names = _class_names(self.path, read_exported_metadata(self.path))
         self.embedder = FileEmbedder(self.path, text_field=text_field, threads=threads, output=PROBABILITIES_OUTPUT)
-        self.class_names = _class_names(self.path, self.embedder.metadata, self.embedder.model.session)
+        _check_width(self.path, self.embedder.model.session, self.class_names)
 
     @property
     def kind(self) -> str:
@@ -145,8 +147,8 @@ class FileClassifier:
         return Predictions(embedded.sources, probabilities, list(self.class_names))
 
 
-def _class_names(path: Path, metadata: dict[str, Any], session: Any) -> list[str]:
-    """The metadata's ``class_names``, checked against the width of the probabilities output."""
+def _class_names(path: Path, metadata: dict[str, Any]) -> list[str]:
+    """The metadata's ``class_names``, refused when missing or not a list of strings."""
     names = metadata.get("class_names")
     if names is None:
         raise PredictError(
@@ -155,13 +157,17 @@ def _class_names(path: Path, metadata: dict[str, Any], session: Any) -> list[str
         )
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise PredictError(f"{path}: the metadata's class_names must be a non-empty list of strings, got {names!r}")
+    return names
+
+
+def _check_width(path: Path, session: Any, names: Sequence[str]) -> None:
+    """Refuse a file whose probabilities output is not one column per class name."""
     output = next(o for o in session.get_outputs() if o.name == PROBABILITIES_OUTPUT)
     width = output.shape[-1] if output.shape else None
     if isinstance(width, int) and width != len(names):
         raise PredictError(
             f"{path} outputs {width} probabilities per input but its metadata names {len(names)} classes"
         )
-    return names
 
 
 def check_output_path(out: Path) -> Path:
