@@ -134,9 +134,10 @@ class ExportReport:
         ]
         for check in self.checks:
             axes = " ".join(f"{k}={v}" for k, v in check["axes"].items())
+            worst = f" (worst output: {check['output']})" if check.get("output") else ""
             lines.append(
                 f"  {axes}: abs {check['max_abs_diff']:.2e}, rel {check['max_rel_diff']:.2e}, "
-                f"max|output| {check['reference_max_abs']:.3g}, tolerance {check['tolerance']:.2e}"
+                f"max|output| {check['reference_max_abs']:.3g}, tolerance {check['tolerance']:.2e}{worst}"
             )
         head = (self.metadata.get("output") or {}).get("head")
         if head:

@@ -170,14 +170,15 @@ def _check_width(path: Path, session: Any, names: Sequence[str]) -> None:
         )
 
 
-def check_output_path(out: Path) -> Path:
+def check_output_path(out: Path | str) -> Path:
     """``out`` if its suffix is a format :func:`write_predictions` writes, else a :class:`PredictError`."""
+    out = Path(out)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise PredictError(f"--out {out}: write predictions to a .csv or .jsonl file")
     return out
 
 
-def write_predictions(predictions: Predictions, out: Path) -> Path:
+def write_predictions(predictions: Predictions, out: Path | str) -> Path:
     """Write one row per input to ``out``: the input, the predicted class, each class's probability.
 
     A ``.csv`` has the columns ``input``, ``predicted_class`` and ``probability:<class>`` per
@@ -187,7 +188,7 @@ def write_predictions(predictions: Predictions, out: Path) -> Path:
     Returns:
         ``out``.
     """
-    check_output_path(out)
+    out = check_output_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = zip(predictions.sources, predictions.predicted, predictions.probabilities.tolist(), strict=True)
     names = predictions.class_names
