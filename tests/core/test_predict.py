@@ -21,7 +21,7 @@ import pytest
 import torch
 from toy_runs import BLOCK_BUILTINS, DATA, RECIPE, sslhub, sslhub_env
 
-from sslhub.export import export_classifier
+from sslhub.export import export_classifier, export_encoder
 from sslhub.predict import FileClassifier, PredictError, find_classifier
 
 CLASSES = ["ant", "bee", "cat"]
@@ -53,7 +53,10 @@ def toy_classifier(tmp_path_factory) -> dict:
     head = torch.nn.Linear(encoder.feature_dim, len(CLASSES))
     finetune_dir = run_dir / "finetune" / "few"
     report = export_classifier(encoder, head, modality, CLASSES, finetune_dir / "model")
-    return {"run_dir": run_dir, "finetune_dir": finetune_dir, "encoder": encoder, "head": head, "report": report}
+    return {
+        "run_dir": run_dir, "finetune_dir": finetune_dir, "modality": modality, "encoder": encoder, "head": head,
+        "report": report,
+    }  # fmt: skip
 
 
 def _pytorch_probabilities(toy_classifier: dict, vectors: np.ndarray) -> np.ndarray:
@@ -176,9 +179,7 @@ def _fails(toy_classifier: dict, model: Path, *inputs: Path, out: str = "p.csv")
 
 def test_an_encoder_export_is_pointed_to_sslhub_embed(toy_classifier, tmp_path):
     files, _ = _inputs(tmp_path / "in")
-    result = sslhub("export", str(toy_classifier["run_dir"]), "-p", "toy_plugin", *BLOCK_BUILTINS,
-                    "--out", str(tmp_path / "encoder"))  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    export_encoder(toy_classifier["encoder"], toy_classifier["modality"], tmp_path / "encoder")
     message = _fails(toy_classifier, tmp_path / "encoder", files[0])
     assert "holds an encoder export (model.onnx), not a classifier" in message
     assert f"use `sslhub embed {tmp_path / 'encoder'} FILES...`" in message
