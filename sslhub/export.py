@@ -387,7 +387,7 @@ def _write_and_verify(
         # fresh export_module() wrapper is True: make sure PyTorch is compared in eval mode.
         cpu_encoder.eval()
         module.eval()
-        data_path = _name_axes(paths.onnx, input_names, axes)
+        data_path = _name_axes(paths.onnx, input_names, axes, len(output_names))
         _check_model(paths.onnx)
         written_opset = _written_opset(paths.onnx, opset, written_by)
         checks = _verify(module, modality, paths.onnx, input_names, example, axes, encoder, head_name, output_names)
@@ -765,11 +765,14 @@ def _summarize_exception(error: BaseException, max_lines: int = 6) -> str:
 # --- rewriting and checking the ONNX file ------------------------------------------------------
 
 
-def _name_axes(onnx_path: Path, input_names: Sequence[str], axes: Mapping[str, Mapping[int, str]]) -> Path | None:
+def _name_axes(
+    onnx_path: Path, input_names: Sequence[str], axes: Mapping[str, Mapping[int, str]], output_count: int = 1
+) -> Path | None:
     """Give the graph's dynamic dimensions the modality's axis names; return the weights file, if any.
 
     The exporter names dimensions after the ``Dim`` symbols (or ``s0``...); deployers read
-    these names, so they should match the metadata. Every output's first axis is ``batch``.
+    these names, so they should match the metadata. The first axis of the first
+    ``output_count`` outputs (those sslhub declared) is ``batch``.
     """
     import onnx
 
@@ -786,7 +789,7 @@ def _name_axes(onnx_path: Path, input_names: Sequence[str], axes: Mapping[str, M
             if axis < len(dims):
                 dims[axis].dim_param = axis_name
     batch_name = next(iter(axes.values()))[0]
-    for output in model.graph.output:
+    for output in model.graph.output[:output_count]:
         out_dims = output.type.tensor_type.shape.dim
         if out_dims:
             out_dims[0].dim_param = batch_name
@@ -959,7 +962,8 @@ def _verify(
             "An operator may be unsupported at this opset: try another opset.",
             details=str(error),
         ) from error
-    names = list(output_names or [session.get_outputs()[0].name])
+    # One output: the graph's first, whatever a plugin's or the encoder's own exporter named it.
+    names = list(output_names) if output_names and len(output_names) > 1 else [session.get_outputs()[0].name]
     checks = []
     for case, (batch_size, lengths) in enumerate(_verification_cases(axes, example)):
         inputs = _shorten(_encoder_inputs(modality, input_names, batch_size, seed=1000 + case), axes, lengths)
