@@ -243,10 +243,7 @@ def export_encoder(
     )  # fmt: skip
     files = [str(f) for f in modality.write_export_files(paths.onnx.parent, tuple(encoder.input_names))]
 
-    checks = written.checks
-    passed = judge_checks(checks, atol, rtol)
-    max_abs = max(c["max_abs_diff"] for c in checks)
-    max_rel = max(c["max_rel_diff"] for c in checks)
+    verification = verification_document(written.checks, atol, rtol)
     doc = _metadata_document(
         encoder=encoder,
         modality=modality,
@@ -258,15 +255,7 @@ def export_encoder(
         opset=written.opset,
         requested_opset=opset,
         name=name,
-        verification={
-            "atol": atol,
-            "rtol": rtol,
-            "rule": TOLERANCE_RULE,
-            "passed": passed,
-            "max_abs_diff": max_abs,
-            "max_rel_diff": max_rel,
-            "checks": checks,
-        },
+        verification=verification,
         extra=metadata or {},
         output_name=output_names[0],
         head_name=head_name,
@@ -275,17 +264,17 @@ def export_encoder(
         files=files,
     )
     doc.update(_jsonable(dict(document or {})))
-    onnx_path, metadata_path = paths.onnx, paths.metadata
-    _write_metadata(onnx_path, metadata_path, doc)
-    _check_model(onnx_path)
+    _write_metadata(paths.onnx, paths.metadata, doc)
+    _check_model(paths.onnx)
 
+    passed = verification["passed"]
     report = ExportReport(
-        path=onnx_path,
-        metadata_path=metadata_path,
+        path=paths.onnx,
+        metadata_path=paths.metadata,
         opset=written.opset,
-        checks=checks,
-        max_abs_diff=max_abs,
-        max_rel_diff=max_rel,
+        checks=written.checks,
+        max_abs_diff=verification["max_abs_diff"],
+        max_rel_diff=verification["max_rel_diff"],
         atol=atol,
         passed=passed,
         data_path=written.data_path,
@@ -857,6 +846,23 @@ def _shorten(
                 tensor = tensor.narrow(axis, 0, lengths[axis_name])
         out[input_name] = tensor.contiguous()
     return out
+
+
+def verification_document(checks: list[dict[str, Any]], atol: float, rtol: float) -> dict[str, Any]:
+    """The metadata's ``verification``: the tolerance, the verdict, the worst figures, every case.
+
+    Judges ``checks`` in place (see :func:`judge_checks`).
+    """
+    passed = judge_checks(checks, atol, rtol)
+    return {
+        "atol": atol,
+        "rtol": rtol,
+        "rule": TOLERANCE_RULE,
+        "passed": passed,
+        "max_abs_diff": max(c["max_abs_diff"] for c in checks),
+        "max_rel_diff": max(c["max_rel_diff"] for c in checks),
+        "checks": checks,
+    }
 
 
 def judge_checks(checks: Sequence[dict[str, Any]], atol: float, rtol: float) -> bool:
