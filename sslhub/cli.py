@@ -116,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--batch-size", type=int, default=64)
     embed.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
 
+    predict = commands.add_parser("predict", help="classify files with an exported classifier through onnxruntime")
+    predict.add_argument(
+        "model", type=Path, metavar="MODEL_DIR", help="folder of classifier.onnx, or a fine-tune folder"
+    )
+    predict.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="files or folders to classify")
+    predict.add_argument(
+        "--out", type=Path, default=Path("predictions.csv"), help="output .csv or .jsonl (default: predictions.csv)"
+    )
+    predict.add_argument("--text-field", default="text", help="the text key of .jsonl inputs (default: text)")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+
     report = commands.add_parser(
         "report", help="write one self-contained HTML report of a run, or of several side by side"
     )
@@ -652,6 +664,14 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from sslhub.predict import predict_command
+
+    return predict_command(
+        args.model, args.inputs, args.out, batch_size=args.batch_size, threads=args.threads, text_field=args.text_field
+    )
+
+
 def cmd_recipe(args: argparse.Namespace) -> int:
     from sslhub.schema import recipe_json_schema
 
@@ -684,6 +704,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "export": cmd_export,
     "embed": cmd_embed,
+    "predict": cmd_predict,
     "recipe": cmd_recipe,
     "report": cmd_report,
 }

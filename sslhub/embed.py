@@ -105,6 +105,8 @@ class ExportedEncoder:
         session: the ``onnxruntime.InferenceSession``.
         metadata: the sslhub metadata (``input_spec``, ``output``, ``feature_dim``, ...).
         input_names: the graph's input names, in order.
+        output: the graph output :meth:`run` and :meth:`embed` return (by default the first;
+            a classifier's are ``logits`` and ``probabilities``).
     """
 
     def __init__(
@@ -114,6 +116,7 @@ class ExportedEncoder:
         name: str | None = None,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
+        output: str | None = None,
     ):
         self.path = find_model_file(model_dir, name)
         self.session = make_session(self.path, providers, threads)
@@ -121,7 +124,10 @@ class ExportedEncoder:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self._ranks = {i.name: len(i.shape) for i in self.session.get_inputs()}
         self._dtypes = {i.name: _ort_dtype(i.type) for i in self.session.get_inputs()}
-        self._output = self.session.get_outputs()[0].name
+        outputs = [o.name for o in self.session.get_outputs()]
+        if output is not None and output not in outputs:
+            raise ValueError(f"{self.path} has no output {output!r}; its outputs are {outputs}")
+        self.output = output or outputs[0]
 
     @property
     def feature_dim(self) -> int | None:
@@ -153,7 +159,7 @@ class ExportedEncoder:
 
     def run(self, inputs: Mapping[str, Any]) -> np.ndarray:
         """Embeddings ``[B, D]`` float32 for one batch of inputs (extra keys such as ``label`` are ignored)."""
-        (output,) = self.session.run([self._output], self._feeds(inputs))
+        (output,) = self.session.run([self.output], self._feeds(inputs))
         return output
 
     def embed(self, inputs: Mapping[str, Any], batch_size: int = 256) -> np.ndarray:
@@ -165,7 +171,7 @@ class ExportedEncoder:
         if total == 0:
             return np.zeros((0, self.feature_dim or 0), dtype=np.float32)
         parts = [
-            self.session.run([self._output], {n: a[start : start + batch_size] for n, a in feeds.items()})[0]
+            self.session.run([self.output], {n: a[start : start + batch_size] for n, a in feeds.items()})[0]
             for start in range(0, total, batch_size)
         ]
         return np.concatenate(parts, axis=0)

@@ -90,12 +90,23 @@ class FileEmbedder:
         model_dir: export folder or ``.onnx`` file (see :func:`resolve_model_dir` for run dirs).
         text_field: the ``.jsonl`` key holding the text.
         threads: onnxruntime intra-op threads (``None``: all cores).
+        name: the model's file stem, when the folder holds several (``classifier``).
+        output: the graph output to return (default: the first; ``sslhub predict`` takes
+            a classifier's ``probabilities``).
     """
 
-    def __init__(self, model_dir: Path | str, *, text_field: str = "text", threads: int | None = None):
+    def __init__(
+        self,
+        model_dir: Path | str,
+        *,
+        text_field: str = "text",
+        threads: int | None = None,
+        name: str | None = None,
+        output: str | None = None,
+    ):
         try:
-            self.model = ExportedEncoder(model_dir, threads=threads)
-        except (FileNotFoundError, ImportError) as error:
+            self.model = ExportedEncoder(model_dir, threads=threads, name=name, output=output)
+        except (FileNotFoundError, ImportError, ValueError) as error:
             raise EmbedError(str(error)) from None
         self.folder = self.model.path.parent
         self.text_field = text_field

@@ -134,9 +134,10 @@ class ExportReport:
         ]
         for check in self.checks:
             axes = " ".join(f"{k}={v}" for k, v in check["axes"].items())
+            worst = f" (worst output: {check['output']})" if check.get("output") else ""
             lines.append(
                 f"  {axes}: abs {check['max_abs_diff']:.2e}, rel {check['max_rel_diff']:.2e}, "
-                f"max|output| {check['reference_max_abs']:.3g}, tolerance {check['tolerance']:.2e}"
+                f"max|output| {check['reference_max_abs']:.3g}, tolerance {check['tolerance']:.2e}{worst}"
             )
         head = (self.metadata.get("output") or {}).get("head")
         if head:
@@ -172,6 +173,8 @@ def export_encoder(
     plugin_exporter: PluginExporter | None = None,
     export_frontend: bool = True,
     rtol: float = DEFAULT_RTOL,
+    output_names: Sequence[str] | None = None,
+    document: Mapping[str, Any] | None = None,
 ) -> ExportReport:
     """Export ``encoder``'s pooled embedding to ONNX, describe it, and verify it.
 
@@ -211,6 +214,12 @@ def export_encoder(
         rtol: relative part of the tolerance: each verification case passes when its
             ``max |onnxruntime - pytorch| <= atol + rtol * max |pytorch|``, so large
             activations are not held to float32 rounding at an absolute scale.
+        output_names: the graph's outputs, when ``head`` returns a tuple of ``[batch, width]``
+            tensors (a classifier's logits and probabilities); every one is verified, the
+            first is the metadata's ``output``. Default: one output, ``pooled`` or named
+            after the head.
+        document: top-level keys added to the metadata document (or replacing its own),
+            such as a classifier's ``class_names``.
 
     Returns:
         The report: paths, per-case differences, verdict.
@@ -222,116 +231,53 @@ def export_encoder(
             write, or (without ``allow_mismatch``) the outputs differ by more than the tolerance.
         ValueError: bad arguments (``atol < 0``, ``rtol < 0``, empty ``input_names``).
     """
-    if atol < 0 or rtol < 0:
-        raise ValueError(f"atol and rtol must be >= 0, got atol={atol}, rtol={rtol}")
-    if not encoder.input_names:
-        raise ValueError(
-            f"{type(encoder).__name__}.input_names is empty: set it to the batch keys the encoder reads, "
-            "in the order the exported model should take them"
-        )
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ValueError(f"name must be a plain file stem (letters, digits, '_', '.', '-'), got {name!r}")
+    _check_arguments(encoder, name, atol, rtol, head, head_name)
     _require_onnx_stack()
-
-    if head is not None and not head_name:
-        raise ValueError("head_name is required with head")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path = out_dir / f"{name}.onnx"
-    metadata_path = out_dir / ("metadata.json" if name == "model" else f"{name}.metadata.json")
-    frontend_path = out_dir / ("frontend.onnx" if name == "model" else f"{name}.frontend.onnx")
-    for stale in (onnx_path, out_dir / f"{name}.onnx.data", metadata_path, frontend_path):
-        stale.unlink(missing_ok=True)
-
+    paths = _ExportPaths.in_folder(Path(out_dir), name)
     spec = modality.input_spec() or {}
-    input_names = tuple(encoder.input_names)
-    output_name = OUTPUT_NAME if head is None else _output_name(head_name)
-    cpu_encoder, restore = _cpu_float_eval(encoder)
-    cpu_head, restore_head = _cpu_float_eval(head) if head is not None else (None, lambda: None)
-    try:
-        module = cpu_encoder.export_module().eval()
-        if cpu_head is not None:
-            module = _WithHead(module, cpu_head).eval()
-        example = _encoder_inputs(modality, input_names, TRACE_BATCH_SIZE, seed=0)
-        axes = _dynamic_axes(spec.get("dynamic_axes") or {}, example)
-        with torch.inference_mode():
-            reference = _check_output(module(*example.values()), encoder, TRACE_BATCH_SIZE, head=head_name)
-        feature_dim = int(reference.shape[1])
+    if output_names is None:
+        output_names = (OUTPUT_NAME if head is None else _output_name(head_name),)
+    written = _write_and_verify(
+        encoder, modality, paths, spec, opset, atol, rtol, head, head_name, tuple(output_names),
+        plugin_exporter, export_frontend,
+    )  # fmt: skip
+    files = [str(f) for f in modality.write_export_files(paths.onnx.parent, tuple(encoder.input_names))]
 
-        written_by = _run_exporter(
-            cpu_encoder,
-            module,
-            example,
-            axes,
-            onnx_path,
-            opset,
-            output_name,
-            plugin_exporter,
-            with_head=head is not None,
-        )
-        # Exporters restore the training flag of the module they were handed, which for a
-        # fresh export_module() wrapper is True: make sure PyTorch is compared in eval mode.
-        cpu_encoder.eval()
-        module.eval()
-        data_path = _name_axes(onnx_path, input_names, axes)
-        _check_model(onnx_path)
-        written_opset = _written_opset(onnx_path, opset, written_by)
-        checks = _verify(module, modality, onnx_path, input_names, example, axes, encoder, head_name)
-        frontend = None
-        if export_frontend:
-            from sslhub.frontend_export import export_frontend as write_frontend
-
-            frontend = write_frontend(
-                modality, frontend_path, input_names, written_opset, module, onnx_path, atol, rtol=rtol
-            )
-    finally:
-        restore()
-        restore_head()
-    files = [str(f) for f in modality.write_export_files(out_dir, input_names)]
-
-    passed = judge_checks(checks, atol, rtol)
-    max_abs = max(c["max_abs_diff"] for c in checks)
-    max_rel = max(c["max_rel_diff"] for c in checks)
+    verification = verification_document(written.checks, atol, rtol)
     doc = _metadata_document(
         encoder=encoder,
         modality=modality,
         modality_name=modality_name,
         spec=spec,
-        example=example,
-        axes=axes,
-        feature_dim=feature_dim,
-        opset=written_opset,
+        example=written.example,
+        axes=written.axes,
+        feature_dim=written.feature_dim,
+        opset=written.opset,
         requested_opset=opset,
         name=name,
-        verification={
-            "atol": atol,
-            "rtol": rtol,
-            "rule": TOLERANCE_RULE,
-            "passed": passed,
-            "max_abs_diff": max_abs,
-            "max_rel_diff": max_rel,
-            "checks": checks,
-        },
+        verification=verification,
         extra=metadata or {},
-        output_name=output_name,
+        output_name=output_names[0],
         head_name=head_name,
-        exported_by=written_by,
-        frontend=frontend,
+        exported_by=written.written_by,
+        frontend=written.frontend,
         files=files,
     )
-    _write_metadata(onnx_path, metadata_path, doc)
-    _check_model(onnx_path)
+    doc.update(_jsonable(dict(document or {})))
+    _write_metadata(paths.onnx, paths.metadata, doc)
+    _check_model(paths.onnx)
 
+    passed = verification["passed"]
     report = ExportReport(
-        path=onnx_path,
-        metadata_path=metadata_path,
-        opset=written_opset,
-        checks=checks,
-        max_abs_diff=max_abs,
-        max_rel_diff=max_rel,
+        path=paths.onnx,
+        metadata_path=paths.metadata,
+        opset=written.opset,
+        checks=written.checks,
+        max_abs_diff=verification["max_abs_diff"],
+        max_rel_diff=verification["max_rel_diff"],
         atol=atol,
         passed=passed,
-        data_path=data_path,
+        data_path=written.data_path,
         metadata=doc,
         rtol=rtol,
         requested_opset=opset,
@@ -341,10 +287,121 @@ def export_encoder(
     return report
 
 
+def _check_arguments(
+    encoder: Encoder, name: str, atol: float, rtol: float, head: nn.Module | None, head_name: str | None
+) -> None:
+    """Refuse arguments :func:`export_encoder` cannot work with, before anything is written."""
+    if atol < 0 or rtol < 0:
+        raise ValueError(f"atol and rtol must be >= 0, got atol={atol}, rtol={rtol}")
+    if not encoder.input_names:
+        raise ValueError(
+            f"{type(encoder).__name__}.input_names is empty: set it to the batch keys the encoder reads, "
+            "in the order the exported model should take them"
+        )
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"name must be a plain file stem (letters, digits, '_', '.', '-'), got {name!r}")
+    if head is not None and not head_name:
+        raise ValueError("head_name is required with head")
+
+
+@dataclass(frozen=True)
+class _ExportPaths:
+    """The files one export writes: ``<name>.onnx``, its metadata JSON and its front end."""
+
+    onnx: Path
+    metadata: Path
+    frontend: Path
+
+    @classmethod
+    def in_folder(cls, out_dir: Path, name: str) -> _ExportPaths:
+        """The paths for ``name`` in ``out_dir`` (created), with earlier files of that name removed."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        default = name == "model"
+        paths = cls(
+            onnx=out_dir / f"{name}.onnx",
+            metadata=out_dir / ("metadata.json" if default else f"{name}.metadata.json"),
+            frontend=out_dir / ("frontend.onnx" if default else f"{name}.frontend.onnx"),
+        )
+        for stale in (paths.onnx, out_dir / f"{name}.onnx.data", paths.metadata, paths.frontend):
+            stale.unlink(missing_ok=True)
+        return paths
+
+
+@dataclass
+class _Written:
+    """What :func:`_write_and_verify` traced, wrote and measured."""
+
+    example: dict[str, Tensor]
+    axes: dict[str, dict[int, str]]
+    feature_dim: int
+    written_by: str
+    data_path: Path | None
+    opset: int
+    checks: list[dict[str, Any]]
+    frontend: dict[str, Any] | None
+
+
+def _write_and_verify(
+    encoder: Encoder,
+    modality: Modality,
+    paths: _ExportPaths,
+    spec: Mapping[str, Any],
+    opset: int,
+    atol: float,
+    rtol: float,
+    head: nn.Module | None,
+    head_name: str | None,
+    output_names: tuple[str, ...],
+    plugin_exporter: PluginExporter | None,
+    export_frontend: bool,
+) -> _Written:
+    """Trace, write and check ``paths.onnx`` (and the front end), then measure it against PyTorch."""
+    input_names = tuple(encoder.input_names)
+    cpu_encoder, restore = _cpu_float_eval(encoder)
+    cpu_head, restore_head = _cpu_float_eval(head) if head is not None else (None, lambda: None)
+    try:
+        module = cpu_encoder.export_module().eval()
+        if cpu_head is not None:
+            module = _WithHead(module, cpu_head).eval()
+        example = _encoder_inputs(modality, input_names, TRACE_BATCH_SIZE, seed=0)
+        axes = _dynamic_axes(spec.get("dynamic_axes") or {}, example)
+        with torch.inference_mode():
+            outputs = module(*example.values())
+        reference = _check_output(outputs, encoder, TRACE_BATCH_SIZE, head_name, len(output_names))
+        written_by = _run_exporter(
+            cpu_encoder, module, example, axes, paths.onnx, opset, output_names, plugin_exporter,
+            with_head=head is not None,
+        )  # fmt: skip
+        # Exporters restore the training flag of the module they were handed, which for a
+        # fresh export_module() wrapper is True: make sure PyTorch is compared in eval mode.
+        cpu_encoder.eval()
+        module.eval()
+        data_path = _name_axes(paths.onnx, input_names, axes, len(output_names))
+        _check_model(paths.onnx)
+        written_opset = _written_opset(paths.onnx, opset, written_by)
+        checks = _verify(module, modality, paths.onnx, input_names, example, axes, encoder, head_name, output_names)
+        frontend = None
+        if export_frontend:
+            from sslhub.frontend_export import export_frontend as write_frontend
+
+            # The front end is checked end to end through the first (primary) output.
+            primary = module if len(output_names) == 1 else _FirstOutput(module)
+            frontend = write_frontend(
+                modality, paths.frontend, input_names, written_opset, primary, paths.onnx, atol, rtol=rtol
+            )
+    finally:
+        restore()
+        restore_head()
+    feature_dim = int(reference[0].shape[1])
+    return _Written(example, axes, feature_dim, written_by, data_path, written_opset, checks, frontend)
+
+
 def _mismatch_error(encoder_name: str, report: ExportReport) -> ExportError:
     """The error for a failed verification: the worst case, its figures and its tolerance."""
     worst = max(report.checks, key=lambda c: c["max_abs_diff"] - c["tolerance"])
     where = " ".join(f"{k}={v}" for k, v in worst["axes"].items())
+    if worst.get("output"):
+        where += f", output '{worst['output']}'"
     return ExportError(
         f"The ONNX model of {encoder_name} does not match PyTorch: max abs diff {worst['max_abs_diff']:.3g} "
         f"(relative {worst['max_rel_diff']:.3g} of the largest output {worst['reference_max_abs']:.3g}, at {where}) "
@@ -440,25 +497,34 @@ def _dynamic_axes(
     return result
 
 
-def _check_output(output: Any, encoder: Encoder, batch_size: int, head: str | None = None) -> Tensor:
-    """The export module's output, checked to be ``[batch, feature_dim]`` floating point.
+def _check_output(
+    output: Any, encoder: Encoder, batch_size: int, head: str | None = None, count: int = 1
+) -> tuple[Tensor, ...]:
+    """The export module's ``count`` outputs, each checked to be ``[batch, width]`` floating point.
 
-    With a ``head`` the width is the head's own, so only the rank and batch size are checked.
+    Without a ``head`` the one output is the pooled embedding, whose width must be the
+    encoder's ``feature_dim``; with one, each width is the head's own.
     """
     name = type(encoder).__name__ if head is None else f"{type(encoder).__name__} + head {head}"
-    if not isinstance(output, Tensor):
-        raise ExportError(f"{name}.export_module() returned {type(output).__name__}; it must return the pooled tensor")
-    if output.dim() != 2 or output.shape[0] != batch_size or not output.is_floating_point():
+    outputs = tuple(output) if isinstance(output, tuple | list) else (output,)
+    if len(outputs) != count:
+        raise ExportError(f"{name}.export_module() returned {len(outputs)} outputs; the export names {count}")
+    for single in outputs:
+        if not isinstance(single, Tensor):
+            raise ExportError(
+                f"{name}.export_module() returned {type(single).__name__}; it must return the pooled tensor"
+            )
+        if single.dim() != 2 or single.shape[0] != batch_size or not single.is_floating_point():
+            raise ExportError(
+                f"{name}.export_module() returned {single.dtype} {list(single.shape)} for batch size {batch_size}; "
+                "it must return the pooled embedding, float [batch, feature_dim]"
+            )
+    if head is None and encoder.feature_dim and outputs[0].shape[1] != encoder.feature_dim:
         raise ExportError(
-            f"{name}.export_module() returned {output.dtype} {list(output.shape)} for batch size {batch_size}; "
-            "it must return the pooled embedding, float [batch, feature_dim]"
-        )
-    if head is None and encoder.feature_dim and output.shape[1] != encoder.feature_dim:
-        raise ExportError(
-            f"{name}.export_module() returned {output.shape[1]} features per sample, but {name}.feature_dim "
+            f"{name}.export_module() returned {outputs[0].shape[1]} features per sample, but {name}.feature_dim "
             f"is {encoder.feature_dim}: make them agree"
         )
-    return output
+    return outputs
 
 
 # --- running the exporter ---------------------------------------------------------------------
@@ -506,7 +572,7 @@ def _run_exporter(
     axes: Mapping[str, Mapping[int, str]],
     onnx_path: Path,
     opset: int,
-    output_name: str = OUTPUT_NAME,
+    output_names: Sequence[str] = (OUTPUT_NAME,),
     plugin_exporter: PluginExporter | None = None,
     with_head: bool = False,
 ) -> str:
@@ -546,7 +612,7 @@ def _run_exporter(
                     opset_version=opset,
                     external_data=True,
                     input_names=list(example),
-                    output_names=[output_name],
+                    output_names=list(output_names),
                     verbose=False,
                 )
     except ExportError:
@@ -609,8 +675,19 @@ class _WithHead(nn.Module):
         self.pooled = pooled
         self.head = head
 
-    def forward(self, *inputs: Tensor) -> Tensor:
+    def forward(self, *inputs: Tensor) -> Any:
         return self.head(self.pooled(*inputs))
+
+
+class _FirstOutput(nn.Module):
+    """The first of a module's outputs: what the front end's end-to-end check compares."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.module(*inputs)[0]
 
 
 def _output_name(head_name: str) -> str:
@@ -677,11 +754,14 @@ def _summarize_exception(error: BaseException, max_lines: int = 6) -> str:
 # --- rewriting and checking the ONNX file ------------------------------------------------------
 
 
-def _name_axes(onnx_path: Path, input_names: Sequence[str], axes: Mapping[str, Mapping[int, str]]) -> Path | None:
+def _name_axes(
+    onnx_path: Path, input_names: Sequence[str], axes: Mapping[str, Mapping[int, str]], output_count: int = 1
+) -> Path | None:
     """Give the graph's dynamic dimensions the modality's axis names; return the weights file, if any.
 
     The exporter names dimensions after the ``Dim`` symbols (or ``s0``...); deployers read
-    these names, so they should match the metadata. The output's first axis is ``batch``.
+    these names, so they should match the metadata. The first axis of the first
+    ``output_count`` outputs (those sslhub declared) is ``batch``.
     """
     import onnx
 
@@ -698,9 +778,10 @@ def _name_axes(onnx_path: Path, input_names: Sequence[str], axes: Mapping[str, M
             if axis < len(dims):
                 dims[axis].dim_param = axis_name
     batch_name = next(iter(axes.values()))[0]
-    out_dims = model.graph.output[0].type.tensor_type.shape.dim
-    if out_dims:
-        out_dims[0].dim_param = batch_name
+    for output in model.graph.output[:output_count]:
+        out_dims = output.type.tensor_type.shape.dim
+        if out_dims:
+            out_dims[0].dim_param = batch_name
     onnx.save_model(model, str(onnx_path))
 
     locations = {
@@ -767,6 +848,23 @@ def _shorten(
     return out
 
 
+def verification_document(checks: list[dict[str, Any]], atol: float, rtol: float) -> dict[str, Any]:
+    """The metadata's ``verification``: the tolerance, the verdict, the worst figures, every case.
+
+    Judges ``checks`` in place (see :func:`judge_checks`).
+    """
+    passed = judge_checks(checks, atol, rtol)
+    return {
+        "atol": atol,
+        "rtol": rtol,
+        "rule": TOLERANCE_RULE,
+        "passed": passed,
+        "max_abs_diff": max(c["max_abs_diff"] for c in checks),
+        "max_rel_diff": max(c["max_rel_diff"] for c in checks),
+        "checks": checks,
+    }
+
+
 def judge_checks(checks: Sequence[dict[str, Any]], atol: float, rtol: float) -> bool:
     """Give each check its ``tolerance`` and ``passed`` (see :data:`TOLERANCE_RULE`); whether all passed.
 
@@ -774,9 +872,35 @@ def judge_checks(checks: Sequence[dict[str, Any]], atol: float, rtol: float) -> 
     rounding does: activations in the hundreds differ by more than 1e-4 in a correct export.
     """
     for check in checks:
+        if "outputs" in check:
+            _judge_outputs(check, atol, rtol)
+            continue
         check["tolerance"] = atol + rtol * check["reference_max_abs"]
         check["passed"] = bool(check["max_abs_diff"] <= check["tolerance"])
     return all(check["passed"] for check in checks)
+
+
+def _judge_outputs(check: dict[str, Any], atol: float, rtol: float) -> None:
+    """Judge a case of several outputs: each against its own scale; the case shows the worst one.
+
+    The case's figures (``max_abs_diff``, ``max_rel_diff``, ``reference_max_abs``,
+    ``tolerance``) are those of its output furthest over (or least under) its tolerance, named
+    in ``output``, so that a mismatch error reports figures that belong together; ``outputs``
+    keeps every output's.
+    """
+    outputs = check["outputs"]
+    for figures in outputs.values():
+        figures["tolerance"] = atol + rtol * figures["reference_max_abs"]
+        figures["passed"] = bool(figures["max_abs_diff"] <= figures["tolerance"])
+    worst = max(outputs, key=lambda n: outputs[n]["max_abs_diff"] - outputs[n]["tolerance"])
+    check.update(
+        output=worst,
+        max_abs_diff=outputs[worst]["max_abs_diff"],
+        max_rel_diff=outputs[worst]["max_rel_diff"],
+        reference_max_abs=outputs[worst]["reference_max_abs"],
+        tolerance=outputs[worst]["tolerance"],
+        passed=all(f["passed"] for f in outputs.values()),
+    )
 
 
 def output_differences(actual: np.ndarray, expected: np.ndarray) -> dict[str, float]:
@@ -827,8 +951,13 @@ def _verify(
     axes: Mapping[str, Mapping[int, str]],
     encoder: Encoder,
     head_name: str | None = None,
+    output_names: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run onnxruntime and PyTorch on fresh inputs of untraced shapes; one result per case."""
+    """Run onnxruntime and PyTorch on fresh inputs of untraced shapes; one result per case.
+
+    With several ``output_names`` each case also holds ``outputs``: the figures of every output
+    (see :func:`judge_checks`); otherwise the graph's first output is compared.
+    """
     from sslhub.embed import make_session
 
     try:
@@ -839,7 +968,8 @@ def _verify(
             "An operator may be unsupported at this opset: try another opset.",
             details=str(error),
         ) from error
-    output_name = session.get_outputs()[0].name
+    # One output: the graph's first, whatever a plugin's or the encoder's own exporter named it.
+    names = list(output_names) if output_names and len(output_names) > 1 else [session.get_outputs()[0].name]
     checks = []
     for case, (batch_size, lengths) in enumerate(_verification_cases(axes, example)):
         inputs = _shorten(_encoder_inputs(modality, input_names, batch_size, seed=1000 + case), axes, lengths)
@@ -848,19 +978,28 @@ def _verify(
             for axis, axis_name in input_axes.items():
                 sizes[axis_name] = int(inputs[input_name].shape[axis])
         with torch.inference_mode():
-            expected = _check_output(module(*inputs.values()), encoder, batch_size, head_name).float().numpy()
-        feeds = {n: t.numpy() for n, t in inputs.items()}
-        try:
-            (actual,) = session.run([output_name], feeds)
-        except Exception as error:
-            shapes = ", ".join(f"{n} {list(t.shape)}" for n, t in inputs.items())
-            raise ExportError(
-                f"onnxruntime failed to run {onnx_path.name} on inputs {shapes}: {str(error).strip().splitlines()[0]}. "
-                "The graph is probably specialised to the traced shape; check the modality's dynamic_axes.",
-                details=str(error),
-            ) from error
-        checks.append({"batch_size": batch_size, "axes": sizes, **output_differences(np.asarray(actual), expected)})
+            expected = _check_output(module(*inputs.values()), encoder, batch_size, head_name, len(names))
+        actual = _run_session(session, onnx_path, names, inputs)
+        per_output = {
+            name: output_differences(np.asarray(a), e.float().numpy())
+            for name, a, e in zip(names, actual, expected, strict=True)
+        }
+        figures = per_output[names[0]] if len(names) == 1 else {"outputs": per_output}
+        checks.append({"batch_size": batch_size, "axes": sizes, **figures})
     return checks
+
+
+def _run_session(session: Any, onnx_path: Path, names: Sequence[str], inputs: Mapping[str, Tensor]) -> list[Any]:
+    """``session.run(names, inputs)``, its failure said in words that point at the dynamic axes."""
+    try:
+        return list(session.run(list(names), {n: t.numpy() for n, t in inputs.items()}))
+    except Exception as error:
+        shapes = ", ".join(f"{n} {list(t.shape)}" for n, t in inputs.items())
+        raise ExportError(
+            f"onnxruntime failed to run {onnx_path.name} on inputs {shapes}: {str(error).strip().splitlines()[0]}. "
+            "The graph is probably specialised to the traced shape; check the modality's dynamic_axes.",
+            details=str(error),
+        ) from error
 
 
 # --- metadata ------------------------------------------------------------------------------------
@@ -1089,3 +1228,16 @@ def select_export_head(
         raise ExportError(f"--include-head {wanted!r} {problem}; available: {available}")
     key, module = heads[matches[0]]
     return key, matches[0], module
+
+
+def __getattr__(name: str) -> Any:
+    """``sslhub.export.export_classifier``: it lives in :mod:`sslhub.export_classifier`, which builds on this module.
+
+    Imported on first use rather than at the end of this file, so that importing either module
+    first works (an import at the end would find the other module half-initialised).
+    """
+    if name == "export_classifier":
+        from sslhub.export_classifier import export_classifier
+
+        return export_classifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
