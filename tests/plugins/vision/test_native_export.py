@@ -35,7 +35,9 @@ def _timm_from_native(directory, seed: int = 123) -> torch.nn.Module:
     config = json.loads((directory / "timm_config.json").read_text())
     torch.manual_seed(seed)  # another random init: only the file can make the outputs agree
     overlay = dict(file=str(directory / "model.safetensors"), **config["pretrained_cfg"])
-    return timm.create_model(config["model"], pretrained=True, pretrained_cfg_overlay=overlay, **config["kwargs"]).eval()
+    return timm.create_model(
+        config["model"], pretrained=True, pretrained_cfg_overlay=overlay, **config["kwargs"]
+    ).eval()
 
 
 @pytest.mark.parametrize("model", ["test_resnet", "test_vit"])
