@@ -592,8 +592,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     if "onnx" not in formats and (args.include_head or args.opset or args.allow_mismatch):
         raise SSLHubError("--include-head, --opset and --allow-mismatch apply to the onnx format; add it to --format")
     run, trained = _load_run(args.run_dir, args.plugins)
+    weights: dict[str, Any] = {}
+    if set(formats) - {"onnx"}:
+        weights = run.export_weights(trained.encoders, trained.modality, formats, args.out)
     results: dict[str, Any] = {}
     if "onnx" in formats:
+        # The ONNX metadata lists every format written (native only where an encoder has one).
+        written = list(dict.fromkeys(["onnx", *(f for result in weights.values() for f in result["formats"])]))
         results = run.export(
             trained.encoders,
             trained.modality,
@@ -602,12 +607,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             allow_mismatch=args.allow_mismatch,
             objectives=trained.objectives,
             include_head=args.include_head,
-            formats=formats,
+            formats=written,
         )
-    weights = {}
-    if set(formats) - {"onnx"}:
-        weights = run.export_weights(trained.encoders, trained.modality, formats, args.out)
-    for result in [*results.values(), *weights.values()]:
+    for result in [*weights.values(), *results.values()]:
         print(result["summary"])
     return 0 if all(r["passed"] for r in results.values()) else 4
 

@@ -84,7 +84,7 @@ def write_weight_formats(
     """Write ``safetensors`` (and ``native``) exports of each encoder; ``out_dir/KEY`` for named keys.
 
     Returns:
-        ``{KEY, or "encoder" for the default key: {path, files, native, summary}}``.
+        ``{KEY, or "encoder" for the default key: {path, files, native, formats, summary}}``.
     """
     results: dict[str, Any] = {}
     for key, encoder in encoders.items():
@@ -133,7 +133,7 @@ def _write_one(
     summary = f"{key}: wrote {folder / WEIGHTS_FILE}" + (
         f" and {folder / NATIVE_DIR}/ ({', '.join(native)})" if native else ""
     )
-    return {"path": str(folder), "files": files, "native": native, "summary": summary}
+    return {"path": str(folder), "files": files, "native": native, "formats": record["formats"], "summary": summary}
 
 
 def _write_native(encoder: Encoder, modality: Modality, directory: Path) -> dict[str, str]:
