@@ -230,3 +230,49 @@ def test_a_finetune_must_sit_inside_its_run(toy_run, tmp_path):
 def test_a_run_trained_with_a_named_plugin_does_not_import_it(toy_run):
     with pytest.raises(SSLHubError, match="-p toy_plugin"):
         sslhub_api.load_encoder(toy_run)
+
+
+PAIR_RECIPE = """\
+name: pair
+data: {modality: toy_vectors, samples: 128}
+augment: [{name: toy_noise}]
+encoders:
+  left: {name: toy_mlp, out: 16}
+  right: {name: toy_mlp, out: 8}
+objectives:
+  - {name: toy_pair_contrastive}
+train: {steps: 2, batch_size: 64, checkpoint_every: 2}
+evaluate: {enabled: false}
+export: null
+report: {enabled: false}
+"""
+
+
+def test_several_encoders_load_by_key_from_the_run_and_the_export(tmp_path):
+    from sslhub.catalog import Catalog
+    from sslhub.engine import Run
+    from sslhub.recipe import resolve_recipe
+    from sslhub.recipe_yaml import load_recipe_text
+
+    plugins = ["toy_plugin", "toy_pair_plugin"]
+    catalog = Catalog.load(plugins, entry_points=False, python_registrations=False)
+    run = Run(resolve_recipe(load_recipe_text(PAIR_RECIPE, "pair.yaml"), catalog), tmp_path / "run")
+    run.execute()
+    trained = run.load_trained()
+    results = run.export_weights(trained.encoders, trained.modality, ("safetensors",))
+    assert sorted(results) == ["left", "right"]
+    x = torch.randn(2, 16)
+    for key, width in (("left", 16), ("right", 8)):
+        from_run = sslhub_api.load_encoder(tmp_path / "run", encoder=key, plugins=plugins)
+        from_export = sslhub_api.load_encoder(tmp_path / "run" / "onnx", encoder=key, plugins=plugins)
+        with torch.no_grad():
+            expected = trained.encoders[key]({"vector": x}).pooled
+            assert from_run(x).shape == (2, width)
+            torch.testing.assert_close(from_run(x), expected)
+            torch.testing.assert_close(from_export(x), expected)
+    with pytest.raises(
+        LoadError, match=r"holds one export per encoder \['left', 'right'\]: choose one with encoder=KEY"
+    ):
+        sslhub_api.load_encoder(tmp_path / "run" / "onnx", plugins=plugins)
+    with pytest.raises(LoadError, match=r"has no encoder 'middle'; it has \['left', 'right'\]"):
+        sslhub_api.load_encoder(tmp_path / "run" / "onnx", encoder="middle", plugins=plugins)
