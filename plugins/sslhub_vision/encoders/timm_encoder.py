@@ -244,6 +244,10 @@ class TimmEncoder(Encoder):
                 "mean": self.mean,
                 "std": self.std,
                 "input_size": [channels, self.image_size, self.image_size],
+                # sslhub's own resize: shorter side to the size (bilinear), then a center crop
+                "interpolation": "bilinear",
+                "crop_pct": 1.0,
+                "crop_mode": "center",
                 "num_classes": 0,
             },
             "input": "float images [B, C, S, S] in [0, 1], normalised with pretrained_cfg mean and std",
