@@ -194,6 +194,8 @@ def _from_finetune(folder: Path, key: str, plugins: list[str]) -> LoadedEncoder:
     record = _read_json(folder / FINETUNE_FILE)
     run_dir = _enclosing_run(folder, record)
     own_key = record.get("encoder_key", DEFAULT_ENCODER_KEY)
+    if not isinstance(own_key, str):
+        raise LoadError(f"{folder / FINETUNE_FILE}: encoder_key must be a string, got {own_key!r}")
     if key not in (DEFAULT_ENCODER_KEY, own_key):
         raise LoadError(f"{folder / FINETUNE_FILE}: this fine-tune holds encoder {own_key!r}, not {key!r}")
     encoder, modality = _trained_encoder(run_dir, own_key, plugins)

@@ -69,6 +69,14 @@ class InputPreprocessor(FileEmbedder):
         self._frontend: Any = None
         self._keep_alive = keep_alive
 
+    def _load_tokenizer(self) -> Any:
+        """The tokenizer file the preprocessing names, refused when it leads outside the folder."""
+        name = str(self.preprocessing.get("tokenizer_file") or "tokenizer.json")
+        path, root = (self.folder / name).resolve(), self.folder.resolve()
+        if root not in path.parents:
+            raise EmbedError(f"tokenizer_file {name!r} leads outside {self.folder}; only files inside it are read")
+        return super()._load_tokenizer()
+
     def accepted_extensions(self) -> tuple[str, ...]:
         if self.kind == "audio" and not self.preprocessing.get("sample_rate"):
             return super().accepted_extensions()[len(AUDIO_EXTENSIONS) :]

@@ -81,3 +81,20 @@ def test_export_folder_loads_with_load_encoder_and_tokenizes_texts(make_encoder,
         torch.testing.assert_close(loaded(inputs["input_ids"], inputs["attention_mask"]), encoder(expected).pooled)
     with pytest.raises(ValueError, match="missing inputs"):
         loaded({"input_ids": inputs["input_ids"]})
+
+
+def test_a_tokenizer_file_outside_the_export_folder_is_not_read(make_encoder, text_modality, tmp_path):
+    encoder = make_encoder(dropout=0.0).eval()
+    params = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "dropout": 0.0}
+    folder = tmp_path / "export"
+    description = EncoderDescription("hf", params, "text", seed=0)
+    write_weight_formats(
+        EncoderSet({"default": encoder}), text_modality, {"default": description}, folder, ("safetensors",)
+    )
+    record = json.loads((folder / "encoder.json").read_text())
+    (folder / "tokenizer.json").rename(tmp_path / "tokenizer.json")
+    record["modality"]["input_spec"]["preprocessing"]["tokenizer_file"] = "../tokenizer.json"
+    (folder / "encoder.json").write_text(json.dumps(record))
+    loaded = sslhub.load_encoder(folder)
+    with pytest.raises(sslhub.SSLHubError, match=r"tokenizer_file '../tokenizer.json' leads outside"):
+        loaded.preprocess(texts=TEXTS)
