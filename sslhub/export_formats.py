@@ -105,12 +105,14 @@ def _write_one(
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    device, was_training = next(iter(encoder.state_dict().values()), torch.empty(0)).device, encoder.training
+    device = next(iter(encoder.state_dict().values()), torch.empty(0)).device
+    was_training = encoder.training
     encoder.to("cpu").eval()
     try:
         save_file(weights_of(encoder), str(folder / WEIGHTS_FILE))
         files = [WEIGHTS_FILE, *modality.write_export_files(folder, list(encoder.input_names))]
-        native = _write_native(encoder, modality, folder / NATIVE_DIR) if "native" in formats else {}
+        # Always rewritten: a native/ left by an earlier export would hold other weights.
+        native = _write_native(encoder, modality, folder / NATIVE_DIR, write="native" in formats)
     finally:
         encoder.to(device).train(was_training)
     record = {
@@ -136,10 +138,12 @@ def _write_one(
     return {"path": str(folder), "files": files, "native": native, "formats": record["formats"], "summary": summary}
 
 
-def _write_native(encoder: Encoder, modality: Modality, directory: Path) -> dict[str, str]:
+def _write_native(encoder: Encoder, modality: Modality, directory: Path, write: bool) -> dict[str, str]:
     """The encoder's :meth:`~sslhub.Encoder.export_native` into a fresh ``directory`` (removed when empty)."""
     if directory.exists():
         shutil.rmtree(directory)
+    if not write:
+        return {}
     directory.mkdir(parents=True)
     written = dict(encoder.export_native(directory, modality) or {})
     if not written:

@@ -92,3 +92,14 @@ def test_export_folder_loads_with_load_encoder_and_preprocesses_images(modality,
     with torch.no_grad():
         torch.testing.assert_close(loaded(inputs), encoder(inputs).pooled)
         torch.testing.assert_close(loaded(inputs["image"]), encoder(inputs).pooled)
+
+
+def test_an_export_without_native_removes_an_earlier_native_folder(modality, tmp_path):
+    params = TimmParams(model="test_resnet")
+    description = {"default": EncoderDescription("timm", params.model_dump(mode="json"), "image", seed=0)}
+    encoders = EncoderSet({"default": _encoder(modality, params)})
+    write_weight_formats(encoders, modality, description, tmp_path, ("safetensors", "native"))
+    assert (tmp_path / "native" / "model.safetensors").is_file()
+    write_weight_formats(encoders, modality, description, tmp_path, ("safetensors",))
+    assert not (tmp_path / "native").exists()
+    assert json.loads((tmp_path / "encoder.json").read_text())["native"] == {}
