@@ -50,6 +50,8 @@ _EXPORTS = {
     "process_rank": "sslhub.distributed",
     "world_size": "sslhub.distributed",
     "hookimpl": "sslhub.hookspecs",
+    "LoadedEncoder": "sslhub.loading",
+    "load_encoder": "sslhub.loading",
     "augmentations": "sslhub.python_api",
     "encoders": "sslhub.python_api",
     "modalities": "sslhub.python_api",
@@ -87,6 +89,7 @@ __all__ = [
     "ExportFrontend",
     "GroupPattern",
     "GroupSplit",
+    "LoadedEncoder",
     "Modality",
     "NonFiniteLossError",
     "NonFiniteStep",
@@ -116,6 +119,7 @@ __all__ = [
     "hookimpl",
     "is_distributed",
     "is_main_process",
+    "load_encoder",
     "modalities",
     "objectives",
     "process_rank",
@@ -179,6 +183,7 @@ if TYPE_CHECKING:
     )
     from sslhub.errors import NonFiniteLossError, SSLHubError
     from sslhub.hookspecs import hookimpl
+    from sslhub.loading import LoadedEncoder, load_encoder
     from sslhub.python_api import augmentations, encoders, modalities, objectives
     from sslhub.registry import Component, Provider, Registry, RegistryError
     from sslhub.splits import (

@@ -95,8 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--name", help="NAME in evaluation-NAME.json (default: the source's file or folder name)")
     _add_plugin_options(evaluate)
 
-    export = commands.add_parser("export", help="export a run's encoder to verified ONNX")
+    export = commands.add_parser(
+        "export", help="export a run's encoder to verified ONNX, safetensors and its library's own format"
+    )
     export.add_argument("run_dir", type=Path)
+    export.add_argument(
+        "--format",
+        dest="formats",
+        default="onnx",
+        metavar="FORMATS",
+        help="comma list of onnx, safetensors (encoder.safetensors, for sslhub.load_encoder) and native "
+        "(timm / transformers / torchaudio weights in native/); default: onnx",
+    )
     export.add_argument("--out", type=Path, help="output directory (default: RUN_DIR/onnx)")
     export.add_argument("--opset", type=int)
     export.add_argument("--allow-mismatch", action="store_true", help="write the file even if verification fails")
@@ -635,17 +645,30 @@ def _source_name(raw: dict[str, Any], name: str | None) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from sslhub.export_formats import parse_formats
+
+    formats = parse_formats(args.formats)
+    if "onnx" not in formats and (args.include_head or args.opset or args.allow_mismatch):
+        raise SSLHubError("--include-head, --opset and --allow-mismatch apply to the onnx format; add it to --format")
     run, trained = _load_run(args.run_dir, args.plugins)
-    results = run.export(
-        trained.encoders,
-        trained.modality,
-        out_dir=args.out,
-        opset=args.opset,
-        allow_mismatch=args.allow_mismatch,
-        objectives=trained.objectives,
-        include_head=args.include_head,
-    )
-    for result in results.values():
+    weights: dict[str, Any] = {}
+    if set(formats) - {"onnx"}:
+        weights = run.export_weights(trained.encoders, trained.modality, formats, args.out)
+    results: dict[str, Any] = {}
+    if "onnx" in formats:
+        # The ONNX metadata lists every format written (native only where an encoder has one).
+        written = list(dict.fromkeys(["onnx", *(f for result in weights.values() for f in result["formats"])]))
+        results = run.export(
+            trained.encoders,
+            trained.modality,
+            out_dir=args.out,
+            opset=args.opset,
+            allow_mismatch=args.allow_mismatch,
+            objectives=trained.objectives,
+            include_head=args.include_head,
+            formats=written,
+        )
+    for result in [*weights.values(), *results.values()]:
         print(result["summary"])
     return 0 if all(r["passed"] for r in results.values()) else 4
 

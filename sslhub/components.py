@@ -422,6 +422,24 @@ class Encoder(nn.Module):
         """A module taking ``input_names`` tensors positionally and returning ``pooled``."""
         return _PooledExport(self).train(self.training)
 
+    def export_native(self, directory: Path, modality: Modality) -> dict[str, str]:
+        """Write the weights in the format of the library the encoder is built on; return what was written.
+
+        ``sslhub export RUN_DIR --format native`` calls it with an empty ``directory`` (created
+        beforehand) on the trained encoder, in eval mode on the CPU. A timm encoder writes weights
+        that ``timm.create_model(..., pretrained_cfg_overlay=dict(file=...))`` loads, a transformers
+        encoder a ``save_pretrained`` folder, and so on, so users load the backbone without sslhub.
+
+        Args:
+            directory: where to write (``EXPORT_DIR/native``).
+            modality: the run's modality (its ``info()``, and ``write_export_files`` for a tokenizer).
+
+        Returns:
+            ``{file or folder name relative to directory: what it is and how to load it}``; empty
+            (the default) when the encoder has no native format, and then nothing is written.
+        """
+        return {}
+
 
 class _PooledExport(nn.Module):
     def __init__(self, encoder: Encoder):

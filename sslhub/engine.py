@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -283,8 +283,13 @@ class Run:
         allow_mismatch: bool = False,
         objectives: list[Objective] | None = None,
         include_head: str | None = None,
+        formats: Sequence[str] = ("onnx",),
     ) -> dict[str, Any]:
-        """Export each encoder to verified ONNX (see :func:`sslhub.export.export_run`)."""
+        """Export each encoder to verified ONNX (see :func:`sslhub.export.export_run`).
+
+        ``formats``: everything this export writes (see :mod:`sslhub.export_formats`), recorded
+        in the ONNX metadata; only the ONNX part is written here.
+        """
         from sslhub.export import RunExportSetup, export_run
 
         export = self.recipe.model.export
@@ -292,7 +297,7 @@ class Run:
             modality=modality,
             modality_name=self.recipe.modality.component.name,
             device=self.device,
-            metadata=self.export_metadata(),
+            metadata={**self.export_metadata(), "formats": list(formats)},
             onnx_spec=export.onnx if export and export.onnx else None,
             plugin_exporter=self.recipe.catalog.export_with_plugins,
             encoder_keys=self.components.encoder_keys,
@@ -300,6 +305,24 @@ class Run:
         )
         out = out_dir or self.run_dir / "onnx"
         return export_run(setup, encoders, out, opset, allow_mismatch, objectives or [], include_head)
+
+    def export_weights(
+        self, encoders: EncoderSet, modality: Modality, formats: Sequence[str], out_dir: Path | None = None
+    ) -> dict[str, Any]:
+        """Write the ``safetensors`` and ``native`` exports (see :func:`sslhub.export_formats.write_weight_formats`)."""
+        from sslhub.export_formats import EncoderDescription, write_weight_formats
+
+        descriptions = {
+            key: EncoderDescription(
+                name=resolved.component.name,
+                params=resolved.params.model_dump(mode="json"),
+                modality_name=self.recipe.modality.component.name,
+                seed=self.recipe.model.seed,
+            )
+            for key, resolved in self.recipe.encoders.items()
+        }
+        out = out_dir or self.run_dir / "onnx"
+        return write_weight_formats(encoders, modality, descriptions, out, formats)
 
     def export_metadata(self) -> dict[str, Any]:
         return {

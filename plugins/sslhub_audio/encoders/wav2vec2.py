@@ -12,16 +12,18 @@ by default: 20 ms frames at 16 kHz); ``pooled`` is the mean over frames.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import torchaudio
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from sslhub import BuildContext, Encoder, EncoderOutput, Params
+from sslhub import BuildContext, Encoder, EncoderOutput, Modality, Params
 
 DEFAULT_CONV_LAYERS = [[64, 10, 5], [64, 3, 2], [64, 3, 2], [64, 3, 2], [64, 3, 2], [64, 2, 2], [64, 2, 2]]
 
@@ -57,6 +59,28 @@ class Wav2Vec2Params(Params):
         return self
 
 
+def builder_arguments(params: Wav2Vec2Params) -> dict[str, Any]:
+    """The keyword arguments of ``torchaudio.models.wav2vec2_model`` for ``params`` (JSON-ready)."""
+    return {
+        "extractor_mode": params.extractor_mode,
+        "extractor_conv_layer_config": [list(layer) for layer in params.conv_layers],
+        "extractor_conv_bias": False,
+        "encoder_embed_dim": params.embed_dim,
+        "encoder_projection_dropout": params.dropout,
+        "encoder_pos_conv_kernel": params.pos_conv_kernel,
+        "encoder_pos_conv_groups": params.pos_conv_groups,
+        "encoder_num_layers": params.num_layers,
+        "encoder_num_heads": params.num_heads,
+        "encoder_attention_dropout": params.dropout,
+        "encoder_ff_interm_features": params.ff_dim,
+        "encoder_ff_interm_dropout": params.dropout,
+        "encoder_dropout": params.dropout,
+        "encoder_layer_norm_first": params.layer_norm_first,
+        "encoder_layer_drop": 0.0,
+        "aux_num_out": None,
+    }
+
+
 class Wav2Vec2Encoder(Encoder):
     """torchaudio Wav2Vec2Model (random init, built from config) on ``batch["waveform"]``."""
 
@@ -66,24 +90,7 @@ class Wav2Vec2Encoder(Encoder):
     def __init__(self, params: Wav2Vec2Params, context: BuildContext | None = None):
         super().__init__()
         self.params = params
-        self.model = torchaudio.models.wav2vec2_model(
-            extractor_mode=params.extractor_mode,
-            extractor_conv_layer_config=[tuple(layer) for layer in params.conv_layers],
-            extractor_conv_bias=False,
-            encoder_embed_dim=params.embed_dim,
-            encoder_projection_dropout=params.dropout,
-            encoder_pos_conv_kernel=params.pos_conv_kernel,
-            encoder_pos_conv_groups=params.pos_conv_groups,
-            encoder_num_layers=params.num_layers,
-            encoder_num_heads=params.num_heads,
-            encoder_attention_dropout=params.dropout,
-            encoder_ff_interm_features=params.ff_dim,
-            encoder_ff_interm_dropout=params.dropout,
-            encoder_dropout=params.dropout,
-            encoder_layer_norm_first=params.layer_norm_first,
-            encoder_layer_drop=0.0,
-            aux_num_out=None,
-        )
+        self.model = torchaudio.models.wav2vec2_model(**builder_arguments(params))
         self.feature_dim = params.embed_dim
         self.sample_stride = math.prod(layer[2] for layer in params.conv_layers)
         info = context.modality.info() if context is not None and context.modality is not None else {}
@@ -127,3 +134,18 @@ class Wav2Vec2Encoder(Encoder):
 
     def forward(self, batch: Mapping[str, Tensor]) -> EncoderOutput:
         return self.forward_frames(batch)
+
+    def export_native(self, directory: Path, modality: Modality) -> dict[str, str]:
+        """torchaudio's own model: ``model.pt`` (a state dict) and ``wav2vec2_config.json`` (the builder's arguments).
+
+        ``model = torchaudio.models.wav2vec2_model(**config)``, then
+        ``model.load_state_dict(torch.load("model.pt", weights_only=True))``: ``model(waveform)[0]``
+        is this encoder's ``tokens`` ``[B, T', D]``, and their mean over frames its ``pooled``.
+        """
+        weights = {key: value.detach().cpu().contiguous() for key, value in self.model.state_dict().items()}
+        torch.save(weights, directory / "model.pt")
+        (directory / "wav2vec2_config.json").write_text(json.dumps(builder_arguments(self.params), indent=2) + "\n")
+        return {
+            "model.pt": "torchaudio Wav2Vec2Model state dict (torch.load(weights_only=True))",
+            "wav2vec2_config.json": "keyword arguments of torchaudio.models.wav2vec2_model",
+        }

@@ -16,14 +16,15 @@ on the documentation-chapter kNN, linear and 20-shot probes.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from sslhub import BuildContext, Encoder, EncoderOutput
-from sslhub_text.encoders.hf_encoder import HFParams, _PooledTextExport, build_config
+from sslhub import BuildContext, Encoder, EncoderOutput, Modality
+from sslhub_text.encoders.hf_encoder import HFParams, _PooledTextExport, build_config, save_pretrained_folder
 
 #: transformers model types whose ``AutoModel`` attends causally (checked by the encoder tests).
 CAUSAL_ARCHITECTURES = ("gpt2", "gpt_neox", "llama", "qwen2", "opt")
@@ -128,3 +129,11 @@ class CausalHFEncoder(Encoder):
     def export_module(self) -> nn.Module:
         """``(input_ids [B, L], attention_mask [B, L]) -> pooled [B, D]`` with named arguments."""
         return _PooledTextExport(self)
+
+    def export_native(self, directory: Path, modality: Modality) -> dict[str, str]:
+        """A ``save_pretrained`` folder (see :func:`~sslhub_text.encoders.hf_encoder.save_pretrained_folder`).
+
+        ``AutoModel(input_ids).last_hidden_state`` equals this encoder's ``tokens`` (with right
+        padding, an attention mask changes only the padding positions' states).
+        """
+        return save_pretrained_folder(self.model, modality, directory, self.input_names)

@@ -7,14 +7,15 @@ over real tokens except [CLS]/[SEP], or the first token's state with ``pooling: 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from sslhub import BuildContext, Encoder, EncoderOutput, Params
+from sslhub import BuildContext, Encoder, EncoderOutput, Modality, Params
 
 # Standard size names -> the attribute names config classes use for them. Most configs map
 # ``hidden_size`` etc. through ``attribute_map`` themselves; these cover the rest.
@@ -183,6 +184,15 @@ class HFEncoder(Encoder):
         """
         return _PooledTextExport(self)
 
+    def export_native(self, directory: Path, modality: Modality) -> dict[str, str]:
+        """A ``save_pretrained`` folder: ``AutoModel`` / ``AutoTokenizer.from_pretrained(directory)`` load it.
+
+        ``AutoModel(input_ids, attention_mask).last_hidden_state`` equals this encoder's
+        ``tokens``; ``pooled`` is their mean over real tokens except [CLS]/[SEP] (or the first
+        token's state with ``pooling: cls``).
+        """
+        return save_pretrained_folder(self.model, modality, directory, self.input_names)
+
 
 class _PooledTextExport(nn.Module):
     def __init__(self, encoder: HFEncoder):
@@ -191,6 +201,43 @@ class _PooledTextExport(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         return self.encoder({"input_ids": input_ids, "attention_mask": attention_mask}).pooled
+
+
+def save_pretrained_folder(
+    model: Any, modality: Modality, directory: Path, input_names: Sequence[str]
+) -> dict[str, str]:
+    """``model.save_pretrained(directory)`` plus the modality's tokenizer as a transformers fast tokenizer.
+
+    The sslhub tokenizer is a ``tokenizers`` file; wrapped in ``PreTrainedTokenizerFast`` with
+    the modality's special tokens and ``max_length``, ``AutoTokenizer.from_pretrained(directory)``
+    tokenizes as the modality does (``[CLS] text [SEP]``, truncated to ``max_length``).
+    Returns ``{}`` (nothing written) for a modality without a tokenizer file.
+    """
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    written = modality.write_export_files(directory, list(input_names))
+    info = modality.info()
+    tokenizer_name = str(info.get("tokenizer_file") or "tokenizer.json")
+    if tokenizer_name not in written:
+        for name in written:
+            (directory / name).unlink(missing_ok=True)
+        return {}
+    tokenizer = Tokenizer.from_file(str(directory / tokenizer_name))
+    roles = {"pad_token": "pad_token_id", "unk_token": "unk_token_id", "cls_token": "cls_token_id"}
+    roles |= {"sep_token": "sep_token_id", "mask_token": "mask_token_id"}
+    special = {role: tokenizer.id_to_token(info[key]) for role, key in roles.items() if info.get(key) is not None}
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, model_max_length=int(info["max_length"]), padding_side="right", **special
+    )
+    fast.save_pretrained(str(directory))
+    model.save_pretrained(str(directory))
+    return {
+        "config.json": "transformers config: AutoModel.from_pretrained(folder)",
+        "model.safetensors": "transformers weights",
+        "tokenizer.json": "AutoTokenizer.from_pretrained(folder) (with tokenizer_config.json)",
+        "tokenizer_config.json": "tokenizer settings: special tokens, model_max_length",
+    }
 
 
 def _has_pooler(model_type: str) -> bool:

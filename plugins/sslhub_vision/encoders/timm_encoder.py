@@ -7,6 +7,7 @@ CNNs give ``pooled`` and a ``spatial`` map (``forward_features``); vision transf
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -146,8 +147,12 @@ class TimmEncoder(Encoder):
         try:
             # transformers need the input size for their position embeddings; CNNs reject it
             self.model = timm.create_model(params.model, img_size=image_size, **kwargs)
+            kwargs["img_size"] = image_size
         except TypeError:
             self.model = timm.create_model(params.model, **kwargs)
+        #: what timm.create_model was given besides the name (the native export repeats it)
+        self.create_kwargs = {k: v for k, v in kwargs.items() if k != "pretrained"}
+        self.mean, self.std, self.image_size = list(mean), list(std), image_size
         if params.cifar_stem:
             apply_cifar_stem(self.model, channels)
         if params.weights is not None:
@@ -212,3 +217,46 @@ class TimmEncoder(Encoder):
     def export_module(self) -> nn.Module:
         """``image [B, C, S, S] in [0, 1] -> pooled [B, D]``, for ``torch.onnx.export``."""
         return ImageExportModule(self)
+
+    def export_native(self, directory: Path, modality: Any) -> dict[str, str]:
+        """``model.safetensors`` that timm loads itself, and ``timm_config.json`` with the arguments.
+
+        ``timm.create_model(model, pretrained=True, pretrained_cfg_overlay=dict(file=".../model.safetensors",
+        **pretrained_cfg), **kwargs)`` (names as in the json) builds this encoder's network with
+        the trained weights; on images normalised with the recorded mean and std, its output
+        (``forward_head(forward_features(x), pre_logits=True)``, what ``model(x)`` gives with
+        ``num_classes=0``) is the ``pooled`` vector of ``pool: model``. A ``cifar_stem`` network
+        is not one timm builds, so it gets no native export.
+        """
+        if self.params.cifar_stem:
+            logger.info("timm encoder with cifar_stem: timm.create_model cannot build that stem; no native export")
+            return {}
+        from safetensors.torch import save_file
+
+        weights = {key: value.detach().cpu().contiguous() for key, value in self.model.state_dict().items()}
+        save_file(weights, str(directory / "model.safetensors"))
+        channels = int(self.create_kwargs.get("in_chans", 3))
+        config = {
+            "library": "timm",
+            "model": self.params.model,
+            "kwargs": self.create_kwargs,
+            "pretrained_cfg": {
+                "mean": self.mean,
+                "std": self.std,
+                "input_size": [channels, self.image_size, self.image_size],
+                # sslhub's own resize: shorter side to the size (bilinear), then a center crop
+                "interpolation": "bilinear",
+                "crop_pct": 1.0,
+                "crop_mode": "center",
+                "num_classes": 0,
+            },
+            "input": "float images [B, C, S, S] in [0, 1], normalised with pretrained_cfg mean and std",
+            "output": "model(x): pooled pre-logits features [B, D]"
+            + (" (sslhub's pool: pyramid differs: it pools the feature map itself)" if self.pyramid else ""),
+        }
+        (directory / "timm_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        return {
+            "model.safetensors": "timm weights: timm.create_model(model, pretrained=True, "
+            "pretrained_cfg_overlay=dict(file=PATH, **pretrained_cfg), **kwargs)",
+            "timm_config.json": "the model name, kwargs and pretrained_cfg for timm.create_model",
+        }
