@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sslhub.catalog import Catalog
 from sslhub.components import DEFAULT_ENCODER_KEY, FEATURE_KINDS, Params, StrictNumbers, field_errors
+from sslhub.early_stopping import EarlyStoppingSpec
 from sslhub.errors import RecipeError, RecipeIssue
 from sslhub.export import MAX_ONNX_OPSET, MIN_ONNX_OPSET
 from sslhub.optim import OPTIMIZER_OPTIONS
@@ -106,6 +107,17 @@ class TrainSpec(_Section):
     log_every: int = Field(10, gt=0)
     nonfinite: Literal["raise", "skip_step"] = "raise"
     max_skipped_steps: int = Field(10, ge=0, description="skip_step gives up after this many in a row")
+    validate_every: int | None = Field(
+        None,
+        gt=0,
+        description="steps between validations on the held-out data (val_loss and the objectives' held-out "
+        "metrics in metrics.jsonl); null: none, or train.checkpoint_every when early_stopping is on",
+    )
+    early_stopping: EarlyStoppingSpec | None = Field(
+        None,
+        description="stop when a validation figure stops improving: monitor (loss, the held-out total objective "
+        "loss, or a held-out metric OBJECTIVE/METRIC), patience, min_delta, restore_best",
+    )
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainSpec:
@@ -113,6 +125,8 @@ class TrainSpec(_Section):
             raise ValueError("give either steps or epochs, not both")
         if self.steps is None and self.epochs is None:
             self.steps = 100
+        if self.early_stopping is not None and self.validate_every is None:
+            self.validate_every = self.checkpoint_every
         return self
 
 
