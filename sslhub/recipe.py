@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -381,11 +382,18 @@ def _did_you_mean(loc: tuple[Any, ...], schema: type[BaseModel] | None) -> str:
     for part in loc[:-1]:
         field_info = model.model_fields.get(part) if model is not None and isinstance(part, str) else None
         annotation = field_info.annotation if field_info is not None else None
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        model = _section_model(annotation)
     if model is None or not isinstance(loc[-1], str):
         return ""
     close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The section model of a field's annotation: ``EarlyStoppingSpec`` for ``EarlyStoppingSpec | None`` too."""
+    candidates = typing.get_args(annotation) or (annotation,)
+    models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+    return models[0] if len(models) == 1 else None
 
 
 def _without_union_tags(data: Any, path: PathKey) -> PathKey:
