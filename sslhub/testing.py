@@ -84,7 +84,8 @@ def run_recipe_for_steps(
         summary = Run(resolved, run_dir, show_progress=False).execute()
         import json
 
-        summary["losses"] = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        summary["losses"] = [record["loss"] for record in records if "loss" in record]  # not validation rows
     return summary
 
 
