@@ -606,7 +606,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     for result in results.values():
         print(result["summary"])
-    return 0 if all(r["passed"] for r in results.values()) else 4
+    extras = run.export_objective_models(trained, args.out)
+    for name, result in extras.items():
+        print(f"{name}: {result.get('summary') or result.get('error')}")
+    passed = [r["passed"] for r in results.values()] + [r.get("passed", False) for r in extras.values()]
+    return 0 if all(passed) else 4
 
 
 def cmd_embed(args: argparse.Namespace) -> int:

@@ -372,6 +372,17 @@ class Run:
         out = out_dir or self.run_dir / "onnx"
         return export_run(setup, encoders, out, opset, allow_mismatch, objectives or [], include_head)
 
+    def export_objective_models(self, trained: TrainedModel, out_dir: Path | None = None) -> dict[str, Any]:
+        """Each objective's own exported models (:meth:`Objective.export_models`), as ``{OBJECTIVE/NAME: result}``."""
+        out = out_dir or self.run_dir / "onnx"
+        out.mkdir(parents=True, exist_ok=True)
+        results: dict[str, Any] = {}
+        for index, objective in enumerate(trained.objectives):
+            own = trained.encoders.for_objective(self.components.encoder_keys[index])
+            for name, result in objective.export_models(out, own, trained.modality).items():
+                results[f"{self.components.objective_names[index]}/{name}"] = result
+        return results
+
     def export_metadata(self) -> dict[str, Any]:
         return {
             "recipe": self.recipe.resolved_dict(),
