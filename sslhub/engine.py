@@ -264,7 +264,7 @@ class Run:
         return summary
 
     def _end_early_stopping(self, setup: _Setup) -> dict[str, Any]:
-        """Restore the best weights when asked (before evaluation and export); what happened, for the summary."""
+        """Restore the best weights on rank 0 when asked (before evaluation and export); what happened, for the summary."""
         assert self.early_stopping is not None
         tracker, spec = self.early_stopping.tracker, self.early_stopping.spec
         stopped = setup.state.step < setup.parts.total_steps and tracker.stopped is not None
@@ -279,7 +279,9 @@ class Run:
             "reason": tracker.stopped.reason if stopped and tracker.stopped else None,
             "restored_best": False,
         }
-        if spec.restore_best and tracker.best_step is not None:
+        # Rank 0 alone evaluates and exports, and alone writes best.pt: another rank could read
+        # it while rank 0 still writes the last validation's best.
+        if spec.restore_best and tracker.best_step is not None and self.is_main:
             restored = self.checkpointer.load_best(setup.parts.module)
             if restored != tracker.best_step:
                 raise SSLHubError(
