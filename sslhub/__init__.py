@@ -22,8 +22,10 @@ _EXPORTS = {
     "NonFiniteStep": "sslhub.callbacks",
     "RunInfo": "sslhub.callbacks",
     "StepEnd": "sslhub.callbacks",
+    "StopRequest": "sslhub.callbacks",
     "TrainEnd": "sslhub.callbacks",
     "TrainStart": "sslhub.callbacks",
+    "ValidationDone": "sslhub.callbacks",
     "NonFiniteLossError": "sslhub.errors",
     "SSLHubError": "sslhub.errors",
     "Catalog": "sslhub.catalog",
@@ -104,9 +106,11 @@ __all__ = [
     "RunInfo",
     "SSLHubError",
     "StepEnd",
+    "StopRequest",
     "TrainEnd",
     "TrainStart",
     "UnreadableFiles",
+    "ValidationDone",
     "__version__",
     "augmentations",
     "average_gradients",
@@ -154,8 +158,10 @@ if TYPE_CHECKING:
         NonFiniteStep,
         RunInfo,
         StepEnd,
+        StopRequest,
         TrainEnd,
         TrainStart,
+        ValidationDone,
     )
     from sslhub.catalog import Catalog, PluginError, PluginRecord
     from sslhub.components import (

@@ -1,4 +1,5 @@
-"""The callbacks every run has: metrics file, progress bar, TensorBoard and the non-finite policy.
+"""The callbacks every run has: metrics file, progress bar, TensorBoard, the non-finite policy, and
+early stopping when the recipe asks for it.
 
 Each does on an event what the loop used to do inline, at the same cost: nothing per step
 beyond a progress-bar tick, and file writes only on logging steps.
@@ -11,15 +12,19 @@ import logging
 from pathlib import Path
 from typing import IO, Any
 
-from sslhub.callbacks import Callback, NonFiniteStep, RunInfo, StepEnd, TrainEnd, TrainStart
-from sslhub.errors import NonFiniteLossError
+from sslhub.callbacks import Callback, NonFiniteStep, RunInfo, StepEnd, TrainEnd, TrainStart, ValidationDone
+from sslhub.early_stopping import EarlyStopping, EarlyStoppingSpec
+from sslhub.errors import NonFiniteLossError, SSLHubError
 from sslhub.run_events import record_event
 
 log = logging.getLogger("sslhub")
 
 
 class MetricsFile(Callback):
-    """Appends each logging step's record to ``metrics.jsonl`` (one JSON object a line)."""
+    """Appends each logging step's record, and each validation's, to ``metrics.jsonl`` (one JSON object a line).
+
+    A validation row holds ``step``, ``epoch`` and the ``val_*`` figures only.
+    """
 
     def __init__(self, path: Path):
         self.path = path
@@ -29,8 +34,15 @@ class MetricsFile(Callback):
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in on_train_end
 
     def on_step_end(self, run: RunInfo, event: StepEnd) -> None:
-        if event.metrics is not None and self._file is not None:
-            self._file.write(json.dumps(event.metrics) + "\n")
+        if event.metrics is not None:
+            self._write(event.metrics)
+
+    def on_validation(self, run: RunInfo, event: ValidationDone) -> None:
+        self._write({"step": event.step, "epoch": event.epoch, **event.metrics})
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
             self._file.flush()
 
     def on_train_end(self, run: RunInfo, event: TrainEnd) -> None:
@@ -90,6 +102,10 @@ class TensorBoardLogger(Callback):
             if key != "step":
                 self._writer.add_scalar(key, value, event.step)
 
+    def on_validation(self, run: RunInfo, event: ValidationDone) -> None:
+        for key, value in event.metrics.items():
+            self._writer.add_scalar(key, value, event.step)
+
     def on_train_end(self, run: RunInfo, event: TrainEnd) -> None:
         if self._writer is not None:
             self._writer.close()
@@ -131,7 +147,7 @@ class NonFinitePolicy(Callback):
 
 
 class RunEventsFile(Callback):
-    """``events.jsonl``: resumes and skipped steps, which the run report marks on its curves.
+    """``events.jsonl``: resumes, skipped steps and an early stop (``stopped``: its ``reason`` and details).
 
     Registered after :class:`NonFinitePolicy`, so a non-finite step that stops the run is not
     recorded as skipped.
@@ -147,3 +163,58 @@ class RunEventsFile(Callback):
     def on_nonfinite(self, run: RunInfo, event: NonFiniteStep) -> None:
         if self.record_skipped:
             record_event(self.run_dir, "skipped_step", event.step, culprit=event.culprit)
+
+    def on_train_end(self, run: RunInfo, event: TrainEnd) -> None:
+        if event.stop is not None:
+            record_event(self.run_dir, "stopped", event.step, reason=event.stop.reason, **event.stop.details)
+
+
+def validation_key(monitor: str) -> str:
+    """The ``metrics.jsonl`` key of a monitored figure: ``loss`` -> ``val_loss``, ``mlm/mlm_accuracy`` -> ``val_mlm/...``."""
+    return monitor if monitor.startswith("val_") else f"val_{monitor}"
+
+
+class EarlyStoppingCallback(Callback):
+    """``train.early_stopping``: watch one validation figure, keep the best weights, stop when it stalls.
+
+    Added on every rank: validations give every rank the same figures, so each decides alike
+    (and the loop agrees on the stop anyway). Its tracker is saved in every checkpoint, so a
+    resumed run stops at the step an uninterrupted one does.
+
+    Args:
+        spec: the recipe's ``train.early_stopping``.
+    """
+
+    def __init__(self, spec: EarlyStoppingSpec):
+        self.spec = spec
+        self.tracker = EarlyStopping(spec)
+        self.key = validation_key(spec.monitor)
+
+    def on_train_start(self, run: RunInfo, event: TrainStart) -> None:
+        if self.tracker.should_stop:  # resumed from the checkpoint of the step it decided at
+            self._request_stop(run)
+
+    def on_validation(self, run: RunInfo, event: ValidationDone) -> None:
+        value = event.metrics.get(self.key)
+        if value is None:
+            names = ", ".join(k.removeprefix("val_") for k in event.metrics) or "none"
+            raise SSLHubError(
+                f"train.early_stopping.monitor: '{self.spec.monitor}' is not a validation figure of this run; "
+                f"it has: {names}"
+            )
+        if self.tracker.update(value, event.step):
+            event.save_best()
+        if self.tracker.should_stop:
+            self._request_stop(run)
+
+    def _request_stop(self, run: RunInfo) -> None:
+        decision = self.tracker.stopped
+        assert decision is not None
+        details = {"monitor": decision.monitor, "best_step": decision.best_step, "best_value": decision.best_value}
+        run.request_stop(f"early stopping: {decision.reason}", **details)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.tracker.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tracker.load_state_dict(state)

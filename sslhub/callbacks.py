@@ -1,10 +1,13 @@
 """Training events and the callbacks that receive them.
 
-The training loop announces what happens (start, every step, a non-finite step, a checkpoint,
-the end of training, the evaluation) as small typed events; everything that reacts to them,
+The training loop announces what happens (start, every step, a non-finite step, a held-out
+validation, a checkpoint, the end of training, the evaluation) as small typed events; everything that reacts to them,
 the progress bar, ``metrics.jsonl``, TensorBoard and the non-finite policy included, is a
 :class:`Callback`. A plugin adds its own through the ``sslhub_register_callbacks`` hook
-(see docs/hooks.md), so a logger or an online probe needs no change to the core.
+(see docs/hooks.md), so a logger or an online probe needs no change to the core. A callback
+asks the loop to stop after the current step with :meth:`RunInfo.request_stop` (early stopping
+does it this way); a callback with state to keep over a resume returns it from
+:meth:`Callback.state_dict` and it is saved in every checkpoint.
 
 Events never cost a host-device sync: a step's ``loss`` and ``grad_norm`` are the floats the
 loop reads once per step anyway, and ``metrics`` (every logged objective metric as a float)
@@ -23,7 +26,33 @@ from sslhub.errors import SSLHubError
 
 log = logging.getLogger("sslhub")
 
-EVENTS = ("on_train_start", "on_step_end", "on_nonfinite", "on_checkpoint", "on_train_end", "on_evaluation")
+EVENTS = (
+    "on_train_start",
+    "on_step_end",
+    "on_nonfinite",
+    "on_validation",
+    "on_checkpoint",
+    "on_train_end",
+    "on_evaluation",
+)
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """A callback asked the loop to stop: why, and facts worth recording (JSON-serialisable).
+
+    Attributes:
+        reason: in words, for the run's events, summary and log.
+        details: e.g. ``best_step`` and ``best_value`` of early stopping.
+    """
+
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _StopFlag:
+    request: StopRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -47,10 +76,31 @@ class RunInfo:
     rank: int = 0
     world_size: int = 1
     resumed: bool = False
+    _stop: _StopFlag = field(default_factory=_StopFlag, compare=False, repr=False)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def request_stop(self, reason: str, **details: Any) -> None:
+        """Ask the loop to stop training after the current step; the first request wins.
+
+        Call it from any event of the training loop. The loop saves a checkpoint at that step,
+        ends with :class:`TrainEnd` ``status="completed"`` and its ``stop`` set, and the run
+        goes on to evaluation and export as after its last step. Under torchrun a request made
+        on any rank stops every rank at the same step (one small collective per step).
+
+        Args:
+            reason: why, in words (recorded in ``events.jsonl`` and printed).
+            details: JSON-serialisable facts recorded with it.
+        """
+        if self._stop.request is None:
+            self._stop.request = StopRequest(reason, dict(details))
+
+    @property
+    def stop_request(self) -> StopRequest | None:
+        """The pending or granted stop request, if a callback made one."""
+        return self._stop.request
 
 
 @dataclass(frozen=True)
@@ -109,6 +159,29 @@ class NonFiniteStep:
 
 
 @dataclass(frozen=True)
+class ValidationDone:
+    """A held-out validation ran after ``step`` (every ``train.validate_every`` steps, and at the last).
+
+    Sent on every rank with the same figures (under torchrun each rank validates a shard and
+    the sums are combined), so callbacks on every rank take the same decisions.
+
+    Attributes:
+        step: the step just done.
+        epoch: the epoch the next batch comes from.
+        metrics: ``val_loss`` (the weighted total objective loss on held-out data, with the
+            training augmentations drawn from a fixed seed) and ``val_OBJECTIVE/METRIC`` for
+            each objective's held-out metrics; all floats.
+        save_best: writes the current weights to ``checkpoints/best.pt`` (atomically; rank 0
+            writes, other ranks return ``None``) and returns its path; call it on every rank.
+    """
+
+    step: int
+    epoch: int
+    metrics: dict[str, float]
+    save_best: Callable[[], Path | None]
+
+
+@dataclass(frozen=True)
 class CheckpointSaved:
     """A checkpoint of ``step`` was written to ``path`` (``None`` on ranks other than 0)."""
 
@@ -118,11 +191,16 @@ class CheckpointSaved:
 
 @dataclass(frozen=True)
 class TrainEnd:
-    """Training stopped: ``status`` is ``"completed"``, ``"interrupted"`` (a signal) or ``"failed"``."""
+    """Training stopped: ``status`` is ``"completed"``, ``"interrupted"`` (a signal) or ``"failed"``.
+
+    ``stop`` is set when a callback ended training before ``total_steps`` with
+    :meth:`RunInfo.request_stop` (``status`` is ``"completed"`` then).
+    """
 
     step: int
     train_seconds: float
     status: str
+    stop: StopRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +228,9 @@ class Callback:
     def on_nonfinite(self, run: RunInfo, event: NonFiniteStep) -> None:
         """A non-finite step; raise ``NonFiniteLossError`` to stop, return to skip it."""
 
+    def on_validation(self, run: RunInfo, event: ValidationDone) -> None:
+        """After a held-out validation (``train.validate_every``); ``run.request_stop`` ends training."""
+
     def on_checkpoint(self, run: RunInfo, event: CheckpointSaved) -> None:
         """After a checkpoint is written."""
 
@@ -158,6 +239,17 @@ class Callback:
 
     def on_evaluation(self, run: RunInfo, event: EvaluationDone) -> None:
         """After the end-of-run evaluation (rank 0 only; not called when evaluation is disabled)."""
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """What this callback needs to continue exactly after a resume; ``None``: nothing.
+
+        Saved in every checkpoint (rank 0's callbacks' state; plain data and tensors only) and
+        given back to :meth:`load_state_dict` before ``on_train_start`` of a resumed run.
+        """
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`state_dict` returned when the checkpoint was written."""
 
 
 @dataclass
@@ -206,6 +298,7 @@ class CallbackList:
 
     def __init__(self, run: RunInfo, entries: list[_Entry]):
         self.run = run
+        self._entries = list(entries)
         self._listeners: dict[str, list[tuple[Callable[..., None], _Entry]]] = {
             event: [
                 (getattr(entry.callback, event), entry)
@@ -234,6 +327,26 @@ class CallbackList:
                     f"plugin '{entry.plugin}': callback {type(entry.callback).__name__}.{event_name} raised "
                     f"{type(exc).__name__}: {first}"
                 ) from exc
+
+    def _keyed(self) -> list[tuple[str, Callback]]:
+        """Each callback under a key that is the same in every run of the recipe (plugin, class, repeat)."""
+        keyed, seen = [], {}
+        for entry in self._entries:
+            base = f"{entry.plugin or 'sslhub'}:{type(entry.callback).__qualname__}"
+            seen[base] = seen.get(base, -1) + 1
+            keyed.append((f"{base}#{seen[base]}" if seen[base] else base, entry.callback))
+        return keyed
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{callback key: state}`` of the callbacks that have state (what a checkpoint stores)."""
+        states = {key: callback.state_dict() for key, callback in self._keyed()}
+        return {key: state for key, state in states.items() if state is not None}
+
+    def load_state_dict(self, states: dict[str, Any]) -> None:
+        """Give each callback its saved state; one without saved state starts fresh."""
+        for key, callback in self._keyed():
+            if key in states:
+                callback.load_state_dict(states[key])
 
     def emit_quietly(self, event_name: str, event: Any) -> None:
         """``emit`` while another error is on its way out: a callback's failure is logged, not raised."""

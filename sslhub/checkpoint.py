@@ -13,6 +13,7 @@ unreadable manifest beside checkpoint files is rebuilt from the files that load.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -26,6 +27,8 @@ from sslhub.errors import CheckpointError
 
 log = logging.getLogger("sslhub")
 MANIFEST = "manifest.json"
+#: the best weights of a run with early stopping, and the record that vouches for them.
+BEST_FILE, BEST_RECORD = "best.pt", "best.json"
 #: what :meth:`CheckpointStore.save` names its files; the only names a manifest may list.
 CHECKPOINT_NAME = re.compile(r"step_(\d{8,})\.pt")
 #: what :func:`temp_path` names a file being written by process PID.
@@ -226,6 +229,43 @@ class CheckpointStore:
         for entry in dropped:
             (self.directory / entry["file"]).unlink(missing_ok=True)
         return path
+
+    def save_best(self, state: dict[str, Any], step: int) -> Path:
+        """Write ``best.pt`` (atomically), then ``best.json`` with its step, size and digest.
+
+        Not part of the rotation: the best weights stay whatever checkpoints are dropped.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / BEST_FILE
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        try:
+            atomic_write_bytes(path, buffer.getvalue())
+            atomic_write_bytes(self.directory / BEST_RECORD, json.dumps(self._entry(path, step)).encode())
+        except OSError as exc:
+            raise CheckpointError(f"could not write the best weights {path}: {exc}") from exc
+        return path
+
+    def load_best(self, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path] | None:
+        """``best.pt`` when ``best.json`` vouches for it; None when there is none.
+
+        Raises:
+            CheckpointError: the file or its record is damaged (a write cut short, a changed file).
+        """
+        path, record_path = self.directory / BEST_FILE, self.directory / BEST_RECORD
+        if not record_path.exists() and not path.exists():
+            return None
+        try:
+            entry = json.loads(record_path.read_text())
+            problem = self._verify(path, entry)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problem = f"its record {record_path} is unreadable ({exc})"
+        if problem is not None:
+            raise CheckpointError(f"the best weights {path} cannot be used: {problem}")
+        state = load_checkpoint(path, map_location)
+        if state["step"] != entry["step"]:
+            raise CheckpointError(f"the best weights {path} hold step {state['step']}, its record says {entry['step']}")
+        return state, path
 
     def load_latest(self, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path] | None:
         """The newest checkpoint that verifies and loads; broken ones are skipped with a warning."""

@@ -331,11 +331,29 @@ def format_summary(name: str, run_dir: Path, summary: dict[str, Any]) -> str:
     ]
     if summary.get("random_init"):
         lines.append(f"random-init baseline run: {summary.get('note')}")
+    if summary.get("early_stopping"):
+        lines.append(format_early_stopping(summary["early_stopping"]))
     lines += format_evaluation(summary.get("evaluation") or {})
     for result in (summary.get("export") or {}).values():
         relative = f", rel {result['max_rel_diff']:.2e}" if "max_rel_diff" in result else ""
         lines.append(f"ONNX: {result['path']} (max abs diff {result['max_abs_diff']:.2e}{relative})")
     return "\n".join(lines)
+
+
+def format_early_stopping(result: dict[str, Any]) -> str:
+    """One sentence: whether and why training stopped early, the best validation, and which weights the run kept."""
+    monitor = f"val_{result['monitor']}".replace("val_val_", "val_")
+    if result["best_step"] is None:
+        return f"early stopping: no validation ran in {result['step']} steps; the run keeps its last weights"
+    best = f"best {monitor} {result['best_value']:.6g} at step {result['best_step']}"
+    if result["stopped_early"]:
+        head = (
+            f"early stopping: stopped at step {result['step']} of {result['total_steps']} ({result['reason']}); {best}"
+        )
+    else:
+        head = f"early stopping: trained all {result['step']} steps without stopping; {best}"
+    kept = "the best weights" if result["restored_best"] else "the last weights"
+    return f"{head}; evaluation and export use {kept}"
 
 
 #: the evaluation report's candidates, as the summary table's columns.
@@ -670,7 +688,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     for result in [*weights.values(), *results.values()]:
         print(result["summary"])
-    return 0 if all(r["passed"] for r in results.values()) else 4
+    # Objectives' own models (vq_vae's tokenizer) are ONNX too.
+    extras = run.export_objective_models(trained, args.out) if "onnx" in formats else {}
+    for name, result in extras.items():
+        print(f"{name}: {result.get('summary') or result.get('error')}")
+    passed = [r["passed"] for r in results.values()] + [r.get("passed", False) for r in extras.values()]
+    return 0 if all(passed) else 4
 
 
 def cmd_embed(args: argparse.Namespace) -> int:

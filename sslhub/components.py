@@ -539,6 +539,15 @@ class Objective(nn.Module):
         therefore live in buffers or parameters, so checkpoints carry it.
         """
 
+    def export_models(self, out_dir: Path, encoder: Encoder | EncoderSet, modality: Modality) -> dict[str, Any]:
+        """Models of this objective that ``sslhub export`` writes beside the encoder (a VQ tokenizer).
+
+        Write each under ``out_dir`` (it exists) and return ``{name: result}``, each result with
+        ``path``, ``passed`` (checked against PyTorch) and ``summary`` (one line), or ``error``
+        when it could not be exported. None by default.
+        """
+        return {}
+
     def export_heads(self) -> dict[str, nn.Module]:
         """Heads that map the pooled embedding ``[B, D]`` to another ``[B, K]`` vector, by name.
 

@@ -24,12 +24,19 @@ from torch.utils.data import Dataset
 
 from sslhub import distributed
 from sslhub.building import ComponentBuilder, TrainingModule, select_device
-from sslhub.builtin_callbacks import MetricsFile, NonFinitePolicy, ProgressBar, RunEventsFile, TensorBoardLogger
+from sslhub.builtin_callbacks import (
+    EarlyStoppingCallback,
+    MetricsFile,
+    NonFinitePolicy,
+    ProgressBar,
+    RunEventsFile,
+    TensorBoardLogger,
+)
 from sslhub.callbacks import CallbackList, CallbackRegistry, EvaluationDone, RunInfo, plugin_callbacks
 from sslhub.checkpoint import CheckpointStore
 from sslhub.components import EncoderSet, EvalSplit, Modality, Objective
 from sslhub.dry_run import dry_run_report
-from sslhub.errors import SSLHubError
+from sslhub.errors import RecipeError, RecipeIssue, SSLHubError
 from sslhub.evaluation import EvaluationSetup, evaluate_run
 from sslhub.optim import build_optimizer, build_schedule
 from sslhub.recipe import ResolvedRecipe
@@ -38,6 +45,7 @@ from sslhub.run_dir import RunDirectory
 from sslhub.threads import threads_for
 from sslhub.training import LoopParts, TrainingLoop, last_loss
 from sslhub.training_data import EpochSampler, device_batches, total_steps
+from sslhub.validation import HeldOutValidation
 
 log = logging.getLogger("sslhub")
 
@@ -90,13 +98,22 @@ class Run:
         self.directory = RunDirectory(self.run_dir, store)
         self.components = ComponentBuilder(recipe, self.run_dir, self.device)
         self.checkpointer = Checkpointer(store, self.device, recipe.fingerprint(), recipe.model.seed)
+        early = self.train_spec.early_stopping
+        self.early_stopping = EarlyStoppingCallback(early) if early is not None else None
 
     def load_trained(self) -> TrainedModel:
-        """Rebuild the components and load the newest good checkpoint's weights (for evaluate/export)."""
+        """Rebuild the components and load the run's final weights (for evaluate/export).
+
+        The final weights are the newest good checkpoint's, or the best validation's when
+        ``train.early_stopping.restore_best`` (as the run's own evaluation and export had them).
+        """
         modality = self.components.modality()
         encoders = self.components.encoders(modality)
         objectives = self.components.objectives(modality, encoders, prepare=False)
-        self.checkpointer.load_weights(self.components.training_module(encoders, objectives))
+        module = self.components.training_module(encoders, objectives)
+        self.checkpointer.load_weights(module)
+        if self.early_stopping is not None and self.early_stopping.spec.restore_best:
+            self.checkpointer.load_best(module)
         return TrainedModel(modality, encoders, objectives)
 
     def execute(self, dry_run: bool = False) -> dict[str, Any]:
@@ -120,6 +137,7 @@ class Run:
         if self.train_spec.channels_last:
             module = module.to(memory_format=torch.channels_last)
         dataset = modality.train_dataset()
+        validate = self._validation(modality, augment)
         sampler = self._sampler(len(dataset))
         steps = total_steps(self.train_spec, sampler)
         optimizer = build_optimizer(module, self.train_spec.optimizer)
@@ -139,8 +157,27 @@ class Run:
             torch.manual_seed(self.recipe.model.seed + 1000003 * distributed.rank())
         seed = self.recipe.model.seed
         batches = device_batches(dataset, sampler, modality, state, self.train_spec, self.device, seed)
-        parts = LoopParts(model, trainables, augment, batches, steps)
+        parts = LoopParts(model, trainables, augment, batches, steps, validate)
         return _Setup(TrainedModel(modality, encoders, objectives), parts, state, dataset)
+
+    def _validation(self, modality: Modality, augment: nn.Module) -> HeldOutValidation | None:
+        """The validation ``train.validate_every`` asks for (early stopping implies it), or None.
+
+        Raises:
+            RecipeError: at the recipe line asking for it, when the data has no held-out part.
+        """
+        spec = self.train_spec
+        if spec.validate_every is None:
+            return None
+        held_out = modality.held_out_dataset()
+        if held_out is None or len(held_out) == 0:  # type: ignore[arg-type]
+            asked = ("train", "early_stopping" if spec.early_stopping is not None else "validate_every")
+            message = (
+                f"needs held-out data to validate on, but modality '{self.recipe.modality.component.name}' has none "
+                "with these data settings (a held-out fraction of the data, where the modality offers one)"
+            )
+            raise RecipeError([RecipeIssue(self.recipe.source.location(asked), ".".join(asked), message)])
+        return HeldOutValidation(self.evaluation_setup(modality), modality, held_out, augment, spec)
 
     def _sampler(self, size: int) -> EpochSampler:
         batch_size = self.train_spec.batch_size
@@ -190,6 +227,8 @@ class Run:
         )
         registry = CallbackRegistry(info)
         registry.add(NonFinitePolicy(self.train_spec.nonfinite, self.train_spec.max_skipped_steps), every_rank=True)
+        if self.early_stopping is not None:
+            registry.add(self.early_stopping, every_rank=True)
         if self.is_main:
             registry.add(MetricsFile(self.directory.metrics_file))
             registry.add(RunEventsFile(self.run_dir, record_skipped=self.train_spec.nonfinite == "skip_step"))
@@ -208,6 +247,8 @@ class Run:
         if setup.parts.total_steps == 0:
             summary["random_init"] = True
             summary["note"] = "train.steps is 0: nothing was trained; the encoder is at its random initialisation"
+        if self.early_stopping is not None:
+            summary["early_stopping"] = self._end_early_stopping(setup)
         if self.is_main:
             summary["final_loss"] = last_loss(state)
             summary["evaluation"] = self.evaluate(trained.modality, trained.encoders, trained.objectives)
@@ -221,6 +262,34 @@ class Run:
 
                 write_report_at_run_end(self.run_dir, trained.modality, setup.parts.augment, setup.dataset, self.device)
         return summary
+
+    def _end_early_stopping(self, setup: _Setup) -> dict[str, Any]:
+        """Restore the best weights on rank 0 when asked (before evaluation and export); what happened, for the summary."""
+        assert self.early_stopping is not None
+        tracker, spec = self.early_stopping.tracker, self.early_stopping.spec
+        stopped = setup.state.step < setup.parts.total_steps and tracker.stopped is not None
+        result: dict[str, Any] = {
+            "monitor": spec.monitor,
+            "mode": tracker.mode,
+            "stopped_early": stopped,
+            "step": setup.state.step,
+            "total_steps": setup.parts.total_steps,
+            "best_step": tracker.best_step,
+            "best_value": tracker.best_value,
+            "reason": tracker.stopped.reason if stopped and tracker.stopped else None,
+            "restored_best": False,
+        }
+        # Rank 0 alone evaluates and exports, and alone writes best.pt: another rank could read
+        # it while rank 0 still writes the last validation's best.
+        if spec.restore_best and tracker.best_step is not None and self.is_main:
+            restored = self.checkpointer.load_best(setup.parts.module)
+            if restored != tracker.best_step:
+                raise SSLHubError(
+                    f"the best weights saved in {self.run_dir / 'checkpoints'} are of step {restored}, but early "
+                    f"stopping's best was step {tracker.best_step}; the run directory was changed by hand?"
+                )
+            result["restored_best"] = True
+        return result
 
     @contextlib.contextmanager
     def _compile_errors_explained(self) -> Iterator[None]:
@@ -253,7 +322,13 @@ class Run:
 
         See :func:`sslhub.evaluation.evaluate_run`; ``split`` None probes the recipe's labeled split.
         """
-        setup = EvaluationSetup(
+        split = self.labeled_split(modality) if split is None else split
+        setup = self.evaluation_setup(modality)
+        return evaluate_run(setup, modality, encoders, objectives, split=split, output_name=output_name)
+
+    def evaluation_setup(self, modality: Modality) -> EvaluationSetup:
+        """What the evaluation, and the validations during training, need from this run."""
+        return EvaluationSetup(
             spec=self.recipe.model.evaluate,
             seed=self.recipe.model.seed,
             device=self.device,
@@ -264,8 +339,6 @@ class Run:
             build_random_init=lambda: self.components.encoders(modality),
             build_objectives=lambda random_encoders: self.components.objectives(modality, random_encoders),
         )
-        split = self.labeled_split(modality) if split is None else split
-        return evaluate_run(setup, modality, encoders, objectives, split=split, output_name=output_name)
 
     def labeled_split(self, modality: Modality) -> EvalSplit | None:
         """The recipe's labeled split: ``evaluate.data`` when given, else the modality's own."""
@@ -323,6 +396,17 @@ class Run:
         }
         out = out_dir or self.run_dir / "onnx"
         return write_weight_formats(encoders, modality, descriptions, out, formats)
+
+    def export_objective_models(self, trained: TrainedModel, out_dir: Path | None = None) -> dict[str, Any]:
+        """Each objective's own exported models (:meth:`Objective.export_models`), as ``{OBJECTIVE/NAME: result}``."""
+        out = out_dir or self.run_dir / "onnx"
+        out.mkdir(parents=True, exist_ok=True)
+        results: dict[str, Any] = {}
+        for index, objective in enumerate(trained.objectives):
+            own = trained.encoders.for_objective(self.components.encoder_keys[index])
+            for name, result in objective.export_models(out, own, trained.modality).items():
+                results[f"{self.components.objective_names[index]}/{name}"] = result
+        return results
 
     def export_metadata(self) -> dict[str, Any]:
         return {

@@ -413,6 +413,29 @@ def held_out_metrics(
     dataset: Dataset,
 ) -> dict[str, float]:
     """Each objective's ``held_out_metrics`` averaged over at most ``max_held_out_batches`` batches."""
+    sums, count = held_out_sums(setup, modality, encoder, objectives, dataset)
+    return mean_of_sums(sums, count)
+
+
+def mean_of_sums(sums: Mapping[str, float], count: int) -> dict[str, float]:
+    """The per-batch means of :func:`held_out_sums`, rounded as the report shows them."""
+    return {key: round(value / max(count, 1), 5) for key, value in sums.items()}
+
+
+@torch.no_grad()
+def held_out_sums(
+    setup: EvaluationSetup,
+    modality: Modality,
+    encoder: EncoderSet,
+    objectives: list[Objective],
+    dataset: Dataset,
+    extra: Callable[[Batch], Mapping[str, float]] | None = None,
+) -> tuple[dict[str, float], int]:
+    """``({OBJECTIVE/METRIC: sum over batches}, batches)`` of the objectives' ``held_out_metrics``.
+
+    Args:
+        extra: more figures of one batch, summed alike (the validation's total loss).
+    """
     loader = DataLoader(dataset, batch_size=setup.held_out_batch_size, shuffle=False, collate_fn=modality.collate)
     sums: dict[str, float] = {}
     count = 0
@@ -427,8 +450,10 @@ def held_out_metrics(
                     for key, value in objective.held_out_metrics(batch, own).items():
                         name = f"{setup.objective_names[position]}/{key}"
                         sums[name] = sums.get(name, 0.0) + value
+            for key, value in (extra(batch) if extra is not None else {}).items():
+                sums[key] = sums.get(key, 0.0) + value
             count += 1
-    return {key: round(value / max(count, 1), 5) for key, value in sums.items()}
+    return sums, count
 
 
 def is_probe_score(key: str) -> bool:

@@ -177,13 +177,28 @@ def sslhub_register_callbacks(registry: CallbackRegistry) -> None:
       the device on a callback's behalf;
     - ``on_nonfinite(run, NonFiniteStep)``: a non-finite loss or gradient; raise
       ``sslhub.NonFiniteLossError`` to stop, return to skip the step;
+    - ``on_validation(run, ValidationDone)``: ``step``, ``epoch`` and ``metrics`` (``val_loss``,
+      the held-out total objective loss, and ``val_OBJECTIVE/METRIC``) of a held-out validation,
+      every ``train.validate_every`` steps, the same figures on every rank; ``save_best()``
+      writes the current weights to ``checkpoints/best.pt``;
     - ``on_checkpoint(run, CheckpointSaved)``: ``step`` and ``path`` of a checkpoint written;
-    - ``on_train_end(run, TrainEnd)``: ``status`` ``completed``, ``interrupted`` or ``failed``;
+    - ``on_train_end(run, TrainEnd)``: ``status`` ``completed``, ``interrupted`` or ``failed``,
+      and ``stop``, the :class:`sslhub.StopRequest` when a callback ended training early;
     - ``on_evaluation(run, EvaluationDone)``: the ``evaluation.json`` report, after training.
 
     ``run`` is a :class:`sslhub.RunInfo` (``run_dir``, ``name``, ``recipe``, ``device``,
     ``rank``, ``world_size``, ``resumed``). An exception from a callback stops the run with an
     error naming the plugin.
+
+    To end training early (a plugin's own stopping rule), call
+    ``run.request_stop("why", **details)`` from any event: the loop finishes the current step,
+    saves a checkpoint of it, records a ``stopped`` event with the reason and details in
+    ``events.jsonl`` and goes on to evaluation and export. Under torchrun a request on any
+    rank stops every rank at the same step. Built-in early stopping (``train.early_stopping``)
+    is a callback doing exactly this. A callback whose decisions depend on what it saw
+    (a patience counter) returns that from ``state_dict()`` and takes it back in
+    ``load_state_dict(state)``: it is saved in every checkpoint, so a resumed run decides as an
+    uninterrupted one.
 
     Args:
         registry: a :class:`sslhub.CallbackRegistry`; ``registry.run`` is the run's

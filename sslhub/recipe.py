@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,7 @@ from sslhub.components import (
     StrictNumbers,
     field_errors,
 )
+from sslhub.early_stopping import EarlyStoppingSpec
 from sslhub.errors import RecipeError, RecipeIssue
 from sslhub.export import MAX_ONNX_OPSET, MIN_ONNX_OPSET
 from sslhub.optim import OPTIMIZER_OPTIONS
@@ -113,6 +115,17 @@ class TrainSpec(_Section):
     log_every: int = Field(10, gt=0)
     nonfinite: Literal["raise", "skip_step"] = "raise"
     max_skipped_steps: int = Field(10, ge=0, description="skip_step gives up after this many in a row")
+    validate_every: int | None = Field(
+        None,
+        gt=0,
+        description="steps between validations on the held-out data (val_loss and the objectives' held-out "
+        "metrics in metrics.jsonl); null: none, or train.checkpoint_every when early_stopping is on",
+    )
+    early_stopping: EarlyStoppingSpec | None = Field(
+        None,
+        description="stop when a validation figure stops improving: monitor (loss, the held-out total objective "
+        "loss, or a held-out metric OBJECTIVE/METRIC), patience, min_delta, restore_best",
+    )
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainSpec:
@@ -120,6 +133,8 @@ class TrainSpec(_Section):
             raise ValueError("give either steps or epochs, not both")
         if self.steps is None and self.epochs is None:
             self.steps = 100
+        if self.early_stopping is not None and self.validate_every is None:
+            self.validate_every = self.checkpoint_every
         return self
 
 
@@ -374,11 +389,18 @@ def _did_you_mean(loc: tuple[Any, ...], schema: type[BaseModel] | None) -> str:
     for part in loc[:-1]:
         field_info = model.model_fields.get(part) if model is not None and isinstance(part, str) else None
         annotation = field_info.annotation if field_info is not None else None
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        model = _section_model(annotation)
     if model is None or not isinstance(loc[-1], str):
         return ""
     close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The section model of a field's annotation: ``EarlyStoppingSpec`` for ``EarlyStoppingSpec | None`` too."""
+    candidates = typing.get_args(annotation) or (annotation,)
+    models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+    return models[0] if len(models) == 1 else None
 
 
 def _without_union_tags(data: Any, path: PathKey) -> PathKey:

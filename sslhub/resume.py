@@ -35,6 +35,7 @@ class TrainingState:
         epoch, batch_in_epoch: the position in the data (see :class:`sslhub.training_data.EpochSampler`).
         skipped_in_a_row: non-finite steps in a row just before this one.
         elapsed: training seconds so far, over every resume.
+        callbacks: the callbacks' state (:meth:`sslhub.callbacks.CallbackList.state_dict`) at the last save.
         losses: the total loss of each step of this process (not saved; for the summary).
     """
 
@@ -43,6 +44,7 @@ class TrainingState:
     batch_in_epoch: int = 0
     skipped_in_a_row: int = 0
     elapsed: float = 0.0
+    callbacks: dict[str, Any] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)
 
 
@@ -141,6 +143,7 @@ class Checkpointer:
             "epoch": state.epoch,
             "batch_in_epoch": state.batch_in_epoch,
             "elapsed": state.elapsed,
+            "callbacks": state.callbacks,
             "model": trainables.module.state_dict(),
             "optimizer": trainables.optimizer.state_dict(),
             "scheduler": trainables.scheduler.state_dict(),
@@ -171,7 +174,27 @@ class Checkpointer:
             epoch=payload["epoch"],
             batch_in_epoch=payload["batch_in_epoch"],
             elapsed=payload.get("elapsed", 0.0),
+            callbacks=payload.get("callbacks") or {},
         )
+
+    def save_best(self, module: nn.Module, step: int) -> Path | None:
+        """Save ``module``'s weights as the run's best (``checkpoints/best.pt``) on rank 0; ``None`` elsewhere."""
+        if not distributed.is_main_process():
+            return None
+        return self.store.save_best({"step": step, "model": module.state_dict()}, step)
+
+    def load_best(self, module: nn.Module) -> int | None:
+        """Load the best weights into ``module`` and return their step; ``None`` when none were saved."""
+        loaded = self.store.load_best(map_location=self.device)
+        if loaded is None:
+            return None
+        payload, path = loaded
+        try:
+            module.load_state_dict(payload["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path} does not fit this recipe's model: {_first_line(exc)}") from exc
+        log.info("loaded the best weights %s (step %d)", path, payload["step"])
+        return payload["step"]
 
     def load_weights(self, module: nn.Module) -> int:
         """Load only the newest good checkpoint's weights into ``module``; return its step."""

@@ -94,7 +94,8 @@ def run_recipe_for_steps(
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = out or Path(tmp) / "run"
         summary = Run(resolved, run_dir, show_progress=False).execute()
-        summary["losses"] = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        summary["losses"] = [record["loss"] for record in records if "loss" in record]  # not validation rows
     return summary
 
 

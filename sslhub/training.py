@@ -14,7 +14,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -26,7 +26,15 @@ from torch import Tensor, nn
 
 from sslhub import distributed
 from sslhub.building import TrainingModule
-from sslhub.callbacks import CallbackList, CheckpointSaved, NonFiniteStep, StepEnd, TrainEnd, TrainStart
+from sslhub.callbacks import (
+    CallbackList,
+    CheckpointSaved,
+    NonFiniteStep,
+    StepEnd,
+    TrainEnd,
+    TrainStart,
+    ValidationDone,
+)
 from sslhub.components import Batch
 from sslhub.errors import NonFiniteLossError, RunInterrupted
 from sslhub.recipe import TrainSpec
@@ -46,6 +54,8 @@ class LoopParts:
         augment: the recipe's augmentations (batch -> view).
         batches: device batches, forever (see :func:`sslhub.training_data.device_batches`).
         total_steps: the step to train up to.
+        validate: ``(module, step) -> {"val_loss": ..., ...}``, run every ``train.validate_every``
+            steps (see :class:`sslhub.validation.HeldOutValidation`); None: no validation.
     """
 
     model: nn.Module
@@ -53,6 +63,7 @@ class LoopParts:
     augment: nn.Sequential
     batches: Iterator[Batch]
     total_steps: int
+    validate: Callable[[TrainingModule, int], dict[str, float]] | None = None
 
     @property
     def module(self) -> TrainingModule:
@@ -117,30 +128,30 @@ class TrainingLoop:
         self.is_main = distributed.is_main_process()
         self.num_views = max(o.num_views for o in parts.module.objectives)
         self._window_start, self._window_samples = time.perf_counter(), 0
+        self._saved_step: int | None = None  # the step of the last checkpoint saved or resumed from
 
     def run(self) -> None:
-        """The loop. Raises :class:`RunInterrupted` after saving when a signal arrived."""
+        """The loop. Raises :class:`RunInterrupted` after saving when a signal arrived.
+
+        A callback's :meth:`~sslhub.callbacks.RunInfo.request_stop` ends it after the current
+        step (every rank at the same step), with a checkpoint of that step.
+        """
         state, total = self.state, self.parts.total_steps
-        status = "failed"
+        status, stopped_early = "failed", False
+        self._saved_step = state.step if self.callbacks.run.resumed else None
         try:
+            self.callbacks.load_state_dict(state.callbacks)
             self.callbacks.emit("on_train_start", TrainStart(start_step=state.step, total_steps=total))
             with StopSignals() as signals:
                 self._window_start, self._window_samples = time.perf_counter(), 0
                 self.parts.model.train()
-                while state.step < total:
-                    step_start = time.perf_counter()
-                    loss, grad_norm, logged = self._forward_backward()
-                    skipped = not self._update_or_skip(loss, grad_norm, logged)
-                    self.parts.trainables.scheduler.step()
-                    state.step += 1
-                    state.elapsed += time.perf_counter() - step_start
-                    state.losses.append(loss)
-                    self._announce_step(loss, grad_norm, logged, skipped)
+                while state.step < total and not (stopped_early := self._stop_agreed()):
+                    self._train_one_step()
                     if state.step % self.spec.checkpoint_every == 0 or state.step == total:
                         self.save_checkpoint()
                     if signals.caught is not None:
                         raise RunInterrupted(*signals.caught, str(self.save_checkpoint()))
-                if total == 0:  # a baseline run: its initial state is its checkpoint
+                if self._saved_step != state.step:  # stopped between checkpoints, or a baseline run of 0 steps
                     self.save_checkpoint()
                 self._check_final_loss()
             status = "completed"
@@ -148,14 +159,57 @@ class TrainingLoop:
             status = "interrupted"
             raise
         finally:
-            end = TrainEnd(step=state.step, train_seconds=state.elapsed, status=status)
+            stop = self.callbacks.run.stop_request if stopped_early else None
+            end = TrainEnd(step=state.step, train_seconds=state.elapsed, status=status, stop=stop)
             if status == "failed":
                 self.callbacks.emit_quietly("on_train_end", end)
             else:
                 self.callbacks.emit("on_train_end", end)
 
+    def _train_one_step(self) -> None:
+        """One optimizer step, its announcement, and the validation when one is due."""
+        state = self.state
+        step_start = time.perf_counter()
+        loss, grad_norm, logged = self._forward_backward()
+        skipped = not self._update_or_skip(loss, grad_norm, logged)
+        self.parts.trainables.scheduler.step()
+        state.step += 1
+        state.elapsed += time.perf_counter() - step_start
+        state.losses.append(loss)
+        self._announce_step(loss, grad_norm, logged, skipped)
+        every = self.spec.validate_every
+        if (
+            self.parts.validate is not None
+            and every
+            and (state.step % every == 0 or state.step == self.parts.total_steps)
+        ):
+            self._validate()
+
+    def _validate(self) -> None:
+        """Validate on the held-out data and announce it; its time is kept out of the throughput."""
+        start, step = time.perf_counter(), self.state.step
+        metrics = self.parts.validate(self.parts.module, step)  # type: ignore[misc]
+        module, checkpointer = self.parts.module, self.checkpointer
+        event = ValidationDone(step, self.state.epoch, metrics, save_best=lambda: checkpointer.save_best(module, step))
+        self.callbacks.emit("on_validation", event)
+        self._window_start += time.perf_counter() - start
+
+    def _stop_agreed(self) -> bool:
+        """Whether a callback asked to stop, on any rank (every rank gets the same answer)."""
+        run = self.callbacks.run
+        asked = run.stop_request is not None
+        if not distributed.is_distributed():
+            return asked
+        flag = torch.tensor([1.0 if asked else 0.0], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() == 1.0 and not asked:
+            run.request_stop("a callback on another rank asked to stop")
+        return flag.item() == 1.0
+
     def save_checkpoint(self) -> Path | None:
+        self.state.callbacks = self.callbacks.state_dict()
         path = self.checkpointer.save(self.parts.trainables, self.state)
+        self._saved_step = self.state.step
         self.callbacks.emit("on_checkpoint", CheckpointSaved(step=self.state.step, path=path))
         return path
 

@@ -91,3 +91,49 @@ def test_adding_something_that_is_not_a_callback_says_so():
     registry = CallbackRegistry(RunInfo(run_dir=Path("."), name="toy", recipe={}, device="cpu"))
     with pytest.raises(SSLHubError, match="not an sslhub Callback"):
         registry.add(object())  # type: ignore[arg-type]
+
+
+class _Counter(Callback):
+    """A callback with state: how many steps it saw (what a patience counter would keep)."""
+
+    def __init__(self):
+        self.seen = 0
+
+    def on_step_end(self, run, event):
+        self.seen += 1
+        if self.seen == 2:
+            run.request_stop("seen enough", seen=self.seen)
+
+    def state_dict(self):
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state):
+        self.seen = state["seen"]
+
+
+def test_callback_state_round_trips_by_plugin_and_class_and_the_first_stop_request_wins():
+    run = RunInfo(run_dir=Path("."), name="toy", recipe={}, device="cpu")
+    registry = CallbackRegistry(run)
+    registry._plugin = "counter_plugin"
+    registry.add(_Counter())
+    registry.add(_Counter())
+    registry._plugin = None
+    registry.add(Callback())  # no state: not saved
+    callbacks = CallbackList(run, registry.entries)
+    callbacks.emit("on_step_end", _step())
+    callbacks.emit("on_step_end", _step())
+    saved = callbacks.state_dict()
+    assert saved == {"counter_plugin:_Counter": {"seen": 2}, "counter_plugin:_Counter#1": {"seen": 2}}
+    assert run.stop_request is not None and run.stop_request.reason == "seen enough"
+    run.request_stop("a later request")
+    assert run.stop_request.reason == "seen enough" and run.stop_request.details == {"seen": 2}
+
+    fresh_run = RunInfo(run_dir=Path("."), name="toy", recipe={}, device="cpu", resumed=True)
+    fresh = CallbackRegistry(fresh_run)
+    fresh._plugin = "counter_plugin"
+    fresh.add(_Counter())
+    fresh.add(_Counter())
+    restored = CallbackList(fresh_run, fresh.entries)
+    restored.load_state_dict({**saved, "counter_plugin:_Counter#1": {"seen": 7}, "gone_plugin:Other": {}})
+    assert [entry.callback.seen for entry in fresh.entries] == [2, 7]
+    assert fresh_run.stop_request is None, "each run has its own stop flag"

@@ -161,3 +161,21 @@ def test_stale_temporary_files_are_removed_and_live_ones_kept(tmp_path):
     assert remove_stale_temp_files(tmp_path) == [dead]
     assert alive.exists() and unrelated.exists() and not dead.exists()
     assert remove_stale_temp_files(tmp_path / "missing") == []
+
+
+def test_best_weights_survive_rotation_and_a_damaged_copy_is_refused(tmp_path):
+    store = CheckpointStore(tmp_path, keep=1)
+    assert store.load_best() is None
+    store.save_best(state(10), 10)
+    for step in (10, 20, 30):
+        store.save(state(step), step)
+    loaded, path = store.load_best()
+    assert loaded["step"] == 10 and path.name == "best.pt" and torch.equal(loaded["model"]["w"], torch.full((3,), 10.0))
+    assert json.loads((tmp_path / "best.json").read_text())["step"] == 10
+    # A kill between the two writes leaves a best.pt its record does not vouch for.
+    torch.save(state(20), tmp_path / "best.pt")
+    with pytest.raises(CheckpointError, match="best.pt cannot be used: size .* differs|content digest differs"):
+        store.load_best()
+    (tmp_path / "best.json").unlink()
+    with pytest.raises(CheckpointError, match="record .*best.json is unreadable"):
+        store.load_best()

@@ -26,6 +26,7 @@ class ToyVectorsParams(Params):
     samples: int = Field(512, gt=0)
     dim: int = Field(16, gt=1)
     clusters: int = Field(4, gt=1)
+    held_out: int = Field(0, ge=0, description="the last N samples are held out: validated on, never trained on")
 
 
 class _Vectors(Dataset):
@@ -58,7 +59,10 @@ class ToyVectors(Modality):
         self.labels = labels
 
     def train_dataset(self):
-        return _Vectors(self.data, None)
+        return _Vectors(self.data[: self.params.samples - self.params.held_out], None)
+
+    def held_out_dataset(self):
+        return _Vectors(self.data[self.params.samples - self.params.held_out :], None) if self.params.held_out else None
 
     def eval_split(self):
         half = self.params.samples // 2
@@ -162,6 +166,12 @@ class ToyContrastive(Objective):
             loss = loss * float("nan")
         accuracy = (logits.argmax(1) == targets).float().mean()
         return ObjectiveOutput(loss, {"accuracy": accuracy})
+
+    def held_out_metrics(self, batch, encoder):
+        """``accuracy``: each sample finds itself among the batch once its nuisance dimensions are zeroed."""
+        vector = batch["vector"]
+        quiet = {"vector": torch.cat([vector[:, :4], torch.zeros_like(vector[:, 4:])], dim=1)}
+        return {"accuracy": float(self.forward([batch, quiet], encoder).metrics["accuracy"])}
 
 
 @hookimpl

@@ -161,6 +161,18 @@ class VQVAEObjective(Objective):
             "codebook_usage": float((counts > 0).float().mean()),
         }
 
+    def export_models(self, out_dir: Path, encoder: Encoder, modality: Modality) -> dict[str, Any]:
+        """``vq_tokenizer.onnx`` (inputs -> integer codes) for ``sslhub export``, as the run's end writes it."""
+        if not self.params.export_tokenizer:
+            return {}
+        from sslhub_autoencoder.vq_export import export_vq_tokenizer
+
+        result = export_vq_tokenizer(self, encoder, modality, Path(out_dir) / "vq_tokenizer.onnx")
+        if "error" not in result:
+            agree = "codes agree with PyTorch" if result["passed"] else "codes DIFFER from PyTorch"
+            result["summary"] = f"VQ tokenizer {result['path']}: {agree} (ties aside)"
+        return {"tokenizer": result}
+
     @torch.no_grad()
     def report(self, run_dir: Path, encoder: Encoder, modality: Modality) -> dict[str, Any]:
         """Held-out reconstruction error and codebook use, a reconstruction picture, the tokenizer export."""
