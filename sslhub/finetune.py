@@ -171,7 +171,7 @@ def results_of(
         "run_dir": "../..",
         "encoder_key": job.encoder_key,
         "class_names": data.class_names,
-        "options": job.spec.model_dump(mode="json"),
+        "options": options_used(job),
         "data": {
             "source": job.data_source or "the run's labeled split",
             "shots": job.spec.shots,
@@ -192,6 +192,14 @@ def results_of(
         "test_loss": test_scores["loss"],
         "files": {"encoder": "encoder.safetensors", "head": "head.safetensors", "model": "model"},
     }
+
+
+def options_used(job: FinetuneJob) -> dict[str, Any]:
+    """The ``finetune:`` options as used: the optimizer's own options, the seed resolved."""
+    options = job.spec.model_dump(mode="json")
+    options["optimizer"] = job.spec.optimizer.options_dict()
+    options["seed"] = job.seed
+    return options
 
 
 def _cpu_tensors(state: dict[str, Tensor]) -> dict[str, Tensor]:

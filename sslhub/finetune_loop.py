@@ -28,7 +28,7 @@ from sslhub.errors import CheckpointError, SSLHubError
 from sslhub.finetune_data import FinetuneData, LabeledSet, SeededBatches, in_order
 from sslhub.finetune_model import Classifier, build_finetune_optimizer, parameter_groups
 from sslhub.optim import build_schedule
-from sslhub.recipe import FinetuneSpec
+from sslhub.recipe import DEFAULT_FINETUNE_STEPS, FinetuneSpec
 from sslhub.resume import restore_rng_state, rng_state, seed_everything
 
 log = logging.getLogger("sslhub")
@@ -66,9 +66,10 @@ class FinetuneOutcome:
 
 
 def total_steps(spec: FinetuneSpec, batches: SeededBatches) -> int:
-    if spec.steps is not None:
-        return spec.steps
-    return max(1, math.ceil(spec.epochs * batches.per_epoch))  # type: ignore[operator]
+    """``spec.steps``, or ``spec.epochs`` passes over the data, or :data:`DEFAULT_FINETUNE_STEPS`."""
+    if spec.epochs is not None:
+        return max(1, math.ceil(spec.epochs * batches.per_epoch))
+    return spec.steps if spec.steps is not None else DEFAULT_FINETUNE_STEPS
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

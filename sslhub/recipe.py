@@ -219,6 +219,7 @@ class ReportSpec(_Section):
 
 
 FINETUNE_MONITORS = ("val_accuracy", "val_loss")
+DEFAULT_FINETUNE_STEPS = 200
 
 
 def _finetune_early_stopping() -> EarlyStoppingSpec:
@@ -255,7 +256,9 @@ class FinetuneSpec(_Section):
     """``finetune:``: training a classifier (the run's encoder + a linear head) on labeled data."""
 
     mode: Literal["full", "frozen"] = Field("full", description="full: train encoder and head; frozen: the head only")
-    steps: int | None = Field(None, gt=0, description="optimizer steps; give steps or epochs (default 200 steps)")
+    steps: int | None = Field(
+        None, gt=0, description=f"optimizer steps; give steps or epochs (neither: {DEFAULT_FINETUNE_STEPS} steps)"
+    )
     epochs: float | None = Field(None, gt=0, description="passes over the labeled training side")
     batch_size: int = Field(32, gt=0)
     optimizer: OptimizerSpec = Field(
@@ -296,12 +299,18 @@ class FinetuneSpec(_Section):
         default_factory=FinetuneCompareSpec, description="the comparison table; null: skip it"
     )
 
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _monitor_validation_loss(cls, value: Any) -> Any:
+        """``early_stopping: {patience: 3}`` watches val_loss, as the default does (not the spec's own ``loss``)."""
+        if isinstance(value, dict) and "monitor" not in value:
+            return {**value, "monitor": _finetune_early_stopping().monitor}
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> FinetuneSpec:
         if self.steps is not None and self.epochs is not None:
             raise ValueError("give either steps or epochs, not both")
-        if self.steps is None and self.epochs is None:
-            self.steps = 200
         errors = []
         if self.early_stopping is not None and self.early_stopping.monitor not in FINETUNE_MONITORS:
             errors.append(
@@ -403,7 +412,12 @@ class ResolvedRecipe:
         """The recipe with every default filled in (what the run directory stores)."""
         data = self.model.model_dump(mode="json")
         data["train"]["optimizer"] = self.model.train.optimizer.options_dict()
-        data["finetune"]["optimizer"] = self.model.finetune.optimizer.options_dict()
+        # Only what the recipe or a --set chose: a run keeps no stale copy of today's fine-tuning defaults.
+        finetune = self.model.finetune.model_dump(mode="json", exclude_unset=True)
+        if finetune:
+            data["finetune"] = finetune
+        else:
+            data.pop("finetune")
         data["data"] = {"modality": self.modality.component.name, **self.modality.params.model_dump(mode="json")}
         data["augment"] = [{"name": a.component.name, **a.params.model_dump(mode="json")} for a in self.augmentations]
         specs = {
