@@ -8,6 +8,7 @@ is validated like any recipe field. ``--resume`` repeats the request saved in
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Refuse option combinations that cannot mean anything, before loading anything."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SSLHubError("sslhub finetune runs as one process; start it without torchrun")
     given = [option for option in ("group", "label") if getattr(args, option) is not None]
     if args.data is None and given:
         raise SSLHubError(f"--{given[0]} applies to --data only")
