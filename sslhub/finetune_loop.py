@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslhub.checkpoint import CheckpointStore, atomic_write_bytes
+from sslhub.checkpoint import CheckpointStore, atomic_write_bytes, remove_stale_temp_files
 from sslhub.components import Batch, Modality
 from sslhub.early_stopping import EarlyStopping
 from sslhub.errors import CheckpointError, SSLHubError
@@ -247,7 +247,13 @@ class FinetuneLoop:
 
     def _restore(self) -> bool:
         """Load the newest good checkpoint; False when there is none (start from step 0)."""
-        if self.store is None or not self.store.holds_checkpoints():
+        if self.store is None:
+            return False
+        for folder in (self.store.directory, self.store.directory.parent):
+            for stale in remove_stale_temp_files(folder):
+                log.info("removed %s, left by an interrupted write", stale)
+        if not self.store.holds_checkpoints():
+            log.info("%s holds no checkpoint yet: the fine-tune starts from step 0", self.store.directory)
             return False
         loaded = self.store.load_latest(map_location=self.settings.device)
         if loaded is None:

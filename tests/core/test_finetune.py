@@ -237,3 +237,23 @@ def test_a_finetune_section_is_validated_with_lines(tmp_path: Path):
     line = len(RECIPE.read_text().splitlines())
     assert f"  {recipe}:{line + 2}: finetune.mode: Input should be 'full' or 'frozen'" in lines
     assert f"  {recipe}:{line + 3}: finetune.compare.shots: label counts must be distinct" in lines
+
+
+def test_the_classifier_export_is_called_as_contract_1_says(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    import sslhub.export
+    from sslhub.finetune import export_model
+    from sslhub.finetune_model import Classifier
+
+    calls = []
+
+    def export_classifier(encoder, head, modality, class_names, out_dir, *, opset=None, name="classifier"):
+        calls.append((encoder, head, modality, class_names, out_dir, opset))
+        return {"passed": True, "summary": "ok", "cases": [1, 2]}
+
+    monkeypatch.setattr(sslhub.export, "export_classifier", export_classifier, raising=False)
+    encoder = torch.nn.Linear(3, 4)
+    encoder.feature_dim = 4
+    classifier = Classifier(encoder, num_classes=2)
+    job = type("Job", (), {"modality": "the modality", "out_dir": tmp_path, "opset": 18})()
+    assert export_model(job, classifier, ["a", "b"]) == {"passed": True, "summary": "ok"}
+    assert calls == [(classifier.encoder, classifier.head, "the modality", ["a", "b"], tmp_path / "model", 18)]
