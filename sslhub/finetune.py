@@ -91,9 +91,37 @@ def load_request(out_dir: Path) -> dict[str, Any]:
         request = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise SSLHubError(f"--resume: cannot read {path}: {exc}") from None
-    if not isinstance(request, dict) or not isinstance(request.get("overrides", []), list):
-        raise SSLHubError(f"--resume: {path} is not a fine-tune request")
+    problems = request_problems(request)
+    if problems:
+        raise SSLHubError(f"--resume: {path} is not a fine-tune request: {'; '.join(problems)}")
     return request
+
+
+#: the fields of ``request.json`` and the types each may hold.
+REQUEST_FIELDS: dict[str, tuple[type, ...]] = {
+    "overrides": (list,),
+    "data": (str, type(None)),
+    "label": (str, type(None)),
+    "group": (str, type(None)),
+    "test_fraction": (int, float),
+    "split_seed": (int,),
+    "encoder": (str, type(None)),
+}
+
+
+def request_problems(request: Any) -> list[str]:
+    """What is wrong with a saved request (a fine-tune folder is untrusted input, like a run directory)."""
+    if not isinstance(request, dict):
+        return ["not a JSON object"]
+    problems = [
+        f"{key}: missing or of the wrong type"
+        for key, types in REQUEST_FIELDS.items()
+        if key not in request or not isinstance(request[key], types) or isinstance(request[key], bool)
+    ]
+    overrides = request.get("overrides")
+    if isinstance(overrides, list) and not all(isinstance(o, str) and o.startswith("finetune.") for o in overrides):
+        problems.append("overrides: each must be a finetune.KEY=VALUE string")
+    return problems
 
 
 def split_sides(split: EvalSplit) -> tuple[LabeledSet, LabeledSet, list[str]]:

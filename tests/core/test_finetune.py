@@ -257,3 +257,14 @@ def test_the_classifier_export_is_called_as_contract_1_says(monkeypatch: pytest.
     job = type("Job", (), {"modality": "the modality", "out_dir": tmp_path, "opset": 18})()
     assert export_model(job, classifier, ["a", "b"]) == {"passed": True, "summary": "ok"}
     assert calls == [(classifier.encoder, classifier.head, "the modality", ["a", "b"], tmp_path / "model", 18)]
+
+
+def test_a_tampered_request_is_refused_on_resume(pretrained_run: Path):
+    folder = pretrained_run / "finetune" / "tampered"
+    folder.mkdir(parents=True)
+    request = {"overrides": ["train.steps=1"], "data": None, "label": None, "group": None}
+    (folder / "request.json").write_text(json.dumps({**request, "test_fraction": 0.3, "split_seed": "0"}))
+    result = finetune(pretrained_run, "--name", "tampered", "--resume")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "is not a fine-tune request: split_seed: missing or of the wrong type; encoder: missing" in result.stderr
+    assert "overrides: each must be a finetune.KEY=VALUE string" in result.stderr
