@@ -253,7 +253,11 @@ def export_model(job: FinetuneJob, classifier: Classifier, class_names: list[str
         return {"skipped": note}
     encoder = classifier.encoder.cpu().eval()
     head = classifier.head.cpu().eval()
-    report = export_classifier(encoder, head, job.modality, class_names, job.out_dir / "model", opset=job.opset)
+    try:
+        report = export_classifier(encoder, head, job.modality, class_names, job.out_dir / "model", opset=job.opset)
+    except SSLHubError as exc:  # the weights are saved: say why there is no ONNX file, and carry on
+        log.warning("the classifier was not exported: %s", exc)
+        return {"failed": str(exc)}
     if not report.get("passed", False):
         log.warning("classifier export did not verify: %s", report.get("summary"))
     return {key: value for key, value in report.items() if isinstance(value, str | int | float | bool)}
@@ -274,6 +278,9 @@ def format_results(results: dict[str, Any]) -> str:
         lines.append(f"best {stop['monitor']} {stop['best_value']:.4f} at step {stop['best_step']} ({restored})")
     if results.get("comparison"):
         lines += format_comparison(results["comparison"])
-    if "skipped" in results.get("export", {}):
-        lines.append(f"note: {results['export']['skipped']}")
+    export = results.get("export", {})
+    if "skipped" in export or "failed" in export:
+        lines.append(f"note: {export.get('skipped') or 'the classifier was not exported: ' + export['failed']}")
+    elif export:
+        lines.append(f"ONNX classifier: {export.get('summary', 'written')}")
     return "\n".join(lines)
