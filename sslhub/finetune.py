@@ -25,6 +25,7 @@ from torch import Tensor
 
 from sslhub.checkpoint import atomic_write_bytes
 from sslhub.components import Encoder, EvalSplit, Modality
+from sslhub.distributed import is_main_process, world_size
 from sslhub.errors import SSLHubError
 from sslhub.finetune_compare import ProbeOptions, compare, format_comparison
 from sslhub.finetune_data import FinetuneData, LabeledSet, class_names_of, draw_shots, hold_out, labeled_set
@@ -180,13 +181,15 @@ def run_finetune(job: FinetuneJob, resume: bool = False) -> dict[str, Any]:
         data.num_classes,
     )
     classifier, outcome, test_scores = fine_tune(job.encoder, data, job, job.seed, job.out_dir, resume)
-    save_weights(job.out_dir, classifier)
     results = results_of(job, data, outcome, test_scores)
-    results["export"] = export_model(job, classifier, class_names)
+    if is_main_process():  # under torchrun, rank 0 writes; every rank takes part in the fine-tunes
+        save_weights(job.out_dir, classifier)
+        results["export"] = export_model(job, classifier, class_names)
     if job.spec.compare is not None:
         main_row = {"shots": job.spec.shots, "test_accuracy": test_scores["accuracy"]}
         results["comparison"] = compare(job, pretrained, train, test, class_names, main_row)
-    write_results(job.out_dir, results)
+    if is_main_process():
+        write_results(job.out_dir, results)
     return results
 
 
@@ -208,6 +211,7 @@ def results_of(
             "test": len(data.test),
         },
         "steps": outcome.steps,
+        "world_size": world_size(),
         "early_stopping": {
             "monitor": monitor,
             "stopped": outcome.stopped,

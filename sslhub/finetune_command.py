@@ -8,7 +8,6 @@ is validated like any recipe field. ``--resume`` repeats the request saved in
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,6 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Refuse option combinations that cannot mean anything, before loading anything."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise SSLHubError("sslhub finetune runs as one process; start it without torchrun")
     given = [option for option in ("group", "label") if getattr(args, option) is not None]
     if args.data is None and given:
         raise SSLHubError(f"--{given[0]} applies to --data only")
@@ -115,7 +112,8 @@ def probe_options(evaluate: Any) -> ProbeOptions:
 
 
 def finetune_command(args: argparse.Namespace) -> int:
-    from sslhub.cli import resolve_saved_recipe
+    from sslhub.cli import _init_distributed, resolve_saved_recipe
+    from sslhub.distributed import is_main_process
     from sslhub.engine import Run
     from sslhub.finetune import FinetuneJob, format_results, run_finetune, save_request
 
@@ -123,6 +121,7 @@ def finetune_command(args: argparse.Namespace) -> int:
     out_dir = args.run_dir / "finetune" / default_name(args)
     request = request_of(args, out_dir)
     recipe = resolve_saved_recipe(args.run_dir / "recipe.yaml", request["overrides"], args.run_dir, args.plugins)
+    _init_distributed(recipe.model.finetune.device or recipe.train.device)
     run = Run(recipe, args.run_dir, resume=False, show_progress=False)
     key = choose_encoder(request["encoder"], list(recipe.encoders))
     trained = run.load_trained()
@@ -149,9 +148,10 @@ def finetune_command(args: argparse.Namespace) -> int:
         opset=export.onnx.opset if export and export.onnx else None,
         data_source=str(request["data"] or ""),
     )
-    if not args.resume:
+    if not args.resume and is_main_process():
         save_request(out_dir, request)
     results = run_finetune(job, resume=args.resume)
-    print(format_results(results))
-    print(f"fine-tune directory: {out_dir}")
+    if is_main_process():
+        print(format_results(results))
+        print(f"fine-tune directory: {out_dir}")
     return 0

@@ -127,12 +127,22 @@ class SeededBatches:
 
     An epoch has ``len // batch_size`` full batches (the remainder is dropped, so a batch norm
     never sees a batch of one), or one batch of everything when the set is smaller than a batch.
+    ``batch_size`` is the global batch: with ``shard=(rank, world_size)`` each process takes every
+    ``world_size``-th sample of it, starting at its rank.
     """
 
-    def __init__(self, labeled: LabeledSet, modality: Modality, batch_size: int, seed: int):
+    def __init__(
+        self, labeled: LabeledSet, modality: Modality, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1)
+    ):
         self.labeled, self.modality, self.seed = labeled, modality, seed
         self.batch_size = min(batch_size, len(labeled))
         self.per_epoch = len(labeled) // self.batch_size
+        self.rank, self.world_size = shard
+        if self.batch_size < self.world_size:
+            raise SSLHubError(
+                f"a fine-tuning batch of {self.batch_size} cannot be shared among {self.world_size} processes: "
+                "raise finetune.batch_size (or label more samples), or run fewer processes"
+            )
 
     def order(self, epoch: int) -> Tensor:
         return torch.randperm(len(self.labeled), generator=torch.Generator().manual_seed(self.seed * 1000003 + epoch))
@@ -142,7 +152,7 @@ class SeededBatches:
         while True:
             order = self.order(epoch)
             for index in range(batch_in_epoch, self.per_epoch):
-                positions = order[index * self.batch_size : (index + 1) * self.batch_size]
+                positions = order[index * self.batch_size : (index + 1) * self.batch_size][self.rank :: self.world_size]
                 yield epoch, index, self.labeled.batch(self.modality, positions)
             epoch, batch_in_epoch = epoch + 1, 0
 

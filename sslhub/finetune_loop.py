@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sslhub import distributed
 from sslhub.checkpoint import CheckpointStore, atomic_write_bytes, remove_stale_temp_files
 from sslhub.components import Batch, Modality
 from sslhub.early_stopping import EarlyStopping
@@ -124,7 +125,8 @@ class FinetuneLoop:
     ):
         self.classifier, self.data, self.modality = classifier, data, modality
         self.spec, self.settings = spec, settings
-        self.batches = SeededBatches(data.train, modality, spec.batch_size, settings.seed)
+        shard = (distributed.rank(), distributed.world_size())
+        self.batches = SeededBatches(data.train, modality, spec.batch_size, settings.seed, shard)
         self.total = total_steps(spec, self.batches)
         options = spec.optimizer.options_dict()
         groups = parameter_groups(
@@ -140,11 +142,22 @@ class FinetuneLoop:
         self.scaler = torch.amp.GradScaler(settings.device.type, enabled=settings.precision == "fp16")
         self.early_stopping = EarlyStopping(spec.early_stopping) if spec.early_stopping is not None else None
         self.loss_weights = self._class_weights()
-        self.model: nn.Module = torch.compile(classifier) if settings.compile else classifier
+        self.model = self._wrap(classifier)
         self.store = CheckpointStore(settings.checkpoints, keep=2) if settings.checkpoints else None
+        self.is_main = distributed.is_main_process()
         self.outcome = FinetuneOutcome(steps=0)
         self.best_weights: dict[str, Tensor] | None = None
         self.position = (0, 0)
+
+    def _wrap(self, classifier: Classifier) -> nn.Module:
+        """DDP under torchrun (each process a share of every batch), then ``torch.compile`` when asked."""
+        model: nn.Module = classifier
+        if distributed.is_distributed():
+            device = self.settings.device
+            model = nn.parallel.DistributedDataParallel(
+                classifier, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        return torch.compile(model) if self.settings.compile else model
 
     def _class_weights(self) -> Tensor | None:
         if self.spec.class_weights != "balanced":
@@ -206,6 +219,12 @@ class FinetuneLoop:
         assert self.data.validation is not None
         scores = score(self.classifier, self.data.validation, self.modality, self.settings, self.spec.batch_size * 4)
         row = {"step": step, "val_loss": scores["loss"], "val_accuracy": scores["accuracy"]}
+        if distributed.is_distributed():
+            # Every process scores the same samples with the same weights; rank 0's figures decide
+            # for all, so no rounding difference between devices can make one process stop alone.
+            holder = [row]
+            torch.distributed.broadcast_object_list(holder, src=0)
+            row = holder[0]
         self.outcome.history.append(row)
         self._log(row)
         if self.early_stopping is None:
@@ -228,7 +247,7 @@ class FinetuneLoop:
     # -- checkpoints and the log -------------------------------------------------------
 
     def _save(self) -> None:
-        if self.store is None:
+        if self.store is None or not self.is_main:
             return
         payload = {
             "step": self.outcome.steps,
@@ -249,7 +268,7 @@ class FinetuneLoop:
         """Load the newest good checkpoint; False when there is none (start from step 0)."""
         if self.store is None:
             return False
-        for folder in (self.store.directory, self.store.directory.parent):
+        for folder in (self.store.directory, self.store.directory.parent) if self.is_main else ():
             for stale in remove_stale_temp_files(folder):
                 log.info("removed %s, left by an interrupted write", stale)
         if not self.store.holds_checkpoints():
@@ -281,14 +300,14 @@ class FinetuneLoop:
         return True
 
     def _log(self, row: dict[str, float]) -> None:
-        if self.settings.metrics_file is not None:
+        if self.settings.metrics_file is not None and self.is_main:
             with self.settings.metrics_file.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop the log lines after ``step``, which a resumed fine-tune writes again."""
         path = self.settings.metrics_file
-        if path is None or not path.exists():
+        if path is None or not path.exists() or not distributed.is_main_process():
             return
         kept = []
         for line in path.read_text().splitlines():

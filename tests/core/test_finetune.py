@@ -268,3 +268,29 @@ def test_a_tampered_request_is_refused_on_resume(pretrained_run: Path):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "is not a fine-tune request: split_seed: missing or of the wrong type; encoder: missing" in result.stderr
     assert "overrides: each must be a finetune.KEY=VALUE string" in result.stderr
+
+
+def test_two_gloo_processes_fine_tune_like_one(pretrained_run: Path):
+    """Under torchrun each process takes half of every batch; DDP averages: the same steps as one process."""
+    options = [
+        "finetune.steps=30",
+        "finetune.validate_every=10",
+        "finetune.early_stopping=null",
+        "finetune.compare=null",
+    ]
+    options += ["finetune.schedule=constant"]
+    arguments = ["finetune", str(pretrained_run), *PLUGINS, *[a for s in options for a in ("--set", s)]]
+    single = finetune(pretrained_run, "--name", "single", *arguments[2 + len(PLUGINS) :])
+    assert single.returncode == 0, single.stderr
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29561"]
+    command += ["-m", "sslhub", *arguments, "--name", "two"]
+    two = subprocess.run(command, capture_output=True, text=True, env={**sslhub_env(), **ONE_THREAD}, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one, both = pretrained_run / "finetune" / "single", pretrained_run / "finetune" / "two"
+    assert results(both)["world_size"] == 2 and results(one)["world_size"] == 1
+    for name in ("encoder.safetensors", "head.safetensors"):
+        a, b = load_file(one / name), load_file(both / name)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    steps = [json.loads(line)["step"] for line in (both / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [10, 10, 20, 20, 30, 30]  # rank 0 alone writes: a loss line and a validation line each
