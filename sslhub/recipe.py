@@ -299,6 +299,14 @@ class FinetuneSpec(_Section):
         default_factory=FinetuneCompareSpec, description="the comparison table; null: skip it"
     )
 
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _head_lr(cls, value: Any) -> Any:
+        """``optimizer: {weight_decay: 0.05}`` keeps this section's lr (1e-2), not ``train``'s default."""
+        if isinstance(value, dict) and "lr" not in value:
+            return {**value, "lr": _finetune_optimizer().lr}
+        return value
+
     @field_validator("early_stopping", mode="before")
     @classmethod
     def _monitor_validation_loss(cls, value: Any) -> Any:

@@ -294,3 +294,12 @@ def test_two_gloo_processes_fine_tune_like_one(pretrained_run: Path):
             torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
     steps = [json.loads(line)["step"] for line in (both / "metrics.jsonl").read_text().splitlines()]
     assert steps == [10, 10, 20, 20, 30, 30]  # rank 0 alone writes: a loss line and a validation line each
+
+
+def test_a_partial_optimizer_or_early_stopping_keeps_the_fine_tuning_defaults():
+    from sslhub.recipe import FinetuneSpec
+
+    spec = FinetuneSpec.model_validate({"optimizer": {"weight_decay": 0.05}, "early_stopping": {"patience": 2}})
+    assert (spec.optimizer.lr, spec.optimizer.weight_decay) == (1e-2, 0.05)
+    assert (spec.early_stopping.monitor, spec.early_stopping.patience) == ("val_loss", 2)
+    assert FinetuneSpec.model_validate({"optimizer": {"name": "sgd", "lr": 0.5}}).optimizer.lr == 0.5
