@@ -116,7 +116,7 @@ def compare(
     for shots in spec.shots:
         log.info("comparison: %s labeled samples per class", "all" if shots is None else shots)
         rows.append(compare_row(job, pretrained, (train, test, class_names), shots, main_row, test_features))
-    fewest = int(torch.bincount(train.labels).min())
+    fewest = int(torch.unique(train.labels, return_counts=True)[1].min())  # of the classes it has
     notes = [
         f"{shots} per class asked, but a class has only {fewest} labeled training samples: it gives them all"
         for shots in spec.shots
