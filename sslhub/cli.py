@@ -95,6 +95,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--name", help="NAME in evaluation-NAME.json (default: the source's file or folder name)")
     _add_plugin_options(evaluate)
 
+    finetune = commands.add_parser(
+        "finetune", help="fine-tune a run's encoder with a classification head on labeled data"
+    )
+    finetune.add_argument("run_dir", type=Path)
+    finetune.add_argument(
+        "--data", metavar="SOURCE", help="labeled data instead of the run's own labeled split (as for evaluate)"
+    )
+    finetune.add_argument("--group", metavar="PATTERN|FIELD", help="keep groups apart (as for evaluate)")
+    finetune.add_argument("--label", metavar="FIELD", help="label field or column of --data (as for evaluate)")
+    finetune.add_argument("--test-fraction", type=float, default=0.3, help="share of each class of --data for test")
+    finetune.add_argument("--split-seed", type=int, default=0, help="seed of the train / test split of --data")
+    finetune.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="finetune.KEY=VALUE",
+        help="override a finetune option, e.g. --set finetune.shots=5 (repeatable)",
+    )
+    finetune.add_argument("--encoder", metavar="KEY", help="which encoder of a run with several")
+    finetune.add_argument("--name", help="NAME of RUN_DIR/finetune/NAME (default: default, or the --data name)")
+    finetune.add_argument("--resume", action="store_true", help="continue fine-tune NAME from its last checkpoint")
+    _add_plugin_options(finetune)
+
     export = commands.add_parser(
         "export", help="export a run's encoder to verified ONNX, safetensors and its library's own format"
     )
@@ -662,6 +686,12 @@ def _source_name(raw: dict[str, Any], name: str | None) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip(".") or "data"
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from sslhub.finetune_command import finetune_command
+
+    return finetune_command(args)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from sslhub.export_formats import parse_formats
 
@@ -748,6 +778,7 @@ COMMANDS = {
     "plugins": cmd_plugins,
     "list": cmd_list,
     "evaluate": cmd_evaluate,
+    "finetune": cmd_finetune,
     "export": cmd_export,
     "embed": cmd_embed,
     "predict": cmd_predict,

@@ -239,6 +239,120 @@ class ReportSpec(_Section):
     enabled: bool = Field(True, description="write report.html into the run directory at the end of the run")
 
 
+FINETUNE_MONITORS = ("val_accuracy", "val_loss")
+DEFAULT_FINETUNE_STEPS = 200
+
+
+def _finetune_early_stopping() -> EarlyStoppingSpec:
+    # The loss, not the accuracy: on a validation side of a few samples per class, accuracy moves
+    # in coarse steps and ties, and stops (and restores) too early.
+    return EarlyStoppingSpec(monitor="val_loss", patience=5)
+
+
+def _finetune_optimizer() -> OptimizerSpec:
+    return OptimizerSpec(lr=1e-2)
+
+
+class FinetuneCompareSpec(_Section):
+    """``finetune.compare``: the table of whether pretraining paid off."""
+
+    shots: list[Annotated[int, Field(gt=0)] | None] = Field(
+        default_factory=lambda: [5, 20, None],
+        min_length=1,
+        description="labeled samples per class of each row; null: every labeled training sample",
+    )
+    random_init: bool = Field(True, description="fine-tune the same architecture from random init, same budget")
+    linear_probe: bool = Field(True, description="a linear probe on the frozen pretrained features")
+    draws: int = Field(1, gt=0, description="seeded draws of the labeled samples per row (mean and std over them)")
+
+    @field_validator("shots")
+    @classmethod
+    def _distinct(cls, value: list[int | None]) -> list[int | None]:
+        if len(set(value)) != len(value):
+            raise ValueError("label counts must be distinct")
+        return value
+
+
+class FinetuneSpec(_Section):
+    """``finetune:``: training a classifier (the run's encoder + a linear head) on labeled data."""
+
+    mode: Literal["full", "frozen"] = Field("full", description="full: train encoder and head; frozen: the head only")
+    steps: int | None = Field(
+        None, gt=0, description=f"optimizer steps; give steps or epochs (neither: {DEFAULT_FINETUNE_STEPS} steps)"
+    )
+    epochs: float | None = Field(None, gt=0, description="passes over the labeled training side")
+    batch_size: int = Field(32, gt=0)
+    optimizer: OptimizerSpec = Field(
+        default_factory=_finetune_optimizer, description="optimizer; its lr (default 1e-2 here) is the head's"
+    )
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup: float = Field(0.0, ge=0, lt=1, description="fraction of steps with linear warmup")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of lr")
+    grad_clip: float | None = Field(None, gt=0, description="max global gradient norm")
+    encoder_lr_scale: float = Field(0.1, gt=0, le=1, description="encoder lr = optimizer.lr x this (mode full)")
+    layer_decay: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="layer-wise lr decay for transformer encoders: block i of L gets encoder lr x "
+        "layer_decay^(L + 1 - i), embeddings i = 0; null: off",
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    class_weights: Literal["balanced"] | None = Field(
+        None, description="balanced: weight each class's loss by N / (C x its count); null: equal"
+    )
+    shots: int | None = Field(None, gt=0, description="labeled samples per class, drawn with seed; null: all")
+    seed: int | None = Field(None, ge=0, description="seed of draws, splits, head and data order; null: the recipe's")
+    validation_fraction: float = Field(
+        0.2, ge=0, lt=1, description="share of each class of the labeled training side held out for early stopping"
+    )
+    early_stopping: EarlyStoppingSpec | None = Field(
+        default_factory=_finetune_early_stopping,
+        description=f"monitor {' or '.join(FINETUNE_MONITORS)}; null: train every step",
+    )
+    validate_every: int = Field(20, gt=0, description="steps between validations")
+    checkpoint_every: int = Field(50, gt=0, description="steps between checkpoints")
+    log_every: int = Field(10, gt=0)
+    precision: Literal["fp32", "bf16", "fp16"] | None = Field(None, description="null: train.precision")
+    device: str | None = Field(None, pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="null: train.device")
+    compile: bool | None = Field(None, description="null: train.compile")
+    compare: FinetuneCompareSpec | None = Field(
+        default_factory=FinetuneCompareSpec, description="the comparison table; null: skip it"
+    )
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _head_lr(cls, value: Any) -> Any:
+        """``optimizer: {weight_decay: 0.05}`` keeps this section's lr (1e-2), not ``train``'s default."""
+        if isinstance(value, dict) and "lr" not in value:
+            return {**value, "lr": _finetune_optimizer().lr}
+        return value
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _monitor_validation_loss(cls, value: Any) -> Any:
+        """``early_stopping: {patience: 3}`` watches val_loss, as the default does (not the spec's own ``loss``)."""
+        if isinstance(value, dict) and "monitor" not in value:
+            return {**value, "monitor": _finetune_early_stopping().monitor}
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FinetuneSpec:
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("give either steps or epochs, not both")
+        errors = []
+        if self.early_stopping is not None and self.early_stopping.monitor not in FINETUNE_MONITORS:
+            errors.append(
+                ("early_stopping", self.early_stopping.monitor, f"monitor must be one of {FINETUNE_MONITORS}")
+            )
+        if self.early_stopping is not None and self.validation_fraction == 0:
+            message = "is 0, so early_stopping has nothing to watch: give a fraction, or early_stopping: null"
+            errors.append(("validation_fraction", 0, message))
+        if errors:
+            raise field_errors("FinetuneSpec", errors)
+        return self
+
+
 class RecipeModel(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run name")
     description: str = ""
@@ -257,6 +371,9 @@ class RecipeModel(_Section):
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
     export: ExportSpec | None = None
     report: ReportSpec = Field(default_factory=ReportSpec)
+    finetune: FinetuneSpec = Field(
+        default_factory=FinetuneSpec, description="options of `sslhub finetune` (not used by pretraining)"
+    )
 
     @model_validator(mode="after")
     def _one_encoder_section(self) -> RecipeModel:
@@ -324,6 +441,12 @@ class ResolvedRecipe:
         """The recipe with every default filled in (what the run directory stores)."""
         data = self.model.model_dump(mode="json")
         data["train"]["optimizer"] = self.model.train.optimizer.options_dict()
+        # Only what the recipe or a --set chose: a run keeps no stale copy of today's fine-tuning defaults.
+        finetune = self.model.finetune.model_dump(mode="json", exclude_unset=True)
+        if finetune:
+            data["finetune"] = finetune
+        else:
+            data.pop("finetune")
         data["data"] = {"modality": self.modality.component.name, **self.modality.params.model_dump(mode="json")}
         data["augment"] = [{"name": a.component.name, **a.params.model_dump(mode="json")} for a in self.augmentations]
         specs = {
@@ -355,7 +478,10 @@ class ResolvedRecipe:
         return yaml.safe_dump(self.resolved_dict(), sort_keys=False)
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.resolved_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """A digest of what pretraining uses (``finetune:`` left out: it changes no pretraining step)."""
+        data = self.resolved_dict()
+        data.pop("finetune", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _issues_from_validation(

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sslhub.report import plots
+from sslhub.report.finetune_section import finetune_section
 from sslhub.report.rundir import RunRecord
 
 STYLE = """
@@ -38,6 +39,7 @@ def render_page(runs: Sequence[RunRecord]) -> str:
         _recipe_differences(runs) if len(runs) > 1 else "",
         _training(runs),
         _evaluations(runs),
+        finetune_section(runs, table),
         _embedding_maps(runs),
         _examples(runs),
         _environment(runs),

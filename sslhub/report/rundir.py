@@ -65,6 +65,8 @@ class RunRecord:
     texts: dict[str, str] = field(default_factory=dict)
     #: ``augmentation_samples/``: PNG bytes or text, by file name.
     augmentation_samples: dict[str, bytes | str] = field(default_factory=dict)
+    #: ``finetune/NAME/finetune.json`` of each finished fine-tune, by NAME.
+    finetunes: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -96,7 +98,20 @@ def load_run(directory: Path) -> RunRecord:
                 record.augmentation_samples[path.name] = _read_text(path)
             elif path.suffix == ".png":
                 _read_picture(record, path, record.augmentation_samples)
+    _read_finetunes(record)
     return record
+
+
+def _read_finetunes(record: RunRecord) -> None:
+    """``finetune/NAME/finetune.json`` (written by ``sslhub finetune``), each a dict, by NAME."""
+    folder = record.directory / "finetune"
+    if not (_inside(record.directory, folder) and folder.is_dir()):
+        return
+    for path in sorted(folder.glob("*/finetune.json")):
+        if _inside(record.directory, path) and path.is_file():
+            loaded = _read(record, str(path.relative_to(record.directory)), json.loads)
+            if isinstance(loaded, dict):
+                record.finetunes[path.parent.name] = loaded
 
 
 def _read_entry(record: RunRecord, path: Path) -> None:
