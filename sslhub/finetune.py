@@ -248,13 +248,9 @@ def save_weights(out_dir: Path, classifier: Classifier) -> None:
 
 
 def export_model(job: FinetuneJob, classifier: Classifier, class_names: list[str]) -> dict[str, Any]:
-    """The classifier as verified ONNX in ``model/``, when :func:`sslhub.export.export_classifier` exists."""
-    try:
-        from sslhub.export import export_classifier  # type: ignore[attr-defined]
-    except ImportError:
-        note = "sslhub.export.export_classifier is not available in this version: no ONNX classifier written"
-        log.info("%s", note)
-        return {"skipped": note}
+    """The classifier as verified ONNX in ``model/`` (:func:`sslhub.export.export_classifier`)."""
+    from sslhub.export import export_classifier
+
     encoder = classifier.encoder.cpu().eval()
     head = classifier.head.cpu().eval()
     try:
