@@ -25,7 +25,11 @@ FEATURE_KINDS = ("pooled", "tokens", "spatial")
 #: properties an encoder may declare beside its features, and objectives may require:
 #: ``causal``: output position ``t`` depends only on inputs up to ``t`` (no look-ahead), which
 #: autoregressive objectives (``apc``, ``causal_lm``) need, or they would learn to copy the future.
-ENCODER_PROPERTIES = ("causal",)
+#: ``frame_masking``: the encoder exposes its local frame features before the context network
+#: and lets an objective put a mask embedding in their place: ``count_frames(batch) -> T'``,
+#: ``embed_frames(batch) -> [B, T', D]`` and ``transform_frames(frames [B, T', D]) -> EncoderOutput``,
+#: which contrastive masked objectives (``wav2vec2``) need to quantize the unmasked features.
+ENCODER_PROPERTIES = ("causal", "frame_masking")
 #: everything ``provides=`` / ``requires=`` may name at registration.
 CAPABILITIES = (*FEATURE_KINDS, *ENCODER_PROPERTIES)
 

@@ -600,6 +600,12 @@ def capability_problems(objective: str, requires: frozenset[str], encoder: Compo
             f"inputs, or predicting what comes next is copying), but encoder '{encoder.name}' does not declare "
             "provides=['causal']; choose a causal encoder (`sslhub list encoders` describes them)"
         )
+    if "frame_masking" in missing:
+        problems.append(
+            f"objective '{objective}' needs an encoder that exposes its frame features before the context network "
+            f"and takes a mask embedding in their place, but encoder '{encoder.name}' does not declare "
+            "provides=['frame_masking']; choose one that does (`sslhub list encoders` describes them)"
+        )
     return problems
 
 
