@@ -270,7 +270,7 @@ def test_it_learns_through_the_sslhub_command(tmp_path):
     assert "chance_contrastive_accuracy" in json.dumps(evaluation)
 
 
-def test_two_gloo_processes_train_and_agree_on_codebook_statistics(tmp_path):
+def test_two_gloo_processes_train_under_torchrun(tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29561"]
     result = _run(tmp_path / "ddp", "train.steps=3", "evaluate.enabled=false", command=[*torchrun, "-m", "sslhub"])
     assert result.returncode == 0, result.stderr[-3000:]
