@@ -169,10 +169,8 @@ class Wav2Vec2Objective(Objective):
     def gumbel_temperature(self) -> Tensor:
         """``tau = max(start * decay ** updates, end)``, 0-d."""
         p = self.params
-        decayed = p.gumbel_temperature_start * torch.pow(
-            torch.tensor(p.gumbel_temperature_decay, dtype=torch.float64), self.updates.double().cpu()
-        )
-        return decayed.clamp(min=p.gumbel_temperature_end).float().to(self.updates.device)
+        decay = torch.full((), p.gumbel_temperature_decay, device=self.updates.device)
+        return (p.gumbel_temperature_start * decay.pow(self.updates.float())).clamp(min=p.gumbel_temperature_end)
 
     def terms(self, batch: Batch, encoder: Encoder, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """The loss terms and statistics of one batch (masks and distractors from ``generator`` if given)."""
