@@ -259,15 +259,17 @@ def test_it_learns_through_the_sslhub_command(tmp_path):
     records = _records(out)
     losses = [r["wav2vec2/contrastive_loss"] for r in records]
     accuracies = [r["wav2vec2/contrastive_accuracy"] for r in records]
-    chance = 1 / 6
-    assert sum(losses[-8:]) < 0.85 * sum(losses[:8]), losses
-    assert sum(accuracies[-8:]) / 8 > 2 * chance, accuracies
+    chance = 1 / 6  # the true target among K = 5 distractors
+    # The loss falls fast, then moves with the codebook (more codes in use make the task harder).
+    assert sum(losses[-10:]) / 10 < 0.9 * sum(losses[:3]) / 3, losses
+    assert sum(accuracies[-10:]) / 10 > max(2 * chance, sum(accuracies[:3]) / 3), accuracies
     assert records[-1]["wav2vec2/gumbel_temperature"] < 2.0
     evaluation = json.loads((out / "evaluation.json").read_text())
-    held_out = evaluation["objective_metrics"] if "objective_metrics" in evaluation else evaluation
-    text = json.dumps(held_out)
-    assert "wav2vec2/contrastive_accuracy" in text and "wav2vec2/codebook_perplexity" in text
-    assert "chance_contrastive_accuracy" in json.dumps(evaluation)
+    trained, random_init = evaluation["trained"], evaluation["random_init"]
+    assert trained["wav2vec2/contrastive_loss"] < 0.8 * random_init["wav2vec2/contrastive_loss"]
+    assert trained["wav2vec2/contrastive_accuracy"] > random_init["wav2vec2/contrastive_accuracy"] + 0.1
+    assert 1 <= trained["wav2vec2/codebook_perplexity"] <= 32  # V = 32
+    assert evaluation["objectives"]["wav2vec2"]["chance_contrastive_accuracy"] == pytest.approx(chance, abs=1e-4)
 
 
 def test_two_gloo_processes_train_under_torchrun(tmp_path):
