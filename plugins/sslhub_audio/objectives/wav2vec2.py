@@ -72,7 +72,11 @@ class Wav2Vec2ObjectiveParams(Params):
     gumbel_temperature_start: float = Field(2.0, gt=0, description="[tau] Gumbel temperature at step 0.")
     gumbel_temperature_end: float = Field(0.5, gt=0, description="[tau] lowest Gumbel temperature.")
     gumbel_temperature_decay: float = Field(
-        0.995, gt=0, le=1, description="tau is multiplied by this per training step (0.999995 in the paper)."
+        0.995,
+        gt=0,
+        le=1,
+        description="tau is multiplied by this per training batch (0.999995 in the paper); a batch is an "
+        "optimizer step, or one micro-batch with train.grad_accumulation.",
     )
     feature_penalty: float = Field(0.0, ge=0, description="Weight of the L2 penalty mean(z ** 2) on local features.")
 
@@ -163,7 +167,7 @@ class Wav2Vec2Objective(Objective):
         self.quantizer = GumbelProductQuantizer(dim, p.codebook_groups, p.codebook_entries, p.code_dim)
         self.project_targets = nn.Linear(p.code_dim, p.final_dim)
         self.project_context = nn.Linear(dim, p.final_dim)
-        #: training steps taken (the Gumbel temperature's clock), saved in checkpoints.
+        #: training batches seen (the Gumbel temperature's clock), saved in checkpoints.
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
     def gumbel_temperature(self) -> Tensor:
@@ -229,5 +233,5 @@ class Wav2Vec2Objective(Objective):
             "codebook": {"groups": p.codebook_groups, "entries": p.codebook_entries},
             "codebook_perplexity_range": [1, p.codebook_entries],
             "gumbel_temperature": round(float(self.gumbel_temperature()), 5),
-            "training_steps": int(self.updates),
+            "training_batches": int(self.updates),
         }
