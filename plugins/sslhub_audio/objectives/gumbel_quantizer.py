@@ -1,4 +1,4 @@
-"""The Gumbel-softmax product quantizer of wav2vec 2.0 and its codebook diversity statistics.
+"""The Gumbel-softmax product quantizer of wav2vec 2.0.
 
 A feature vector ``z`` is mapped to ``G`` groups of ``V`` logits ``l_{g,v}``; each group picks
 one entry of its own codebook (``V`` vectors of ``code_dim / G`` values) and the ``G`` chosen
@@ -8,12 +8,10 @@ estimator: in training the forward pass uses the hard one-hot ``argmax_v (l_{g,v
 (Gumbel noise ``n``), the backward pass the gradient of ``softmax((l + n) / tau)``. Without
 training the choice is ``argmax_v l_{g,v}`` (no noise).
 
-The diversity loss (paper equation 4) asks every entry to be used equally on average: with
-``p_bar_g`` the softmax of the logits (no noise) averaged over all quantized frames of the batch
-(over every rank under ``torchrun``),
-``L_d = 1 / (G V) * sum_g -H(p_bar_g) = 1 / (G V) * sum_g sum_v p_bar_{g,v} log p_bar_{g,v}``.
-``codebook_perplexity`` reports ``exp(H(p_bar_g))`` averaged over groups: 1 is a collapsed
-codebook, ``V`` uniform use.
+The quantizer also returns ``p_bar_g``, the softmax of the logits (no noise) averaged over all
+quantized frames of the batch, and in training over every rank's frames under ``torchrun``:
+what the diversity loss and the codebook perplexity read
+(:mod:`sslhub_audio.losses.codebook_diversity`).
 
 References:
     - Baevski, Zhou, Mohamed and Auli, "wav2vec 2.0: A Framework for Self-Supervised Learning of
@@ -118,23 +116,3 @@ def average_over_ranks(average: Tensor, count: int) -> Tensor:
     weighted = torch.cat([average.reshape(1, -1) * count, average.new_full((1, 1), float(count))], dim=1)
     gathered = gather_with_grad(weighted).sum(dim=0)  # [G * V + 1]
     return (gathered[:-1] / gathered[-1].clamp(min=1.0)).reshape(average.shape)
-
-
-def diversity_loss(average_probabilities: Tensor) -> Tensor:
-    """wav2vec 2.0's codebook diversity loss (equation 4): ``1 / (G V) * sum_g sum_v p log p``.
-
-    Args:
-        average_probabilities: ``[G, V]`` ``p_bar``, each row summing to 1.
-
-    Returns:
-        0-d; ``-log(V) / V`` at uniform use, 0 when each group uses one entry.
-    """
-    groups, entries = average_probabilities.shape
-    entropy = -(average_probabilities * torch.log(average_probabilities.clamp(min=1e-7))).sum(dim=-1)  # [G]
-    return -entropy.sum() / (groups * entries)
-
-
-def codebook_perplexity(average_probabilities: Tensor) -> Tensor:
-    """``exp(H(p_bar_g))`` averaged over the ``G`` groups: 1 (collapsed) to ``V`` (uniform). 0-d."""
-    entropy = -(average_probabilities * torch.log(average_probabilities.clamp(min=1e-7))).sum(dim=-1)
-    return entropy.exp().mean()

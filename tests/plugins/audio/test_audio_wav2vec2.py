@@ -23,20 +23,11 @@ from sslhub_audio.encoders.causal_frame_transformer import (
     CausalFrameTransformerParams,
 )
 from sslhub_audio.encoders.frame_transformer import FrameTransformerEncoder, FrameTransformerParams
-from sslhub_audio.objectives.gumbel_quantizer import (
-    GumbelProductQuantizer,
-    codebook_perplexity,
-    diversity_loss,
-    straight_through_gumbel,
-)
+from sslhub_audio.losses.codebook_diversity import codebook_perplexity, diversity_loss
+from sslhub_audio.losses.wav2vec2_contrastive import contrastive_logits, contrastive_loss, sample_distractors
+from sslhub_audio.objectives.gumbel_quantizer import GumbelProductQuantizer, straight_through_gumbel
 from sslhub_audio.objectives.span_mask import span_mask
-from sslhub_audio.objectives.wav2vec2 import (
-    Wav2Vec2Objective,
-    Wav2Vec2ObjectiveParams,
-    contrastive_logits,
-    contrastive_loss,
-    sample_distractors,
-)
+from sslhub_audio.objectives.wav2vec2 import Wav2Vec2Objective, Wav2Vec2ObjectiveParams
 
 REPO = Path(__file__).resolve().parents[3]
 BLOCKED = ["-p", "no:vision", "-p", "no:text"]
