@@ -103,3 +103,21 @@ def test_encoder_exports_to_verified_onnx(variant, tmp_path):
     report = export_encoder(encoder, modality, tmp_path, modality_name=modality_name, export_frontend=False)
     assert report.passed and report.max_abs_diff <= 1e-4, report.summary()
     assert report.metadata["input_spec"]["input_names"] == list(encoder.input_names)
+
+
+FRAME_MASKING_ENCODERS = [
+    name for name in CATALOG.encoders.names() if "frame_masking" in CATALOG.encoders.get(name).provides
+]
+
+
+@pytest.mark.parametrize("name", FRAME_MASKING_ENCODERS)
+def test_frame_masking_encoder_splits_its_forward_pass(name):
+    """``frame_masking``: embed_frames then transform_frames is the forward pass, with count_frames frames."""
+    modality_name = first_modality(CATALOG.encoders.get(name))
+    modality, encoder, _, _ = build_components(CATALOG, modality=modality_name, encoder=name)
+    batch = modality.on_device(modality.example_batch(2))
+    encoder.eval()
+    with torch.no_grad():
+        frames = encoder.embed_frames(batch)
+        assert frames.shape == (2, encoder.count_frames(batch), encoder.feature_dim)
+        torch.testing.assert_close(encoder.transform_frames(frames).tokens, encoder(batch).tokens)
