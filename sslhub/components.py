@@ -25,15 +25,21 @@ FEATURE_KINDS = ("pooled", "tokens", "spatial")
 #: properties an encoder may declare beside its features, and objectives may require:
 #: ``causal``: output position ``t`` depends only on inputs up to ``t`` (no look-ahead), which
 #: autoregressive objectives (``apc``, ``causal_lm``) need, or they would learn to copy the future.
+#: ``frame_masking``: the encoder exposes its local frame features before the context network
+#: and lets an objective put a mask embedding in their place: ``count_frames(batch) -> T'``,
+#: ``embed_frames(batch) -> [B, T', D]`` and ``transform_frames(frames [B, T', D]) -> EncoderOutput``,
+#: which contrastive masked objectives (``wav2vec2``) need to quantize the unmasked features.
 #: ``token_embeddings``: the encoder has a token embedding table, returned by
 #: :meth:`Encoder.get_input_embeddings`, which a tied language-model head (``mlm``, ``causal_lm``) reuses.
-ENCODER_PROPERTIES = ("causal", "token_embeddings")
+ENCODER_PROPERTIES = ("causal", "token_embeddings", "frame_masking")
 #: what each property means, in the words validation uses when an encoder lacks one.
 PROPERTY_MEANINGS = {
     "causal": "a causal encoder (each output position may see only earlier inputs, or predicting what comes "
     "next is copying)",
     "token_embeddings": "an encoder with a token embedding table (get_input_embeddings()), which its tied "
     "prediction head reuses",
+    "frame_masking": "an encoder that exposes its frame features before the context network and takes a mask "
+    "embedding in their place",
 }
 #: everything ``provides=`` / ``requires=`` may name at registration.
 CAPABILITIES = (*FEATURE_KINDS, *ENCODER_PROPERTIES)

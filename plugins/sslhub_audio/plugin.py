@@ -18,6 +18,7 @@ from sslhub_audio.modality import AudioModality, AudioParams
 from sslhub_audio.objectives.apc import APCObjective, APCParams
 from sslhub_audio.objectives.clip_contrastive import ClipContrastiveObjective, ClipContrastiveParams
 from sslhub_audio.objectives.masked_audio import MaskedAudioObjective, MaskedAudioParams
+from sslhub_audio.objectives.wav2vec2 import Wav2Vec2Objective, Wav2Vec2ObjectiveParams
 
 AUDIO = ["audio"]
 
@@ -50,7 +51,7 @@ def sslhub_register_encoders(registry) -> None:
         FrameTransformerEncoder,
         params=FrameTransformerParams,
         modalities=AUDIO,
-        provides=["pooled", "tokens"],
+        provides=["pooled", "tokens", "frame_masking"],
     )
     registry.register(
         "causal_frame_transformer",
@@ -65,7 +66,7 @@ def sslhub_register_encoders(registry) -> None:
         Wav2Vec2Encoder,
         params=Wav2Vec2Params,
         modalities=AUDIO,
-        provides=["pooled", "tokens"],
+        provides=["pooled", "tokens", "frame_masking"],
         description="torchaudio wav2vec 2.0 architecture built from config (no weights downloaded), on waveforms",
     )
     registry.register(
@@ -73,7 +74,7 @@ def sslhub_register_encoders(registry) -> None:
         Wav2Vec2Encoder,
         params=Wav2Vec2Params,
         modalities=AUDIO,
-        provides=["pooled", "tokens"],
+        provides=["pooled", "tokens", "frame_masking"],
         description="torchaudio HuBERT architecture (same module as wav2vec2) built from config, on waveforms",
     )
 
@@ -94,6 +95,14 @@ def sslhub_register_objectives(registry) -> None:
         modalities=AUDIO,
         requires=["tokens", "causal"],
         description="Autoregressive Predictive Coding: a causal encoder predicts the log-mel frame n steps ahead",
+    )
+    registry.register(
+        "wav2vec2",
+        Wav2Vec2Objective,
+        params=Wav2Vec2ObjectiveParams,
+        modalities=AUDIO,
+        requires=["tokens", "frame_masking"],
+        description="wav2vec 2.0: masked frames pick their Gumbel-quantized targets among distractors (contrastive)",
     )
     registry.register(
         "clip_contrastive",

@@ -128,3 +128,21 @@ def test_encoder_reloads_from_its_weights_export(variant, tmp_path):
     batch = modality.on_device(modality.example_batch(2))
     with torch.no_grad():
         torch.testing.assert_close(loaded(batch), encoder(batch).pooled)
+
+
+FRAME_MASKING_ENCODERS = [
+    name for name in CATALOG.encoders.names() if "frame_masking" in CATALOG.encoders.get(name).provides
+]
+
+
+@pytest.mark.parametrize("name", FRAME_MASKING_ENCODERS)
+def test_frame_masking_encoder_splits_its_forward_pass(name):
+    """``frame_masking``: embed_frames then transform_frames is the forward pass, with count_frames frames."""
+    modality_name = first_modality(CATALOG.encoders.get(name))
+    modality, encoder, _, _ = build_components(CATALOG, modality=modality_name, encoder=name)
+    batch = modality.on_device(modality.example_batch(2))
+    encoder.eval()
+    with torch.no_grad():
+        frames = encoder.embed_frames(batch)
+        assert frames.shape == (2, encoder.count_frames(batch), encoder.feature_dim)
+        torch.testing.assert_close(encoder.transform_frames(frames).tokens, encoder(batch).tokens)

@@ -35,6 +35,7 @@ KNOWN_SYNCS = {
     "text_mlm": "mlm decodes only the selected positions: a boolean-mask index, whose size the host must read",
     "image_text_clip": "its mlm objective on the captions (see text_mlm)",
     "audio_masked": "masked_audio predicts only the masked frames: a boolean-mask index",
+    "audio_wav2vec2": "wav2vec2 quantizes and contrasts only the masked frames: a boolean-mask index",
 }
 
 #: aten operations whose result needs a value or a shape read back from the device

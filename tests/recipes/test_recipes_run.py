@@ -22,6 +22,8 @@ SHORT_RUNS: dict[str, tuple[list[str], list[str]]] = {
     "image_simclr.yaml": (["train.steps=100", "train.batch_size=96"], ["knn_accuracy", "linear_probe_accuracy"]),
     # 100 of 400 steps: kNN 0.93 vs 0.60 at random init, linear probe 0.998 vs 0.950 (embedded set, measured)
     "audio_contrastive.yaml": (["train.steps=100", "train.threads=1"], ["knn_accuracy", "linear_probe_accuracy"]),
+    # 100 of 300 steps: kNN 0.74 vs 0.21 at random init, linear probe 0.935 vs 0.355 (embedded set, measured)
+    "audio_wav2vec2.yaml": (["train.steps=100", "train.threads=1"], ["knn_accuracy", "linear_probe_accuracy"]),
 }
 
 

@@ -7,7 +7,8 @@ positions -> transformer -> tokens [B, T', D]``, ``pooled = mean over frames``.
 
 :meth:`FrameTransformerEncoder.forward_frames` lets masked-prediction objectives replace
 frame embeddings by a learned mask embedding *before* the transformer (wav2vec 2.0 / HuBERT
-style).
+style); ``embed_frames`` and ``transform_frames`` give the two halves separately (the
+``frame_masking`` capability, see :mod:`sslhub_audio.encoders.frame_masking`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from sslhub import BuildContext, Encoder, EncoderOutput, Params
+from sslhub_audio.encoders.frame_masking import replace_masked_frames
 
 
 class FrameEncoderParams(Params):
@@ -171,7 +173,7 @@ class FrameTransformerEncoder(LogMelFrameEncoder):
     ``pooled [B, D]``.
     """
 
-    provides = frozenset({"pooled", "tokens"})
+    provides = frozenset({"pooled", "tokens", "frame_masking"})
     registered_name = "frame_transformer"
 
     def __init__(self, params: FrameTransformerParams, context: BuildContext | None = None):
@@ -206,13 +208,5 @@ class FrameTransformerEncoder(LogMelFrameEncoder):
         Returns:
             :class:`EncoderOutput` with ``tokens [B, T', D]`` and ``pooled [B, D]``.
         """
-        x = self.embed_frames(batch)
-        if frame_mask is not None:
-            if mask_embedding is None:
-                raise ValueError("forward_frames got a frame_mask without a mask_embedding")
-            if frame_mask.shape != x.shape[:2]:
-                raise ValueError(
-                    f"frame_mask must be [batch, frames] = {list(x.shape[:2])}, got {list(frame_mask.shape)}"
-                )
-            x = torch.where(frame_mask[..., None], mask_embedding.to(x.dtype), x)
+        x = replace_masked_frames(self.embed_frames(batch), frame_mask, mask_embedding)
         return self.transform_frames(x)

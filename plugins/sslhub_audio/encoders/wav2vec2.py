@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 import torchaudio
 from pydantic import Field, model_validator
 from torch import Tensor
 
 from sslhub import BuildContext, Encoder, EncoderOutput, Modality, Params
+from sslhub_audio.encoders.frame_masking import replace_masked_frames
 
 DEFAULT_CONV_LAYERS = [[64, 10, 5], [64, 3, 2], [64, 3, 2], [64, 3, 2], [64, 3, 2], [64, 2, 2], [64, 2, 2]]
 
@@ -85,7 +85,7 @@ class Wav2Vec2Encoder(Encoder):
     """torchaudio Wav2Vec2Model (random init, built from config) on ``batch["waveform"]``."""
 
     input_names = ("waveform",)
-    provides = frozenset({"pooled", "tokens"})
+    provides = frozenset({"pooled", "tokens", "frame_masking"})
 
     def __init__(self, params: Wav2Vec2Params, context: BuildContext | None = None):
         super().__init__()
@@ -110,6 +110,27 @@ class Wav2Vec2Encoder(Encoder):
     def count_frames(self, batch: Mapping[str, Tensor]) -> int:
         return self.num_frames(batch["waveform"].shape[-1])
 
+    def embed_frames(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Local frame features before the transformer: conv feature encoder, then projection.
+
+        ``waveform [B, T] -> [B, T', D]``: what ``wav2vec2``'s quantizer reads and the mask replaces
+        (torchaudio's ``feature_projection``: layer norm and a linear map of the conv features).
+        """
+        waveform = batch["waveform"]
+        if waveform.dim() != 2:
+            raise ValueError(f"wav2vec2 expects waveform [batch, samples], got {tuple(waveform.shape)}")
+        features, _ = self.model.feature_extractor(waveform, None)
+        return self.model.encoder.feature_projection(features)
+
+    def transform_frames(self, frames: Tensor) -> EncoderOutput:
+        """The context network (convolutional positions + transformer) on ``[B, T', D]`` frames.
+
+        Returns:
+            :class:`EncoderOutput` with ``tokens [B, T', D]`` and ``pooled [B, D]`` (mean of frames).
+        """
+        tokens = self.model.encoder.transformer(frames)
+        return EncoderOutput(pooled=tokens.mean(dim=1), tokens=tokens)
+
     def forward_frames(
         self, batch: Mapping[str, Tensor], frame_mask: Tensor | None = None, mask_embedding: Tensor | None = None
     ) -> EncoderOutput:
@@ -120,17 +141,7 @@ class Wav2Vec2Encoder(Encoder):
             frame_mask: ``[B, T']`` bool or ``None``.
             mask_embedding: ``[D]``, required with ``frame_mask``.
         """
-        waveform = batch["waveform"]
-        if waveform.dim() != 2:
-            raise ValueError(f"wav2vec2 expects waveform [batch, samples], got {tuple(waveform.shape)}")
-        features, _ = self.model.feature_extractor(waveform, None)
-        x = self.model.encoder.feature_projection(features)  # [B, T', D]
-        if frame_mask is not None:
-            if mask_embedding is None:
-                raise ValueError("forward_frames got a frame_mask without a mask_embedding")
-            x = torch.where(frame_mask[..., None], mask_embedding.to(x.dtype), x)
-        tokens = self.model.encoder.transformer(x)
-        return EncoderOutput(pooled=tokens.mean(dim=1), tokens=tokens)
+        return self.transform_frames(replace_masked_frames(self.embed_frames(batch), frame_mask, mask_embedding))
 
     def forward(self, batch: Mapping[str, Tensor]) -> EncoderOutput:
         return self.forward_frames(batch)
