@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import torchaudio
 from pydantic import Field, model_validator
 from torch import Tensor
