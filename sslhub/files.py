@@ -21,6 +21,8 @@ which refuses names that lead outside the folder: a shared model folder is untru
 from __future__ import annotations
 
 import importlib.metadata
+import logging
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -29,6 +31,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sslhub.errors import SSLHubError
+
+logger = logging.getLogger(__name__)
 
 #: The entry-point group file decoders are registered in.
 FILE_DECODER_GROUP = "sslhub.files"
@@ -158,23 +162,35 @@ class RegisteredDecoder:
     distribution: str
 
 
-def installed_decoders() -> list[RegisteredDecoder]:
+def installed_decoders(*, strict: bool | None = None) -> list[RegisteredDecoder]:
     """The decoders of the ``sslhub.files`` entry-point group, by name; loading imports no torch.
 
+    A decoder that does not load (or is not a :class:`FileDecoder` subclass) is left out with
+    a warning naming the entry point, its distribution and why, as a plugin that fails to load
+    is: one broken decoder must not stop every other modality's files.
+
+    Args:
+        strict: raise instead of warning; ``None``: when ``SSLHUB_STRICT_PLUGINS`` is on.
+
     Raises:
-        DecodeError: an entry point does not import, or is not a :class:`FileDecoder` subclass
-            (naming the entry point and its distribution).
+        DecodeError: in strict mode, a decoder that does not load.
     """
+    if strict is None:  # read here, not from sslhub.catalog, whose imports are not torch-free
+        strict = os.environ.get("SSLHUB_STRICT_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
     found = []
     for entry_point in sorted(importlib.metadata.entry_points(group=FILE_DECODER_GROUP), key=lambda e: e.name):
         distribution = entry_point.dist.name if entry_point.dist is not None else "unknown distribution"
         where = f"file decoder {entry_point.name!r} ({entry_point.value}, from {distribution})"
         try:
             decoder = entry_point.load()
+            if not (isinstance(decoder, type) and issubclass(decoder, FileDecoder)):
+                raise TypeError("it is not a sslhub.FileDecoder subclass")
         except Exception as error:  # a broken plugin must be named, whatever it raised
-            raise DecodeError(f"{where} failed to load: {type(error).__name__}: {error}") from error
-        if not (isinstance(decoder, type) and issubclass(decoder, FileDecoder)):
-            raise DecodeError(f"{where} is not a sslhub.FileDecoder subclass")
+            problem = f"{where} failed to load: {type(error).__name__}: {error}"
+            if strict:
+                raise DecodeError(problem) from error
+            logger.warning("%s; its files cannot be read", problem)
+            continue
         found.append(RegisteredDecoder(entry_point.name, decoder, distribution))
     return found
 

@@ -159,3 +159,30 @@ def test_without_the_decoder_installed_the_extension_is_refused_with_a_hint(poin
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "no installed file decoder accepts its inputs ['points']" in result.stderr
+
+
+def _distribution_with_decoders(site: Path, entry_points: str) -> Path:
+    """A minimal installed distribution (a .dist-info folder) declaring ``sslhub.files`` entry points."""
+    info = site / "sslhub_test_broken-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sslhub-test-broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[sslhub.files]\n{entry_points}\n")
+    return site
+
+
+def test_a_decoder_that_fails_to_load_is_named_and_left_out(tmp_path, monkeypatch, caplog):
+    from sslhub.files import installed_decoders
+
+    site = _distribution_with_decoders(tmp_path, "missing = sslhub_no_such_module:Decoder\nnot_one = json:dumps")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv("SSLHUB_STRICT_PLUGINS", raising=False)
+    names = {d.name for d in installed_decoders()}
+    assert not names & {"missing", "not_one"}
+    warned = caplog.text
+    assert "file decoder 'missing' (sslhub_no_such_module:Decoder, from sslhub-test-broken) failed to load" in warned
+    assert "ModuleNotFoundError" in warned
+    assert "file decoder 'not_one' (json:dumps, from sslhub-test-broken) failed to load" in warned
+    assert "not a sslhub.FileDecoder subclass" in warned
+    monkeypatch.setenv("SSLHUB_STRICT_PLUGINS", "1")
+    with pytest.raises(DecodeError, match="file decoder 'missing' .* failed to load"):
+        installed_decoders()
