@@ -71,6 +71,46 @@ def path_inside(folder: Path | str, name: str | PurePath, *, what: str, error: t
     return path
 
 
+def check_external_data(onnx_path: Path | str) -> None:
+    """Refuse an ONNX file whose tensors keep their data in files outside its folder.
+
+    A graph names its external data files itself (``model.onnx.data``); onnxruntime's own
+    check depends on its version, so the names are checked here before a session opens.
+
+    Raises:
+        DecodeError: a tensor's ``location`` is absolute, has a ``..`` part or is a link leading out.
+    """
+    try:
+        import onnx
+    except ImportError:  # a core dependency; without it, onnxruntime's own check (1.20+) is what remains
+        return
+    onnx_path = Path(onnx_path)
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as error:  # onnx raises DecodeError, ValidationError, OSError... for a bad file
+        raise DecodeError(f"{onnx_path}: not a readable ONNX model ({type(error).__name__}: {error})") from None
+    for tensor in _tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            path_inside(
+                onnx_path.parent, location, what=f"{onnx_path.name}: the external data of tensor {tensor.name!r}"
+            )
+
+
+def _tensors(graph: Any) -> Iterator[Any]:
+    """Every tensor of an ONNX graph: initializers, and tensors in node attributes and subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in [attribute.g] if attribute.HasField("g") else []:
+                yield from _tensors(subgraph)
+            for subgraph in attribute.graphs:
+                yield from _tensors(subgraph)
+
+
 @dataclass(frozen=True)
 class ModelInputs:
     """What a decoder knows about the model it decodes for.
@@ -100,6 +140,20 @@ class ModelInputs:
     def file(self, name: str | PurePath, *, what: str) -> Path:
         """The model folder's file ``name`` (which may not exist), refused when it leads outside the folder."""
         return path_inside(self.folder, name, what=what)
+
+    def onnx_session(self, name: str | PurePath, *, what: str) -> Any:
+        """An onnxruntime session (CPU) of the folder's ONNX file ``name`` (a front end), checked as :meth:`file`.
+
+        Raises:
+            DecodeError: the file leads outside the folder, is missing, or its external data does.
+        """
+        from sslhub.embed import make_session
+
+        path = self.file(name, what=what)
+        if not path.is_file():
+            raise DecodeError(f"{path} is missing: export the run again to write it")
+        check_external_data(path)
+        return make_session(path)
 
 
 class FileDecoder:

@@ -71,14 +71,8 @@ class AudioDecoder(sslhub.FileDecoder):
                     f"{self.model.folder}: the model takes log-mel features and no waveform front end was exported "
                     f"({reason}); compute the features as input_spec.preprocessing describes and pass them as .npz"
                 )
-            path = self.model.file(str(frontend.get("file") or "frontend.onnx"), what="the metadata's frontend.file")
-            if not path.is_file():
-                raise sslhub.DecodeError(f"{path} is missing: export the run again to write the front end")
-            import onnxruntime
-
-            options = onnxruntime.SessionOptions()
-            options.log_severity_level = 3  # errors only
-            self._frontend = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            name = str(frontend.get("file") or "frontend.onnx")
+            self._frontend = self.model.onnx_session(name, what="the metadata's frontend.file")
         return self._frontend
 
 

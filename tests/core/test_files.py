@@ -186,3 +186,46 @@ def test_a_decoder_that_fails_to_load_is_named_and_left_out(tmp_path, monkeypatc
     monkeypatch.setenv("SSLHUB_STRICT_PLUGINS", "1")
     with pytest.raises(DecodeError, match="file decoder 'missing' .* failed to load"):
         installed_decoders()
+
+
+def _model_with_external_weights(folder: Path, location: str) -> Path:
+    """A model ``x + w`` whose ``w`` is stored in the external file ``location``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones(3, np.float32), "w")
+    weights.ClearField("raw_data")
+    weights.data_location = TensorProto.EXTERNAL
+    for key, value in {"location": location, "offset": "0", "length": "12"}.items():
+        weights.external_data.add(key=key, value=value)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", [x], [y], [weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    model.metadata_props.add(key="sslhub.feature_dim", value="3")
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(folder / "model.onnx"))
+    return folder
+
+
+@pytest.mark.parametrize("way_out", ["parent", "absolute", "link"])
+def test_a_model_whose_weights_file_lies_outside_its_folder_is_refused(tmp_path, way_out):
+    from sslhub.embed_files import EmbedError, FileEmbedder
+
+    secret = tmp_path / "secret.bin"
+    np.arange(3, dtype=np.float32).tofile(secret)
+    location = {"parent": "../secret.bin", "absolute": str(secret), "link": "weights.bin"}[way_out]
+    folder = _model_with_external_weights(tmp_path / "model", location)
+    if way_out == "link":
+        (folder / "weights.bin").symlink_to(secret)
+    with pytest.raises(EmbedError, match=f"model.onnx: the external data of tensor 'w' {location!r} leads outside"):
+        FileEmbedder(folder)
+
+
+def test_a_model_whose_weights_file_is_inside_its_folder_loads(tmp_path):
+    from sslhub.embed_files import FileEmbedder
+
+    folder = _model_with_external_weights(tmp_path / "model", "weights.bin")
+    np.full(3, 2, np.float32).tofile(folder / "weights.bin")
+    np.testing.assert_allclose(FileEmbedder(folder).model.run({"x": np.ones((1, 3), np.float32)}), [[3, 3, 3]])
