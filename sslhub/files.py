@@ -82,12 +82,12 @@ def check_external_data(onnx_path: Path | str) -> None:
     """
     try:
         import onnx
-    except ImportError:  # a core dependency; without it, onnxruntime's own check (1.20+) is what remains
+    except ImportError:  # a core dependency; without it only onnxruntime's own check (recent versions) remains
         return
     onnx_path = Path(onnx_path)
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as error:  # onnx raises DecodeError, ValidationError, OSError... for a bad file
+    except Exception as error:  # protobuf, onnx and OS errors alike for a bad file
         raise DecodeError(f"{onnx_path}: not a readable ONNX model ({type(error).__name__}: {error})") from None
     for tensor in _tensors(model.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
