@@ -3,7 +3,8 @@
 Plugin authors import only from here (and :mod:`sslhub.testing`).
 
 The names below are loaded on first use (PEP 562), so ``import sslhub`` and commands that
-need no model, such as ``sslhub --help`` and ``sslhub embed``, do not import torch.
+need no model, such as ``sslhub --help`` and ``sslhub embed``, do not import torch. The file
+decoder interface (:class:`FileDecoder`, :class:`ModelInputs`, :class:`DecodeError`) never does.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ _EXPORTS = {
     "ValidationDone": "sslhub.callbacks",
     "NonFiniteLossError": "sslhub.errors",
     "SSLHubError": "sslhub.errors",
+    "DecodeError": "sslhub.files",
+    "FileDecoder": "sslhub.files",
+    "ModelInputs": "sslhub.files",
     "Catalog": "sslhub.catalog",
     "PluginError": "sslhub.catalog",
     "PluginRecord": "sslhub.catalog",
@@ -83,16 +87,19 @@ __all__ = [
     "Catalog",
     "CheckpointSaved",
     "Component",
+    "DecodeError",
     "Encoder",
     "EncoderOutput",
     "EncoderSet",
     "EvalSplit",
     "EvaluationDone",
     "ExportFrontend",
+    "FileDecoder",
     "GroupPattern",
     "GroupSplit",
     "LoadedEncoder",
     "Modality",
+    "ModelInputs",
     "NonFiniteLossError",
     "NonFiniteStep",
     "Objective",
@@ -188,6 +195,7 @@ if TYPE_CHECKING:
         world_size,
     )
     from sslhub.errors import NonFiniteLossError, SSLHubError
+    from sslhub.files import DecodeError, FileDecoder, ModelInputs
     from sslhub.hookspecs import hookimpl
     from sslhub.loading import LoadedEncoder, load_encoder
     from sslhub.python_api import augmentations, encoders, modalities, objectives

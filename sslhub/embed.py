@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from sslhub.files import check_external_data
+
 INSTALL_HINT = "pip install onnx onnxruntime"
 
 
@@ -119,6 +121,7 @@ class ExportedEncoder:
         output: str | None = None,
     ):
         self.path = find_model_file(model_dir, name)
+        check_external_data(self.path)  # the graph names its weight files: none may lie outside the folder
         self.session = make_session(self.path, providers, threads)
         self.metadata = read_exported_metadata(self.path)
         self.input_names = [i.name for i in self.session.get_inputs()]

@@ -11,6 +11,13 @@ the registry of its kind; everything the plugin registers there is attributed to
 clashes and errors name the plugin, its distribution and version. ``sslhub_export_encoder``
 lets a plugin take over the ONNX export of encoders the built-in exporter cannot capture, and
 ``sslhub_register_callbacks`` lets it receive training events (a logger, an online probe).
+
+File decoding for ``sslhub embed`` / ``sslhub predict`` is not a hook: those commands import
+no torch, so decoders are :class:`sslhub.FileDecoder` classes in torch-free modules, found
+through an entry-point group of their own (see :mod:`sslhub.files`)::
+
+    [project.entry-points."sslhub.files"]
+    points = "my_package.files:PointCloudDecoder"
 """
 
 from __future__ import annotations

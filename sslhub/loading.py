@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from sslhub.components import DEFAULT_ENCODER_KEY, BuildContext, Encoder, Modality
 from sslhub.errors import SSLHubError
 from sslhub.export_formats import RECORD_FILE, RECORD_FORMAT, WEIGHTS_FILE
+from sslhub.files import path_inside
 from sslhub.preprocessing import InputPreprocessor
 
 FINETUNE_FILE = "finetune.json"
@@ -199,7 +200,7 @@ def _from_finetune(folder: Path, key: str, plugins: list[str]) -> LoadedEncoder:
     if key not in (DEFAULT_ENCODER_KEY, own_key):
         raise LoadError(f"{folder / FINETUNE_FILE}: this fine-tune holds encoder {own_key!r}, not {key!r}")
     encoder, modality = _trained_encoder(run_dir, own_key, plugins)
-    load_weights(encoder, _inside(folder / WEIGHTS_FILE, folder))
+    load_weights(encoder, path_inside(folder, WEIGHTS_FILE, what="the weights file", error=LoadError))
     return LoadedEncoder(encoder, _run_preprocessor(encoder, modality), folder)
 
 
@@ -241,15 +242,15 @@ def _export_folder(folder: Path, key: str) -> Path:
 
 
 def _from_export(folder: Path, plugins: list[str]) -> LoadedEncoder:
-    record = _read_json(_inside(folder / RECORD_FILE, folder))
+    record = _read_json(path_inside(folder, RECORD_FILE, what="the encoder description", error=LoadError))
     if record.get("format") != RECORD_FORMAT:
         raise LoadError(f"{folder / RECORD_FILE}: not an sslhub encoder description (format {record.get('format')!r})")
     encoder = _build_described(record, folder / RECORD_FILE, plugins)
-    load_weights(encoder, _inside(folder / WEIGHTS_FILE, folder))
+    load_weights(encoder, path_inside(folder, WEIGHTS_FILE, what="the weights file", error=LoadError))
     modality = record.get("modality") or {}
     preprocessing = (modality.get("input_spec") or {}).get("preprocessing") or {}
     for name in record.get("files") or []:
-        _inside(folder / str(name), folder)
+        path_inside(folder, str(name), what=f"{RECORD_FILE}'s files entry", error=LoadError)
     return LoadedEncoder(encoder, InputPreprocessor(encoder.input_names, preprocessing, folder), folder)
 
 
@@ -330,11 +331,3 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise LoadError(f"{path}: expected a JSON object, got {type(value).__name__}")
     return value
-
-
-def _inside(path: Path, folder: Path) -> Path:
-    """``path``, refused when it (or a link on the way) leads outside ``folder``."""
-    resolved, root = path.resolve(), folder.resolve()
-    if resolved != root and root not in resolved.parents:
-        raise LoadError(f"{path} leads outside {folder} (a link?); only files inside the folder are read")
-    return path

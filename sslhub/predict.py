@@ -2,9 +2,10 @@
 
 The classifier is a file written by :func:`sslhub.export.export_classifier` (``classifier.onnx``
 and its metadata, with ``class_names``). Files are decoded by :class:`sslhub.embed_files.FileEmbedder`,
-exactly as ``sslhub embed`` decodes them, and the graph's ``probabilities`` output is read. Like
-``sslhub embed`` this needs numpy, onnxruntime (and onnx, Pillow, tokenizers or soundfile for
-the files) but not PyTorch.
+exactly as ``sslhub embed`` decodes them (the modality plugins' file decoders, see
+:mod:`sslhub.files`), and the graph's ``probabilities`` output is read. Like ``sslhub embed``
+this needs numpy, onnxruntime (and onnx, Pillow, tokenizers or soundfile for the files) but
+not PyTorch.
 
 Example::
 

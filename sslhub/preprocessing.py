@@ -1,9 +1,9 @@
 """Files and texts to an encoder's input arrays, as ``sslhub embed`` makes them, for PyTorch use.
 
-:class:`InputPreprocessor` is :class:`sslhub.embed_files.FileEmbedder`'s decoding without its
-ONNX model: the same image, text and audio decoders (so ``load_encoder(...).preprocess`` and
-``sslhub embed`` agree), with the audio front end given as a PyTorch module when the modality
-is at hand, or read from ``frontend.onnx`` in an export folder.
+:class:`InputPreprocessor` decodes through the same :class:`sslhub.decoding.InputDecoder` as
+``sslhub embed`` (the modality plugins' file decoders), so ``load_encoder(...).preprocess`` and
+``sslhub embed`` agree. A live modality's front end (waveform -> features) is used as a
+PyTorch module when there is one; otherwise the ``frontend.onnx`` in the folder.
 """
 
 from __future__ import annotations
@@ -16,19 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from sslhub.embed_files import AUDIO_EXTENSIONS, EmbedError, FileEmbedder
+from sslhub.decoding import InputDecoder
+from sslhub.files import DecodeError, ModelInputs
+
+FRONTEND_FILE = "frontend.onnx"
 
 
-class _InputNames:
-    """What :class:`FileEmbedder`'s decoders read from its model: the input names (and a path for messages)."""
-
-    def __init__(self, input_names: Sequence[str], folder: Path):
-        self.input_names = list(input_names)
-        self.path = folder
-        self.feature_dim = None
-
-
-class InputPreprocessor(FileEmbedder):
+class InputPreprocessor:
     """Decodes files and texts into one batch of an encoder's inputs (numpy arrays).
 
     Args:
@@ -51,64 +45,43 @@ class InputPreprocessor(FileEmbedder):
         text_field: str = "text",
         keep_alive: Any = None,
     ):
-        # FileEmbedder.__init__ opens an ONNX model; here only its decoders are wanted.
-        self.model = _InputNames(input_names, folder)
-        self.folder, self.text_field = Path(folder), text_field
-        names = list(input_names)
-        self.takes_waveform = names == ["waveform"]
-        takes_features = names == ["features"]
-        self.kind = {("image",): "image", ("input_ids", "attention_mask"): "text"}.get(tuple(names), "arrays")
-        if self.takes_waveform or takes_features:
-            self.kind = "audio"
-        has_frontend_file = (self.folder / "frontend.onnx").is_file()
-        self.metadata = {"frontend": {"exported": True, "file": "frontend.onnx"} if has_frontend_file else None}
-        prep = dict(preprocessing)
-        self.preprocessing = prep[self.kind] if isinstance(prep.get(self.kind), dict) else prep
-        self._tokenizer: Any = None
-        self._torch_frontend = frontend
-        self._frontend: Any = None
+        folder = Path(folder)
+        metadata: dict[str, Any] = {"input_spec": {"preprocessing": dict(preprocessing)}}
+        if (folder / FRONTEND_FILE).is_file():
+            metadata["frontend"] = {"exported": True, "file": FRONTEND_FILE, "input_names": ["waveform"]}
+        model = ModelInputs(
+            tuple(input_names),
+            metadata,
+            folder,
+            {"text_field": text_field},
+            frontend=_numpy_frontend(frontend) if frontend is not None else None,
+        )
+        self.decoder = InputDecoder(model)
         self._keep_alive = keep_alive
 
-    def _load_tokenizer(self) -> Any:
-        """The tokenizer file the preprocessing names, refused when it leads outside the folder."""
-        name = str(self.preprocessing.get("tokenizer_file") or "tokenizer.json")
-        path, root = (self.folder / name).resolve(), self.folder.resolve()
-        if root not in path.parents:
-            raise EmbedError(f"tokenizer_file {name!r} leads outside {self.folder}; only files inside it are read")
-        return super()._load_tokenizer()
+    @property
+    def kind(self) -> str:
+        """The kind of input files read (``image``, ``text``, ``audio``... or ``arrays``)."""
+        return self.decoder.kind
 
-    def accepted_extensions(self) -> tuple[str, ...]:
-        if self.kind == "audio" and not self.preprocessing.get("sample_rate"):
-            return super().accepted_extensions()[len(AUDIO_EXTENSIONS) :]
-        return super().accepted_extensions()
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """The preprocessing constants of this encoder's part (image size, tokenizer settings, sample rate...)."""
+        return self.decoder.model.preprocessing(None if self.kind == "arrays" else self.kind)
 
     def batch(self, files: Sequence[str | Path], texts: Sequence[str]) -> dict[str, np.ndarray]:
         """One batch of inputs: the files' samples (in order), then the texts'."""
         if texts and self.kind != "text":
-            raise EmbedError(f"texts= applies to text encoders; this one takes {self.model.input_names}")
-        samples = [sample for _, sample in self._samples(self.expand(files))] if files else []
-        if texts:
-            tokenizer = self._load_tokenizer()
-            samples += [self._token_ids(tokenizer, text) for text in texts]
-        if not samples:
-            raise EmbedError("nothing to preprocess: pass files or texts")
-        arrays = [s for s in samples if isinstance(s, dict)]
-        if arrays and len(arrays) != len(samples):
-            raise EmbedError("pass .npz/.npy files apart from other files: they are already preprocessed")
-        if arrays:
-            return {name: np.concatenate([a[name] for a in arrays]) for name in self.model.input_names}
-        if self.kind == "image":
-            return {"image": np.stack(samples)}
-        if self.kind == "text":
-            return self._pad_tokens(samples)
-        return self._features(np.stack(samples))
+            raise DecodeError(f"texts= applies to text encoders; this one takes {list(self.decoder.model.input_names)}")
+        return self.decoder.batch(files, texts)
 
-    def _features(self, waveforms: np.ndarray) -> dict[str, np.ndarray]:
-        """Waveforms as they are (wav2vec2-style encoders), or through the front end (log-mel encoders)."""
-        if self.takes_waveform:
-            return {"waveform": waveforms.astype(np.float32)}
-        if self._torch_frontend is None:
-            return super()._features(waveforms)
+
+def _numpy_frontend(module: nn.Module) -> Any:
+    """A front end module as a function of numpy arrays: ``{"waveform": [B, T]}`` -> ``{"features": ...}``."""
+
+    def frontend(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.no_grad():
-            features = self._torch_frontend(torch.from_numpy(waveforms.astype(np.float32)))
+            features = module(torch.from_numpy(np.asarray(arrays["waveform"], dtype=np.float32)))
         return {"features": features.numpy()}
+
+    return frontend

@@ -1,0 +1,1 @@
+"""A third-party modality's file decoder, for sslhub's tests."""
