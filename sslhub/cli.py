@@ -346,8 +346,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{KIND_PLURALS[kind]}:" + ("" if names else " (none)"))
         for name in names:
             component = registry.get(name)
-            extra = f" modalities: {', '.join(sorted(component.modalities))}" if component.modalities else ""
-            print(f"  {name}  [{component.provider.plugin}]{extra}")
+            print(f"  {name}  [{component.provider.plugin}]{_capabilities(component)}")
             if component.description:
                 print(f"      {component.description}")
             for field_name, info in component.params.model_fields.items():
@@ -357,6 +356,18 @@ def cmd_list(args: argparse.Namespace) -> int:
                 description = f"  {info.description}" if info.description else ""
                 print(f"      {field_name}: {_type_name(info.annotation)} ({default}){description}")
     return 0
+
+
+def _capabilities(component: Any) -> str:
+    """`` modalities: audio  provides: pooled, tokens, causal`` (what validation matches objectives against)."""
+    parts = []
+    if component.modalities:
+        parts.append(f"modalities: {', '.join(sorted(component.modalities))}")
+    if component.kind == "encoder":
+        parts.append(f"provides: {', '.join(sorted(component.provides))}")
+    if component.requires:
+        parts.append(f"requires: {', '.join(sorted(component.requires))}")
+    return "".join(f" {part}" for part in parts)
 
 
 def _type_name(annotation: Any) -> str:
