@@ -559,67 +559,20 @@ def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
     Raises:
         RecipeError: with every problem found, each as ``FILE:LINE: field.path: message``.
     """
-    try:
-        model = RecipeModel.model_validate(source.data)
-    except ValidationError as exc:
-        issues = _issues_from_validation(source, exc, (), schema=RecipeModel)
-        if "encoder" not in source.data and "encoders" not in source.data:
-            # The model's own check of the encoder sections runs only once every field is valid.
-            message = "required field is missing (or give encoders:, one per modality part)"
-            issues.append(RecipeIssue(source.location(("encoder",)), "encoder", message))
-        raise RecipeError(issues) from None
-
+    model = _validated_structure(source)
     issues: list[RecipeIssue] = []
     issues += _check_requirements(source, model, catalog)
     issues += _check_objective_weights_and_starts(source, model)
-
-    def bind(kind: str, spec: _Open, path: PathKey, key_field: str, engine_keys: tuple[str, ...]) -> Any:
-        registry = catalog.registry(kind)
-        name = getattr(spec, key_field)
-        if name not in registry:
-            issues.append(
-                RecipeIssue(
-                    source.location((*path, key_field)), format_path((*path, key_field)), registry.unknown_message(name)
-                )
-            )
-            return None
-        component = registry.get(name)
-        raw = {k: v for k, v in (spec.model_extra or {}).items() if k not in engine_keys}
-        try:
-            params = component.params.model_validate(raw)
-        except ValidationError as exc:
-            issues.extend(_issues_from_validation(source, exc, path, f"{kind} '{name}'", component.params))
-            return None
-        return ResolvedComponent(component, params, format_path(path))
-
-    modality = bind("modality", model.data, ("data",), "modality", ())
-    augmentations = [bind("augmentation", spec, ("augment", i), "name", ()) for i, spec in enumerate(model.augment)]
-    encoders = {key: bind("encoder", spec, path, "name", ()) for key, (path, spec) in model.encoder_specs().items()}
-    objectives = []
-    for index, spec in enumerate(model.objectives):
-        bound = bind("objective", spec, ("objectives", index), "name", ("weight", "start_step", "encoder"))
-        if bound is not None:
-            bound.weight, bound.start_step, bound.encoder_key = spec.weight, spec.start_step, spec.encoder
-        objectives.append(bound)
-
-    def problem(path: str, message: str) -> None:
-        issues.append(RecipeIssue(source.location(_parse_path(path)), path, message))
-
+    binder = _Binder(catalog, source, issues)
+    modality = binder.bind("modality", model.data, ("data",), "modality")
+    augmentations = [binder.bind("augmentation", spec, ("augment", i)) for i, spec in enumerate(model.augment)]
+    encoders = {key: binder.bind("encoder", spec, path) for key, (path, spec) in model.encoder_specs().items()}
+    objectives = [binder.bind_objective(spec, index) for index, spec in enumerate(model.objectives)]
     if modality is not None:
-        # A composite modality (image_text) lists its parts; components of a part work on it.
-        accepted_here = {modality.component.name, *modality.component.modalities}
-        for resolved in [*augmentations, *encoders.values(), *objectives]:
-            if resolved is not None and not any(resolved.component.supports(m) for m in accepted_here):
-                accepted = ", ".join(sorted(resolved.component.modalities))
-                problem(
-                    resolved.path,
-                    f"{resolved.component.kind} '{resolved.component.name}' does not accept "
-                    f"modality '{modality.component.name}' (it accepts: {accepted})",
-                )
+        issues += _modality_mismatches(source, modality, [*augmentations, *encoders.values(), *objectives])
     for index, resolved in enumerate(objectives):
-        if resolved is None:
-            continue
-        issues.extend(_check_objective_encoders(source, resolved, encoders, index))
+        if resolved is not None:
+            issues.extend(_check_objective_encoders(source, resolved, encoders, index))
     eval_source = None
     if modality is not None and not issues:
         # Reading files is worth it only once every field is valid.
@@ -630,6 +583,75 @@ def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
     if issues:
         raise RecipeError(issues)
     return ResolvedRecipe(model, source, modality, augmentations, encoders, objectives, catalog, eval_source)
+
+
+def _validated_structure(source: RecipeSource) -> RecipeModel:
+    """Pass 1: the core sections, or every structural problem at once."""
+    try:
+        return RecipeModel.model_validate(source.data)
+    except ValidationError as exc:
+        issues = _issues_from_validation(source, exc, (), schema=RecipeModel)
+        if "encoder" not in source.data and "encoders" not in source.data:
+            # The model's own check of the encoder sections runs only once every field is valid.
+            message = "required field is missing (or give encoders:, one per modality part)"
+            issues.append(RecipeIssue(source.location(("encoder",)), "encoder", message))
+        raise RecipeError(issues) from None
+
+
+class _Binder:
+    """Pass 2: each component reference bound to its registry entry and its own validated ``Params``.
+
+    Problems are appended to ``issues`` and the reference binds to None, so every problem is found.
+    """
+
+    #: recipe keys of an objective that belong to the engine, not to the objective's parameters.
+    OBJECTIVE_ENGINE_KEYS = ("weight", "start_step", "encoder")
+
+    def __init__(self, catalog: Catalog, source: RecipeSource, issues: list[RecipeIssue]):
+        self.catalog, self.source, self.issues = catalog, source, issues
+
+    def bind(
+        self, kind: str, spec: _Open, path: PathKey, key_field: str = "name", engine_keys: tuple[str, ...] = ()
+    ) -> ResolvedComponent | None:
+        registry = self.catalog.registry(kind)
+        name = getattr(spec, key_field)
+        if name not in registry:
+            where = (*path, key_field)
+            self.issues.append(
+                RecipeIssue(self.source.location(where), format_path(where), registry.unknown_message(name))
+            )
+            return None
+        component = registry.get(name)
+        raw = {k: v for k, v in (spec.model_extra or {}).items() if k not in engine_keys}
+        try:
+            params = component.params.model_validate(raw)
+        except ValidationError as exc:
+            self.issues.extend(_issues_from_validation(self.source, exc, path, f"{kind} '{name}'", component.params))
+            return None
+        return ResolvedComponent(component, params, format_path(path))
+
+    def bind_objective(self, spec: Any, index: int) -> ResolvedComponent | None:
+        bound = self.bind("objective", spec, ("objectives", index), engine_keys=self.OBJECTIVE_ENGINE_KEYS)
+        if bound is not None:
+            bound.weight, bound.start_step, bound.encoder_key = spec.weight, spec.start_step, spec.encoder
+        return bound
+
+
+def _modality_mismatches(
+    source: RecipeSource, modality: ResolvedComponent, components: list[ResolvedComponent | None]
+) -> list[RecipeIssue]:
+    """Components that do not accept the recipe's modality (a composite one, image_text, lists its parts)."""
+    accepted_here = {modality.component.name, *modality.component.modalities}
+    issues = []
+    for resolved in components:
+        if resolved is not None and not any(resolved.component.supports(m) for m in accepted_here):
+            accepted = ", ".join(sorted(resolved.component.modalities))
+            message = (
+                f"{resolved.component.kind} '{resolved.component.name}' does not accept "
+                f"modality '{modality.component.name}' (it accepts: {accepted})"
+            )
+            issues.append(RecipeIssue(source.location(_parse_path(resolved.path)), resolved.path, message))
+    return issues
 
 
 def _issues_at(source: RecipeSource, prefix: PathKey, problems: list[tuple[PathKey, str]]) -> list[RecipeIssue]:

@@ -122,48 +122,13 @@ class Registry:
             description: one line shown by ``sslhub list``; defaults to the docstring's first line.
             provider: set by the plugin manager; plugin code leaves it out.
         """
-        if factory is None:
-
-            def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
-                self.register(
-                    name,
-                    func,
-                    params=params,
-                    modalities=modalities,
-                    requires=requires,
-                    provides=provides,
-                    encoders=encoders,
-                    description=description,
-                    provider=provider,
-                )
-                return func
-
-            return decorator
-
+        if factory is None:  # used as a decorator
+            options = dict(
+                params=params, modalities=modalities, requires=requires, provides=provides, encoders=encoders
+            )
+            return lambda func: self.register(name, func, description=description, provider=provider, **options)
         provider = provider or Provider("python")
-        if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
-            raise RegistryError(
-                f"{provider} tried to register {self.kind} {name!r}: names must be snake_case identifiers"
-            )
-        if not callable(factory):
-            raise RegistryError(f"{provider} registered {self.kind} '{name}' with a non-callable factory")
-        if not (isinstance(params, type) and issubclass(params, Params)):
-            raise RegistryError(
-                f"{provider} registered {self.kind} '{name}' with params={params!r}; "
-                "it must be a subclass of sslhub.Params"
-            )
-        for feature in (*requires, *provides):
-            if feature not in CAPABILITIES:
-                raise RegistryError(
-                    f"{provider} registered {self.kind} '{name}' with unknown capability {feature!r}; "
-                    f"expected one of {', '.join(CAPABILITIES)}"
-                )
-        if name in self._components:
-            existing = self._components[name]
-            raise RegistryError(
-                f"{self.kind} '{name}' is registered twice: by {existing.provider} and by {provider}; "
-                "block one with -p no:PLUGIN or SSLHUB_DISABLE_PLUGINS"
-            )
+        self._check_registration(name, factory, params, (*requires, *provides), provider)
         if not description:
             doc = inspect.getdoc(factory) or ""
             description = doc.splitlines()[0] if doc else ""
@@ -180,6 +145,34 @@ class Registry:
             provider=provider,
         )
         return factory
+
+    def _check_registration(
+        self, name: Any, factory: Any, params: Any, capabilities: tuple[str, ...], provider: Provider
+    ) -> None:
+        """A registration a plugin got wrong is refused with a message that names the plugin."""
+        if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
+            raise RegistryError(
+                f"{provider} tried to register {self.kind} {name!r}: names must be snake_case identifiers"
+            )
+        if not callable(factory):
+            raise RegistryError(f"{provider} registered {self.kind} '{name}' with a non-callable factory")
+        if not (isinstance(params, type) and issubclass(params, Params)):
+            raise RegistryError(
+                f"{provider} registered {self.kind} '{name}' with params={params!r}; "
+                "it must be a subclass of sslhub.Params"
+            )
+        for feature in capabilities:
+            if feature not in CAPABILITIES:
+                raise RegistryError(
+                    f"{provider} registered {self.kind} '{name}' with unknown capability {feature!r}; "
+                    f"expected one of {', '.join(CAPABILITIES)}"
+                )
+        if name in self._components:
+            existing = self._components[name]
+            raise RegistryError(
+                f"{self.kind} '{name}' is registered twice: by {existing.provider} and by {provider}; "
+                "block one with -p no:PLUGIN or SSLHUB_DISABLE_PLUGINS"
+            )
 
     def get(self, name: str) -> Component:
         """The component called ``name``, or a :class:`RegistryError` naming close matches."""

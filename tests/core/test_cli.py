@@ -198,7 +198,7 @@ def test_list_every_kind_and_patterns(capsys):
         "encoders:",
         "objectives:",
     ]
-    assert "  toy_mlp  [toy_plugin] modalities: toy_vectors\n      Two-layer MLP.\n" in out
+    assert "  toy_mlp  [toy_plugin] modalities: toy_vectors provides: pooled\n      Two-layer MLP.\n" in out
     assert "      hidden: int (default 32)\n" in out
     assert out.endswith(TOY_OBJECTIVES_LISTING)
 
