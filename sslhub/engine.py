@@ -91,15 +91,26 @@ class Run:
         self.is_main = distributed.is_main_process()
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
         self.device = select_device(self.train_spec.device)
-        threads = threads_for(self.train_spec.threads)
-        if threads is not None:
-            torch.set_num_threads(threads)
         store = CheckpointStore(self.run_dir / "checkpoints", keep=self.train_spec.keep_checkpoints)
         self.directory = RunDirectory(self.run_dir, store)
+        threads = self._threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
         self.components = ComponentBuilder(recipe, self.run_dir, self.device)
         self.checkpointer = Checkpointer(store, self.device, recipe.fingerprint(), recipe.model.seed)
         early = self.train_spec.early_stopping
         self.early_stopping = EarlyStoppingCallback(early) if early is not None else None
+
+    def _threads(self) -> int | None:
+        """``train.threads``; for ``auto`` on resume, the count the run started with.
+
+        Float reductions depend on the thread count, so a resumed run that picked another count
+        from the load of the moment would no longer compute exactly as the uninterrupted one.
+        """
+        recorded = self.directory.recorded_threads() if self.resume else None
+        if recorded is not None and self.train_spec.threads == "auto" and threads_for("auto") is not None:
+            return recorded
+        return threads_for(self.train_spec.threads)
 
     def load_trained(self) -> TrainedModel:
         """Rebuild the components and load the run's final weights (for evaluate/export).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import platform
 from importlib.metadata import version
 from pathlib import Path
@@ -76,6 +77,16 @@ class RunDirectory:
                 continue
         atomic_write_bytes(self.metrics_file, ("\n".join(kept) + "\n" if kept else "").encode())
 
+    def recorded_threads(self) -> int | None:
+        """The torch thread count ``environment.json`` recorded, if it is a plausible one (the file is untrusted)."""
+        try:
+            environment = json.loads((self.path / "environment.json").read_text())
+        except (OSError, ValueError):
+            return None
+        threads = environment.get("torch_threads") if isinstance(environment, dict) else None
+        ok = isinstance(threads, int) and not isinstance(threads, bool) and 1 <= threads <= 4 * (os.cpu_count() or 1)
+        return threads if ok else None
+
     def write_records(self, recipe: ResolvedRecipe, device: torch.device, data_fingerprint: str) -> None:
         """``recipe.yaml`` (the resolved recipe) and ``environment.json`` (what the run ran on)."""
         (self.path / "recipe.yaml").write_text(recipe.resolved_yaml())
@@ -84,6 +95,8 @@ class RunDirectory:
             "platform": platform.platform(),
             "torch": torch.__version__,
             "device": str(device),
+            # a resumed ``train.threads: auto`` run keeps this count (see Run._threads)
+            "torch_threads": torch.get_num_threads(),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
             "world_size": distributed.world_size(),
             "plugins": [r.as_dict() for r in recipe.catalog.plugins if not r.blocked],
