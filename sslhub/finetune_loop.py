@@ -231,8 +231,9 @@ class FinetuneLoop:
             return
         if self.early_stopping.update(row[self.early_stopping.spec.monitor], step):
             self.best_weights = {k: v.detach().clone() for k, v in self.classifier.state_dict().items()}
-        if self.early_stopping.should_stop and self.early_stopping.stopped.step == step:
-            log.info("early stopping at step %d: %s", step, self.early_stopping.stopped.reason)
+        stopped = self.early_stopping.stopped
+        if stopped is not None and stopped.step == step and step < self.total:  # at the last step it is no news
+            log.info("early stopping at step %d of %d: %s", step, self.total, stopped.reason)
 
     def _finish(self) -> None:
         stopper = self.early_stopping
