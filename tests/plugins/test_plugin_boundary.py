@@ -16,8 +16,6 @@ ALLOWED_CORE = {"sslhub", "sslhub.testing"}
 
 #: (importing file relative to plugins/, imported module): still to remove.
 KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-    # the masked autoencoder reuses vision's convolutional decoder: to become a registered component
-    ("sslhub_autoencoder/heads/decoders.py", "sslhub_vision.heads.decoder"),
     # image_text composes the image and text modalities from their private modules: needs a public
     # way to compose modalities (a registered modality built through the catalog)
     ("sslhub_multimodal/modality.py", "sslhub_text.modality"),

@@ -12,14 +12,14 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslhub_vision.heads.decoder import ConvDecoder
+from sslhub import ConvDecoder
 
 
 class ImageDecoder(ConvDecoder):
     """Transposed convolutions from a spatial map ``[B, C_in, h, w]`` to raw image values ``[B, C_out, H, W]``.
 
     The vision plugin's inpainting decoder without its sigmoid (see
-    :class:`sslhub_vision.heads.decoder.ConvDecoder` for the layout).
+    :class:`sslhub.ConvDecoder` for the layout).
     """
 
     def __init__(

@@ -25,8 +25,17 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from sslhub import Batch, BuildContext, Encoder, Modality, Objective, ObjectiveOutput, Params, average_gradients
-from sslhub_vision.heads.decoder import ConvDecoder
+from sslhub import (
+    Batch,
+    BuildContext,
+    ConvDecoder,
+    Encoder,
+    Modality,
+    Objective,
+    ObjectiveOutput,
+    Params,
+    average_gradients,
+)
 from sslhub_vision.heads.discriminator import ConvDiscriminator
 from sslhub_vision.masks import make_mask
 

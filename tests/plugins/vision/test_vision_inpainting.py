@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sslhub import BuildContext, Encoder, EncoderOutput
+from sslhub import BuildContext, ConvDecoder, Encoder, EncoderOutput
 from sslhub_vision.encoders import SmallCNN, SmallCNNParams
-from sslhub_vision.heads.decoder import ConvDecoder
 from sslhub_vision.masks import make_mask
 from sslhub_vision.modality import ImageModality, ImageParams
 from sslhub_vision.objectives.inpainting import InpaintingObjective, InpaintingParams

@@ -1,4 +1,8 @@
-"""A transposed-convolution decoder from an encoder's spatial map back to an image."""
+"""Network building blocks that several plugins share and that hold nothing of a modality.
+
+``ConvDecoder``: a transposed-convolution decoder from an encoder's spatial map back to an
+image (the vision plugin's inpainting and the autoencoder plugin's image decoders use it).
+"""
 
 from __future__ import annotations
 
