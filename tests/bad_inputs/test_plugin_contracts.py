@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from tests.toy_runs import BLOCK_BUILTINS, RECIPE, sslhub
+from toy_runs import BLOCK_BUILTINS, RECIPE, sslhub
 
 BROKEN_PLUGIN = """
 import torch

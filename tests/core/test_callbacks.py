@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from toy_runs import sslhub
 
 from sslhub.callbacks import Callback, CallbackList, CallbackRegistry, RunInfo, StepEnd
 from sslhub.errors import SSLHubError
-from tests.toy_runs import sslhub
 
 LOGGER = ["-p", "toy_logger_plugin"]
 
