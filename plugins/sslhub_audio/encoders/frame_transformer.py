@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from sslhub import BuildContext, Encoder, EncoderOutput, Params
 from sslhub_audio.encoders.frame_masking import replace_masked_frames
+from sslhub_audio.encoders.time_pooling import TimePool
 
 
 class FrameEncoderParams(Params):
@@ -38,6 +39,13 @@ class FrameEncoderParams(Params):
         default_factory=lambda: [2, 2], min_length=1, description="Stride of each conv1d subsampling layer."
     )
     kernel_size: int = Field(3, ge=1, description="Kernel size of the (odd-padded) subsampling convolutions.")
+    pool_levels: list[int] = Field(
+        default_factory=lambda: [1],
+        min_length=1,
+        description="pooled vector: means over 1, 2, ... equal stretches of the clip, concatenated (a temporal "
+        "pyramid; [1] is the plain mean over frames); keeps when things sound, which frame objectives learn",
+    )
+    pool_std: bool = Field(False, description="Append each channel's standard deviation over frames to pooled.")
 
     @model_validator(mode="after")
     def _check_heads_and_strides(self) -> FrameEncoderParams:
@@ -101,10 +109,11 @@ class TransformerBlock(nn.Module):
 
 
 class LogMelFrameEncoder(Encoder):
-    """What the log-mel frame transformers share: conv subsampling, positions, transformer, mean pooling.
+    """What the log-mel frame transformers share: conv subsampling, positions, transformer, pooling.
 
     ``features [B, n_mels, T] -> conv1d stack -> [B, T', D] -> + positions -> transformer ->
-    tokens [B, T', D]``, ``pooled [B, D]``. A subclass names itself (``registered_name``, for
+    tokens [B, T', D]``, ``pooled [B, feature_dim]`` (``feature_dim = D`` for the plain mean;
+    ``token_dim = D`` always, what frame-level heads size themselves by). A subclass names itself (``registered_name``, for
     messages), chooses the subsampling convolution (:meth:`subsampling_conv`) and whether the
     attention is causal (``causal_attention``).
     """
@@ -122,7 +131,9 @@ class LogMelFrameEncoder(Encoder):
             )
         self.params = params
         self.n_mels = int(info["n_mels"])
-        self.feature_dim = params.d_model
+        self.token_dim = params.d_model
+        self.pool = TimePool(params.pool_levels, params.pool_std)
+        self.feature_dim = self.pool.output_dim(params.d_model)
         self.frame_rate_divisor = math.prod(params.strides)
         layers: list[nn.Module] = []
         channels = self.n_mels
@@ -154,13 +165,14 @@ class LogMelFrameEncoder(Encoder):
         """Add positions to frame embeddings ``[B, T', D]`` and run the transformer.
 
         Returns:
-            :class:`EncoderOutput` with ``tokens [B, T', D]`` and ``pooled [B, D]`` (mean of frames).
+            :class:`EncoderOutput` with ``tokens [B, T', D]`` and ``pooled [B, feature_dim]`` (the
+            mean of frames, or the :class:`TimePool` read-out the parameters choose).
         """
         x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device, x.dtype)
         for block in self.blocks:
             x = block(x)
         tokens = self.norm(x)
-        return EncoderOutput(pooled=tokens.mean(dim=1), tokens=tokens)
+        return EncoderOutput(pooled=self.pool(tokens), tokens=tokens)
 
     def forward(self, batch: Mapping[str, Tensor]) -> EncoderOutput:
         return self.transform_frames(self.embed_frames(batch))

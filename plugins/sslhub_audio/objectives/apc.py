@@ -83,7 +83,8 @@ class APCObjective(Objective):
         if n_mels is None:
             raise ValueError("apc predicts log-mel frames: the modality's info() has no 'n_mels'")
         self.divisor = int(getattr(encoder, "frame_rate_divisor", 1))
-        self.head = nn.Linear(encoder.feature_dim, int(n_mels) * self.divisor)
+        token_dim = int(getattr(encoder, "token_dim", encoder.feature_dim))  # the head reads frames
+        self.head = nn.Linear(token_dim, int(n_mels) * self.divisor)
 
     def predict(self, batch: Batch, encoder: Encoder) -> tuple[Tensor, Tensor]:
         """``(predictions, frames)``, both ``[B, T', n_mels * d]``: what each frame predicts, what each frame is."""

@@ -103,7 +103,7 @@ class MaskedAudioObjective(Objective):
         if "n_mels" not in info:
             raise ValueError("objective 'masked_audio' needs the audio modality (its info() gives n_mels)")
         self.target_dim = int(info["n_mels"]) * self.divisor
-        dim = encoder.feature_dim
+        dim = int(getattr(encoder, "token_dim", encoder.feature_dim))  # heads read frames
         self.mask_embedding = nn.Parameter(torch.empty(dim).normal_(0.0, 0.02))
         if params.target == "reconstruct":
             self.head = nn.Linear(dim, self.target_dim)
