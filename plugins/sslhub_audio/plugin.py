@@ -86,7 +86,7 @@ def sslhub_register_objectives(registry) -> None:
         MaskedAudioObjective,
         params=MaskedAudioParams,
         modalities=AUDIO,
-        requires=["tokens"],
+        requires=["tokens", "frame_masking"],
     )
     registry.register(
         "apc",

@@ -1,8 +1,9 @@
 """``masked_audio``: masked prediction over encoder frames (wav2vec 2.0 / HuBERT style).
 
 Per step: draw span masks over the encoder's frames (``[B, T']``), replace masked frame
-embeddings with a learned mask embedding *before* the transformer
-(``encoder.forward_frames``), and predict at masked frames:
+embeddings with a learned mask embedding *before* the transformer (the encoder's
+``frame_masking`` capability: ``embed_frames``, then ``transform_frames``), and predict at
+masked frames:
 
 * ``target: reconstruct`` -- regress the log-mel frames the masked encoder frame covers
   (its ``frame_rate_divisor`` mel frames stacked, ``n_mels * divisor`` values) with an L1 or
@@ -13,9 +14,9 @@ embeddings with a learned mask embedding *before* the transformer
   the modality's training set (deterministic in the recipe seed, the global RNG untouched),
   and kept in a buffer so checkpoints save and restore them.
 
-The encoder must offer ``count_frames(batch)``, ``forward_frames(batch, frame_mask,
-mask_embedding)`` and an integer ``frame_rate_divisor`` (mel frames per encoder frame):
-``frame_transformer``, ``wav2vec2`` and ``hubert`` do.
+The encoder must declare ``frame_masking`` (checked when the recipe is validated) and have an
+integer ``frame_rate_divisor`` (mel frames per encoder frame): ``frame_transformer``,
+``wav2vec2`` and ``hubert`` do.
 
 References:
     - Baevski et al., "wav2vec 2.0", NeurIPS 2020 (span masking, mask embedding).
@@ -32,6 +33,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from sslhub import BuildContext, Encoder, Modality, Objective, ObjectiveOutput, Params
+from sslhub_audio.encoders.frame_masking import replace_masked_frames
 from sslhub_audio.objectives.kmeans import assign_clusters, kmeans
 from sslhub_audio.objectives.span_mask import span_mask
 
@@ -74,11 +76,10 @@ def _check_encoder(encoder: Encoder | None) -> int:
     name = type(encoder).__name__
     if encoder is None:
         raise ValueError("objective 'masked_audio' needs the built encoder in the build context")
-    missing = [a for a in ("count_frames", "forward_frames") if not callable(getattr(encoder, a, None))]
-    if missing:
+    if "frame_masking" not in getattr(encoder, "provides", ()):
         raise ValueError(
-            f"objective 'masked_audio' needs an encoder with {missing} (to put mask embeddings before the "
-            f"transformer); {name} has none: use encoder 'frame_transformer', 'wav2vec2' or 'hubert'"
+            f"objective 'masked_audio' needs an encoder that declares frame_masking (to put mask embeddings "
+            f"before the transformer); {name} does not: use encoder 'frame_transformer', 'wav2vec2' or 'hubert'"
         )
     divisor = getattr(encoder, "frame_rate_divisor", None)
     if not isinstance(divisor, int) or divisor < 1:
@@ -152,7 +153,8 @@ class MaskedAudioObjective(Objective):
         mask = span_mask(
             features.shape[0], num_frames, p.mask_start_probability, p.mask_span, features.device, generator
         )
-        tokens = encoder.forward_frames(batch, frame_mask=mask, mask_embedding=self.mask_embedding).tokens
+        frames = replace_masked_frames(encoder.embed_frames(batch), mask, self.mask_embedding)
+        tokens = encoder.transform_frames(frames).tokens
         targets = group_frames(features, self.divisor, num_frames)[mask]  # [M, target_dim]
         predictions = self.head(tokens[mask])
         metrics: dict[str, Tensor] = {"masked_fraction": mask.float().mean().detach()}

@@ -27,7 +27,7 @@ def test_plugin_registers_its_components():
         assert catalog.augmentations.get(name).modalities == frozenset({"audio"})
     for name in ("frame_transformer", "wav2vec2", "hubert"):
         assert "tokens" in catalog.encoders.get(name).provides
-    assert catalog.objectives.get("masked_audio").requires == frozenset({"tokens"})
+    assert catalog.objectives.get("masked_audio").requires == frozenset({"tokens", "frame_masking"})
 
 
 def test_word_inventory_pairs_words_with_their_reversal():
