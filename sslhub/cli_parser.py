@@ -78,28 +78,32 @@ def _catalog_commands(commands: Any) -> None:
     _add_plugin_options(listing)
 
 
+def _add_labeled_data_options(parser: argparse.ArgumentParser, data_help: str) -> None:
+    """``--data`` and how to read and split it: the same for ``evaluate`` and ``finetune``."""
+    parser.add_argument("--data", metavar="SOURCE", help=data_help)
+    parser.add_argument(
+        "--group",
+        metavar="PATTERN|FIELD",
+        help="keep groups apart: a path regex (folders), a field (JSONL), a column (CSV)",
+    )
+    parser.add_argument(
+        "--label", metavar="FIELD", help="label field (JSONL, default label) or column (CSV, default label)"
+    )
+    parser.add_argument("--test-fraction", type=float, default=0.3, help="share of each class on the test side")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the train / test split")
+
+
 def _evaluate_command(commands: Any) -> None:
     """``evaluate``: a finished run, on its own split or another labeled set."""
     evaluate = commands.add_parser(
         "evaluate", help="re-run the evaluation of a finished run, or on another labeled set"
     )
     evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument(
-        "--data",
-        metavar="SOURCE",
-        help="evaluate on this labeled set instead: a folder, .csv, .jsonl or .npz path (typed by the modality), "
+    _add_labeled_data_options(
+        evaluate,
+        "evaluate on this labeled set instead: a folder, .csv, .jsonl or .npz path (typed by the modality), "
         "or a YAML mapping shaped like data.source; writes evaluation-NAME.json",
     )
-    evaluate.add_argument(
-        "--group",
-        metavar="PATTERN|FIELD",
-        help="keep groups apart: a path regex (folders), a field (JSONL), a column (CSV)",
-    )
-    evaluate.add_argument(
-        "--label", metavar="FIELD", help="label field (JSONL, default label) or column (CSV, default label)"
-    )
-    evaluate.add_argument("--test-fraction", type=float, default=0.3, help="share of each class on the probe-test side")
-    evaluate.add_argument("--split-seed", type=int, default=0, help="seed of the probe-train / probe-test split")
     evaluate.add_argument("--name", help="NAME in evaluation-NAME.json (default: the source's file or folder name)")
     _add_plugin_options(evaluate)
 
@@ -110,13 +114,9 @@ def _finetune_command(commands: Any) -> None:
         "finetune", help="fine-tune a run's encoder with a classification head on labeled data"
     )
     finetune.add_argument("run_dir", type=Path)
-    finetune.add_argument(
-        "--data", metavar="SOURCE", help="labeled data instead of the run's own labeled split (as for evaluate)"
+    _add_labeled_data_options(
+        finetune, "labeled data instead of the run's own labeled split (the same forms as for evaluate)"
     )
-    finetune.add_argument("--group", metavar="PATTERN|FIELD", help="keep groups apart (as for evaluate)")
-    finetune.add_argument("--label", metavar="FIELD", help="label field or column of --data (as for evaluate)")
-    finetune.add_argument("--test-fraction", type=float, default=0.3, help="share of each class of --data for test")
-    finetune.add_argument("--split-seed", type=int, default=0, help="seed of the train / test split of --data")
     finetune.add_argument(
         "--set",
         dest="overrides",
