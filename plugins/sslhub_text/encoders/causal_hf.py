@@ -24,7 +24,14 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from sslhub import BuildContext, Encoder, EncoderOutput, Modality
-from sslhub_text.encoders.hf_encoder import HFParams, _PooledTextExport, build_config, save_pretrained_folder
+from sslhub_text.encoders.hf_encoder import (
+    HFParams,
+    _PooledTextExport,
+    build_config,
+    content_mean,
+    pool_excluded_ids,
+    save_pretrained_folder,
+)
 
 #: transformers model types whose ``AutoModel`` attends causally (checked by the encoder tests).
 CAUSAL_ARCHITECTURES = ("gpt2", "gpt_neox", "llama", "qwen2", "opt")
@@ -49,20 +56,6 @@ def last_token_states(hidden: Tensor, attention_mask: Tensor) -> Tensor:
     """
     last = (attention_mask.sum(1) - 1).clamp_min(0).to(torch.int64)
     return hidden.gather(1, last.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])).squeeze(1)
-
-
-def content_mean(hidden: Tensor, input_ids: Tensor, attention_mask: Tensor, excluded_ids: Tensor) -> Tensor:
-    """``[B, L, D] -> [B, D]``: mean over real tokens whose id is not in ``excluded_ids`` (``int64 [K]``).
-
-    A row with no such token falls back to all its real tokens. Float arithmetic, not bool
-    where/any, because onnxruntime lacks Where/ReduceMax for bool.
-    """
-    real = attention_mask.to(hidden.dtype)
-    special = (input_ids.unsqueeze(-1) == excluded_ids).to(hidden.dtype).sum(-1)
-    content = real * (1.0 - special.clamp_max(1.0))
-    empty = (content.sum(1, keepdim=True) == 0).to(hidden.dtype)
-    mask = (content + empty * real).unsqueeze(-1)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
 class CausalHFEncoder(Encoder):
@@ -101,12 +94,7 @@ class CausalHFEncoder(Encoder):
         # The embedding tables are built by now, so the pad id has done its work.
         self.model.config.pad_token_id = None
         self.pooling = params.pooling
-        excluded = [] if params.pool_special_tokens else [info.get("cls_token_id"), info.get("sep_token_id")]
-        self.register_buffer(
-            "pool_excluded_ids",
-            torch.tensor([-1 if i is None else int(i) for i in excluded] or [-1], dtype=torch.int64),
-            persistent=False,
-        )
+        self.register_buffer("pool_excluded_ids", pool_excluded_ids(info, params.pool_special_tokens), persistent=False)
         self.feature_dim = int(self.model.config.hidden_size)
 
     def get_input_embeddings(self) -> nn.Embedding:

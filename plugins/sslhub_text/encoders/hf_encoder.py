@@ -108,6 +108,30 @@ def build_config(params: HFParams, vocab_size: int, pad_token_id: int, max_lengt
     return config
 
 
+def pool_excluded_ids(info: Mapping[str, Any], pool_special_tokens: bool) -> Tensor:
+    """``int64 [K]``: ids left out of mean pooling, [CLS] and [SEP] unless ``pool_special_tokens``.
+
+    They carry no content, and their states dominate the mean of short texts. -1 (matches
+    nothing) stands where the tokenizer lacks one.
+    """
+    excluded = [] if pool_special_tokens else [info.get("cls_token_id"), info.get("sep_token_id")]
+    return torch.tensor([-1 if i is None else int(i) for i in excluded] or [-1], dtype=torch.int64)
+
+
+def content_mean(hidden: Tensor, input_ids: Tensor, attention_mask: Tensor, excluded_ids: Tensor) -> Tensor:
+    """``[B, L, D] -> [B, D]``: mean over real tokens whose id is not in ``excluded_ids`` (``int64 [K]``).
+
+    A row with no such token falls back to all its real tokens. Float arithmetic, not bool
+    where/any, because onnxruntime lacks Where/ReduceMax for bool.
+    """
+    real = attention_mask.to(hidden.dtype)
+    special = (input_ids.unsqueeze(-1) == excluded_ids).to(hidden.dtype).sum(-1)
+    content = real * (1.0 - special.clamp_max(1.0))
+    empty = (content.sum(1, keepdim=True) == 0).to(hidden.dtype)
+    mask = (content + empty * real).unsqueeze(-1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
 class HFEncoder(Encoder):
     """A transformers encoder (``AutoModel``) over token ids, with mean or [CLS] pooling.
 
@@ -130,14 +154,7 @@ class HFEncoder(Encoder):
             if key not in info:
                 raise ValueError(f"hf encoder: modality {context.modality_name!r} info() has no {key!r}")
         self.pooling = params.pooling
-        # Ids left out of mean pooling: [CLS]/[SEP] carry no content, and their states dominate
-        # the mean of short texts. -1 (matches nothing) where the tokenizer lacks one.
-        excluded = [] if params.pool_special_tokens else [info.get("cls_token_id"), info.get("sep_token_id")]
-        self.register_buffer(
-            "pool_excluded_ids",
-            torch.tensor([-1 if i is None else int(i) for i in excluded] or [-1], dtype=torch.int64),
-            persistent=False,
-        )
+        self.register_buffer("pool_excluded_ids", pool_excluded_ids(info, params.pool_special_tokens), persistent=False)
         if params.local_path is not None:
             kwargs = {"add_pooling_layer": False} if _has_pooler(_local_model_type(params.local_path)) else {}
             self.model = AutoModel.from_pretrained(
@@ -166,14 +183,7 @@ class HFEncoder(Encoder):
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:
-            # Float arithmetic, not bool where/any: onnxruntime lacks Where/ReduceMax for bool.
-            real = attention_mask.to(hidden.dtype)
-            special = (batch["input_ids"].unsqueeze(-1) == self.pool_excluded_ids).to(hidden.dtype).sum(-1)
-            content = real * (1.0 - special.clamp_max(1.0))
-            # A text of special tokens only falls back to all its real tokens (no division by 0).
-            empty = (content.sum(1, keepdim=True) == 0).to(hidden.dtype)
-            mask = (content + empty * real).unsqueeze(-1)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+            pooled = content_mean(hidden, batch["input_ids"], attention_mask, self.pool_excluded_ids)
         return EncoderOutput(pooled=pooled, tokens=hidden, token_mask=attention_mask.bool())
 
     def export_module(self) -> nn.Module:
