@@ -104,6 +104,14 @@ def nonfinite_parameters(module: nn.Module) -> list[str]:
     return [name for (name, _), ok in zip(named, finite, strict=True) if not ok]
 
 
+def _load_model(module: nn.Module, payload: dict[str, Any], path: Path) -> None:
+    """The checkpoint's weights into ``module``, or a :class:`CheckpointError` naming the file."""
+    try:
+        module.load_state_dict(payload["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit this recipe's model: {_first_line(exc)}") from exc
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -189,20 +197,14 @@ class Checkpointer:
         if loaded is None:
             return None
         payload, path = loaded
-        try:
-            module.load_state_dict(payload["model"])
-        except RuntimeError as exc:
-            raise CheckpointError(f"{path} does not fit this recipe's model: {_first_line(exc)}") from exc
+        _load_model(module, payload, path)
         log.info("loaded the best weights %s (step %d)", path, payload["step"])
         return payload["step"]
 
     def load_weights(self, module: nn.Module) -> int:
         """Load only the newest good checkpoint's weights into ``module``; return its step."""
         payload, path = self._latest()
-        try:
-            module.load_state_dict(payload["model"])
-        except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint {path} does not fit this recipe's model: {_first_line(exc)}") from exc
+        _load_model(module, payload, path)
         log.info("loaded %s (step %d)", path, payload["step"])
         return payload["step"]
 
