@@ -31,7 +31,10 @@ FEATURE_KINDS = ("pooled", "tokens", "spatial")
 #: which contrastive masked objectives (``wav2vec2``) need to quantize the unmasked features.
 #: ``token_embeddings``: the encoder has a token embedding table, returned by
 #: :meth:`Encoder.get_input_embeddings`, which a tied language-model head (``mlm``, ``causal_lm``) reuses.
-ENCODER_PROPERTIES = ("causal", "token_embeddings", "frame_masking")
+#: ``frame_layers``: the encoder gives the frames after any of its context-network layers:
+#: ``num_context_layers`` and ``hidden_frames(batch, layer) -> [B, T', D]`` (layer 1 is the first),
+#: which HuBERT's later iterations cluster (``masked_audio``'s ``teacher``).
+ENCODER_PROPERTIES = ("causal", "token_embeddings", "frame_masking", "frame_layers")
 #: what each property means, in the words validation uses when an encoder lacks one.
 PROPERTY_MEANINGS = {
     "causal": "a causal encoder (each output position may see only earlier inputs, or predicting what comes "
@@ -40,6 +43,7 @@ PROPERTY_MEANINGS = {
     "prediction head reuses",
     "frame_masking": "an encoder that exposes its frame features before the context network and takes a mask "
     "embedding in their place",
+    "frame_layers": "an encoder that gives the frames after each of its context-network layers (hidden_frames)",
 }
 #: everything ``provides=`` / ``requires=`` may name at registration.
 CAPABILITIES = (*FEATURE_KINDS, *ENCODER_PROPERTIES)

@@ -94,7 +94,9 @@ def sslhub_register_encoders(registry: ScopedRegistry) -> None:
             ``get_input_embeddings()`` returns, ``frame_masking`` when it offers ``count_frames(batch)``,
             ``embed_frames(batch)`` (local features ``[B, T', D]`` before its context network)
             and ``transform_frames(frames)`` (the context network), so an objective can put a
-            mask embedding in between (the built encoder's ``provides`` must say the same).
+            mask embedding in between, ``frame_layers`` when it offers ``num_context_layers`` and
+            ``hidden_frames(batch, layer)`` (the frames after one context layer) (the built
+            encoder's ``provides`` must say the same).
 
     Example::
 

@@ -51,7 +51,7 @@ def sslhub_register_encoders(registry) -> None:
         FrameTransformerEncoder,
         params=FrameTransformerParams,
         modalities=AUDIO,
-        provides=["pooled", "tokens", "frame_masking"],
+        provides=["pooled", "tokens", "frame_masking", "frame_layers"],
     )
     registry.register(
         "causal_frame_transformer",
@@ -66,7 +66,7 @@ def sslhub_register_encoders(registry) -> None:
         Wav2Vec2Encoder,
         params=Wav2Vec2Params,
         modalities=AUDIO,
-        provides=["pooled", "tokens", "frame_masking"],
+        provides=["pooled", "tokens", "frame_masking", "frame_layers"],
         description="torchaudio wav2vec 2.0 architecture built from config (no weights downloaded), on waveforms",
     )
     registry.register(
@@ -74,7 +74,7 @@ def sslhub_register_encoders(registry) -> None:
         Wav2Vec2Encoder,
         params=Wav2Vec2Params,
         modalities=AUDIO,
-        provides=["pooled", "tokens", "frame_masking"],
+        provides=["pooled", "tokens", "frame_masking", "frame_layers"],
         description="torchaudio HuBERT architecture (same module as wav2vec2) built from config, on waveforms",
     )
 

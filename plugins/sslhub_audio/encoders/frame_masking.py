@@ -7,6 +7,10 @@ with ``count_frames(batch)``. Masked-prediction objectives replace some local fe
 mask embedding between the two (``masked_audio``), or also keep the unmasked ones as targets
 (``wav2vec2``).
 
+An encoder that declares ``frame_layers`` also gives the frames after any one of its
+``num_context_layers`` context-network layers with ``hidden_frames(batch, layer)``: what
+HuBERT's second iteration clusters.
+
 References:
     - Baevski et al., "wav2vec 2.0", NeurIPS 2020, section 3.1 (masking the latent features).
 """
@@ -35,3 +39,9 @@ def replace_masked_frames(frames: Tensor, frame_mask: Tensor | None, mask_embedd
     if frame_mask.shape != frames.shape[:2]:
         raise ValueError(f"frame_mask must be [batch, frames] = {list(frames.shape[:2])}, got {list(frame_mask.shape)}")
     return torch.where(frame_mask[..., None], mask_embedding.to(frames.dtype), frames)
+
+
+def check_layer(layer: int, num_layers: int, encoder_name: str) -> None:
+    """Raise ``ValueError`` unless ``1 <= layer <= num_layers``."""
+    if not 1 <= layer <= num_layers:
+        raise ValueError(f"encoder '{encoder_name}' has context layers 1..{num_layers}, not {layer}")

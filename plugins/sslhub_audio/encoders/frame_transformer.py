@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from sslhub import BuildContext, Encoder, EncoderOutput, Params
-from sslhub_audio.encoders.frame_masking import replace_masked_frames
+from sslhub_audio.encoders.frame_masking import check_layer, replace_masked_frames
 from sslhub_audio.encoders.time_pooling import TimePool
 
 
@@ -177,6 +177,19 @@ class LogMelFrameEncoder(Encoder):
     def forward(self, batch: Mapping[str, Tensor]) -> EncoderOutput:
         return self.transform_frames(self.embed_frames(batch))
 
+    @property
+    def num_context_layers(self) -> int:
+        return len(self.blocks)
+
+    def hidden_frames(self, batch: Mapping[str, Tensor], layer: int) -> Tensor:
+        """The frames after transformer block ``layer`` (1 = the first): ``[B, T', D]``."""
+        check_layer(layer, self.num_context_layers, self.registered_name)
+        x = self.embed_frames(batch)
+        x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device, x.dtype)
+        for block in self.blocks[:layer]:
+            x = block(x)
+        return x
+
 
 class FrameTransformerEncoder(LogMelFrameEncoder):
     """Log-mel frame transformer: conv subsampling + transformer; pooled = mean of frames.
@@ -185,7 +198,7 @@ class FrameTransformerEncoder(LogMelFrameEncoder):
     ``pooled [B, D]``.
     """
 
-    provides = frozenset({"pooled", "tokens", "frame_masking"})
+    provides = frozenset({"pooled", "tokens", "frame_masking", "frame_layers"})
     registered_name = "frame_transformer"
 
     def __init__(self, params: FrameTransformerParams, context: BuildContext | None = None):

@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from sslhub import BuildContext, Encoder, EncoderOutput, Modality, Params
-from sslhub_audio.encoders.frame_masking import replace_masked_frames
+from sslhub_audio.encoders.frame_masking import check_layer, replace_masked_frames
 
 DEFAULT_CONV_LAYERS = [[64, 10, 5], [64, 3, 2], [64, 3, 2], [64, 3, 2], [64, 3, 2], [64, 2, 2], [64, 2, 2]]
 
@@ -86,7 +86,7 @@ class Wav2Vec2Encoder(Encoder):
     """torchaudio Wav2Vec2Model (random init, built from config) on ``batch["waveform"]``."""
 
     input_names = ("waveform",)
-    provides = frozenset({"pooled", "tokens", "frame_masking"})
+    provides = frozenset({"pooled", "tokens", "frame_masking", "frame_layers"})
 
     def __init__(self, params: Wav2Vec2Params, context: BuildContext | None = None):
         super().__init__()
@@ -146,6 +146,16 @@ class Wav2Vec2Encoder(Encoder):
 
     def forward(self, batch: Mapping[str, Tensor]) -> EncoderOutput:
         return self.forward_frames(batch)
+
+    @property
+    def num_context_layers(self) -> int:
+        return len(self.model.encoder.transformer.layers)
+
+    def hidden_frames(self, batch: Mapping[str, Tensor], layer: int) -> Tensor:
+        """The frames after transformer layer ``layer`` (1 = the first): ``[B, T', D]``."""
+        check_layer(layer, self.num_context_layers, "wav2vec2")
+        transformer = self.model.encoder.transformer
+        return transformer.get_intermediate_outputs(self.embed_frames(batch), None, num_layers=layer)[-1]
 
     def export_native(self, directory: Path, modality: Modality) -> dict[str, str]:
         """torchaudio's own model: ``model.pt`` (a state dict) and ``wav2vec2_config.json`` (the builder's arguments).

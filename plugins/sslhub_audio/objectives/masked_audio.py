@@ -13,6 +13,9 @@ masked frames:
   it once before training, not when a checkpoint provides them) on ``kmeans_clips`` clips of
   the modality's training set (deterministic in the recipe seed, the global RNG untouched),
   and kept in a buffer so checkpoints save and restore them.
+* ``target: clusters`` with a ``teacher`` -- HuBERT iteration 2: the clustered frames are those
+  of layer ``teacher_layer`` of an encoder trained before (a run, fine-tune or export folder;
+  see :mod:`sslhub_audio.objectives.cluster_teacher`), computed on the same views.
 
 The encoder must declare ``frame_masking`` (checked when the recipe is validated) and have an
 integer ``frame_rate_divisor`` (mel frames per encoder frame): ``frame_transformer``,
@@ -29,11 +32,12 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from sslhub import BuildContext, Encoder, Modality, Objective, ObjectiveOutput, Params
 from sslhub_audio.encoders.frame_masking import replace_masked_frames
+from sslhub_audio.objectives.cluster_teacher import ClusterTeacher
 from sslhub_audio.objectives.kmeans import assign_clusters, kmeans
 from sslhub_audio.objectives.span_mask import span_mask
 
@@ -52,6 +56,24 @@ class MaskedAudioParams(Params):
     num_clusters: int = Field(100, ge=2, description="k-means clusters for target 'clusters'.")
     kmeans_clips: int = Field(256, ge=1, description="Training clips whose frames fit the k-means centroids.")
     kmeans_iterations: int = Field(50, ge=1, description="Maximum Lloyd iterations of the k-means fit.")
+    teacher: str | None = Field(
+        None,
+        description="HuBERT iteration 2: a trained run, fine-tune or export folder whose encoder's frames are "
+        "clustered instead of log-mel (needs target 'clusters' and the same frame rate).",
+    )
+    teacher_layer: int | None = Field(
+        None,
+        ge=1,
+        description="The teacher's context layer whose frames are clustered (1 = first); default the middle one.",
+    )
+
+    @model_validator(mode="after")
+    def _teacher_needs_clusters(self) -> MaskedAudioParams:
+        if self.teacher is not None and self.target != "clusters":
+            raise ValueError("teacher is for target 'clusters' (HuBERT iteration 2); set target: clusters")
+        if self.teacher_layer is not None and self.teacher is None:
+            raise ValueError("teacher_layer needs a teacher (the folder of the first iteration's run)")
+        return self
 
 
 def group_frames(features: Tensor, divisor: int, num_frames: int) -> Tensor:
@@ -103,7 +125,8 @@ class MaskedAudioObjective(Objective):
         info = context.modality.info() if context.modality is not None else {}
         if "n_mels" not in info:
             raise ValueError("objective 'masked_audio' needs the audio modality (its info() gives n_mels)")
-        self.target_dim = int(info["n_mels"]) * self.divisor
+        self.teacher = ClusterTeacher(params.teacher, params.teacher_layer, self.divisor) if params.teacher else None
+        self.target_dim = self.teacher.dim if self.teacher else int(info["n_mels"]) * self.divisor
         dim = int(getattr(encoder, "token_dim", encoder.feature_dim))  # heads read frames
         self.mask_embedding = nn.Parameter(torch.empty(dim).normal_(0.0, 0.02))
         if params.target == "reconstruct":
@@ -135,7 +158,7 @@ class MaskedAudioObjective(Objective):
             samples = [dataset[i] for i in indices[start : start + 64]]
             batch = modality.collate(samples)
             batch = modality.on_device({k: v.to(device) for k, v in batch.items()})
-            rows.append(group_frames(batch["features"], self.divisor, encoder.count_frames(batch)).flatten(0, 1))
+            rows.append(self.cluster_inputs(batch, encoder.count_frames(batch)).flatten(0, 1))
         frames = torch.cat(rows)
         if frames.shape[0] < p.num_clusters:
             raise ValueError(
@@ -143,6 +166,12 @@ class MaskedAudioObjective(Objective):
                 f"{p.num_clusters}; raise kmeans_clips or lower num_clusters"
             )
         return kmeans(frames, p.num_clusters, iterations=p.kmeans_iterations, seed=seed)
+
+    def cluster_inputs(self, batch: dict[str, Tensor], num_frames: int) -> Tensor:
+        """What is clustered, per encoder frame: ``[B, T', target_dim]`` (stacked log-mel or teacher frames)."""
+        if self.teacher is not None:
+            return self.teacher.frames(batch, num_frames)
+        return group_frames(batch["features"], self.divisor, num_frames)
 
     def _loss(
         self, batch: dict[str, Tensor], encoder: Encoder, generator: torch.Generator | None = None
@@ -155,10 +184,10 @@ class MaskedAudioObjective(Objective):
         )
         frames = replace_masked_frames(encoder.embed_frames(batch), mask, self.mask_embedding)
         tokens = encoder.transform_frames(frames).tokens
-        targets = group_frames(features, self.divisor, num_frames)[mask]  # [M, target_dim]
         predictions = self.head(tokens[mask])
         metrics: dict[str, Tensor] = {"masked_fraction": mask.float().mean().detach()}
         if p.target == "reconstruct":
+            targets = group_frames(features, self.divisor, num_frames)[mask]  # [M, target_dim]
             predictions = predictions.float()
             if p.loss == "l1":
                 loss = F.l1_loss(predictions, targets)
@@ -170,7 +199,7 @@ class MaskedAudioObjective(Objective):
                     "masked_audio: the k-means centroids are not fitted; call objective.prepare(modality, encoder) "
                     "or load a checkpoint before training"
                 )
-            labels = assign_clusters(targets, self.centroids)
+            labels = assign_clusters(self.cluster_inputs(batch, num_frames)[mask], self.centroids)
             loss = F.cross_entropy(predictions.float(), labels)
             metrics["accuracy"] = (predictions.argmax(dim=-1) == labels).float().mean().detach()
         return loss, metrics
