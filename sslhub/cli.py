@@ -308,9 +308,25 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"  error: {error}")
         for warning in record.warnings:
             print(f"  warning: {warning}")
+    print_file_decoders()
     if failed and not explicit:
         print("error: a plugin failed to load and SSLHUB_STRICT_PLUGINS is on", file=sys.stderr)
     return failed
+
+
+def print_file_decoders() -> None:
+    """The ``sslhub.files`` decoders that ``embed``/``predict`` read files with (a torch-free entry-point group)."""
+    from sslhub.files import installed_decoders
+
+    decoders = installed_decoders(strict=False)
+    if not decoders:
+        print("file decoders: none installed (embed and predict read .npy/.npz only)")
+        return
+    print("file decoders (entry-point group sslhub.files):")
+    for registered in decoders:
+        decoder = registered.decoder
+        extensions = ", ".join(decoder.extensions) or "no extensions"
+        print(f"  {registered.name}: {decoder.kind or '?'} files ({extensions}), from {registered.distribution}")
 
 
 #: the libraries whose versions decide whether an environment works; shown by ``sslhub plugins``.

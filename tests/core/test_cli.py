@@ -257,3 +257,12 @@ def test_plugins_first_line_names_the_installed_library_versions(capsys):
     assert first.startswith("versions: sslhub ")
     for name in ("torch", "torchvision", "torchaudio", "transformers", "timm", "onnxruntime"):
         assert f"{name} {version(name)}" in first
+
+
+def test_plugins_lists_the_installed_file_decoders(capsys):
+    assert main(["plugins"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("file decoders (entry-point group sslhub.files):")
+    decoders = {line.split(":")[0].strip(): line for line in lines[start + 1 :] if line.startswith("  ")}
+    assert {"image", "text", "audio"} <= set(decoders), lines[start:]
+    assert ".png" in decoders["image"] and "from sslhub" in decoders["image"]
