@@ -77,6 +77,10 @@ _EXPORTS = {
     "groups_from_paths": "sslhub.splits",
     "split_problem": "sslhub.splits",
     "unmatched_paths_problem": "sslhub.splits",
+    "folder_classes": "sslhub.sources",
+    "folder_fingerprint": "sslhub.sources",
+    "holdout_split": "sslhub.sources",
+    "list_files": "sslhub.sources",
 }
 
 __all__ = [
@@ -126,12 +130,16 @@ __all__ = [
     "classes_without_training_samples",
     "compile_group_pattern",
     "encoders",
+    "folder_classes",
+    "folder_fingerprint",
     "gather_with_grad",
     "group_split",
     "groups_from_paths",
+    "holdout_split",
     "hookimpl",
     "is_distributed",
     "is_main_process",
+    "list_files",
     "load_encoder",
     "modalities",
     "objectives",
@@ -202,6 +210,7 @@ if TYPE_CHECKING:
     from sslhub.loading import LoadedEncoder, load_encoder
     from sslhub.python_api import augmentations, encoders, modalities, objectives
     from sslhub.registry import Component, Provider, Registry, RegistryError
+    from sslhub.sources import folder_classes, folder_fingerprint, holdout_split, list_files
     from sslhub.splits import (
         GroupPattern,
         GroupSplit,

@@ -152,6 +152,7 @@ class ComponentBuilder:
             run_dir=self.run_dir,
             seed=self.recipe.model.seed,
             device=self.device,
+            catalog=self.recipe.catalog,
         )
         modality = self.recipe.modality.build(context)
         modality.prepare(self.run_dir)
@@ -208,4 +209,5 @@ class ComponentBuilder:
             seed=self.recipe.model.seed,
             device=self.device,
             encoder=encoder,
+            catalog=self.recipe.catalog,
         )

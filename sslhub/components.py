@@ -41,8 +41,17 @@ PROPERTY_MEANINGS = {
     "frame_masking": "an encoder that exposes its frame features before the context network and takes a mask "
     "embedding in their place",
 }
+#: capabilities a modality may declare (``provides=`` at its registration) and a component's
+#: parameters may need from it (:meth:`Params.modality_needs`):
+#: ``word_continuations``: the modality knows which vocabulary ids continue a word (``##`` pieces),
+#: returned by :meth:`Modality.continuation_token_ids`, which whole-word masking (``mlm``) needs.
+MODALITY_PROPERTIES = ("word_continuations",)
+#: what each modality capability means, in the words validation uses when a modality lacks one.
+MODALITY_PROPERTY_MEANINGS = {
+    "word_continuations": "a modality that knows which tokens continue a word (continuation_token_ids())",
+}
 #: everything ``provides=`` / ``requires=`` may name at registration.
-CAPABILITIES = (*FEATURE_KINDS, *ENCODER_PROPERTIES)
+CAPABILITIES = (*FEATURE_KINDS, *ENCODER_PROPERTIES, *MODALITY_PROPERTIES)
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -140,6 +149,27 @@ class Params(StrictNumbers):
         """
         return []
 
+    def modality_needs(self) -> frozenset[str]:
+        """Modality capabilities these parameters need (:data:`MODALITY_PROPERTIES`).
+
+        Recipe validation checks them against what the recipe's modality declares
+        (``provides=`` at its registration; a composite modality's parts count too) before
+        anything is built: ``mlm`` with ``whole_word_masking: true`` needs ``word_continuations``.
+        None by default.
+        """
+        return frozenset()
+
+    def part_params(self) -> dict[str, dict[str, Any]]:
+        """For a composite modality: each part's parameters, by part name (``{"text": {...}}``).
+
+        A composite modality (registered with ``modalities=[...]``, its parts) builds each part
+        through :meth:`BuildContext.part`; recipe validation checks these mappings against each
+        part's own parameters, so a bad value is reported at its recipe line before anything is
+        built. Keys of a part's mapping that are also fields of the composite are reported at
+        that field. Empty by default (a part then gets its defaults).
+        """
+        return {}
+
 
 FieldProblems = list[tuple[tuple[str | int, ...], str]]
 
@@ -194,6 +224,8 @@ class BuildContext:
         device: where training will run.
         encoder: the built encoder, given to objectives (heads size themselves from it); an
             :class:`EncoderSet` for objectives that use several encoders.
+        catalog: the :class:`sslhub.Catalog` the run's components come from, for
+            :meth:`part`; ``None``: the installed plugins.
     """
 
     modality: Modality | None = None
@@ -202,6 +234,30 @@ class BuildContext:
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     encoder: Encoder | EncoderSet | None = None
+    catalog: Any = field(default=None, repr=False)
+
+    def part(self, name: str, params: Mapping[str, Any] | None = None) -> Modality:
+        """Build the registered modality ``name`` as a part of the composite modality being built.
+
+        A composite modality (``image_text``: an image part and a text part) calls this in its
+        factory instead of importing another plugin's classes, so the part comes from whichever
+        plugin registers ``name`` and ``-p no:PLUGIN`` really removes it. The part then serves
+        the composite through the :class:`Modality` methods (:meth:`Modality.fit_part`,
+        :meth:`Modality.part_dataset`, :meth:`Modality.collate`, :meth:`Modality.on_device`,
+        :meth:`Modality.raw_features`, :meth:`Modality.info`...).
+
+        Args:
+            name: the part's registered modality name (``"image"``).
+            params: its parameters as a recipe would give them under ``data:`` (validated by
+                the part's own :class:`Params`); ``None``: its defaults.
+
+        Raises:
+            sslhub.SSLHubError: no loaded plugin registers ``name``, or ``params`` are invalid;
+                the message names the composite and the part.
+        """
+        from sslhub.parts import build_part
+
+        return build_part(self, name, dict(params or {}))
 
 
 @dataclass
@@ -340,6 +396,59 @@ class Modality(ABC):
             (the sample and its views, one per line). ``{}`` when the modality shows nothing.
         """
         return {}
+
+    # ---------------------------------------------------------------- composites and their parts
+    @property
+    def parts(self) -> Mapping[str, Modality]:
+        """A composite modality's part modalities by name (``{"image": ..., "text": ...}``); ``{}`` otherwise.
+
+        Components of a composite reach a part's own methods through it (``clip`` decodes
+        captions with ``modality.parts["text"].decode_sample``).
+        """
+        return {}
+
+    def fit_part(self, items: Sequence[Any], run_dir: Path | None) -> None:  # noqa: B027 - optional hook
+        """As a part of a composite modality: fit what this modality learns from data, on ``items``.
+
+        The composite (built through :meth:`BuildContext.part`) calls it once, from its own
+        :meth:`prepare`, with its training items of this part (for ``text``: the training
+        captions, on which it trains its tokenizer); it replaces :meth:`prepare`, which reads
+        the modality's own ``data.source``. With a ``run_dir``, artifacts are saved (and reused
+        on resume) there, as :meth:`prepare` does. Nothing to fit by default.
+        """
+
+    def part_dataset(self, items: Sequence[Any]) -> Dataset:
+        """As a part of a composite modality: samples decoded from the composite's ``items``.
+
+        Sample ``i`` decodes ``items[i]`` alone (``text``: a string; ``image``: an image file
+        path, or one uint8/float array per image, or a stacked ``[N, H, W(, C)]`` array) into the
+        same sample keys this modality's own datasets give, without labels. An item that cannot
+        be decoded raises (OSError or ValueError) rather than being replaced, so the composite
+        can replace the whole tuple (an image with its caption). Called after :meth:`fit_part`.
+
+        Raises:
+            ValueError: by default: the modality cannot serve as a part.
+        """
+        raise ValueError(f"modality {type(self).__name__} cannot serve as a part of a composite modality")
+
+    def decode_sample(self, batch: Batch, index: int, limit: int = 400) -> str | None:
+        """Row ``index`` of a collated ``batch`` as readable text (at most ``limit`` characters), for
+        reports (``mlm``'s masked examples, ``clip``'s retrieved captions); ``None`` (the default)
+        when this modality has no text form."""
+        return None
+
+    # ---------------------------------------------------------------- declared capabilities
+    def continuation_token_ids(self) -> list[int]:
+        """Vocabulary ids that continue a word (``##`` pieces), for whole-word masking.
+
+        The ``word_continuations`` capability: a modality that implements this declares
+        ``provides=["word_continuations"]`` at registration, which recipe validation checks
+        against what components need (:meth:`Params.modality_needs`).
+
+        Raises:
+            NotImplementedError: by default (the capability is not declared).
+        """
+        raise NotImplementedError(f"modality {type(self).__name__} does not know word-continuation tokens")
 
     def export_frontend(self) -> ExportFrontend | None:
         """Preprocessing from raw inputs to encoder inputs that can be exported as its own model.

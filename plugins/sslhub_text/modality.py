@@ -612,6 +612,51 @@ class TextModality(Modality):
 
         return EvalSplit(side(train), side(test), tuple(class_names), groups=groups, source=source)
 
+    # ----------------------------------------------------------------- as a composite's part
+    def fit_part(self, items: Sequence[Any], run_dir: Path | None) -> None:
+        """As a composite's part (``image_text``): the tokenizer trained on ``items``, the composite's
+        training texts (or loaded: ``tokenizer: {type: local}``), instead of on ``data.source``.
+
+        With a ``run_dir`` it is saved there as ``tokenizer.json``; one already there (a resumed
+        run) is reused rather than retrained. ``tokenizer.max_documents`` does not apply.
+        """
+        if self._tokenizer is not None and (run_dir is None or self._prepared_dir == Path(run_dir)):
+            return
+        saved = Path(run_dir) / TOKENIZER_FILE if run_dir is not None else None
+        if self._tokenizer is None:
+            spec = self.params.tokenizer
+            if isinstance(spec, LocalTokenizer):
+                self._tokenizer = load_tokenizer(spec.path)
+            elif saved is not None and saved.is_file():
+                logger.info("text: reusing the tokenizer saved at %s", saved)
+                self._tokenizer = load_tokenizer(saved)
+            else:
+                self._tokenizer = train_tokenizer(
+                    (str(text) for text in items),
+                    vocab_size=spec.vocab_size,
+                    lowercase=spec.lowercase,
+                    algorithm=spec.algorithm,
+                    min_frequency=spec.min_frequency,
+                )
+            self._special = SpecialTokens.of(self._tokenizer)
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            if not saved.is_file():
+                self._tokenizer.save(str(saved))
+            self._prepared_dir = Path(run_dir)
+
+    def part_dataset(self, items: Sequence[Any]) -> TokenSequences:
+        """As a composite's part: one ``[CLS] text [SEP]`` sample per text, truncated to ``max_length``.
+
+        Samples: ``{"input_ids": int64 [L], "attention_mask": int64 [L]}``, ``L <= max_length``.
+        """
+        if self._tokenizer is None:
+            raise ValueError("the text part has no tokenizer yet: call fit_part before part_dataset")
+        # Tokenize in the main process; forked DataLoader workers then only index arrays.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        encodings = self._tokenizer.encode_batch([str(text) for text in items], add_special_tokens=False)
+        return TokenSequences.from_lists([self._wrap(e.ids[: self._content_length()]) for e in encodings])
+
     def labeled_source(self, path: Path, label: str | None = None, group: str | None = None) -> dict[str, Any]:
         """``.jsonl`` files (a file or a folder) with a ``label`` field unless named; ``group`` names a field."""
         return {"type": "files", "path": str(path), "label_field": label or "label", "group_field": group}

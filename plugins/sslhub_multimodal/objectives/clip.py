@@ -318,14 +318,15 @@ class CLIPObjective(Objective):
     @staticmethod
     def _examples(embedded: dict[str, Any], modality: Modality, count: int = 5, top: int = 3) -> list[dict[str, Any]]:
         """For the first few held-out images: their caption and the ``top`` captions retrieved."""
-        tokenizer = getattr(modality, "tokenizer", None)
-        if tokenizer is None:
+        text_part = modality.parts.get("text")
+        if text_part is None:
             return []
         similarity = embedded["image"][:count] @ embedded["text"].T
         keys = embedded["keys"].tolist()
 
         def text(index: int) -> str:
-            return tokenizer.decode(embedded["input_ids"][index].tolist(), skip_special_tokens=True)
+            ids = embedded["input_ids"][index][None]
+            return text_part.decode_sample({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, 0) or ""
 
         examples = []
         for row in range(similarity.shape[0]):
