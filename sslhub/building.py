@@ -22,6 +22,7 @@ from sslhub.components import (
     Encoder,
     EncoderSet,
     Modality,
+    ModalityInfo,
     Objective,
     ObjectiveOutput,
 )
@@ -122,6 +123,18 @@ def _check_objective_output(output: Any, name: str, objective: Objective) -> Non
     )
 
 
+def _check_modality_info(modality: Modality, name: str) -> None:
+    """A modality whose ``info()`` is not a :class:`ModalityInfo` (a plain dict, as it once was) is named with its plugin."""
+    info = modality.info()
+    if isinstance(info, ModalityInfo):
+        return
+    cls = type(modality)
+    raise ComponentContractError(
+        f"modality '{name}' ({cls.__module__}.{cls.__qualname__}, {plugin_label(cls.__module__)}) broke the "
+        f"Modality contract: info() must return sslhub.ModalityInfo(...), but returned {type(info).__name__}"
+    )
+
+
 class ComponentBuilder:
     """Builds a recipe's components on ``device``, for ``run_dir``.
 
@@ -156,6 +169,7 @@ class ComponentBuilder:
         )
         modality = self.recipe.modality.build(context)
         modality.prepare(self.run_dir)
+        _check_modality_info(modality, self.recipe.modality.component.name)
         return modality
 
     def encoders(self, modality: Modality) -> EncoderSet:

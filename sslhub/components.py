@@ -50,8 +50,8 @@ MODALITY_PROPERTIES = ("word_continuations",)
 MODALITY_PROPERTY_MEANINGS = {
     "word_continuations": "a modality that knows which tokens continue a word (continuation_token_ids())",
 }
-#: everything ``provides=`` / ``requires=`` may name at registration.
-CAPABILITIES = (*FEATURE_KINDS, *ENCODER_PROPERTIES, *MODALITY_PROPERTIES)
+#: what encoders may declare (``provides=``) and objectives require (``requires=``) at registration.
+CAPABILITIES = (*FEATURE_KINDS, *ENCODER_PROPERTIES)
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -211,6 +211,82 @@ def path_problems(
     return []
 
 
+class ModalityInfo(BaseModel):
+    """Facts about a modality's inputs that encoders, augmentations and objectives size themselves from.
+
+    Returned by :meth:`Modality.info`. A modality sets the fields that apply to it and leaves
+    the others out; only the fields it set are written to an export's ``encoder.json``
+    (:meth:`as_dict`), so a record keeps the same keys it always had. Anything else a plugin
+    wants to record goes in ``extra`` (written at the top level beside the fields).
+
+    Attributes:
+        channels: image channels ``C`` (1 or 3).
+        image_size: image side ``S``.
+        mean, std: per-channel normalisation constants (applied inside image encoders).
+        value_range: ``[low, high]`` of the values an encoder receives, or ``None`` when unbounded.
+        vocab_size: token vocabulary size, special tokens included.
+        pad_token_id, mask_token_id, cls_token_id, sep_token_id, unk_token_id: special token
+            ids (``None`` where the tokenizer lacks one).
+        special_token_ids: ids never masked or augmented.
+        max_length: tokens per sample at most, special tokens included.
+        continuation_prefix: marks word-continuation pieces (``##``).
+        tokenizer_file: the tokenizer's file name beside an exported model.
+        sample_rate: audio samples per second.
+        n_mels: mel bands of the log-mel features ``[B, n_mels, T]``.
+        hop_length: waveform samples per feature frame.
+        dim: size ``D`` of a vector input ``[B, D]``.
+        parts: a composite modality's parts (``["image", "text"]``).
+        extra: free-form facts (``frames``, ``num_classes``...), for records and reports.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: int | None = None
+    image_size: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    value_range: list[float] | None = None
+    vocab_size: int | None = None
+    pad_token_id: int | None = None
+    mask_token_id: int | None = None
+    cls_token_id: int | None = None
+    sep_token_id: int | None = None
+    unk_token_id: int | None = None
+    special_token_ids: list[int] | None = None
+    max_length: int | None = None
+    continuation_prefix: str | None = None
+    tokenizer_file: str | None = None
+    sample_rate: int | None = None
+    n_mels: int | None = None
+    hop_length: int | None = None
+    dim: int | None = None
+    parts: list[str] | None = None
+    extra: dict[str, Any] = {}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields this modality set (``None`` values it set included), then ``extra``: the JSON record."""
+        return {**self.model_dump(exclude_unset=True, exclude={"extra"}), **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModalityInfo:
+        """The inverse of :meth:`as_dict`: known keys become fields, the rest ``extra`` (an export's record)."""
+        known = {k: v for k, v in data.items() if k in cls.model_fields and k != "extra"}
+        return cls(**known, extra={k: v for k, v in data.items() if k not in known})
+
+    def merged(self, other: ModalityInfo) -> ModalityInfo:
+        """These facts updated with those ``other`` set (a composite modality's parts, in order)."""
+        return ModalityInfo.from_dict({**self.as_dict(), **other.as_dict()})
+
+    def needed(self, name: str, who: str) -> Any:
+        """The value of field ``name``, or a ValueError saying that ``who`` needs it and the modality lacks it."""
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(
+                f"{who} needs the modality's {name} (ModalityInfo.{name}), which this modality does not give"
+            )
+        return value
+
+
 @dataclass
 class BuildContext:
     """What a factory may know about the run it is built for.
@@ -353,9 +429,9 @@ class Modality(ABC):
     def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
         """A synthetic batch shaped like real encoder input, for dry runs, tests and export."""
 
-    def info(self) -> dict[str, Any]:
-        """Facts encoders size themselves from (``channels``, ``vocab_size``, ``n_mels``...)."""
-        return {}
+    def info(self) -> ModalityInfo:
+        """Facts encoders size themselves from (``channels``, ``vocab_size``, ``n_mels``...): see :class:`ModalityInfo`."""
+        return ModalityInfo()
 
     def input_spec(self) -> dict[str, Any]:
         """Input names, dtypes, shapes (symbolic axes as strings) and preprocessing constants.

@@ -51,13 +51,19 @@ def sslhub_register_modalities(registry: ScopedRegistry) -> None:
         registry: the modality registry. Call ``registry.register(name, factory,
             params=ParamsModel)``; ``factory(params, context)`` returns a
             :class:`sslhub.Modality`. ``params`` holds everything under the recipe's
-            ``data:`` section except ``modality``.
+            ``data:`` section except ``modality``. ``provides`` lists the modality capabilities
+            it implements (``word_continuations``: ``continuation_token_ids()``), which
+            validation checks against what components need (``Params.modality_needs()``).
+            A composite modality lists its parts in ``modalities`` (``["image", "text"]``): it
+            builds each with ``context.part(name, params)``, components of its parts accept
+            it, and validation reports a part no loaded plugin registers.
 
     Example::
 
         @hookimpl
         def sslhub_register_modalities(registry):
             registry.register("image", ImageModality, params=ImageParams)
+            registry.register("image_text", ImageTextModality, params=ImageTextParams, modalities=["image", "text"])
     """
 
 
@@ -87,7 +93,7 @@ def sslhub_register_encoders(registry: ScopedRegistry) -> None:
         registry: the encoder registry. Call ``registry.register(name, factory,
             params=ParamsModel, modalities=[...], provides=["pooled", "tokens"])``;
             ``factory(params, context)`` returns a :class:`sslhub.Encoder`, and may read
-            ``context.modality.info()`` (channels, vocabulary size) to size itself.
+            ``context.modality.info()`` (a :class:`sslhub.ModalityInfo`: channels, vocabulary size) to size itself.
             ``provides`` lists the features it returns (``pooled``, ``tokens``, ``spatial``)
             and the properties it has: ``causal`` when no output position depends on later
             inputs, ``token_embeddings`` when it has a token embedding table that

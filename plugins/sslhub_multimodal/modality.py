@@ -31,7 +31,7 @@ import torch
 from pydantic import Field
 from torch.utils.data import Dataset, Subset
 
-from sslhub import Batch, BuildContext, EvalSplit, Modality, Params, holdout_split
+from sslhub import Batch, BuildContext, EvalSplit, Modality, ModalityInfo, Params, holdout_split
 from sslhub_multimodal.pairs import (
     IMAGE_EXTENSIONS,
     PairCollection,
@@ -288,15 +288,15 @@ class ImageTextModality(Modality):
             batch.update(part.example_batch(batch_size, device))
         return batch
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ModalityInfo:
         """The ``image`` part's facts (``channels``, ``image_size``, ``mean``, ``std``...), then the
         ``text`` part's (``vocab_size``, ``pad_token_id``, special token ids, ``max_length``...),
         plus ``parts: ["image", "text"]``."""
         self._ensure_prepared()
-        merged: dict[str, Any] = {}
+        merged = ModalityInfo()
         for part in self.parts.values():
-            merged.update(part.info())
-        return {**merged, "parts": list(self.parts)}
+            merged = merged.merged(part.info())
+        return merged.merged(ModalityInfo(parts=list(self.parts)))
 
     def continuation_token_ids(self) -> list[int]:
         """The text part's word-continuation ids (``##`` pieces), for the ``mlm`` whole-word masking."""

@@ -31,6 +31,7 @@ from sslhub import (
     EvalSplit,
     GroupPattern,
     Modality,
+    ModalityInfo,
     Params,
     folder_classes,
     folder_fingerprint,
@@ -377,15 +378,15 @@ class ImageModality(Modality):
         size, channels = self.params.image_size, self.params.channels
         return {"image": torch.rand(batch_size, channels, size, size, device=device)}
 
-    def info(self) -> dict[str, Any]:
-        """``channels``, ``image_size`` and the normalisation constants encoders apply."""
-        return {
-            "channels": self.params.channels,
-            "image_size": self.params.image_size,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "value_range": [0.0, 1.0],
-        }
+    def info(self) -> ModalityInfo:
+        """``channels``, ``image_size``, the normalisation constants encoders apply and ``value_range`` [0, 1]."""
+        return ModalityInfo(
+            channels=self.params.channels,
+            image_size=self.params.image_size,
+            mean=list(self.mean),
+            std=list(self.std),
+            value_range=[0.0, 1.0],
+        )
 
     def input_spec(self) -> dict[str, Any]:
         """ONNX input ``image`` float32 ``[batch, C, S, S]`` in ``[0, 1]``; normalisation inside the model."""

@@ -239,3 +239,15 @@ def test_unknown_name_names_a_plugin_that_did_not_load():
         "unknown encoder 'small_cnn'; no encoders are registered (is a plugin missing?); "
         "plugin 'vision' of sslhub is blocked and may provide it (see `sslhub plugins`)"
     )
+
+
+def test_modalities_declare_modality_capabilities_only():
+    registry = Registry("modality")
+    registry.register("words", make_encoder, provides=["word_continuations"])
+    assert "word_continuations" in registry.get("words").provides
+    with pytest.raises(RegistryError) as info:
+        registry.register("pixels", make_encoder, provides=["tokens"])
+    assert str(info.value) == (
+        "plugin 'python' registered modality 'pixels' with unknown capability 'tokens'; "
+        "expected one of pooled, word_continuations"
+    )

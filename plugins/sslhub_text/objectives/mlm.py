@@ -163,7 +163,7 @@ class MLMObjective(Objective):
     Args:
         params: :class:`MLMParams`.
         context: ``context.encoder`` must provide ``tokens`` and ``get_input_embeddings()``;
-            ``context.modality.info()`` gives ``mask_token_id``, ``pad_token_id``,
+            ``context.modality.info()`` (a :class:`sslhub.ModalityInfo`) gives ``mask_token_id``, ``pad_token_id``,
             ``special_token_ids`` and ``vocab_size``.
     """
 
@@ -180,12 +180,13 @@ class MLMObjective(Objective):
                 f"{type(encoder).__name__} does not declare provides 'token_embeddings'; use the 'hf' encoder"
             )
         info = modality.info()
-        if info.get("mask_token_id") is None:
+        if info.mask_token_id is None:
             raise ValueError("mlm objective: the tokenizer has no mask token ([MASK] or <mask>)")
         self.params = params
-        self.mask_token_id = int(info["mask_token_id"])
-        self.vocab_size = int(info["vocab_size"])
-        special = torch.tensor(sorted(set(info["special_token_ids"]) | {int(info["pad_token_id"])}))
+        self.mask_token_id = int(info.mask_token_id)
+        self.vocab_size = int(info.needed("vocab_size", "mlm objective"))
+        pad_token_id = int(info.needed("pad_token_id", "mlm objective"))
+        special = torch.tensor(sorted(set(info.special_token_ids or ()) | {pad_token_id}))
         is_special = torch.zeros(self.vocab_size, dtype=torch.bool)
         is_special[special] = True
         self.register_buffer("is_special", is_special, persistent=False)

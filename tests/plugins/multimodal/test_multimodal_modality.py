@@ -102,14 +102,14 @@ def test_samples_collate_and_example_batch(digit_pairs):
     for row, sample in enumerate(samples):
         n = len(sample["input_ids"])
         assert torch.equal(batch["input_ids"][row, :n], sample["input_ids"])
-        assert (batch["input_ids"][row, n:] == digit_pairs.info()["pad_token_id"]).all()
+        assert (batch["input_ids"][row, n:] == digit_pairs.info().pad_token_id).all()
         assert batch["attention_mask"][row].sum() == n
     on_device = digit_pairs.on_device(batch)
     assert on_device["image"].dtype == torch.float32 and float(on_device["image"].max()) <= 1.0
     assert torch.equal(on_device["input_ids"], batch["input_ids"])
     example = digit_pairs.example_batch(3)
     assert example["image"].shape == (3, 3, 16, 16) and example["input_ids"].shape == (3, 24)
-    special = set(digit_pairs.info()["special_token_ids"])
+    special = set(digit_pairs.info().special_token_ids)
     assert not any(int(t) in special for t in example["input_ids"][:, 1:-1].flatten())
 
 
@@ -126,14 +126,15 @@ def test_info_and_input_spec_cover_both_parts(digit_pairs):
         "special_token_ids",
         "max_length",
     ):
-        assert key in info, key
-    assert info["image_size"] == 16 and info["max_length"] == 24 and info["vocab_size"] > 50
+        assert key in info.as_dict(), key
+    assert info.parts == ["image", "text"]
+    assert info.image_size == 16 and info.max_length == 24 and info.vocab_size > 50
     spec = digit_pairs.input_spec()
     assert set(spec["inputs"]) == {"image", "input_ids", "attention_mask"}
     assert spec["dynamic_axes"]["input_ids"] == {0: "batch", 1: "sequence"}
     assert spec["dynamic_axes"]["image"] == {0: "batch"}
     assert spec["preprocessing"]["image"]["normalization"] == "inside_model"
-    assert spec["preprocessing"]["text"]["pad_token_id"] == info["pad_token_id"]
+    assert spec["preprocessing"]["text"]["pad_token_id"] == info.pad_token_id
 
 
 def test_tokenizer_is_saved_in_the_run_dir_and_reused(tmp_path):
@@ -241,7 +242,7 @@ def test_raw_features_give_each_side_its_own_baseline_by_encoder_key(digit_pairs
     raw = digit_pairs.raw_features(batch)
     assert set(raw) == {"image", "text"}
     assert raw["image"].shape == (3, 3 * 16 * 16)
-    assert raw["text"].shape == (3, digit_pairs.info()["vocab_size"])
+    assert raw["text"].shape == (3, digit_pairs.info().vocab_size)
     scores = check_raw_features(digit_pairs)
     assert set(scores) == {"image/", "text/"}
     assert scores["image/"] > 0.5 and scores["text/"] > 0.5  # ten digit classes

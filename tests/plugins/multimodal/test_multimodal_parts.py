@@ -23,9 +23,9 @@ def test_parts_are_the_modalities_the_catalog_registers():
     for name, part in modality.parts.items():
         assert type(part) is registered.get(name).factory
     # each part got the composite's settings as its own parameters
-    assert modality.parts["image"].info()["image_size"] == 8
+    assert modality.parts["image"].info().image_size == 8
     modality.prepare(None)
-    assert modality.info()["max_length"] == modality.parts["text"].info()["max_length"] == 12
+    assert modality.info().max_length == modality.parts["text"].info().max_length == 12
 
 
 def test_a_catalog_without_the_image_modality_cannot_build_image_text():
