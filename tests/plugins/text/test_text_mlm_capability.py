@@ -52,7 +52,7 @@ def test_whole_word_masking_needs_a_modality_with_word_continuations(tmp_path):
     result = sslhub("validate", str(tmp_path / "rTrue.yaml"), "-p", str(plugin))
     assert result.returncode != 0
     assert re.search(
-        r"rTrue\.yaml:7: objectives\[0\]: objective 'mlm' with these settings needs a modality that knows",
+        r"rTrue\.yaml:6: objectives\[0\]: objective 'mlm' with these settings needs a modality that knows",
         result.stderr,
     )
     assert "modality 'captions' does not declare provides=['word_continuations']" in result.stderr
