@@ -44,6 +44,7 @@ _EXPORTS = {
     "EvalSplit": "sslhub.components",
     "ConvDecoder": "sslhub.layers",
     "ExportFrontend": "sslhub.components",
+    "PatchLayout": "sslhub.components",
     "Modality": "sslhub.components",
     "ModalityInfo": "sslhub.components",
     "Objective": "sslhub.components",
@@ -113,6 +114,7 @@ __all__ = [
     "Objective",
     "ObjectiveOutput",
     "Params",
+    "PatchLayout",
     "PluginError",
     "PluginRecord",
     "Provider",
@@ -197,6 +199,7 @@ if TYPE_CHECKING:
         Objective,
         ObjectiveOutput,
         Params,
+        PatchLayout,
         path_problems,
     )
     from sslhub.distributed import (

@@ -31,7 +31,11 @@ FEATURE_KINDS = ("pooled", "tokens", "spatial")
 #: which contrastive masked objectives (``wav2vec2``) need to quantize the unmasked features.
 #: ``token_embeddings``: the encoder has a token embedding table, returned by
 #: :meth:`Encoder.get_input_embeddings`, which a tied language-model head (``mlm``, ``causal_lm``) reuses.
-ENCODER_PROPERTIES = ("causal", "token_embeddings", "frame_masking")
+#: ``patch_masking``: the encoder can encode a subset of an image's patches:
+#: :meth:`Encoder.patch_layout`, :meth:`Encoder.encode_patches` and
+#: :meth:`Encoder.set_patch_positions`, which masked-image objectives (``mae``) need to run it
+#: on the visible patches only.
+ENCODER_PROPERTIES = ("causal", "token_embeddings", "frame_masking", "patch_masking")
 #: what each property means, in the words validation uses when an encoder lacks one.
 PROPERTY_MEANINGS = {
     "causal": "a causal encoder (each output position may see only earlier inputs, or predicting what comes "
@@ -40,6 +44,8 @@ PROPERTY_MEANINGS = {
     "prediction head reuses",
     "frame_masking": "an encoder that exposes its frame features before the context network and takes a mask "
     "embedding in their place",
+    "patch_masking": "an encoder that can encode a subset of an image's patches (a vision transformer with a fixed "
+    "patch grid, e.g. timm vit_tiny_patch16_224 with model_kwargs: {patch_size: 4})",
 }
 #: capabilities a modality may declare (``provides=`` at its registration) and a component's
 #: parameters may need from it (:meth:`Params.modality_needs`):
@@ -573,6 +579,23 @@ class Augmentation(nn.Module):
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class PatchLayout:
+    """How a ``patch_masking`` encoder cuts an image into patches.
+
+    Attributes:
+        patch_size: side ``p`` of a square patch, in pixels.
+        grid: patches per column and per row ``(h, w)``; ``N = h * w``.
+        prefix_tokens: tokens before the patches in the output (class and register tokens).
+        dim: width ``D`` of each token.
+    """
+
+    patch_size: int
+    grid: tuple[int, int]
+    prefix_tokens: int
+    dim: int
+
+
 @dataclass
 class EncoderOutput:
     """Features from one forward pass.
@@ -608,6 +631,27 @@ class Encoder(nn.Module):
     def get_input_embeddings(self) -> nn.Embedding:
         """The token embedding table; encoders that declare ``token_embeddings`` override this."""
         raise NotImplementedError(f"{type(self).__name__} does not declare provides 'token_embeddings'")
+
+    def patch_layout(self) -> PatchLayout:
+        """How the encoder cuts an image into patches; encoders that declare ``patch_masking`` override this."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare provides 'patch_masking'")
+
+    def encode_patches(self, image: Tensor, ids_keep: Tensor) -> Tensor:
+        """Encode only some patches of each image (``patch_masking``).
+
+        Args:
+            image: float ``[B, C, H, W]`` in ``[0, 1]`` (the encoder normalises as in ``forward``).
+            ids_keep: int64 ``[B, K]`` indices (row-major in the patch grid) of the patches to encode.
+
+        Returns:
+            ``[B, P + K, D]``: the ``P`` prefix tokens, then the kept patches in ``ids_keep`` order.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not declare provides 'patch_masking'")
+
+    def set_patch_positions(self, codes: Tensor, trainable: bool) -> None:
+        """Write ``codes`` ``[N, D]`` (one per patch, row-major) into the patch position embedding
+        (prefix positions set to zero), trainable or frozen (``patch_masking``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare provides 'patch_masking'")
 
     def export_module(self) -> nn.Module:
         """A module taking ``input_names`` tensors positionally and returning ``pooled``."""

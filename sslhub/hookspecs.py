@@ -100,7 +100,10 @@ def sslhub_register_encoders(registry: ScopedRegistry) -> None:
             ``get_input_embeddings()`` returns, ``frame_masking`` when it offers ``count_frames(batch)``,
             ``embed_frames(batch)`` (local features ``[B, T', D]`` before its context network)
             and ``transform_frames(frames)`` (the context network), so an objective can put a
-            mask embedding in between (the built encoder's ``provides`` must say the same).
+            mask embedding in between, ``patch_masking`` when it offers ``patch_layout()``,
+            ``encode_patches(image, ids_keep)`` (only the kept patches) and
+            ``set_patch_positions(codes, trainable)``, as ``mae`` needs (the built encoder's
+            ``provides`` must say the same).
 
     Example::
 
@@ -120,7 +123,7 @@ def sslhub_register_objectives(registry: ScopedRegistry) -> None:
             params=ParamsModel, modalities=[...], requires=["tokens"])``;
             ``factory(params, context)`` returns a :class:`sslhub.Objective` and finds the
             built encoder at ``context.encoder``. ``requires`` names the encoder features
-            (``tokens``, ``spatial``) and properties (``causal``, ``token_embeddings``, ``frame_masking``) it needs, checked against the
+            (``tokens``, ``spatial``) and properties (``causal``, ``token_embeddings``, ``frame_masking``, ``patch_masking``) it needs, checked against the
             encoder's ``provides`` by ``sslhub validate``, before anything is built.
             The recipe keys ``name``, ``weight`` and ``start_step`` belong to the engine and
             are not passed in ``params``.
