@@ -318,6 +318,11 @@ class BuildContext:
     encoder: Encoder | EncoderSet | None = None
     catalog: Any = field(default=None, repr=False)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The catalog holds plugin modules, which do not pickle; a component that keeps its context
+        # is pickled into DataLoader workers (spawn) and DDP processes, which build nothing.
+        return {**self.__dict__, "catalog": None}
+
     def part(self, name: str, params: Mapping[str, Any] | None = None) -> Modality:
         """Build the registered modality ``name`` as a part of the composite modality being built.
 

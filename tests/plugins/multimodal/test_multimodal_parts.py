@@ -53,3 +53,14 @@ def test_part_parameters_are_refused_at_their_recipe_field(override, expected):
     result = sslhub("validate", RECIPE, "--set", override)
     assert result.returncode != 0 and expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_composite_built_from_a_catalog_pickles_for_spawned_workers():
+    import pickle
+
+    catalog = catalog_with("sslhub_vision.plugin", "sslhub_text.plugin", "sslhub_multimodal.plugin")
+    modality = ImageTextModality(ImageTextParams(image_size=8, max_length=12), BuildContext(catalog=catalog))
+    modality.prepare(None)
+    copy = pickle.loads(pickle.dumps(modality))  # the catalog (plugin modules) stays behind
+    samples = [copy.train_dataset()[i] for i in range(3)]
+    assert copy.collate(samples)["image"].shape == (3, 3, 8, 8)
