@@ -67,11 +67,11 @@ def missing_part_message(composite: str, part: str, registry: Registry) -> str:
     return f"{message} (install the plugin that provides it)"
 
 
-def part_problems(composite: Component, params: Params, catalog: Catalog) -> list[tuple[tuple[str, ...], str]]:
+def part_problems(composite: Component, params: Params, catalog: Catalog) -> list[tuple[tuple[str | int, ...], str]]:
     """Problems of ``composite``'s parts as ``(path under data:, message)``: parts no loaded plugin
     registers, then part parameters their own :class:`~sslhub.Params` refuse."""
     registry = catalog.registry("modality")
-    problems: list[tuple[tuple[str, ...], str]] = []
+    problems: list[tuple[tuple[str | int, ...], str]] = []
     given = params.part_params()
     for part in sorted(composite.modalities):
         if part not in registry:
@@ -84,11 +84,11 @@ def part_problems(composite: Component, params: Params, catalog: Catalog) -> lis
     return problems
 
 
-def _part_problem(item: Any, params: Params, composite: str, part: str) -> tuple[tuple[str, ...], str]:
+def _part_problem(item: Any, params: Params, composite: str, part: str) -> tuple[tuple[str | int, ...], str]:
     """One part's validation error at the composite's field it came from (``data:`` when none)."""
     fields = type(params).model_fields
     message = item["msg"].removeprefix("Value error, ")
-    loc = tuple(str(p) for p in item["loc"])
+    loc = tuple(item["loc"])
     if not loc:
         # a check across fields names the field it is about first ("mean must have 1 or 3 values")
         loc = next(((name,) for name in fields if message.startswith(f"{name} ")), ())
