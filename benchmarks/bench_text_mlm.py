@@ -196,7 +196,7 @@ def compare_mlm(
         details={
             "device": device,
             "precision": precision,
-            "bert": {"hidden": hidden, "layers": layers, "heads": heads, "vocab": modality.info()["vocab_size"]},
+            "bert": {"hidden": hidden, "layers": layers, "heads": heads, "vocab": modality.info().vocab_size},
             "batch_size": batch_size,
             "max_length": max_length,
             "timed_steps": steps,

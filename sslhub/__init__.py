@@ -44,7 +44,9 @@ _EXPORTS = {
     "EvalSplit": "sslhub.components",
     "ConvDecoder": "sslhub.layers",
     "ExportFrontend": "sslhub.components",
+    "PatchLayout": "sslhub.components",
     "Modality": "sslhub.components",
+    "ModalityInfo": "sslhub.components",
     "Objective": "sslhub.components",
     "ObjectiveOutput": "sslhub.components",
     "Params": "sslhub.components",
@@ -77,6 +79,10 @@ _EXPORTS = {
     "groups_from_paths": "sslhub.splits",
     "split_problem": "sslhub.splits",
     "unmatched_paths_problem": "sslhub.splits",
+    "folder_classes": "sslhub.sources",
+    "folder_fingerprint": "sslhub.sources",
+    "holdout_split": "sslhub.sources",
+    "list_files": "sslhub.sources",
 }
 
 __all__ = [
@@ -101,12 +107,14 @@ __all__ = [
     "GroupSplit",
     "LoadedEncoder",
     "Modality",
+    "ModalityInfo",
     "ModelInputs",
     "NonFiniteLossError",
     "NonFiniteStep",
     "Objective",
     "ObjectiveOutput",
     "Params",
+    "PatchLayout",
     "PluginError",
     "PluginRecord",
     "Provider",
@@ -126,12 +134,16 @@ __all__ = [
     "classes_without_training_samples",
     "compile_group_pattern",
     "encoders",
+    "folder_classes",
+    "folder_fingerprint",
     "gather_with_grad",
     "group_split",
     "groups_from_paths",
+    "holdout_split",
     "hookimpl",
     "is_distributed",
     "is_main_process",
+    "list_files",
     "load_encoder",
     "modalities",
     "objectives",
@@ -183,9 +195,11 @@ if TYPE_CHECKING:
         EvalSplit,
         ExportFrontend,
         Modality,
+        ModalityInfo,
         Objective,
         ObjectiveOutput,
         Params,
+        PatchLayout,
         path_problems,
     )
     from sslhub.distributed import (
@@ -202,6 +216,7 @@ if TYPE_CHECKING:
     from sslhub.loading import LoadedEncoder, load_encoder
     from sslhub.python_api import augmentations, encoders, modalities, objectives
     from sslhub.registry import Component, Provider, Registry, RegistryError
+    from sslhub.sources import folder_classes, folder_fingerprint, holdout_split, list_files
     from sslhub.splits import (
         GroupPattern,
         GroupSplit,

@@ -22,6 +22,7 @@ from sslhub.components import (
     Encoder,
     EncoderSet,
     Modality,
+    ModalityInfo,
     Objective,
     ObjectiveOutput,
 )
@@ -122,6 +123,18 @@ def _check_objective_output(output: Any, name: str, objective: Objective) -> Non
     )
 
 
+def _check_modality_info(modality: Modality, name: str) -> None:
+    """A modality whose ``info()`` is not a :class:`ModalityInfo` (a plain dict, as it once was) is named with its plugin."""
+    info = modality.info()
+    if isinstance(info, ModalityInfo):
+        return
+    cls = type(modality)
+    raise ComponentContractError(
+        f"modality '{name}' ({cls.__module__}.{cls.__qualname__}, {plugin_label(cls.__module__)}) broke the "
+        f"Modality contract: info() must return sslhub.ModalityInfo(...), but returned {type(info).__name__}"
+    )
+
+
 class ComponentBuilder:
     """Builds a recipe's components on ``device``, for ``run_dir``.
 
@@ -152,9 +165,11 @@ class ComponentBuilder:
             run_dir=self.run_dir,
             seed=self.recipe.model.seed,
             device=self.device,
+            catalog=self.recipe.catalog,
         )
         modality = self.recipe.modality.build(context)
         modality.prepare(self.run_dir)
+        _check_modality_info(modality, self.recipe.modality.component.name)
         return modality
 
     def encoders(self, modality: Modality) -> EncoderSet:
@@ -208,4 +223,5 @@ class ComponentBuilder:
             seed=self.recipe.model.seed,
             device=self.device,
             encoder=encoder,
+            catalog=self.recipe.catalog,
         )

@@ -34,7 +34,11 @@ FEATURE_KINDS = ("pooled", "tokens", "spatial")
 #: ``frame_layers``: the encoder gives the frames after any of its context-network layers:
 #: ``num_context_layers`` and ``hidden_frames(batch, layer) -> [B, T', D]`` (layer 1 is the first),
 #: which HuBERT's later iterations cluster (``masked_audio``'s ``teacher``).
-ENCODER_PROPERTIES = ("causal", "token_embeddings", "frame_masking", "frame_layers")
+#: ``patch_masking``: the encoder can encode a subset of an image's patches:
+#: :meth:`Encoder.patch_layout`, :meth:`Encoder.encode_patches` and
+#: :meth:`Encoder.set_patch_positions`, which masked-image objectives (``mae``) need to run it
+#: on the visible patches only.
+ENCODER_PROPERTIES = ("causal", "token_embeddings", "frame_masking", "patch_masking", "frame_layers")
 #: what each property means, in the words validation uses when an encoder lacks one.
 PROPERTY_MEANINGS = {
     "causal": "a causal encoder (each output position may see only earlier inputs, or predicting what comes "
@@ -43,9 +47,20 @@ PROPERTY_MEANINGS = {
     "prediction head reuses",
     "frame_masking": "an encoder that exposes its frame features before the context network and takes a mask "
     "embedding in their place",
+    "patch_masking": "an encoder that can encode a subset of an image's patches (a vision transformer with a fixed "
+    "patch grid, e.g. timm vit_tiny_patch16_224 with model_kwargs: {patch_size: 4})",
     "frame_layers": "an encoder that gives the frames after each of its context-network layers (hidden_frames)",
 }
-#: everything ``provides=`` / ``requires=`` may name at registration.
+#: capabilities a modality may declare (``provides=`` at its registration) and a component's
+#: parameters may need from it (:meth:`Params.modality_needs`):
+#: ``word_continuations``: the modality knows which vocabulary ids continue a word (``##`` pieces),
+#: returned by :meth:`Modality.continuation_token_ids`, which whole-word masking (``mlm``) needs.
+MODALITY_PROPERTIES = ("word_continuations",)
+#: what each modality capability means, in the words validation uses when a modality lacks one.
+MODALITY_PROPERTY_MEANINGS = {
+    "word_continuations": "a modality that knows which tokens continue a word (continuation_token_ids())",
+}
+#: what encoders may declare (``provides=``) and objectives require (``requires=``) at registration.
 CAPABILITIES = (*FEATURE_KINDS, *ENCODER_PROPERTIES)
 
 
@@ -144,6 +159,27 @@ class Params(StrictNumbers):
         """
         return []
 
+    def modality_needs(self) -> frozenset[str]:
+        """Modality capabilities these parameters need (:data:`MODALITY_PROPERTIES`).
+
+        Recipe validation checks them against what the recipe's modality declares
+        (``provides=`` at its registration; a composite modality's parts count too) before
+        anything is built: ``mlm`` with ``whole_word_masking: true`` needs ``word_continuations``.
+        None by default.
+        """
+        return frozenset()
+
+    def part_params(self) -> dict[str, dict[str, Any]]:
+        """For a composite modality: each part's parameters, by part name (``{"text": {...}}``).
+
+        A composite modality (registered with ``modalities=[...]``, its parts) builds each part
+        through :meth:`BuildContext.part`; recipe validation checks these mappings against each
+        part's own parameters, so a bad value is reported at its recipe line before anything is
+        built. Keys of a part's mapping that are also fields of the composite are reported at
+        that field. Empty by default (a part then gets its defaults).
+        """
+        return {}
+
 
 FieldProblems = list[tuple[tuple[str | int, ...], str]]
 
@@ -185,6 +221,82 @@ def path_problems(
     return []
 
 
+class ModalityInfo(BaseModel):
+    """Facts about a modality's inputs that encoders, augmentations and objectives size themselves from.
+
+    Returned by :meth:`Modality.info`. A modality sets the fields that apply to it and leaves
+    the others out; only the fields it set are written to an export's ``encoder.json``
+    (:meth:`as_dict`), so a record keeps the same keys it always had. Anything else a plugin
+    wants to record goes in ``extra`` (written at the top level beside the fields).
+
+    Attributes:
+        channels: image channels ``C`` (1 or 3).
+        image_size: image side ``S``.
+        mean, std: per-channel normalisation constants (applied inside image encoders).
+        value_range: ``[low, high]`` of the values an encoder receives, or ``None`` when unbounded.
+        vocab_size: token vocabulary size, special tokens included.
+        pad_token_id, mask_token_id, cls_token_id, sep_token_id, unk_token_id: special token
+            ids (``None`` where the tokenizer lacks one).
+        special_token_ids: ids never masked or augmented.
+        max_length: tokens per sample at most, special tokens included.
+        continuation_prefix: marks word-continuation pieces (``##``).
+        tokenizer_file: the tokenizer's file name beside an exported model.
+        sample_rate: audio samples per second.
+        n_mels: mel bands of the log-mel features ``[B, n_mels, T]``.
+        hop_length: waveform samples per feature frame.
+        dim: size ``D`` of a vector input ``[B, D]``.
+        parts: a composite modality's parts (``["image", "text"]``).
+        extra: free-form facts (``frames``, ``num_classes``...), for records and reports.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: int | None = None
+    image_size: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    value_range: list[float] | None = None
+    vocab_size: int | None = None
+    pad_token_id: int | None = None
+    mask_token_id: int | None = None
+    cls_token_id: int | None = None
+    sep_token_id: int | None = None
+    unk_token_id: int | None = None
+    special_token_ids: list[int] | None = None
+    max_length: int | None = None
+    continuation_prefix: str | None = None
+    tokenizer_file: str | None = None
+    sample_rate: int | None = None
+    n_mels: int | None = None
+    hop_length: int | None = None
+    dim: int | None = None
+    parts: list[str] | None = None
+    extra: dict[str, Any] = {}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields this modality set (``None`` values it set included), then ``extra``: the JSON record."""
+        return {**self.model_dump(exclude_unset=True, exclude={"extra"}), **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModalityInfo:
+        """The inverse of :meth:`as_dict`: known keys become fields, the rest ``extra`` (an export's record)."""
+        known = {k: v for k, v in data.items() if k in cls.model_fields and k != "extra"}
+        return cls(**known, extra={k: v for k, v in data.items() if k not in known})
+
+    def merged(self, other: ModalityInfo) -> ModalityInfo:
+        """These facts updated with those ``other`` set (a composite modality's parts, in order)."""
+        return ModalityInfo.from_dict({**self.as_dict(), **other.as_dict()})
+
+    def needed(self, name: str, who: str) -> Any:
+        """The value of field ``name``, or a ValueError saying that ``who`` needs it and the modality lacks it."""
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(
+                f"{who} needs the modality's {name} (ModalityInfo.{name}), which this modality does not give"
+            )
+        return value
+
+
 @dataclass
 class BuildContext:
     """What a factory may know about the run it is built for.
@@ -198,6 +310,8 @@ class BuildContext:
         device: where training will run.
         encoder: the built encoder, given to objectives (heads size themselves from it); an
             :class:`EncoderSet` for objectives that use several encoders.
+        catalog: the :class:`sslhub.Catalog` the run's components come from, for
+            :meth:`part`; ``None``: the installed plugins.
     """
 
     modality: Modality | None = None
@@ -206,6 +320,35 @@ class BuildContext:
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     encoder: Encoder | EncoderSet | None = None
+    catalog: Any = field(default=None, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The catalog holds plugin modules, which do not pickle; a component that keeps its context
+        # is pickled into DataLoader workers (spawn) and DDP processes, which build nothing.
+        return {**self.__dict__, "catalog": None}
+
+    def part(self, name: str, params: Mapping[str, Any] | None = None) -> Modality:
+        """Build the registered modality ``name`` as a part of the composite modality being built.
+
+        A composite modality (``image_text``: an image part and a text part) calls this in its
+        factory instead of importing another plugin's classes, so the part comes from whichever
+        plugin registers ``name`` and ``-p no:PLUGIN`` really removes it. The part then serves
+        the composite through the :class:`Modality` methods (:meth:`Modality.fit_part`,
+        :meth:`Modality.part_dataset`, :meth:`Modality.collate`, :meth:`Modality.on_device`,
+        :meth:`Modality.raw_features`, :meth:`Modality.info`...).
+
+        Args:
+            name: the part's registered modality name (``"image"``).
+            params: its parameters as a recipe would give them under ``data:`` (validated by
+                the part's own :class:`Params`); ``None``: its defaults.
+
+        Raises:
+            sslhub.SSLHubError: no loaded plugin registers ``name``, or ``params`` are invalid;
+                the message names the composite and the part.
+        """
+        from sslhub.parts import build_part
+
+        return build_part(self, name, dict(params or {}))
 
 
 @dataclass
@@ -301,9 +444,9 @@ class Modality(ABC):
     def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
         """A synthetic batch shaped like real encoder input, for dry runs, tests and export."""
 
-    def info(self) -> dict[str, Any]:
-        """Facts encoders size themselves from (``channels``, ``vocab_size``, ``n_mels``...)."""
-        return {}
+    def info(self) -> ModalityInfo:
+        """Facts encoders size themselves from (``channels``, ``vocab_size``, ``n_mels``...): see :class:`ModalityInfo`."""
+        return ModalityInfo()
 
     def input_spec(self) -> dict[str, Any]:
         """Input names, dtypes, shapes (symbolic axes as strings) and preprocessing constants.
@@ -344,6 +487,59 @@ class Modality(ABC):
             (the sample and its views, one per line). ``{}`` when the modality shows nothing.
         """
         return {}
+
+    # ---------------------------------------------------------------- composites and their parts
+    @property
+    def parts(self) -> Mapping[str, Modality]:
+        """A composite modality's part modalities by name (``{"image": ..., "text": ...}``); ``{}`` otherwise.
+
+        Components of a composite reach a part's own methods through it (``clip`` decodes
+        captions with ``modality.parts["text"].decode_sample``).
+        """
+        return {}
+
+    def fit_part(self, items: Sequence[Any], run_dir: Path | None) -> None:  # noqa: B027 - optional hook
+        """As a part of a composite modality: fit what this modality learns from data, on ``items``.
+
+        The composite (built through :meth:`BuildContext.part`) calls it once, from its own
+        :meth:`prepare`, with its training items of this part (for ``text``: the training
+        captions, on which it trains its tokenizer); it replaces :meth:`prepare`, which reads
+        the modality's own ``data.source``. With a ``run_dir``, artifacts are saved (and reused
+        on resume) there, as :meth:`prepare` does. Nothing to fit by default.
+        """
+
+    def part_dataset(self, items: Sequence[Any]) -> Dataset:
+        """As a part of a composite modality: samples decoded from the composite's ``items``.
+
+        Sample ``i`` decodes ``items[i]`` alone (``text``: a string; ``image``: an image file
+        path, or one uint8/float array per image, or a stacked ``[N, H, W(, C)]`` array) into the
+        same sample keys this modality's own datasets give, without labels. An item that cannot
+        be decoded raises (OSError or ValueError) rather than being replaced, so the composite
+        can replace the whole tuple (an image with its caption). Called after :meth:`fit_part`.
+
+        Raises:
+            ValueError: by default: the modality cannot serve as a part.
+        """
+        raise ValueError(f"modality {type(self).__name__} cannot serve as a part of a composite modality")
+
+    def decode_sample(self, batch: Batch, index: int, limit: int = 400) -> str | None:
+        """Row ``index`` of a collated ``batch`` as readable text (at most ``limit`` characters), for
+        reports (``mlm``'s masked examples, ``clip``'s retrieved captions); ``None`` (the default)
+        when this modality has no text form."""
+        return None
+
+    # ---------------------------------------------------------------- declared capabilities
+    def continuation_token_ids(self) -> list[int]:
+        """Vocabulary ids that continue a word (``##`` pieces), for whole-word masking.
+
+        The ``word_continuations`` capability: a modality that implements this declares
+        ``provides=["word_continuations"]`` at registration, which recipe validation checks
+        against what components need (:meth:`Params.modality_needs`).
+
+        Raises:
+            NotImplementedError: by default (the capability is not declared).
+        """
+        raise NotImplementedError(f"modality {type(self).__name__} does not know word-continuation tokens")
 
     def export_frontend(self) -> ExportFrontend | None:
         """Preprocessing from raw inputs to encoder inputs that can be exported as its own model.
@@ -392,6 +588,23 @@ class Augmentation(nn.Module):
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class PatchLayout:
+    """How a ``patch_masking`` encoder cuts an image into patches.
+
+    Attributes:
+        patch_size: side ``p`` of a square patch, in pixels.
+        grid: patches per column and per row ``(h, w)``; ``N = h * w``.
+        prefix_tokens: tokens before the patches in the output (class and register tokens).
+        dim: width ``D`` of each token.
+    """
+
+    patch_size: int
+    grid: tuple[int, int]
+    prefix_tokens: int
+    dim: int
+
+
 @dataclass
 class EncoderOutput:
     """Features from one forward pass.
@@ -427,6 +640,27 @@ class Encoder(nn.Module):
     def get_input_embeddings(self) -> nn.Embedding:
         """The token embedding table; encoders that declare ``token_embeddings`` override this."""
         raise NotImplementedError(f"{type(self).__name__} does not declare provides 'token_embeddings'")
+
+    def patch_layout(self) -> PatchLayout:
+        """How the encoder cuts an image into patches; encoders that declare ``patch_masking`` override this."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare provides 'patch_masking'")
+
+    def encode_patches(self, image: Tensor, ids_keep: Tensor) -> Tensor:
+        """Encode only some patches of each image (``patch_masking``).
+
+        Args:
+            image: float ``[B, C, H, W]`` in ``[0, 1]`` (the encoder normalises as in ``forward``).
+            ids_keep: int64 ``[B, K]`` indices (row-major in the patch grid) of the patches to encode.
+
+        Returns:
+            ``[B, P + K, D]``: the ``P`` prefix tokens, then the kept patches in ``ids_keep`` order.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not declare provides 'patch_masking'")
+
+    def set_patch_positions(self, codes: Tensor, trainable: bool) -> None:
+        """Write ``codes`` ``[N, D]`` (one per patch, row-major) into the patch position embedding
+        (prefix positions set to zero), trainable or frozen (``patch_masking``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare provides 'patch_masking'")
 
     def export_module(self) -> nn.Module:
         """A module taking ``input_names`` tensors positionally and returning ``pooled``."""

@@ -121,7 +121,7 @@ def _write_one(
         "encoder_key": key,
         "modality": {
             "name": description.modality_name,
-            "info": _json_ready(modality.info()),
+            "info": _json_ready(modality.info().as_dict()),
             "input_spec": _json_ready(modality.input_spec()),
         },
         "seed": description.seed,

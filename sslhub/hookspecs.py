@@ -51,13 +51,19 @@ def sslhub_register_modalities(registry: ScopedRegistry) -> None:
         registry: the modality registry. Call ``registry.register(name, factory,
             params=ParamsModel)``; ``factory(params, context)`` returns a
             :class:`sslhub.Modality`. ``params`` holds everything under the recipe's
-            ``data:`` section except ``modality``.
+            ``data:`` section except ``modality``. ``provides`` lists the modality capabilities
+            it implements (``word_continuations``: ``continuation_token_ids()``), which
+            validation checks against what components need (``Params.modality_needs()``).
+            A composite modality lists its parts in ``modalities`` (``["image", "text"]``): it
+            builds each with ``context.part(name, params)``, components of its parts accept
+            it, and validation reports a part no loaded plugin registers.
 
     Example::
 
         @hookimpl
         def sslhub_register_modalities(registry):
             registry.register("image", ImageModality, params=ImageParams)
+            registry.register("image_text", ImageTextModality, params=ImageTextParams, modalities=["image", "text"])
     """
 
 
@@ -87,7 +93,7 @@ def sslhub_register_encoders(registry: ScopedRegistry) -> None:
         registry: the encoder registry. Call ``registry.register(name, factory,
             params=ParamsModel, modalities=[...], provides=["pooled", "tokens"])``;
             ``factory(params, context)`` returns a :class:`sslhub.Encoder`, and may read
-            ``context.modality.info()`` (channels, vocabulary size) to size itself.
+            ``context.modality.info()`` (a :class:`sslhub.ModalityInfo`: channels, vocabulary size) to size itself.
             ``provides`` lists the features it returns (``pooled``, ``tokens``, ``spatial``)
             and the properties it has: ``causal`` when no output position depends on later
             inputs, ``token_embeddings`` when it has a token embedding table that
@@ -95,8 +101,11 @@ def sslhub_register_encoders(registry: ScopedRegistry) -> None:
             ``embed_frames(batch)`` (local features ``[B, T', D]`` before its context network)
             and ``transform_frames(frames)`` (the context network), so an objective can put a
             mask embedding in between, ``frame_layers`` when it offers ``num_context_layers`` and
-            ``hidden_frames(batch, layer)`` (the frames after one context layer) (the built
-            encoder's ``provides`` must say the same).
+            ``hidden_frames(batch, layer)`` (the frames after one context layer),
+            ``patch_masking`` when it offers ``patch_layout()``,
+            ``encode_patches(image, ids_keep)`` (only the kept patches) and
+            ``set_patch_positions(codes, trainable)``, as ``mae`` needs (the built encoder's
+            ``provides`` must say the same).
 
     Example::
 
@@ -116,7 +125,7 @@ def sslhub_register_objectives(registry: ScopedRegistry) -> None:
             params=ParamsModel, modalities=[...], requires=["tokens"])``;
             ``factory(params, context)`` returns a :class:`sslhub.Objective` and finds the
             built encoder at ``context.encoder``. ``requires`` names the encoder features
-            (``tokens``, ``spatial``) and properties (``causal``, ``token_embeddings``, ``frame_masking``) it needs, checked against the
+            (``tokens``, ``spatial``) and properties (``causal``, ``token_embeddings``, ``frame_masking``, ``patch_masking``) it needs, checked against the
             encoder's ``provides`` by ``sslhub validate``, before anything is built.
             The recipe keys ``name``, ``weight`` and ``start_step`` belong to the engine and
             are not passed in ``params``.

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sslhub.components import DEFAULT_ENCODER_KEY, BuildContext, Encoder, Modality
+from sslhub.components import DEFAULT_ENCODER_KEY, BuildContext, Encoder, Modality, ModalityInfo
 from sslhub.errors import SSLHubError
 from sslhub.export_formats import RECORD_FILE, RECORD_FORMAT, WEIGHTS_FILE
 from sslhub.files import path_inside
@@ -258,12 +258,12 @@ class RecordedModality(Modality):
     """A modality known only by what an export recorded: its ``info()`` and ``input_spec()``; no data."""
 
     def __init__(self, description: Mapping[str, Any], input_names: Sequence[str]):
-        self._info = dict(description.get("info") or {})
+        self._info = ModalityInfo.from_dict(description.get("info") or {})
         self._spec = dict(description.get("input_spec") or {})
         self.input_names = tuple(input_names)
 
-    def info(self) -> dict[str, Any]:
-        return dict(self._info)
+    def info(self) -> ModalityInfo:
+        return self._info
 
     def input_spec(self) -> dict[str, Any]:
         return dict(self._spec)

@@ -21,6 +21,7 @@ from sslhub.catalog import Catalog
 from sslhub.components import (
     DEFAULT_ENCODER_KEY,
     FEATURE_KINDS,
+    MODALITY_PROPERTY_MEANINGS,
     PROPERTY_MEANINGS,
     Params,
     StrictNumbers,
@@ -30,6 +31,7 @@ from sslhub.early_stopping import EarlyStoppingSpec
 from sslhub.errors import RecipeError, RecipeIssue
 from sslhub.export import MAX_ONNX_OPSET, MIN_ONNX_OPSET
 from sslhub.optim import OPTIMIZER_OPTIONS
+from sslhub.parts import modality_capabilities, part_problems
 from sslhub.recipe_yaml import PathKey, RecipeSource, format_path
 from sslhub.registry import Component
 
@@ -570,6 +572,8 @@ def resolve_recipe(source: RecipeSource, catalog: Catalog) -> ResolvedRecipe:
     objectives = [binder.bind_objective(spec, index) for index, spec in enumerate(model.objectives)]
     if modality is not None:
         issues += _modality_mismatches(source, modality, [*augmentations, *encoders.values(), *objectives])
+        issues += _issues_at(source, ("data",), part_problems(modality.component, modality.params, catalog))
+        issues += _modality_capability_issues(source, modality, [*augmentations, *objectives])
     for index, resolved in enumerate(objectives):
         if resolved is not None:
             issues.extend(_check_objective_encoders(source, resolved, encoders, index))
@@ -649,6 +653,25 @@ def _modality_mismatches(
             message = (
                 f"{resolved.component.kind} '{resolved.component.name}' does not accept "
                 f"modality '{modality.component.name}' (it accepts: {accepted})"
+            )
+            issues.append(RecipeIssue(source.location(_parse_path(resolved.path)), resolved.path, message))
+    return issues
+
+
+def _modality_capability_issues(
+    source: RecipeSource, modality: ResolvedComponent, components: list[ResolvedComponent | None]
+) -> list[RecipeIssue]:
+    """Components whose parameters need a modality capability (:meth:`Params.modality_needs`) it lacks."""
+    declared = modality_capabilities(modality.component)
+    issues = []
+    for resolved in components:
+        if resolved is None:
+            continue
+        for capability in sorted(resolved.params.modality_needs() - declared):
+            message = (
+                f"{resolved.component.kind} '{resolved.component.name}' with these settings needs "
+                f"{MODALITY_PROPERTY_MEANINGS.get(capability, capability)}, but modality "
+                f"'{modality.component.name}' does not declare provides=['{capability}']"
             )
             issues.append(RecipeIssue(source.location(_parse_path(resolved.path)), resolved.path, message))
     return issues

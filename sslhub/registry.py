@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sslhub.components import CAPABILITIES, Params
+from sslhub.components import CAPABILITIES, MODALITY_PROPERTIES, Params
 
 KINDS = ("modality", "augmentation", "encoder", "objective")
 KIND_PLURALS = {
@@ -52,7 +52,8 @@ class Component:
         requires: encoder capabilities an objective needs: features (``tokens``, ``spatial``) or
             properties (``causal``).
         provides: capabilities an encoder declares: features it returns (``pooled`` always) and
-            properties it has (``causal``).
+            properties it has (``causal``); for a modality, the modality capabilities it
+            implements (``word_continuations``).
         encoder_slots: for objectives that use several encoders at once (CLIP), the recipe
             ``encoders:`` keys they need; they receive an :class:`sslhub.EncoderSet`.
         description: one line for ``sslhub list``.
@@ -116,7 +117,8 @@ class Registry:
             modalities: modalities it accepts; empty for any.
             requires: for objectives, encoder capabilities needed (``tokens``/``spatial``
                 features, the ``causal`` property).
-            provides: for encoders, features returned and properties held (``causal``).
+            provides: for encoders, features returned and properties held (``causal``); for
+                modalities, the modality capabilities they implement (``word_continuations``).
             encoders: for objectives needing several encoders at once, the ``encoders:`` keys
                 they use (``["image", "text"]`` for CLIP).
             description: one line shown by ``sslhub list``; defaults to the docstring's first line.
@@ -161,11 +163,13 @@ class Registry:
                 f"{provider} registered {self.kind} '{name}' with params={params!r}; "
                 "it must be a subclass of sslhub.Params"
             )
+        # a modality declares modality capabilities; "pooled" is every registration's default
+        allowed = ("pooled", *MODALITY_PROPERTIES) if self.kind == "modality" else CAPABILITIES
         for feature in capabilities:
-            if feature not in CAPABILITIES:
+            if feature not in allowed:
                 raise RegistryError(
                     f"{provider} registered {self.kind} '{name}' with unknown capability {feature!r}; "
-                    f"expected one of {', '.join(CAPABILITIES)}"
+                    f"expected one of {', '.join(allowed)}"
                 )
         if name in self._components:
             existing = self._components[name]

@@ -121,7 +121,7 @@ def build_components(
         return component.factory(component.params.model_validate(dict(params.get(name, {}))), context)
 
     torch.manual_seed(seed)
-    context = BuildContext(modality_name=modality, seed=seed)
+    context = BuildContext(modality_name=modality, seed=seed, catalog=catalog)
     built_modality = make("modality", modality, context)
     built_modality.prepare(None)
     context.modality = built_modality

@@ -26,6 +26,7 @@ from sslhub import (
     ExportFrontend,
     GroupPattern,
     Modality,
+    ModalityInfo,
     Params,
     path_group_problems,
     path_problems,
@@ -343,14 +344,14 @@ class AudioModality(Modality):
 
     # -- description --------------------------------------------------------------------------
 
-    def info(self) -> dict[str, Any]:
-        return {
-            "n_mels": self.params.features.n_mels,
-            "sample_rate": self.params.sample_rate,
-            "frames": self.num_frames,
-            "hop_length": self.params.features.hop_length,
-            "num_samples": self.num_samples,
-        }
+    def info(self) -> ModalityInfo:
+        """``n_mels``, ``sample_rate``, ``hop_length``; ``extra``: ``frames`` and ``num_samples`` per clip."""
+        return ModalityInfo(
+            n_mels=self.params.features.n_mels,
+            sample_rate=self.params.sample_rate,
+            hop_length=self.params.features.hop_length,
+            extra={"frames": self.num_frames, "num_samples": self.num_samples},
+        )
 
     def input_spec(self) -> dict[str, Any]:
         f = self.params.features

@@ -27,7 +27,17 @@ from pydantic import Field, model_validator
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from sslhub import Batch, BuildContext, EvalSplit, Modality, Params, group_split, path_problems, split_problem
+from sslhub import (
+    Batch,
+    BuildContext,
+    EvalSplit,
+    Modality,
+    ModalityInfo,
+    Params,
+    group_split,
+    path_problems,
+    split_problem,
+)
 from sslhub_autoencoder.tables import Table, load_bundled, read_csv, read_numpy
 
 
@@ -293,14 +303,13 @@ class TabularModality(Modality):
         """Number of feature columns ``D``."""
         return int(self.table.features.shape[1])
 
-    def info(self) -> dict[str, Any]:
-        """``dim`` (vector size), ``num_classes`` and ``skipped_rows``; values are unbounded."""
-        return {
-            "dim": self.dim,
-            "num_classes": len(self.table.class_names),
-            "skipped_rows": self.skipped_rows,
-            "value_range": None,
-        }
+    def info(self) -> ModalityInfo:
+        """``dim`` (vector size), ``value_range`` ``None`` (unbounded); ``extra``: ``num_classes``, ``skipped_rows``."""
+        return ModalityInfo(
+            dim=self.dim,
+            value_range=None,
+            extra={"num_classes": len(self.table.class_names), "skipped_rows": self.skipped_rows},
+        )
 
     def input_spec(self) -> dict[str, Any]:
         """ONNX input ``vector`` float32 ``[batch, D]``, standardised before the model."""

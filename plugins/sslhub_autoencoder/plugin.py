@@ -29,7 +29,7 @@ def sslhub_register_objectives(registry) -> None:
         params=AutoencoderParams,
         description="plain, denoising or variational autoencoder of images, spectrograms or vectors",
     )
-    registry.register("mae", MAEObjective, params=MAEParams, modalities=["image"], requires=["tokens"])
+    registry.register("mae", MAEObjective, params=MAEParams, modalities=["image"], requires=["tokens", "patch_masking"])
     registry.register(
         "scarf",
         ScarfObjective,

@@ -8,46 +8,41 @@ Batches after :meth:`ImageTextModality.collate` and :meth:`ImageTextModality.on_
     ``{"image": float32 [B, C, S, S] in [0, 1], "input_ids": int64 [B, L_max],
     "attention_mask": int64 [B, L_max]}`` (captions right-padded with the pad id).
 
-The image part behaves exactly like the ``image`` modality (normalisation inside the image
-encoders, so image augmentations such as ``random_resized_crop`` apply to ``batch["image"]``
-and leave the text alone); the text part like the ``text`` modality (a WordPiece tokenizer
-trained locally on the training captions in :meth:`ImageTextModality.prepare`). ``info()``
-merges the facts of both, so ``small_cnn``/``timm`` and ``hf`` build from it.
+A composite modality: its image side *is* the registered ``image`` modality and its text side
+the registered ``text`` modality, each built by name through the build context
+(:meth:`sslhub.BuildContext.part`) with the parameters :meth:`ImageTextParams.part_params`
+maps onto them. So normalisation stays inside the image encoders (image augmentations such as
+``random_resized_crop`` apply to ``batch["image"]`` and leave the text alone), the tokenizer is
+the text modality's, trained on the training captions, and ``info()`` merges the facts of both,
+so ``small_cnn``/``timm`` and ``hf`` build from it. Nothing here imports another plugin:
+``-p no:vision`` leaves image_text without its image part, which recipe validation reports.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, ValidationError, model_validator
-from tokenizers import Tokenizer
-from torch.utils.data import Dataset
+from pydantic import Field
+from torch.utils.data import Dataset, Subset
 
-from sslhub import Batch, BuildContext, EvalSplit, Modality, Params
-from sslhub_multimodal.pairs import PairCollection, PairDataset, digit_pairs, folder_pairs, jsonl_pairs
-from sslhub_text.modality import LocalTokenizer, TokenSequences, TrainTokenizer, bag_of_words, pad_batch
-from sslhub_text.tokenizer import (
-    CONTINUATION_PREFIX,
-    TOKENIZER_FILE,
-    SpecialTokens,
-    continuation_token_ids,
-    load_tokenizer,
-    save_beside_model,
-    token_input_spec,
+from sslhub import Batch, BuildContext, EvalSplit, Modality, ModalityInfo, Params, holdout_split
+from sslhub_multimodal.pairs import (
+    IMAGE_EXTENSIONS,
+    PairCollection,
+    PairDataset,
+    digit_pairs,
+    folder_pairs,
+    jsonl_pairs,
 )
-from sslhub_text.tokenizer import train_tokenizer as train_wordpiece
-from sslhub_vision import sources
-from sslhub_vision.modality import ImageModality, ImageParams
-from sslhub_vision.sources import ArrayImageDataset, FolderImageDataset
 
-logger = logging.getLogger("sslhub")
+#: the parts of every batch, by registered modality name (also the encoder keys of ``clip``).
+PARTS = ("image", "text")
 
 
 class DefaultPairSource(Params):
@@ -62,7 +57,7 @@ class FolderPairSource(Params):
     type: Literal["folder"] = "folder"
     path: Path = Field(description="root folder, searched recursively; first-level subfolders are classes")
     extensions: list[str] = Field(
-        default_factory=lambda: list(sources.DEFAULT_EXTENSIONS), min_length=1, description="image file extensions"
+        default_factory=lambda: list(IMAGE_EXTENSIONS), min_length=1, description="image file extensions"
     )
     caption_extension: str = Field(".txt", pattern=r"^\.\w+$", description="extension of the caption files")
 
@@ -80,8 +75,29 @@ class JsonlPairSource(Params):
 PairSource = Annotated[DefaultPairSource | FolderPairSource | JsonlPairSource, Field(discriminator="type")]
 
 
+class TrainCaptionTokenizer(Params):
+    """Train the text part's tokenizer on the training captions (never on held-out ones)."""
+
+    type: Literal["train"] = "train"
+    vocab_size: int = Field(4000, ge=64, le=1_000_000, description="Vocabulary size including special tokens.")
+    lowercase: bool = Field(True, description="Lowercase and strip accents before tokenizing.")
+    algorithm: Literal["wordpiece", "bpe"] = Field("wordpiece", description="Subword algorithm.")
+    min_frequency: int = Field(2, ge=1, description="Minimum count for a vocabulary entry or merge.")
+
+
+class LocalCaptionTokenizer(Params):
+    """Load an existing ``tokenizer.json`` (HF ``tokenizers`` format) for the text part."""
+
+    type: Literal["local"] = "local"
+    path: str = Field(description="A tokenizer.json file or a folder containing one.")
+
+
 class ImageTextParams(Params):
-    """Parameters of the ``image_text`` modality (everything under ``data:`` but ``modality``)."""
+    """Parameters of the ``image_text`` modality (everything under ``data:`` but ``modality``).
+
+    ``image_size``, ``channels``, ``mean`` and ``std`` go to the image part, ``max_length`` and
+    ``tokenizer`` to the text part (:meth:`part_params`); each part checks its own values.
+    """
 
     source: PairSource = Field(
         default_factory=DefaultPairSource, description="where pairs come from: type default | folder | jsonl"
@@ -95,22 +111,16 @@ class ImageTextParams(Params):
         0.2, ge=0.0, lt=1.0, description="share of pairs held out for retrieval and the eval test split"
     )
     split_seed: int = Field(0, description="seed of the deterministic train/test split (and digit caption draw)")
-    tokenizer: Annotated[TrainTokenizer | LocalTokenizer, Field(discriminator="type")] = Field(
-        default_factory=lambda: TrainTokenizer(vocab_size=1000, min_frequency=1),
+    tokenizer: Annotated[TrainCaptionTokenizer | LocalCaptionTokenizer, Field(discriminator="type")] = Field(
+        default_factory=lambda: TrainCaptionTokenizer(vocab_size=1000, min_frequency=1),
         description="{type: train, vocab_size, ...} trains on the training captions; {type: local, path} loads one",
     )
 
-    @model_validator(mode="after")
-    def _check_image_constants(self) -> ImageTextParams:
-        try:
-            self.image_params()
-        except ValidationError as exc:
-            raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
-        return self
-
-    def image_params(self) -> ImageParams:
-        """The image half as the ``image`` modality's parameters (for its info and input spec)."""
-        return ImageParams(image_size=self.image_size, channels=self.channels, mean=self.mean, std=self.std)
+    def part_params(self) -> dict[str, dict[str, Any]]:
+        """``image``: ``image_size``, ``channels``, ``mean``, ``std``; ``text``: ``max_length``, ``tokenizer``."""
+        image: dict[str, Any] = {"image_size": self.image_size, "channels": self.channels}
+        image.update({name: list(getattr(self, name)) for name in ("mean", "std") if getattr(self, name) is not None})
+        return {"image": image, "text": {"max_length": self.max_length, "tokenizer": self.tokenizer.model_dump()}}
 
 
 class ImageTextModality(Modality):
@@ -123,21 +133,24 @@ class ImageTextModality(Modality):
 
     Args:
         params: :class:`ImageTextParams`.
-        context: the build context (unused: the split and tokenizer depend on the data only).
+        context: the build context, which builds the ``image`` and ``text`` parts from the run's
+            plugins; ``None``: from the installed plugins.
+
     """
 
     input_names = ("image", "input_ids", "attention_mask")
 
     def __init__(self, params: ImageTextParams | None = None, context: BuildContext | None = None):
         self.params = params or ImageTextParams()
-        self._image = ImageModality(self.params.image_params())
+        context = context or BuildContext()
+        context = replace(context, modality_name=context.modality_name or "image_text")
+        given = self.params.part_params()
+        self._parts: dict[str, Modality] = {name: context.part(name, given[name]) for name in PARTS}
         self._pairs: PairCollection | None = None
         self._train_idx: np.ndarray | None = None
         self._test_idx: np.ndarray | None = None
-        self._tokenizer: Tokenizer | None = None
-        self._special: SpecialTokens | None = None
-        self._texts: dict[str, TokenSequences] = {}
-        self._prepared_dir: Path | None = None
+        self._images: Dataset | None = None
+        self._texts: dict[str, Dataset] = {}
 
     # ----------------------------------------------------------------- data
     def _load_pairs(self) -> PairCollection:
@@ -149,68 +162,39 @@ class ImageTextModality(Modality):
         elif isinstance(source, JsonlPairSource):
             pairs = jsonl_pairs(source.path.expanduser(), source.image_field, source.caption_field, source.label_field)
         else:
-            pairs = digit_pairs(params.image_size, params.channels, params.eval_fraction, params.split_seed)
+            pairs = digit_pairs(params.eval_fraction, params.split_seed)
         if pairs.split is not None:
             train, test = pairs.split
         else:
-            train, test = sources.split_indices(len(pairs), pairs.labels, params.eval_fraction, params.split_seed)
+            train, test = holdout_split(len(pairs), pairs.labels, params.eval_fraction, params.split_seed)
         if len(train) == 0:
             raise ValueError(f"image_text: all {len(pairs)} pairs fell into the held-out part; lower eval_fraction")
         self._pairs, self._train_idx, self._test_idx = pairs, train, test
         return pairs
 
     def prepare(self, run_dir: Path | None) -> None:
-        """Load the pairs, train (or load) the tokenizer on the training captions, tokenize all captions.
+        """Load the pairs, fit the text part on the training captions, tokenize all captions.
 
-        With a ``run_dir`` the tokenizer is saved there as ``tokenizer.json``; one already
-        there (a resumed run) is reused rather than retrained.
+        The text part trains its tokenizer on the training captions only (held-out captions stay
+        unseen: their phrasings are part of what is evaluated); with a ``run_dir`` it saves it
+        there as ``tokenizer.json`` and reuses one already there (a resumed run).
         """
-        if self._tokenizer is not None and (run_dir is None or self._prepared_dir == Path(run_dir)):
-            return
         pairs = self._load_pairs()
-        saved = Path(run_dir) / TOKENIZER_FILE if run_dir is not None else None
-        if self._tokenizer is None:
-            spec = self.params.tokenizer
-            if isinstance(spec, LocalTokenizer):
-                self._tokenizer = load_tokenizer(spec.path)
-            elif saved is not None and saved.is_file():
-                logger.info("image_text: reusing the tokenizer saved at %s", saved)
-                self._tokenizer = load_tokenizer(saved)
-            else:
-                # held-out captions stay unseen: their phrasings are part of what is evaluated
-                self._tokenizer = train_wordpiece(
-                    (pairs.captions[i] for i in self._train_idx),
-                    vocab_size=spec.vocab_size,
-                    lowercase=spec.lowercase,
-                    algorithm=spec.algorithm,
-                    min_frequency=spec.min_frequency,
-                )
-            self._special = SpecialTokens.of(self._tokenizer)
-            self._texts = {
-                "train": self._tokenize([pairs.captions[i] for i in self._train_idx]),
-                "test": self._tokenize([pairs.captions[i] for i in self._test_idx]),
-            }
-        if saved is not None:
-            saved.parent.mkdir(parents=True, exist_ok=True)
-            if not saved.is_file():
-                self._tokenizer.save(str(saved))
-            self._prepared_dir = Path(run_dir)
+        self.parts["text"].fit_part(self.captions("train"), run_dir)
+        self.parts["image"].fit_part(self._image_items(), run_dir)
+        if not self._texts:
+            self._texts = {part: self.parts["text"].part_dataset(self.captions(part)) for part in ("train", "test")}
+        if self._images is None:
+            self._images = self.parts["image"].part_dataset(self._image_items())
+        assert pairs is self._pairs
+
+    def _image_items(self) -> Any:
+        pairs = self._load_pairs()
+        return pairs.images if pairs.images is not None else pairs.paths
 
     def _ensure_prepared(self) -> None:
-        if self._tokenizer is None:
+        if not self._texts:
             self.prepare(None)
-
-    def _tokenize(self, texts: list[str]) -> TokenSequences:
-        """``[CLS] caption [SEP]`` ids per text, captions truncated to fit ``max_length``."""
-        assert self._tokenizer is not None and self._special is not None
-        # Tokenize in the main process; forked DataLoader workers then only index arrays.
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        special = self._special
-        head = [special.cls] if special.cls is not None else []
-        tail = [special.sep] if special.sep is not None else []
-        width = self.params.max_length - len(head) - len(tail)
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return TokenSequences.from_lists([head + e.ids[:width] + tail for e in encodings])
 
     def tokenize(self, texts: list[str]) -> Batch:
         """Tokenize and pad free texts (zero-shot prompts) like captions.
@@ -221,36 +205,33 @@ class ImageTextModality(Modality):
         self._ensure_prepared()
         if not texts:
             raise ValueError("tokenize needs at least one text")
-        sequences = self._tokenize(list(texts))
-        return self.collate([sequences[i] for i in range(len(sequences))])
+        text = self.parts["text"]
+        sequences = text.part_dataset(list(texts))
+        return text.collate([sequences[i] for i in range(len(texts))])
 
     def _dataset(self, part: str, with_labels: bool) -> PairDataset:
         self._ensure_prepared()
         pairs = self._pairs
-        assert pairs is not None
+        assert pairs is not None and self._images is not None
         indices = self._train_idx if part == "train" else self._test_idx
-        size, channels = self.params.image_size, self.params.channels
-        if pairs.images is not None:
-            images: ArrayImageDataset | FolderImageDataset = ArrayImageDataset(pairs.images, indices, size, channels)
-        else:
-            assert pairs.paths is not None
-            images = FolderImageDataset([pairs.paths[i] for i in indices], size, channels)
+        assert indices is not None
+        names = [str(pairs.paths[i]) for i in indices] if pairs.paths is not None else None
         labels = pairs.labels[indices] if with_labels and pairs.labels is not None else None
-        return PairDataset(images, self._texts[part], labels)
+        images = Subset(self._images, [int(i) for i in indices])
+        return PairDataset(images, self._texts[part], labels, names)
 
     def captions(self, part: Literal["train", "test"] = "test") -> list[str]:
         """The caption strings of the training or held-out pairs, in dataset order."""
         pairs = self._load_pairs()
         indices = self._train_idx if part == "train" else self._test_idx
+        assert indices is not None
         return [pairs.captions[i] for i in indices]
 
     # ----------------------------------------------------------------- Modality API
     @property
-    def tokenizer(self) -> Tokenizer:
-        """The HF ``tokenizers.Tokenizer`` of the captions."""
-        self._ensure_prepared()
-        assert self._tokenizer is not None
-        return self._tokenizer
+    def parts(self) -> dict[str, Modality]:
+        """The ``image`` and ``text`` part modalities."""
+        return self._parts
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -279,103 +260,72 @@ class ImageTextModality(Modality):
         )
 
     def collate(self, samples: list[Batch]) -> Batch:
-        """Stack images (and labels), right-pad captions to the longest in the batch."""
+        """The text part's collate: captions right-padded to the longest in the batch, images (and labels) stacked."""
         self._ensure_prepared()
-        assert self._special is not None
-        return pad_batch(samples, self._special.pad)
+        return self.parts["text"].collate(samples)
 
     def on_device(self, batch: Batch) -> Batch:
-        """uint8 images -> float32 ``[0, 1]``; token ids pass through."""
-        return self._image.on_device(batch) if "image" in batch else batch
+        """Each part's ``on_device`` on a batch that holds that part's inputs (images -> float32 ``[0, 1]``)."""
+        for part in self.parts.values():
+            if all(name in batch for name in part.input_names):
+                batch = part.on_device(batch)
+        return batch
 
     def raw_features(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """The raw-input baseline of each side, by the encoder key it matches (``image``, ``text``).
+        """The raw-input baseline of each part, by the encoder key it matches (``image``, ``text``).
 
         ``image``: the ``image`` modality's downsampled pixels; ``text``: the ``text`` modality's
         bag of words over the caption's token ids (special tokens left out).
         """
         self._ensure_prepared()
-        assert self._special is not None and self._tokenizer is not None
-        vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
-        return {
-            "image": self._image.raw_features(batch),
-            "text": bag_of_words(batch["input_ids"], batch["attention_mask"], vocab_size, self._special.all_ids),
-        }
+        return {name: part.raw_features(batch) for name, part in self.parts.items()}  # type: ignore[misc]
 
     def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
-        """Random ``[0, 1]`` images and random non-special captions of ``max_length`` tokens."""
+        """Each part's example batch: random ``[0, 1]`` images and random non-special captions of ``max_length`` tokens."""
         self._ensure_prepared()
-        special = self._special
-        assert special is not None
-        vocab = self.tokenizer.get_vocab_size(with_added_tokens=True)
-        generator = torch.Generator().manual_seed(0)
-        ordinary = torch.tensor([i for i in range(vocab) if i not in set(special.all_ids)], dtype=torch.int64)
-        head = [special.cls] if special.cls is not None else []
-        tail = [special.sep] if special.sep is not None else []
-        width = self.params.max_length - len(head) - len(tail)
-        body = ordinary[torch.randint(len(ordinary), (batch_size, width), generator=generator)]
-        input_ids = torch.cat(
-            [
-                torch.tensor(head, dtype=torch.int64).expand(batch_size, -1),
-                body,
-                torch.tensor(tail, dtype=torch.int64).expand(batch_size, -1),
-            ],
-            dim=1,
-        )
-        return {
-            **self._image.example_batch(batch_size, device),
-            "input_ids": input_ids.to(device),
-            "attention_mask": torch.ones_like(input_ids).to(device),
-        }
+        batch: Batch = {}
+        for part in self.parts.values():
+            batch.update(part.example_batch(batch_size, device))
+        return batch
 
-    def info(self) -> dict[str, Any]:
-        """The ``image`` modality's facts (``channels``, ``image_size``, ``mean``, ``std``) and the
-        ``text`` modality's (``vocab_size``, ``pad_token_id``, ``mask_token_id``, ``cls_token_id``,
-        ``sep_token_id``, ``unk_token_id``, ``special_token_ids``, ``max_length``,
-        ``continuation_prefix``, ``tokenizer_file``), plus ``parts: ["image", "text"]``."""
+    def info(self) -> ModalityInfo:
+        """The ``image`` part's facts (``channels``, ``image_size``, ``mean``, ``std``...), then the
+        ``text`` part's (``vocab_size``, ``pad_token_id``, special token ids, ``max_length``...),
+        plus ``parts: ["image", "text"]``."""
         self._ensure_prepared()
-        special = self._special
-        assert special is not None and self._tokenizer is not None
-        return {
-            **self._image.info(),
-            "vocab_size": self._tokenizer.get_vocab_size(with_added_tokens=True),
-            "pad_token_id": special.pad,
-            "mask_token_id": special.mask,
-            "cls_token_id": special.cls,
-            "sep_token_id": special.sep,
-            "unk_token_id": special.unk,
-            "special_token_ids": list(special.all_ids),
-            "max_length": self.params.max_length,
-            "continuation_prefix": CONTINUATION_PREFIX,
-            "tokenizer_file": TOKENIZER_FILE,
-            "parts": ["image", "text"],
-        }
+        merged = ModalityInfo()
+        for part in self.parts.values():
+            merged = merged.merged(part.info())
+        return merged.merged(ModalityInfo(parts=list(self.parts)))
 
     def continuation_token_ids(self) -> list[int]:
-        """Vocabulary ids that continue a word (``##`` pieces), for the ``mlm`` whole-word masking."""
-        return continuation_token_ids(self.tokenizer)
+        """The text part's word-continuation ids (``##`` pieces), for the ``mlm`` whole-word masking."""
+        self._ensure_prepared()
+        return self.parts["text"].continuation_token_ids()
 
     def input_spec(self) -> dict[str, Any]:
         """Inputs of both encoders (the exporter keeps the ones each encoder reads):
         ``image`` float32 ``[batch, C, S, S]`` in ``[0, 1]``, ``input_ids``/``attention_mask``
-        int64 ``[batch, sequence]``; preprocessing of each part under ``image`` and ``text``."""
-        image_spec = self._image.input_spec()
-        tokenizer = self.params.tokenizer
-        lowercase = tokenizer.lowercase if isinstance(tokenizer, TrainTokenizer) else None
-        text_spec = token_input_spec(self.info(), lowercase, "[CLS] caption [SEP]")
+        int64 ``[batch, sequence]``; preprocessing of each part under its name."""
+        self._ensure_prepared()
+        specs = {name: part.input_spec() for name, part in self.parts.items()}
+        text = specs["text"]["preprocessing"]
+        if "template" in text:  # the text part wraps each caption as it wraps any text
+            text["template"] = "[CLS] caption [SEP]"
         return {
-            "inputs": {**image_spec["inputs"], **text_spec["inputs"]},
-            "dynamic_axes": {**image_spec["dynamic_axes"], **text_spec["dynamic_axes"]},
-            "preprocessing": {"image": image_spec["preprocessing"], "text": text_spec["preprocessing"]},
+            "inputs": {k: v for spec in specs.values() for k, v in spec["inputs"].items()},
+            "dynamic_axes": {k: v for spec in specs.values() for k, v in spec["dynamic_axes"].items()},
+            "preprocessing": {name: spec["preprocessing"] for name, spec in specs.items()},
         }
 
     def write_export_files(self, out_dir: Path, input_names: Sequence[str]) -> list[str]:
-        """The tokenizer, saved as ``tokenizer.json`` beside a model that reads tokens (not the image one)."""
-        if "input_ids" not in input_names:
-            return []
+        """The files of each part whose inputs the exported model reads (the tokenizer beside the text model)."""
         self._ensure_prepared()
-        assert self._tokenizer is not None
-        return save_beside_model(self._tokenizer, out_dir)
+        written: list[str] = []
+        for part in self.parts.values():
+            if any(name in input_names for name in part.input_names):
+                written += part.write_export_files(out_dir, input_names)
+        return written
 
     def fingerprint(self) -> str:
         """The source's fingerprint plus a CRC of the captions and the text/image settings."""

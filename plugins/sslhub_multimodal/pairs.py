@@ -10,9 +10,11 @@ Three sources:
   to the file's folder), optionally with a label field.
 
 All three give a :class:`PairCollection`: images (an in-memory array or file paths),
-captions and optional labels, indexed alike. Decoding is per sample, deterministic and
-picklable; a file that fails to decode at read time is replaced by the next *pair* (image and
-caption together), so a caption never ends up beside the wrong picture.
+captions and optional labels, indexed alike. The images and captions become samples through
+the ``image`` and ``text`` modalities, built as parts (:meth:`sslhub.BuildContext.part`):
+this module imports no other plugin. Decoding is per sample, deterministic and picklable; a
+file that fails to decode at read time is replaced by the next *pair* (image and caption
+together), so a caption never ends up beside the wrong picture.
 """
 
 from __future__ import annotations
@@ -30,15 +32,19 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from sslhub import folder_classes, folder_fingerprint, holdout_split, list_files
 from sslhub_multimodal.captions import DIGIT_WORDS, EVAL_TEMPLATES, TRAIN_TEMPLATES, digit_captions
-from sslhub_text.modality import TokenSequences
-from sslhub_vision import sources
-from sslhub_vision.sources import ArrayImageDataset, FolderImageDataset
 
 logger = logging.getLogger("sslhub")
 
 #: how many following pairs a dataset tries when an image fails to decode at read time.
 DECODE_RETRIES = 8
+
+#: image file extensions of the folder source by default.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+#: how many skipped paths a warning names before it only counts them.
+NAMED_SKIPS = 5
 
 
 @dataclass
@@ -46,7 +52,8 @@ class PairCollection:
     """Every pair of a source, before the train/test split.
 
     Attributes:
-        images: uint8 ``[N, S, S, C]`` already resized (embedded data), or ``None``.
+        images: ``[N, H, W]`` pixel values in ``0..255`` (embedded data; the image part resizes
+            them), or ``None``.
         paths: image files (folder and jsonl sources), or ``None``.
         captions: ``N`` caption strings.
         labels: int64 ``[N]`` class indices, or ``None``.
@@ -67,11 +74,18 @@ class PairCollection:
         return len(self.captions)
 
 
-def digit_pairs(image_size: int, channels: int, eval_fraction: float, split_seed: int) -> PairCollection:
-    """The embedded digits with template captions: training templates for the train split,
-    the reserved :data:`EVAL_TEMPLATES` for the held-out split."""
-    images, labels, _ = sources.load_digits_array(image_size, channels)
-    train, test = sources.split_indices(len(labels), labels, eval_fraction, split_seed)
+def digit_pairs(eval_fraction: float, split_seed: int) -> PairCollection:
+    """scikit-learn's bundled 8x8 digits (no download) with template captions: training templates
+    for the train split, the reserved :data:`EVAL_TEMPLATES` for the held-out split.
+
+    The images are float ``[1797, 8, 8]`` in ``0..255`` (``0..16`` scaled), left for the image
+    part to upsample in one call (and round once).
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images, labels = digits.images * (255.0 / 16.0), digits.target.astype(np.int64)
+    train, test = holdout_split(len(labels), labels, eval_fraction, split_seed)
     captions = [""] * len(labels)
     for indices, templates, offset in ((train, TRAIN_TEMPLATES, 0), (test, EVAL_TEMPLATES, 1)):
         for index, caption in zip(
@@ -92,10 +106,14 @@ def digit_pairs(image_size: int, channels: int, eval_fraction: float, split_seed
 def folder_pairs(root: Path, extensions: Sequence[str], caption_extension: str = ".txt") -> PairCollection:
     """Images under ``root`` with a same-stem caption file beside each; images without one are skipped.
 
+    First-level subfolders, when every image is in one, are classes.
+
     Raises:
-        ValueError: ``root`` is not a folder, or no image has a readable, non-empty caption.
+        ValueError: ``root`` is not a folder, holds no readable image, or no image has a readable,
+            non-empty caption.
     """
-    paths, labels, class_names, _ = sources.scan_image_folder(root, extensions)
+    paths = _readable_images(root, extensions)
+    labels, class_names = folder_classes(root, paths)
     kept_paths: list[Path] = []
     kept_labels: list[int] = []
     captions: list[str] = []
@@ -111,8 +129,8 @@ def folder_pairs(root: Path, extensions: Sequence[str], caption_extension: str =
         if labels is not None:
             kept_labels.append(labels[position])
     if missing:
-        named = ", ".join(str(p) for p in missing[: sources.NAMED_SKIPS])
-        more = f" and {len(missing) - sources.NAMED_SKIPS} more" if len(missing) > sources.NAMED_SKIPS else ""
+        named = ", ".join(str(p) for p in missing[:NAMED_SKIPS])
+        more = f" and {len(missing) - NAMED_SKIPS} more" if len(missing) > NAMED_SKIPS else ""
         logger.warning(
             "image_text: skipped %d image(s) under %s without a non-empty %s caption beside them: %s%s",
             len(missing),
@@ -132,7 +150,7 @@ def folder_pairs(root: Path, extensions: Sequence[str], caption_extension: str =
         captions=captions,
         labels=np.asarray(kept_labels, dtype=np.int64) if labels is not None else None,
         class_names=class_names if labels is not None else [],
-        fingerprint=f"folder:{root}:{len(kept_paths)}:{sources.folder_fingerprint(root, kept_paths)}",
+        fingerprint=f"folder:{root}:{len(kept_paths)}:{folder_fingerprint(root, kept_paths)}",
     )
 
 
@@ -208,6 +226,25 @@ def jsonl_pairs(
     )
 
 
+def _readable_images(root: Path, extensions: Sequence[str]) -> list[Path]:
+    """Image files under ``root`` whose header Pillow accepts; the others are counted in one warning."""
+    candidates = list_files(root, extensions)
+    readable = [_readable_image(path) for path in candidates]
+    paths = [path for path, ok in zip(candidates, readable, strict=True) if ok]
+    skipped = [path for path, ok in zip(candidates, readable, strict=True) if not ok]
+    if skipped:
+        named = ", ".join(str(p) for p in skipped[:NAMED_SKIPS])
+        more = f" and {len(skipped) - NAMED_SKIPS} more" if len(skipped) > NAMED_SKIPS else ""
+        logger.warning("skipped %d unreadable image file(s) under %s: %s%s", len(skipped), root, named, more)
+    if not paths:
+        wanted = sorted({e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions})
+        raise ValueError(
+            f"folder source: no readable images with extensions {wanted} under {root}"
+            + (f" ({len(skipped)} unreadable)" if skipped else "")
+        )
+    return paths
+
+
 def _read_caption(file: Path) -> str | None:
     try:
         text = file.read_text(encoding="utf-8").strip()
@@ -239,43 +276,45 @@ class PairDataset(Dataset):
     With ``labels``, samples also carry ``"label"`` (int64 scalar).
 
     Args:
-        images: an :class:`ArrayImageDataset` or :class:`FolderImageDataset` over this split's
-            images, in the same order as ``texts``.
-        texts: the split's tokenized captions.
+        images: the image part's samples of this split (:meth:`sslhub.Modality.part_dataset`),
+            in the same order as ``texts``; one that fails to decode raises.
+        texts: the text part's samples of this split's captions.
         labels: int64 ``[N]`` class per pair, or ``None``.
+        names: what each image is (its file), for warnings; ``None`` for in-memory images.
     """
 
     def __init__(
         self,
-        images: ArrayImageDataset | FolderImageDataset,
-        texts: TokenSequences,
+        images: Dataset,
+        texts: Dataset,
         labels: np.ndarray | None = None,
+        names: Sequence[str] | None = None,
     ):
-        if len(images) != len(texts):
-            raise ValueError(f"{len(images)} images but {len(texts)} captions: pairs must line up")
-        if labels is not None and len(labels) != len(texts):
-            raise ValueError(f"{len(labels)} labels for {len(texts)} pairs")
+        if len(images) != len(texts):  # type: ignore[arg-type]
+            raise ValueError(f"{len(images)} images but {len(texts)} captions: pairs must line up")  # type: ignore[arg-type]
+        if labels is not None and len(labels) != len(texts):  # type: ignore[arg-type]
+            raise ValueError(f"{len(labels)} labels for {len(texts)} pairs")  # type: ignore[arg-type]
         self.images = images
         self.texts = texts
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        self.names = None if names is None else [str(n) for n in names]
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.texts)  # type: ignore[arg-type]
 
-    def _image(self, index: int) -> tuple[int, Tensor]:
-        """The image of pair ``index``, or of the next decodable pair (and that pair's index)."""
-        if isinstance(self.images, ArrayImageDataset):
-            return index, self.images[index]["image"]
+    def _name(self, index: int) -> str:
+        return self.names[index] if self.names is not None else f"image {index}"
+
+    def _image(self, index: int) -> tuple[int, dict[str, Tensor]]:
+        """The image sample of pair ``index``, or of the next decodable pair (and that pair's index)."""
         for attempt in range(min(DECODE_RETRIES, len(self))):
             current = (index + attempt) % len(self)
             try:
-                return current, self.images.decode(self.images.paths[current])
+                return current, self.images[current]
             except (OSError, ValueError) as exc:
-                logger.warning(
-                    "skipping unreadable image %s (%s); using the next pair", self.images.paths[current], exc
-                )
+                logger.warning("skipping unreadable image %s (%s); using the next pair", self._name(current), exc)
         raise RuntimeError(
-            f"{DECODE_RETRIES} consecutive images starting at {self.images.paths[index]} failed to decode; "
+            f"{DECODE_RETRIES} consecutive images starting at {self._name(index)} failed to decode; "
             "check the image files"
         )
 
@@ -285,7 +324,7 @@ class PairDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} pairs")
         index, image = self._image(index)
-        sample = {"image": image, **self.texts[index]}
+        sample = {**image, **self.texts[index]}
         if self.labels is not None:
             sample["label"] = torch.tensor(int(self.labels[index]), dtype=torch.int64)
         return sample

@@ -9,8 +9,16 @@ from sslhub_multimodal.objectives.clip import CLIPObjective, CLIPParams
 
 @hookimpl
 def sslhub_register_modalities(registry) -> None:
-    # its batches hold an image part and a text part: image and text components accept it
-    registry.register("image_text", ImageTextModality, params=ImageTextParams, modalities=["image", "text"])
+    # a composite: its batches hold an image part and a text part (built by name through the
+    # build context), so image and text components accept it; it hands whole-word masking's
+    # continuation_token_ids to its text part
+    registry.register(
+        "image_text",
+        ImageTextModality,
+        params=ImageTextParams,
+        modalities=["image", "text"],
+        provides=["word_continuations"],
+    )
 
 
 @hookimpl

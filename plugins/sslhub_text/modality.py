@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from tokenizers import Tokenizer
 from torch import Tensor
 
-from sslhub import Batch, EvalSplit, Modality, Params, group_split, path_problems, split_problem
+from sslhub import Batch, EvalSplit, Modality, ModalityInfo, Params, group_split, path_problems, split_problem
 from sslhub_text.corpus import (
     Document,
     SkipCounts,
@@ -612,6 +612,51 @@ class TextModality(Modality):
 
         return EvalSplit(side(train), side(test), tuple(class_names), groups=groups, source=source)
 
+    # ----------------------------------------------------------------- as a composite's part
+    def fit_part(self, items: Sequence[Any], run_dir: Path | None) -> None:
+        """As a composite's part (``image_text``): the tokenizer trained on ``items``, the composite's
+        training texts (or loaded: ``tokenizer: {type: local}``), instead of on ``data.source``.
+
+        With a ``run_dir`` it is saved there as ``tokenizer.json``; one already there (a resumed
+        run) is reused rather than retrained. ``tokenizer.max_documents`` does not apply.
+        """
+        if self._tokenizer is not None and (run_dir is None or self._prepared_dir == Path(run_dir)):
+            return
+        saved = Path(run_dir) / TOKENIZER_FILE if run_dir is not None else None
+        if self._tokenizer is None:
+            spec = self.params.tokenizer
+            if isinstance(spec, LocalTokenizer):
+                self._tokenizer = load_tokenizer(spec.path)
+            elif saved is not None and saved.is_file():
+                logger.info("text: reusing the tokenizer saved at %s", saved)
+                self._tokenizer = load_tokenizer(saved)
+            else:
+                self._tokenizer = train_tokenizer(
+                    (str(text) for text in items),
+                    vocab_size=spec.vocab_size,
+                    lowercase=spec.lowercase,
+                    algorithm=spec.algorithm,
+                    min_frequency=spec.min_frequency,
+                )
+            self._special = SpecialTokens.of(self._tokenizer)
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            if not saved.is_file():
+                self._tokenizer.save(str(saved))
+            self._prepared_dir = Path(run_dir)
+
+    def part_dataset(self, items: Sequence[Any]) -> TokenSequences:
+        """As a composite's part: one ``[CLS] text [SEP]`` sample per text, truncated to ``max_length``.
+
+        Samples: ``{"input_ids": int64 [L], "attention_mask": int64 [L]}``, ``L <= max_length``.
+        """
+        if self._tokenizer is None:
+            raise ValueError("the text part has no tokenizer yet: call fit_part before part_dataset")
+        # Tokenize in the main process; forked DataLoader workers then only index arrays.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        encodings = self._tokenizer.encode_batch([str(text) for text in items], add_special_tokens=False)
+        return TokenSequences.from_lists([self._wrap(e.ids[: self._content_length()]) for e in encodings])
+
     def labeled_source(self, path: Path, label: str | None = None, group: str | None = None) -> dict[str, Any]:
         """``.jsonl`` files (a file or a folder) with a ``label`` field unless named; ``group`` names a field."""
         return {"type": "files", "path": str(path), "label_field": label or "label", "group_field": group}
@@ -628,14 +673,14 @@ class TextModality(Modality):
             float32 ``[B, min(vocab_size, BAG_OF_WORDS_WIDTH)]``.
         """
         info = self.info()
-        return bag_of_words(batch["input_ids"], batch["attention_mask"], info["vocab_size"], info["special_token_ids"])
+        return bag_of_words(batch["input_ids"], batch["attention_mask"], info.vocab_size, info.special_token_ids)
 
     def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
         """``batch_size`` random non-special token sequences of ``max_length``, wrapped in [CLS]/[SEP]."""
         info = self.info()
         generator = torch.Generator().manual_seed(0)
-        specials = torch.tensor(info["special_token_ids"], dtype=torch.int64)
-        allowed = torch.arange(info["vocab_size"])[~torch.isin(torch.arange(info["vocab_size"]), specials)]
+        specials = torch.tensor(info.special_token_ids, dtype=torch.int64)
+        allowed = torch.arange(info.vocab_size)[~torch.isin(torch.arange(info.vocab_size), specials)]
         body = allowed[torch.randint(len(allowed), (batch_size, self._content_length()), generator=generator)]
         rows = [torch.tensor(self._wrap(row.tolist()), dtype=torch.int64) for row in body]
         input_ids = torch.stack(rows)
@@ -668,10 +713,10 @@ class TextModality(Modality):
         text = self._tokenizer.decode([i for i in ids if i not in hidden], skip_special_tokens=False)
         return text if len(text) <= limit else text[: limit - 1] + "…"
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ModalityInfo:
         """Vocabulary facts for encoders and objectives.
 
-        Keys: ``vocab_size``, ``pad_token_id``, ``mask_token_id``, ``cls_token_id``,
+        Fields: ``vocab_size``, ``pad_token_id``, ``mask_token_id``, ``cls_token_id``,
         ``sep_token_id``, ``unk_token_id`` (``None`` where the tokenizer lacks one),
         ``special_token_ids`` (never masked or augmented), ``max_length``,
         ``continuation_prefix`` (marks word-continuation pieces, for whole-word masking) and
@@ -680,18 +725,18 @@ class TextModality(Modality):
         self._ensure_prepared()
         special = self._special
         assert special is not None and self._tokenizer is not None
-        return {
-            "vocab_size": self._tokenizer.get_vocab_size(with_added_tokens=True),
-            "pad_token_id": special.pad,
-            "mask_token_id": special.mask,
-            "cls_token_id": special.cls,
-            "sep_token_id": special.sep,
-            "unk_token_id": special.unk,
-            "special_token_ids": list(special.all_ids),
-            "max_length": self.params.max_length,
-            "continuation_prefix": CONTINUATION_PREFIX,
-            "tokenizer_file": TOKENIZER_FILE,
-        }
+        return ModalityInfo(
+            vocab_size=self._tokenizer.get_vocab_size(with_added_tokens=True),
+            pad_token_id=special.pad,
+            mask_token_id=special.mask,
+            cls_token_id=special.cls,
+            sep_token_id=special.sep,
+            unk_token_id=special.unk,
+            special_token_ids=list(special.all_ids),
+            max_length=self.params.max_length,
+            continuation_prefix=CONTINUATION_PREFIX,
+            tokenizer_file=TOKENIZER_FILE,
+        )
 
     def continuation_token_ids(self) -> list[int]:
         """Vocabulary ids that continue a word (``##`` pieces), for whole-word masking."""

@@ -21,7 +21,7 @@ from sslhub_text.objectives.simcse import SimCSEObjective, SimCSEParams
 
 @hookimpl
 def sslhub_register_modalities(registry):
-    registry.register("text", TextModality, params=TextParams)
+    registry.register("text", TextModality, params=TextParams, provides=["word_continuations"])
 
 
 @hookimpl
@@ -51,7 +51,12 @@ def sslhub_register_encoders(registry):
 @hookimpl
 def sslhub_register_objectives(registry):
     registry.register(
-        "mlm", MLMObjective, params=MLMParams, modalities=["text"], requires=["tokens", "token_embeddings"]
+        # with whole_word_masking it also needs a modality with word_continuations (MLMParams.modality_needs)
+        "mlm",
+        MLMObjective,
+        params=MLMParams,
+        modalities=["text"],
+        requires=["tokens", "token_embeddings"],
     )
     registry.register("simcse", SimCSEObjective, params=SimCSEParams, modalities=["text"], requires=["pooled"])
     registry.register(

@@ -12,9 +12,12 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+if TYPE_CHECKING:
+    from sslhub import ModalityInfo
 
 #: the tokenizer file saved in a run directory and beside an exported model
 TOKENIZER_FILE = "tokenizer.json"
@@ -160,7 +163,7 @@ def continuation_token_ids(tokenizer: Tokenizer, prefix: str = CONTINUATION_PREF
     )
 
 
-def token_input_spec(info: dict[str, Any], lowercase: bool | None, template: str) -> dict[str, Any]:
+def token_input_spec(info: ModalityInfo, lowercase: bool | None, template: str) -> dict[str, Any]:
     """The exported-model description of token inputs: ``input_ids``/``attention_mask`` int64
     ``[batch, sequence]`` and the constants a deployer needs to make them with ``tokenizer.json``.
 
@@ -182,12 +185,12 @@ def token_input_spec(info: dict[str, Any], lowercase: bool | None, template: str
             "tokenizer_file": TOKENIZER_FILE,
             "lowercase": lowercase,
             "template": template,
-            "max_length": info["max_length"],
+            "max_length": info.max_length,
             "padding": "right",
-            "pad_token_id": info["pad_token_id"],
-            "cls_token_id": info["cls_token_id"],
-            "sep_token_id": info["sep_token_id"],
-            "vocab_size": info["vocab_size"],
+            "pad_token_id": info.pad_token_id,
+            "cls_token_id": info.cls_token_id,
+            "sep_token_id": info.sep_token_id,
+            "vocab_size": info.vocab_size,
         },
     }
 

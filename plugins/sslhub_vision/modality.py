@@ -31,7 +31,12 @@ from sslhub import (
     EvalSplit,
     GroupPattern,
     Modality,
+    ModalityInfo,
     Params,
+    folder_classes,
+    folder_fingerprint,
+    holdout_split,
+    list_files,
     path_group_problems,
     path_problems,
     split_by_path_groups,
@@ -74,8 +79,8 @@ class FolderSource(Params):
         if missing or self.group_pattern is None or test_fraction is None:
             return missing
         root = self.path.expanduser()  # path_problems found a folder there
-        paths = sources.list_image_files(root, self.extensions)
-        labels, class_names = sources.folder_labels(root, paths)
+        paths = list_files(root, self.extensions)
+        labels, class_names = folder_classes(root, paths)
         relative = [p.relative_to(root).as_posix() for p in paths]
         return path_group_problems(
             relative,
@@ -225,7 +230,7 @@ class ImageModality(Modality):
                 "class_names": class_names,
                 "count": len(paths),
                 "relative": [p.relative_to(root).as_posix() for p in paths],
-                "fingerprint": f"folder:{root}:{len(paths)}:{sources.folder_fingerprint(root, paths)}",
+                "fingerprint": f"folder:{root}:{len(paths)}:{folder_fingerprint(root, paths)}",
                 "skipped": len(skipped),
             }
         if isinstance(source, NumpySource):
@@ -254,7 +259,7 @@ class ImageModality(Modality):
         """``train``/``test`` indices (grouped when the source has a ``group_pattern``) and group counts."""
         pattern = getattr(source, "group_pattern", None)
         if pattern is None or fraction == 0:
-            train, test = sources.split_indices(data["count"], data["labels"], fraction, seed)
+            train, test = holdout_split(data["count"], data["labels"], fraction, seed)
             return {"train": train, "test": test, "groups": None}
         root = str(source.path.expanduser())
         split = split_by_path_groups(
@@ -357,20 +362,31 @@ class ImageModality(Modality):
             grid = grid.expand(3, -1, -1)
         return {"views": (grid[:3] * 255).round().to(torch.uint8).permute(1, 2, 0).cpu()}
 
+    def part_dataset(self, items: Any) -> Dataset:
+        """As a composite's part: ``{"image": uint8 [C, S, S]}`` per item, resized and adapted like
+        this modality's own images.
+
+        Args:
+            items: image file paths (decoded on access; an unreadable file raises), or pixel
+                arrays in ``0..255`` (uint8 or float), one ``[H, W(, c)]`` per image or stacked
+                ``[N, H, W(, c)]``; equally sized arrays are resized once, in one batched call.
+        """
+        return sources.part_images(items, self.params.image_size, self.params.channels)
+
     def example_batch(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
         """Random float ``[B, C, S, S]`` images in ``[0, 1]``, shaped like encoder input."""
         size, channels = self.params.image_size, self.params.channels
         return {"image": torch.rand(batch_size, channels, size, size, device=device)}
 
-    def info(self) -> dict[str, Any]:
-        """``channels``, ``image_size`` and the normalisation constants encoders apply."""
-        return {
-            "channels": self.params.channels,
-            "image_size": self.params.image_size,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "value_range": [0.0, 1.0],
-        }
+    def info(self) -> ModalityInfo:
+        """``channels``, ``image_size``, the normalisation constants encoders apply and ``value_range`` [0, 1]."""
+        return ModalityInfo(
+            channels=self.params.channels,
+            image_size=self.params.image_size,
+            mean=list(self.mean),
+            std=list(self.std),
+            value_range=[0.0, 1.0],
+        )
 
     def input_spec(self) -> dict[str, Any]:
         """ONNX input ``image`` float32 ``[batch, C, S, S]`` in ``[0, 1]``; normalisation inside the model."""

@@ -33,7 +33,11 @@ def sslhub_register_augmentations(registry) -> None:
 @hookimpl
 def sslhub_register_encoders(registry) -> None:
     registry.register(
-        "timm", TimmEncoder, params=TimmParams, modalities=IMAGE, provides=["pooled", "spatial", "tokens"]
+        "timm",
+        TimmEncoder,
+        params=TimmParams,
+        modalities=IMAGE,
+        provides=["pooled", "spatial", "tokens", "patch_masking"],
     )
     registry.register("small_cnn", SmallCNN, params=SmallCNNParams, modalities=IMAGE, provides=["pooled", "spatial"])
 

@@ -11,7 +11,6 @@ their aspect ratio; the same rule is written into the export metadata.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from sslhub import UnreadableFiles
+from sslhub import UnreadableFiles, folder_classes, list_files
 
 logger = logging.getLogger("sslhub")
 
@@ -241,7 +240,7 @@ def scan_image_folder(
         paths (sorted), labels (class index per path, or ``None`` when some image lies
         directly in ``root``), class names, and the skipped paths.
     """
-    candidates = list_image_files(root, extensions)
+    candidates = list_files(root, extensions)
     paths: list[Path] = []
     skipped: list[Path] = []
     for path in candidates:
@@ -258,76 +257,64 @@ def scan_image_folder(
         logger.warning("skipped %d unreadable image file(s) under %s: %s%s", len(skipped), root, named, more)
     if not paths:
         raise ValueError(
-            f"folder source: no readable images with extensions {sorted(_suffixes(extensions))} under {root}"
+            f"folder source: no readable images with extensions {sorted({e.lower() if e.startswith('.') else f'.{e.lower()}' for e in extensions})} under {root}"
             + (f" ({len(skipped)} unreadable)" if skipped else "")
         )
-    labels, class_names = folder_labels(root, paths)
+    labels, class_names = folder_classes(root, paths)
     return paths, labels, class_names, skipped
 
 
-def _suffixes(extensions: Sequence[str]) -> set[str]:
-    return {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+def resize_stack(images: np.ndarray, image_size: int, channels: int) -> np.ndarray:
+    """Equally sized images resized in one batched call, as the embedded digits are.
 
-
-def list_image_files(root: Path, extensions: Sequence[str]) -> list[Path]:
-    """Files under ``root`` (recursively) with one of ``extensions``, sorted, without opening them.
-
-    Raises:
-        ValueError: ``root`` is not a folder.
-    """
-    if not root.is_dir():
-        raise ValueError(f"folder source: {root} is not a directory")
-    wanted = _suffixes(extensions)
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
-
-
-def folder_labels(root: Path, paths: Sequence[Path]) -> tuple[list[int] | None, list[str]]:
-    """Class index per path from its first-level subfolder, and the sorted class names.
-
-    ``(None, [])`` when some file lies directly in ``root``: the folder has no labels.
-    """
-    relative = [p.relative_to(root) for p in paths]
-    if any(len(r.parts) < 2 for r in relative):
-        return None, []
-    class_names = sorted({r.parts[0] for r in relative})
-    index = {name: i for i, name in enumerate(class_names)}
-    return [index[r.parts[0]] for r in relative], class_names
-
-
-def split_indices(
-    count: int, labels: Sequence[int] | np.ndarray | None, eval_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``range(count)`` into train and held-out test indices, deterministically.
-
-    With labels the split is stratified: each class keeps ``eval_fraction`` of its samples
-    (rounded, at least one when the class has two or more) for the test side.
+    Args:
+        images: ``[N, H, W]`` or ``[N, H, W, c]`` pixel values in ``0..255``, uint8 or float
+            (a float stack is interpolated before rounding, so it is rounded once).
 
     Returns:
-        sorted train indices and sorted test indices (int64).
+        uint8 ``[N, S, S, C]`` (shorter side to ``S``, centre crop; channels adapted).
     """
-    rng = np.random.default_rng(seed)
-    if eval_fraction <= 0:
-        return np.arange(count, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    if labels is None:
-        order = rng.permutation(count)
-        n_test = int(round(count * eval_fraction))
-        return np.sort(order[n_test:]), np.sort(order[:n_test])
-    labels = np.asarray(labels)
-    train, test = [], []
-    for cls in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == cls))
-        n_test = int(round(len(members) * eval_fraction))
-        if n_test == 0 and len(members) >= 2:
-            n_test = 1
-        test.append(members[:n_test])
-        train.append(members[n_test:])
-    return np.sort(np.concatenate(train)).astype(np.int64), np.sort(np.concatenate(test)).astype(np.int64)
+    stack = torch.from_numpy(np.ascontiguousarray(images)).float()
+    stack = stack[:, None] if stack.dim() == 3 else stack.permute(0, 3, 1, 2)
+    height, width = stack.shape[-2:]
+    scale = image_size / min(height, width)
+    new_h, new_w = max(image_size, round(height * scale)), max(image_size, round(width * scale))
+    if (new_h, new_w) != (height, width):
+        stack = F.interpolate(stack, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+    top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
+    stack = stack[:, :, top : top + image_size, left : left + image_size]
+    uint8 = stack.round().clamp(0, 255).to(torch.uint8)
+    adapted = torch.stack([adapt_channels(image, channels) for image in uint8]) if len(uint8) else uint8
+    return adapted.permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def folder_fingerprint(root: Path, paths: Sequence[Path]) -> str:
-    """A short hash of relative paths and file sizes."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(str(path.stat().st_size).encode())
-    return digest.hexdigest()[:12]
+class StrictImageFiles(Dataset):
+    """``{"image": uint8 [C, S, S]}`` per image file; a file that fails to decode raises (no replacement).
+
+    What the ``image`` modality gives a composite modality (:meth:`ImageModality.part_dataset`),
+    which replaces a whole pair when one of its files is unreadable.
+    """
+
+    def __init__(self, paths: Sequence[Path | str], image_size: int, channels: int):
+        self.files = FolderImageDataset(paths, image_size, channels)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {"image": self.files.decode(self.files.paths[index])}
+
+
+def part_images(items: Sequence | np.ndarray, image_size: int, channels: int) -> Dataset:
+    """Images a composite modality hands over: file paths, or arrays (one per image, or stacked).
+
+    Raises:
+        ValueError: ``items`` is neither.
+    """
+    if isinstance(items, np.ndarray) or (len(items) and all(isinstance(i, np.ndarray) for i in items)):
+        stack = items if isinstance(items, np.ndarray) else np.stack(list(items))
+        resized = resize_stack(stack, image_size, channels)
+        return ArrayImageDataset(resized, np.arange(len(resized)), image_size, channels)
+    if all(isinstance(i, (str, Path)) for i in items):
+        return StrictImageFiles(list(items), image_size, channels)
+    raise ValueError("the image modality takes image file paths or pixel arrays as a composite's items")

@@ -183,7 +183,7 @@ def test_unknown_feature_kinds_are_refused(keyword, feature):
         registry.register("thing", make_encoder, **{keyword: [feature]})
     assert str(info.value) == (
         f"plugin 'python' registered {registry.kind} 'thing' with unknown capability {feature!r}; "
-        "expected one of pooled, tokens, spatial, causal, token_embeddings, frame_masking"
+        "expected one of pooled, tokens, spatial, causal, token_embeddings, frame_masking, patch_masking"
     )
 
 
@@ -238,4 +238,16 @@ def test_unknown_name_names_a_plugin_that_did_not_load():
     assert registry.unknown_message("small_cnn") == (
         "unknown encoder 'small_cnn'; no encoders are registered (is a plugin missing?); "
         "plugin 'vision' of sslhub is blocked and may provide it (see `sslhub plugins`)"
+    )
+
+
+def test_modalities_declare_modality_capabilities_only():
+    registry = Registry("modality")
+    registry.register("words", make_encoder, provides=["word_continuations"])
+    assert "word_continuations" in registry.get("words").provides
+    with pytest.raises(RegistryError) as info:
+        registry.register("pixels", make_encoder, provides=["tokens"])
+    assert str(info.value) == (
+        "plugin 'python' registered modality 'pixels' with unknown capability 'tokens'; "
+        "expected one of pooled, word_continuations"
     )

@@ -14,6 +14,7 @@ from sslhub import (
     EncoderOutput,
     EvalSplit,
     Modality,
+    ModalityInfo,
     Objective,
     ObjectiveOutput,
     Params,
@@ -75,7 +76,7 @@ class ToyVectors(Modality):
         return batch["vector"]
 
     def info(self):
-        return {"dim": self.params.dim}
+        return ModalityInfo(dim=self.params.dim)
 
     def augmentation_samples(self, batch, views):
         """A heat map of each sample's vector above its views' (one pixel row each), and the numbers."""
@@ -125,7 +126,7 @@ class ToyMlp(Encoder):
 
     def __init__(self, params: MlpParams, context):
         super().__init__()
-        dim = context.modality.info()["dim"]
+        dim = context.modality.info().dim
         self.net = nn.Sequential(nn.Linear(dim, params.hidden), nn.ReLU(), nn.Linear(params.hidden, params.out))
         self.feature_dim = params.out
 

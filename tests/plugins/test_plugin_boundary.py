@@ -1,9 +1,6 @@
 """Built-in plugins stand alone: each imports only the public ``sslhub`` API, ``sslhub.testing``
 and itself, never another plugin nor a private core module (pytest's model: ``-p no:vision``
 really removes vision, and a third party can do whatever a built-in does).
-
-``KNOWN_VIOLATIONS`` lists the imports that still cross the boundary, each to be removed by
-growing the public API; it may only shrink (a fixed import must leave the list too).
 """
 
 from __future__ import annotations
@@ -13,20 +10,6 @@ from pathlib import Path
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 ALLOWED_CORE = {"sslhub", "sslhub.testing"}
-
-#: (importing file relative to plugins/, imported module): still to remove.
-KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-    # image_text composes the image and text modalities from their private modules: needs a public
-    # way to compose modalities (a registered modality built through the catalog)
-    ("sslhub_multimodal/modality.py", "sslhub_text.modality"),
-    ("sslhub_multimodal/modality.py", "sslhub_text.tokenizer"),
-    ("sslhub_multimodal/modality.py", "sslhub_vision"),
-    ("sslhub_multimodal/modality.py", "sslhub_vision.modality"),
-    ("sslhub_multimodal/modality.py", "sslhub_vision.sources"),
-    ("sslhub_multimodal/pairs.py", "sslhub_text.modality"),
-    ("sslhub_multimodal/pairs.py", "sslhub_vision"),
-    ("sslhub_multimodal/pairs.py", "sslhub_vision.sources"),
-}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -55,17 +38,9 @@ def boundary_violations() -> set[tuple[str, str]]:
 
 
 def test_builtin_plugins_import_only_the_public_api():
-    found = boundary_violations()
-    new = sorted(found - KNOWN_VIOLATIONS)
-    assert not new, "built-in plugins may import only sslhub, sslhub.testing and themselves:\n" + "\n".join(
-        f"  {path}: import {module}" for path, module in new
-    )
-
-
-def test_known_violations_only_shrink():
-    fixed = sorted(KNOWN_VIOLATIONS - boundary_violations())
-    assert not fixed, "these imports are gone; remove them from KNOWN_VIOLATIONS:\n" + "\n".join(
-        f"  {path}: import {module}" for path, module in fixed
+    found = sorted(boundary_violations())
+    assert not found, "built-in plugins may import only sslhub, sslhub.testing and themselves:\n" + "\n".join(
+        f"  {path}: import {module}" for path, module in found
     )
 
 

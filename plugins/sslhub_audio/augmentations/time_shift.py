@@ -11,7 +11,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from sslhub import Augmentation, BuildContext, Params
+from sslhub import Augmentation, BuildContext, ModalityInfo, Params
 
 
 class TimeShiftParams(Params):
@@ -43,12 +43,12 @@ class TimeShift(Augmentation):
 
     def __init__(self, params: TimeShiftParams, context: BuildContext):
         super().__init__()
-        info = context.modality.info() if context.modality is not None else {}
-        if "hop_length" not in info or "sample_rate" not in info:
+        info = context.modality.info() if context.modality is not None else ModalityInfo()
+        if info.hop_length is None or info.sample_rate is None:
             raise ValueError("augmentation 'time_shift' needs the audio modality (hop_length and sample_rate)")
         self.params = params
-        self.hop_length = int(info["hop_length"])
-        self.max_frames = int(params.max_shift * info["sample_rate"] / self.hop_length)
+        self.hop_length = int(info.hop_length)
+        self.max_frames = int(params.max_shift * info.sample_rate / self.hop_length)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         reference = batch["features"] if "features" in batch else batch["waveform"]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from sslhub import BuildContext, Encoder, EncoderOutput, Params
+from sslhub import BuildContext, Encoder, EncoderOutput, ModalityInfo, Params
 from sslhub_audio.encoders.frame_masking import check_layer, replace_masked_frames
 from sslhub_audio.encoders.time_pooling import TimePool
 
@@ -124,13 +124,13 @@ class LogMelFrameEncoder(Encoder):
 
     def __init__(self, params: FrameEncoderParams, context: BuildContext | None = None):
         super().__init__()
-        info = context.modality.info() if context is not None and context.modality is not None else {}
-        if "n_mels" not in info:
+        info = context.modality.info() if context is not None and context.modality is not None else ModalityInfo()
+        if info.n_mels is None:
             raise ValueError(
                 f"encoder '{self.registered_name}' needs a modality whose info() has 'n_mels' (the audio modality)"
             )
         self.params = params
-        self.n_mels = int(info["n_mels"])
+        self.n_mels = int(info.n_mels)
         self.token_dim = params.d_model
         self.pool = TimePool(params.pool_levels, params.pool_std)
         self.feature_dim = self.pool.output_dim(params.d_model)

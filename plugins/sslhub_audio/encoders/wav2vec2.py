@@ -94,8 +94,7 @@ class Wav2Vec2Encoder(Encoder):
         self.model = torchaudio.models.wav2vec2_model(**builder_arguments(params))
         self.feature_dim = params.embed_dim
         self.sample_stride = math.prod(layer[2] for layer in params.conv_layers)
-        info = context.modality.info() if context is not None and context.modality is not None else {}
-        hop = info.get("hop_length")
+        hop = context.modality.info().hop_length if context is not None and context.modality is not None else None
         #: mel frames per encoder frame (for masked_audio targets); None if not a whole number.
         self.frame_rate_divisor: int | None = (
             self.sample_stride // hop if hop and self.sample_stride % hop == 0 else None

@@ -79,7 +79,7 @@ class APCObjective(Objective):
             raise ValueError("apc needs one built encoder and the audio modality (context.encoder, context.modality)")
         if "causal" not in encoder.provides:
             raise ValueError(f"apc needs a causal encoder; {type(encoder).__name__} does not declare provides 'causal'")
-        n_mels = context.modality.info().get("n_mels")
+        n_mels = context.modality.info().n_mels
         if n_mels is None:
             raise ValueError("apc predicts log-mel frames: the modality's info() has no 'n_mels'")
         self.divisor = int(getattr(encoder, "frame_rate_divisor", 1))

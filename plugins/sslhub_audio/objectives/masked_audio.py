@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from sslhub import BuildContext, Encoder, Modality, Objective, ObjectiveOutput, Params
+from sslhub import BuildContext, Encoder, Modality, ModalityInfo, Objective, ObjectiveOutput, Params
 from sslhub_audio.encoders.frame_masking import replace_masked_frames
 from sslhub_audio.objectives.cluster_teacher import ClusterTeacher
 from sslhub_audio.objectives.kmeans import assign_clusters, kmeans
@@ -122,11 +122,11 @@ class MaskedAudioObjective(Objective):
         self.params = params
         encoder = context.encoder
         self.divisor = _check_encoder(encoder)
-        info = context.modality.info() if context.modality is not None else {}
-        if "n_mels" not in info:
+        info = context.modality.info() if context.modality is not None else ModalityInfo()
+        if info.n_mels is None:
             raise ValueError("objective 'masked_audio' needs the audio modality (its info() gives n_mels)")
         self.teacher = ClusterTeacher(params.teacher, params.teacher_layer, self.divisor) if params.teacher else None
-        self.target_dim = self.teacher.dim if self.teacher else int(info["n_mels"]) * self.divisor
+        self.target_dim = self.teacher.dim if self.teacher else int(info.n_mels) * self.divisor
         dim = int(getattr(encoder, "token_dim", encoder.feature_dim))  # heads read frames
         self.mask_embedding = nn.Parameter(torch.empty(dim).normal_(0.0, 0.02))
         if params.target == "reconstruct":

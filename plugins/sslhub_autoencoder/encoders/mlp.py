@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from sslhub import BuildContext, Encoder, EncoderOutput, Params
+from sslhub import BuildContext, Encoder, EncoderOutput, ModalityInfo, Params
 
 
 class MLPParams(Params):
@@ -46,10 +46,10 @@ class MLPEncoder(Encoder):
     def __init__(self, params: MLPParams | None = None, context: BuildContext | None = None):
         super().__init__()
         self.params = params = params or MLPParams()
-        info = context.modality.info() if context is not None and context.modality is not None else {}
-        if "dim" not in info:
+        info = context.modality.info() if context is not None and context.modality is not None else ModalityInfo()
+        if info.dim is None:
             raise ValueError("encoder 'mlp' needs a modality whose info() has 'dim' (the tabular modality)")
-        self.input_dim = int(info["dim"])
+        self.input_dim = int(info.dim)
         layers: list[nn.Module] = []
         size = self.input_dim
         for width in params.hidden_sizes:

@@ -171,7 +171,7 @@ class AutoencoderObjective(Objective):
         example = modality.example_batch(2)
         self.target_key = _target_key(params, modality, context.modality_name, example)
         target = example[self.target_key]
-        value_range = modality.info().get("value_range")
+        value_range = modality.info().value_range
         self.bounded = value_range is not None and [float(v) for v in value_range] == [0.0, 1.0]
         if params.loss == "bce" and not self.bounded:
             raise ValueError(

@@ -69,45 +69,29 @@ class MAEParams(Params):
         return self
 
 
-def vision_transformer_of(encoder: Encoder) -> nn.Module:
-    """The timm VisionTransformer inside an encoder, checked for what MAE uses.
+def check_patch_masking(encoder: Encoder) -> None:
+    """``encoder`` declares ``patch_masking`` (validation checks the registration; this, the built model).
 
     Raises:
-        ValueError: naming what is missing and how to configure a fitting encoder.
+        ValueError: naming the encoder and how to configure a fitting one.
     """
-    model = getattr(encoder, "model", None)
-    needed = ("patch_embed", "pos_embed", "blocks", "norm")
-    missing = [name for name in needed if model is None or not hasattr(model, name)]
-    if missing:
+    if "patch_masking" not in encoder.provides:
         raise ValueError(
             f"mae needs a timm VisionTransformer encoder (encoder: {{name: timm, model: vit_tiny_patch16_224, "
-            f"model_kwargs: {{patch_size: 4}}}}); {type(encoder).__name__} lacks {', '.join(missing)}"
+            f"model_kwargs: {{patch_size: 4}}}}); {type(encoder).__name__} does not declare provides 'patch_masking'"
         )
-    if getattr(model, "dynamic_img_size", False):
-        raise ValueError("mae needs a fixed image size; do not set dynamic_img_size in model_kwargs")
-    if getattr(model.patch_embed, "flatten", True) is False:
-        raise ValueError("mae needs a ViT whose patch embedding returns [B, N, D] tokens (flatten=True)")
-    if model.pos_embed is None:
-        raise ValueError("mae needs absolute position embeddings (pos_embed); this ViT has none")
-    return model
 
 
-@torch.no_grad()
-def freeze_sincos_positions(vit: nn.Module, grid: tuple[int, int]) -> None:
-    """Write fixed 2-D sine-cosine codes into the ViT's patch position embedding and freeze it.
+def freeze_sincos_positions(encoder: Encoder, grid: tuple[int, int], dim: int) -> None:
+    """Fixed 2-D sine-cosine codes in the encoder's patch position embedding, frozen.
 
     MAE uses fixed codes in the encoder (He et al. 2022, section 4 / appendix A.1): learned
     embeddings start near zero (std 0.02) and take many steps to tell the encoder where its
     few visible patches lie, which a short run does not have. Prefix tokens (class token) get
-    zeros. The codes live in ``pos_embed``, so a saved or exported encoder keeps them.
+    zeros. The codes live in the encoder's position embedding, so a saved or exported encoder
+    keeps them.
     """
-    patches = grid[0] * grid[1]
-    start = vit.pos_embed.shape[1] - patches
-    if start < 0:
-        raise ValueError(f"the ViT's pos_embed has {vit.pos_embed.shape[1]} positions for {patches} patches")
-    vit.pos_embed[:, start:] = sincos_positions_2d(grid[0], grid[1], vit.pos_embed.shape[-1]).to(vit.pos_embed.dtype)
-    vit.pos_embed[:, :start] = 0.0
-    vit.pos_embed.requires_grad_(False)
+    encoder.set_patch_positions(sincos_positions_2d(grid[0], grid[1], dim), trainable=False)
 
 
 class MAEDecoder(nn.Module):
@@ -173,26 +157,24 @@ class MAEObjective(Objective):
         self.params = params = params or MAEParams()
         if context is None or context.encoder is None or context.modality is None:
             raise ValueError("mae needs the built encoder and modality (context.encoder, context.modality)")
-        vit = vision_transformer_of(context.encoder)
+        check_patch_masking(context.encoder)
+        layout = context.encoder.patch_layout()
         example = context.modality.example_batch(2)["image"]
         self.channels, self.height, self.width = example.shape[1:]
-        patch = vit.patch_embed.patch_size
-        self.patch_size = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
-        if isinstance(patch, (tuple, list)) and patch[0] != patch[1]:
-            raise ValueError(f"mae needs square patches, got {tuple(patch)}")
+        self.patch_size = layout.patch_size
         self.grid = (self.height // self.patch_size, self.width // self.patch_size)
         num_patches = self.grid[0] * self.grid[1]
-        if tuple(vit.patch_embed.grid_size) != self.grid:
+        if layout.grid != self.grid:
             raise ValueError(
-                f"the ViT expects a {tuple(vit.patch_embed.grid_size)} patch grid, the images give {self.grid}; "
+                f"the ViT expects a {layout.grid} patch grid, the images give {self.grid}; "
                 "build it for the modality's image_size"
             )
         random_patch_mask(1, num_patches, params.mask_ratio, "cpu")  # fails early on a ratio leaving nothing
-        self.prefix_tokens = int(getattr(vit, "num_prefix_tokens", 1))
+        self.prefix_tokens = layout.prefix_tokens
         if params.encoder_positions == "sincos":
-            freeze_sincos_positions(vit, self.grid)
+            freeze_sincos_positions(context.encoder, self.grid, layout.dim)
         self.decoder = MAEDecoder(
-            vit.embed_dim,
+            layout.dim,
             self.grid,
             self.prefix_tokens,
             self.patch_size**2 * self.channels,
@@ -204,43 +186,17 @@ class MAEObjective(Objective):
 
     @staticmethod
     def encode_visible(encoder: Encoder, image: Tensor, ids_keep: Tensor) -> Tensor:
-        """Run the ViT on the visible patches only.
+        """Run the encoder on the visible patches only (its ``patch_masking`` capability).
 
         Args:
-            encoder: the timm encoder (its ``normalize`` is applied first when it has one).
+            encoder: a ``patch_masking`` encoder (timm ViT); it normalises ``image`` itself.
             image: ``[B, C, H, W]`` in ``[0, 1]``.
             ids_keep: ``[B, K]`` indices of visible patches.
 
         Returns:
             ``[B, P + K, D]`` encoded prefix tokens and visible patches.
         """
-        vit = vision_transformer_of(encoder)
-        normalize = getattr(encoder, "normalize", None)
-        x = vit.patch_embed(normalize(image) if normalize is not None else image)  # [B, N, D]
-        prefix_count = int(getattr(vit, "num_prefix_tokens", 0))
-        pos = vit.pos_embed.to(x.dtype)
-        if getattr(vit, "no_embed_class", False):
-            prefix_pos, patch_pos = None, pos
-        else:
-            prefix_pos, patch_pos = pos[:, :prefix_count], pos[:, prefix_count:]
-        x = x + patch_pos
-        x = x.gather(1, ids_keep[..., None].expand(-1, -1, x.shape[-1]))
-        prefix = [
-            token.to(x.dtype).expand(x.shape[0], -1, -1)
-            for token in (getattr(vit, "cls_token", None), getattr(vit, "reg_token", None))
-            if token is not None
-        ]
-        if prefix:
-            prefix_tokens = torch.cat(prefix, dim=1)
-            if prefix_pos is not None and prefix_pos.shape[1] == prefix_tokens.shape[1]:
-                prefix_tokens = prefix_tokens + prefix_pos
-            x = torch.cat([prefix_tokens, x], dim=1)
-        for name in ("pos_drop", "norm_pre"):
-            module = getattr(vit, name, None)
-            if module is not None:
-                x = module(x)
-        x = vit.blocks(x)
-        return vit.norm(x)
+        return encoder.encode_patches(image, ids_keep)
 
     def targets(self, image: Tensor) -> Tensor:
         """Pixels per patch ``[B, N, p*p*C]``, standardised per patch with ``norm_pix_loss``."""

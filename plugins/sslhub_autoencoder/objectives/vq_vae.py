@@ -90,7 +90,7 @@ class VQVAEObjective(Objective):
                 f"vq_vae reconstructs a float batch key; {self.target_key or '(none)'!r} is not one of the modality's "
                 f"(keys: {sorted(example)}); set `target:`"
             )
-        value_range = modality.info().get("value_range")
+        value_range = modality.info().value_range
         self.bounded = value_range is not None and [float(v) for v in value_range] == [0.0, 1.0]
         if params.loss == "bce" and not self.bounded:
             raise ValueError("loss bce needs data in [0, 1]: this modality does not declare value_range [0, 1]")

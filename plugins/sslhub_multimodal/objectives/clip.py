@@ -232,10 +232,15 @@ class CLIPObjective(Objective):
     def class_embeddings(
         self, text_encoder: Encoder, text_projection: nn.Module, modality: Modality, class_names: tuple[str, ...]
     ) -> Tensor:
-        """One normalised embedding per class: the mean of its prompts' embeddings ``[K, P]``."""
+        """One normalised embedding per class: the mean of its prompts' embeddings ``[K, P]``.
+
+        The prompts become samples as captions do, through the modality's text part.
+        """
         device = next(self.parameters()).device
         prompts = [prompt.format(name=name) for name in class_names for prompt in self.params.zero_shot_prompts]
-        batch = {k: v.to(device) for k, v in modality.tokenize(prompts).items()}  # type: ignore[attr-defined]
+        text = modality.parts["text"]
+        samples = text.part_dataset(prompts)
+        batch = {k: v.to(device) for k, v in text.collate([samples[i] for i in range(len(prompts))]).items()}
         embedded = F.normalize(text_projection(text_encoder(modality.on_device(batch)).pooled).float(), dim=1)
         per_class = embedded.view(len(class_names), len(self.params.zero_shot_prompts), -1).mean(1)
         return F.normalize(per_class, dim=1).cpu()
@@ -254,7 +259,7 @@ class CLIPObjective(Objective):
         )
         chance = {k.removeprefix("chance/"): v for k, v in scores.items() if k.startswith("chance/")}
         scores = {k: v for k, v in scores.items() if not k.startswith("chance/")}
-        if class_names and embedded["label"] is not None and hasattr(modality, "tokenize"):
+        if class_names and embedded["label"] is not None and "text" in modality.parts:
             classes = self.class_embeddings(_encoder_pair(encoders)[1], projections[1], modality, class_names)
             scores["zero_shot_accuracy"] = round(zero_shot_accuracy(embedded["image"], classes, embedded["label"]), 4)
             chance["zero_shot_accuracy"] = round(1.0 / len(class_names), 4)
@@ -318,14 +323,15 @@ class CLIPObjective(Objective):
     @staticmethod
     def _examples(embedded: dict[str, Any], modality: Modality, count: int = 5, top: int = 3) -> list[dict[str, Any]]:
         """For the first few held-out images: their caption and the ``top`` captions retrieved."""
-        tokenizer = getattr(modality, "tokenizer", None)
-        if tokenizer is None:
+        text_part = modality.parts.get("text")
+        if text_part is None:
             return []
         similarity = embedded["image"][:count] @ embedded["text"].T
         keys = embedded["keys"].tolist()
 
         def text(index: int) -> str:
-            return tokenizer.decode(embedded["input_ids"][index].tolist(), skip_special_tokens=True)
+            ids = embedded["input_ids"][index][None]
+            return text_part.decode_sample({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, 0) or ""
 
         examples = []
         for row in range(similarity.shape[0]):

@@ -22,11 +22,11 @@ class _TokenAugmentation(Augmentation):
         super().__init__()
         if context.modality is None:
             raise ValueError(f"{type(self).__name__} needs the built text modality in its context")
-        info = context.modality.info()
-        vocab_size = int(info["vocab_size"])
-        self.pad_token_id = int(info["pad_token_id"])
+        info, who = context.modality.info(), type(self).__name__
+        vocab_size = int(info.needed("vocab_size", who))
+        self.pad_token_id = int(info.needed("pad_token_id", who))
         is_special = torch.zeros(vocab_size, dtype=torch.bool)
-        is_special[torch.tensor(sorted(set(info["special_token_ids"]) | {self.pad_token_id}))] = True
+        is_special[torch.tensor(sorted(set(info.special_token_ids or ()) | {self.pad_token_id}))] = True
         self.register_buffer("is_special", is_special, persistent=False)
         self.register_buffer("replacement_ids", torch.nonzero(~is_special).squeeze(1), persistent=False)
 

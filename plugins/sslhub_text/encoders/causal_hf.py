@@ -84,7 +84,10 @@ class CausalHFEncoder(Encoder):
         if context.modality is None:
             raise ValueError("hf_causal encoder needs a built modality to size its vocabulary")
         info = context.modality.info()
-        config = build_config(params, info["vocab_size"], info["pad_token_id"], info["max_length"])
+        who = f"hf_causal encoder (modality {context.modality_name!r})"
+        config = build_config(
+            params, info.needed("vocab_size", who), info.needed("pad_token_id", who), info.needed("max_length", who)
+        )
         # Grouped-query models (llama, qwen2) keep their default key/value head count otherwise.
         if hasattr(config, "num_key_value_heads") and "num_key_value_heads" not in params.config_overrides:
             config.num_key_value_heads = params.num_heads

@@ -15,7 +15,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from sslhub import BuildContext, Encoder, EncoderOutput, Modality, Params
+from sslhub import BuildContext, Encoder, EncoderOutput, Modality, ModalityInfo, Params
 
 # Standard size names -> the attribute names config classes use for them. Most configs map
 # ``hidden_size`` etc. through ``attribute_map`` themselves; these cover the rest.
@@ -108,13 +108,13 @@ def build_config(params: HFParams, vocab_size: int, pad_token_id: int, max_lengt
     return config
 
 
-def pool_excluded_ids(info: Mapping[str, Any], pool_special_tokens: bool) -> Tensor:
+def pool_excluded_ids(info: ModalityInfo, pool_special_tokens: bool) -> Tensor:
     """``int64 [K]``: ids left out of mean pooling, [CLS] and [SEP] unless ``pool_special_tokens``.
 
     They carry no content, and their states dominate the mean of short texts. -1 (matches
     nothing) stands where the tokenizer lacks one.
     """
-    excluded = [] if pool_special_tokens else [info.get("cls_token_id"), info.get("sep_token_id")]
+    excluded = [] if pool_special_tokens else [info.cls_token_id, info.sep_token_id]
     return torch.tensor([-1 if i is None else int(i) for i in excluded] or [-1], dtype=torch.int64)
 
 
@@ -151,8 +151,7 @@ class HFEncoder(Encoder):
             raise ValueError("hf encoder needs a built modality to size its vocabulary")
         info = context.modality.info()
         for key in ("vocab_size", "pad_token_id", "max_length"):
-            if key not in info:
-                raise ValueError(f"hf encoder: modality {context.modality_name!r} info() has no {key!r}")
+            info.needed(key, f"hf encoder (modality {context.modality_name!r})")
         self.pooling = params.pooling
         self.register_buffer("pool_excluded_ids", pool_excluded_ids(info, params.pool_special_tokens), persistent=False)
         if params.local_path is not None:
@@ -161,14 +160,14 @@ class HFEncoder(Encoder):
                 params.local_path, local_files_only=True, attn_implementation="sdpa", **kwargs
             )
             model_vocab = self.model.get_input_embeddings().num_embeddings
-            if model_vocab < info["vocab_size"]:
+            if model_vocab < info.vocab_size:
                 raise ValueError(
                     f"hf encoder: checkpoint {params.local_path} has {model_vocab} token embeddings but the "
-                    f"tokenizer has {info['vocab_size']} tokens; use that checkpoint's tokenizer (tokenizer: "
+                    f"tokenizer has {info.vocab_size} tokens; use that checkpoint's tokenizer (tokenizer: "
                     "{type: local, path: ...})"
                 )
         else:
-            config = build_config(params, info["vocab_size"], info["pad_token_id"], info["max_length"])
+            config = build_config(params, info.vocab_size, info.pad_token_id, info.max_length)
             kwargs = {"add_pooling_layer": False} if _has_pooler(config.model_type) else {}
             self.model = AutoModel.from_config(config, attn_implementation="sdpa", **kwargs)
         self.feature_dim = int(self.model.config.hidden_size)
@@ -228,7 +227,7 @@ def save_pretrained_folder(
 
     written = modality.write_export_files(directory, list(input_names))
     info = modality.info()
-    tokenizer_name = str(info.get("tokenizer_file") or "tokenizer.json")
+    tokenizer_name = str(info.tokenizer_file or "tokenizer.json")
     if tokenizer_name not in written:
         for name in written:
             (directory / name).unlink(missing_ok=True)
@@ -236,9 +235,13 @@ def save_pretrained_folder(
     tokenizer = Tokenizer.from_file(str(directory / tokenizer_name))
     roles = {"pad_token": "pad_token_id", "unk_token": "unk_token_id", "cls_token": "cls_token_id"}
     roles |= {"sep_token": "sep_token_id", "mask_token": "mask_token_id"}
-    special = {role: tokenizer.id_to_token(info[key]) for role, key in roles.items() if info.get(key) is not None}
+    ids = {role: getattr(info, key) for role, key in roles.items()}
+    special = {role: tokenizer.id_to_token(i) for role, i in ids.items() if i is not None}
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, model_max_length=int(info["max_length"]), padding_side="right", **special
+        tokenizer_object=tokenizer,
+        model_max_length=int(info.needed("max_length", "hf native export")),
+        padding_side="right",
+        **special,
     )
     fast.save_pretrained(str(directory))
     model.save_pretrained(str(directory))

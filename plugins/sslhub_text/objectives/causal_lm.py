@@ -117,8 +117,8 @@ class CausalLMObjective(Objective):
                 "provides 'token_embeddings'"
             )
         info = context.modality.info()
-        self.vocab_size = int(info["vocab_size"])
-        self.pad_token_id = int(info["pad_token_id"])
+        self.vocab_size = int(info.needed("vocab_size", "causal_lm objective"))
+        self.pad_token_id = int(info.needed("pad_token_id", "causal_lm objective"))
         self.head = TiedNextTokenHead(encoder.get_input_embeddings())
 
     def _loss(self, batch: Batch, encoder: Encoder) -> tuple[Tensor, Tensor, Tensor]:

@@ -44,6 +44,11 @@ class MLMParams(Params):
         False, description="Select whole words: a word's ## continuation pieces follow its first piece."
     )
     held_out_seed: int = Field(1234, description="Seed of the fixed masks used for held-out metrics.")
+
+    def modality_needs(self) -> frozenset[str]:
+        """``word_continuations`` with ``whole_word_masking``: a word's pieces are found from the modality."""
+        return frozenset({"word_continuations"}) if self.whole_word_masking else frozenset()
+
     report_max_samples: int | None = Field(
         20000,
         gt=0,
@@ -158,7 +163,7 @@ class MLMObjective(Objective):
     Args:
         params: :class:`MLMParams`.
         context: ``context.encoder`` must provide ``tokens`` and ``get_input_embeddings()``;
-            ``context.modality.info()`` gives ``mask_token_id``, ``pad_token_id``,
+            ``context.modality.info()`` (a :class:`sslhub.ModalityInfo`) gives ``mask_token_id``, ``pad_token_id``,
             ``special_token_ids`` and ``vocab_size``.
     """
 
@@ -175,20 +180,20 @@ class MLMObjective(Objective):
                 f"{type(encoder).__name__} does not declare provides 'token_embeddings'; use the 'hf' encoder"
             )
         info = modality.info()
-        if info.get("mask_token_id") is None:
+        if info.mask_token_id is None:
             raise ValueError("mlm objective: the tokenizer has no mask token ([MASK] or <mask>)")
         self.params = params
-        self.mask_token_id = int(info["mask_token_id"])
-        self.vocab_size = int(info["vocab_size"])
-        special = torch.tensor(sorted(set(info["special_token_ids"]) | {int(info["pad_token_id"])}))
+        self.mask_token_id = int(info.mask_token_id)
+        self.vocab_size = int(info.needed("vocab_size", "mlm objective"))
+        pad_token_id = int(info.needed("pad_token_id", "mlm objective"))
+        special = torch.tensor(sorted(set(info.special_token_ids or ()) | {pad_token_id}))
         is_special = torch.zeros(self.vocab_size, dtype=torch.bool)
         is_special[special] = True
         self.register_buffer("is_special", is_special, persistent=False)
         self.register_buffer("replacement_ids", torch.nonzero(~is_special).squeeze(1), persistent=False)
         is_continuation = torch.zeros(self.vocab_size, dtype=torch.bool)
         if params.whole_word_masking:
-            if not hasattr(modality, "continuation_token_ids"):
-                raise ValueError("whole_word_masking needs a modality that knows word-continuation tokens ('text')")
+            # recipe validation has checked that the modality declares word_continuations
             is_continuation[torch.tensor(modality.continuation_token_ids(), dtype=torch.int64)] = True
         self.register_buffer("is_continuation", is_continuation, persistent=False)
         self.head = LMHead(encoder.feature_dim, encoder.get_input_embeddings())
@@ -325,14 +330,17 @@ class MLMObjective(Objective):
     def masked_examples(self, encoder: Encoder, modality: Modality, count: int = 4) -> str | None:
         """The first ``count`` held-out samples as the model sees them (fixed held-out masks), the
         originals and the model's guesses at the selected positions, as text; ``None`` when the
-        modality cannot decode (no ``decode_sample``) or has no held-out samples.
+        modality has no text form (:meth:`sslhub.Modality.decode_sample` gives ``None``) or no
+        held-out samples.
         """
-        decode = getattr(modality, "decode_sample", None)
         dataset = self._report_samples(modality)
-        if decode is None or dataset is None:
+        if dataset is None:
             return None
+        decode = modality.decode_sample
         device = next(encoder.parameters()).device
         batch = modality.collate([dataset[index] for index in range(min(count, len(dataset)))])
+        if decode(batch, 0) is None:
+            return None
         batch = modality.on_device({k: v.to(device) for k, v in batch.items()})
         corrupted, selected = self.corrupt(batch, self._held_out_generator(batch))
         was_training = encoder.training

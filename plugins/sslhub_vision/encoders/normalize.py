@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from sslhub import BuildContext
+from sslhub import BuildContext, ModalityInfo
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -39,9 +39,10 @@ class Normalize(nn.Module):
 
 def image_facts(context: BuildContext | None) -> tuple[int, int, tuple[float, ...], tuple[float, ...]]:
     """Channels, image size, mean and std from the modality (ImageNet defaults without one)."""
-    info = context.modality.info() if context is not None and context.modality is not None else {}
-    channels = int(info.get("channels", 3))
-    image_size = int(info.get("image_size", 32))
-    mean = tuple(info.get("mean", IMAGENET_MEAN if channels == 3 else (sum(IMAGENET_MEAN) / 3,)))
-    std = tuple(info.get("std", IMAGENET_STD if channels == 3 else (sum(IMAGENET_STD) / 3,)))
+    info = context.modality.info() if context is not None and context.modality is not None else ModalityInfo()
+    channels = int(info.channels or 3)
+    image_size = int(info.image_size or 32)
+    gray = (sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,)
+    mean = tuple(info.mean if info.mean is not None else IMAGENET_MEAN if channels == 3 else gray[0])
+    std = tuple(info.std if info.std is not None else IMAGENET_STD if channels == 3 else gray[1])
     return channels, image_size, mean, std

@@ -1,7 +1,8 @@
 """``timm``: any timm architecture as an image encoder (random init, or local weights).
 
 CNNs give ``pooled`` and a ``spatial`` map (``forward_features``); vision transformers give
-``pooled`` and ``tokens``. Which one a built encoder has is in its ``provides``.
+``pooled`` and ``tokens``, and ``patch_masking`` when they have a fixed patch grid and absolute
+position embeddings (what ``mae`` needs). Which one a built encoder has is in its ``provides``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from sslhub import BuildContext, Encoder, EncoderOutput, Params
+from sslhub import BuildContext, Encoder, EncoderOutput, Params, PatchLayout
 from sslhub_vision.encoders.export import ImageExportModule
 from sslhub_vision.encoders.normalize import Normalize, image_facts
 from sslhub_vision.encoders.pooling import SpatialPyramidPool, check_pyramid
@@ -53,6 +54,23 @@ class TimmParams(Params):
         min_length=1,
         description="pool: pyramid: grid sizes (1 = global); each must divide the map's or token grid's side",
     )
+
+
+def patch_masking_problem(model: nn.Module) -> str | None:
+    """Why ``model`` cannot encode a subset of its patches (``None``: it can; ``patch_masking``)."""
+    missing = [name for name in ("patch_embed", "pos_embed", "blocks", "norm") if not hasattr(model, name)]
+    if missing:
+        return f"it lacks {', '.join(missing)} (a timm VisionTransformer has them)"
+    if getattr(model, "dynamic_img_size", False):
+        return "it has a dynamic image size; do not set dynamic_img_size in model_kwargs"
+    if getattr(model.patch_embed, "flatten", True) is False:
+        return "its patch embedding does not return [B, N, D] tokens (flatten=False)"
+    if model.pos_embed is None:
+        return "it has no absolute position embeddings (pos_embed)"
+    patch = model.patch_embed.patch_size
+    if isinstance(patch, (tuple, list)) and patch[0] != patch[1]:
+        return f"its patches are not square ({tuple(patch)})"
+    return None
 
 
 def unknown_model_message(name: str) -> str:
@@ -172,7 +190,8 @@ class TimmEncoder(Encoder):
             self.provides = frozenset({"pooled", "spatial"})
         elif features.ndim == 3:
             self.layout = "tokens"
-            self.provides = frozenset({"pooled", "tokens"})
+            masking = {"patch_masking"} if patch_masking_problem(self.model) is None else set()
+            self.provides = frozenset({"pooled", "tokens", *masking})
         else:
             raise ValueError(
                 f"timm model {self.params.model!r} returned features of shape {list(features.shape)}; "
@@ -205,6 +224,63 @@ class TimmEncoder(Encoder):
         if self.pyramid is None:
             return self.model.forward_head(features, pre_logits=True)
         return self.pyramid(self._feature_map(features))
+
+    # ----------------------------------------------------------------- patch_masking
+    def _vit(self) -> nn.Module:
+        problem = patch_masking_problem(self.model) if self.layout == "tokens" else "it is not a transformer"
+        if problem is not None:
+            raise ValueError(f"timm model {self.params.model!r} cannot encode a subset of patches: {problem}")
+        return self.model
+
+    def patch_layout(self) -> PatchLayout:
+        vit = self._vit()
+        patch = vit.patch_embed.patch_size
+        grid = vit.patch_embed.grid_size
+        return PatchLayout(
+            patch_size=int(patch[0] if isinstance(patch, (tuple, list)) else patch),
+            grid=(int(grid[0]), int(grid[1])),
+            prefix_tokens=int(getattr(vit, "num_prefix_tokens", 1)),
+            dim=int(vit.embed_dim),
+        )
+
+    def encode_patches(self, image: Tensor, ids_keep: Tensor) -> Tensor:
+        """The ViT on the kept patches only: ``[B, P + K, D]`` (see :meth:`sslhub.Encoder.encode_patches`)."""
+        vit = self._vit()
+        x = vit.patch_embed(self.normalize(image))  # [B, N, D]
+        prefix_count = int(getattr(vit, "num_prefix_tokens", 0))
+        pos = vit.pos_embed.to(x.dtype)
+        if getattr(vit, "no_embed_class", False):
+            prefix_pos, patch_pos = None, pos
+        else:
+            prefix_pos, patch_pos = pos[:, :prefix_count], pos[:, prefix_count:]
+        x = x + patch_pos
+        x = x.gather(1, ids_keep[..., None].expand(-1, -1, x.shape[-1]))
+        prefix = [
+            token.to(x.dtype).expand(x.shape[0], -1, -1)
+            for token in (getattr(vit, "cls_token", None), getattr(vit, "reg_token", None))
+            if token is not None
+        ]
+        if prefix:
+            prefix_tokens = torch.cat(prefix, dim=1)
+            if prefix_pos is not None and prefix_pos.shape[1] == prefix_tokens.shape[1]:
+                prefix_tokens = prefix_tokens + prefix_pos
+            x = torch.cat([prefix_tokens, x], dim=1)
+        for name in ("pos_drop", "norm_pre"):
+            module = getattr(vit, name, None)
+            if module is not None:
+                x = module(x)
+        return vit.norm(vit.blocks(x))
+
+    @torch.no_grad()
+    def set_patch_positions(self, codes: Tensor, trainable: bool) -> None:
+        """``codes`` ``[N, D]`` into ``pos_embed``'s patch slots, zeros in its prefix slots."""
+        pos_embed = self._vit().pos_embed
+        start = pos_embed.shape[1] - codes.shape[0]
+        if start < 0:
+            raise ValueError(f"the ViT's pos_embed has {pos_embed.shape[1]} positions for {codes.shape[0]} patches")
+        pos_embed[:, start:] = codes.to(pos_embed.dtype)
+        pos_embed[:, :start] = 0.0
+        pos_embed.requires_grad_(trainable)
 
     def forward(self, batch: Mapping[str, Tensor]) -> EncoderOutput:
         features = self.model.forward_features(self.normalize(batch["image"]))

@@ -78,8 +78,8 @@ class InpaintingObjective(Objective):
             raise ValueError("inpainting needs the built encoder and modality (context.encoder, context.modality)")
         encoder, modality = context.encoder, context.modality
         info = modality.info()
-        channels = int(info.get("channels", 3))
-        mean = info.get("mean", [0.5] * channels)
+        channels = int(info.channels or 3)
+        mean = info.mean if info.mean is not None else [0.5] * channels
         self.register_buffer("fill_value", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         example = modality.example_batch(2)
         height, width = example["image"].shape[-2:]

@@ -74,7 +74,7 @@ def test_on_device_features_match_a_hand_computed_log_mel(small_audio: AudioModa
     reference = torch.log(mel(batch["waveform"]) + 1e-6)
     reference = (reference - reference.mean(dim=(1, 2), keepdim=True)) / reference.std(dim=(1, 2), keepdim=True)
     torch.testing.assert_close(features, reference, atol=1e-4, rtol=1e-4)
-    assert small_audio.info() == {
+    assert small_audio.info().as_dict() == {
         "n_mels": 32,
         "sample_rate": 8000,
         "frames": 51,

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslhub import BuildContext
+from sslhub import BuildContext, ModalityInfo
 from sslhub_autoencoder.encoders import MLPEncoder, MLPParams
 from sslhub_autoencoder.objectives.scarf import ScarfObjective, ScarfParams, corrupt_features, info_nce
 
@@ -15,8 +15,8 @@ class _Info:
     def __init__(self, dim: int):
         self.dim = dim
 
-    def info(self) -> dict:
-        return {"dim": self.dim}
+    def info(self) -> ModalityInfo:
+        return ModalityInfo(dim=self.dim)
 
 
 def test_corruption_takes_each_replaced_value_from_the_same_column_of_the_batch():

@@ -68,7 +68,7 @@ def test_modality_from_csv_standardises_with_training_statistics(csv_path):
     )
     modality = TabularModality(params)
     modality.prepare(None)
-    assert modality.skipped_rows == 4 and modality.info()["dim"] == 3
+    assert modality.skipped_rows == 4 and modality.info().dim == 3
     train = torch.stack([modality.train_dataset()[i]["vector"] for i in range(len(modality.train_dataset()))])
     # the training part is exactly standardised; the constant column c gets std 1 (so it becomes 0)
     torch.testing.assert_close(train.mean(0), torch.zeros(3), atol=1e-5, rtol=0)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pydantic import ValidationError
 
+from sslhub import SSLHubError
 from sslhub.testing import catalog_with
 from sslhub_multimodal.captions import (
     DIGIT_WORDS,
@@ -65,7 +65,7 @@ def test_default_pairs_are_honest_and_split_by_template(digit_pairs):
     train_phrasings = {fill_template(t, y) for t in TRAIN_TEMPLATES for y in range(10)}
     eval_phrasings = {fill_template(t, y) for t in EVAL_TEMPLATES for y in range(10)}
     assert set(train_captions) <= train_phrasings and set(test_captions) <= eval_phrasings
-    decode = digit_pairs.tokenizer.decode
+    decode = digit_pairs.parts["text"].tokenizer.decode
     for dataset, captions in ((split.train, train_captions), (split.test, test_captions)):
         for index in (0, 7, len(dataset) - 1):
             sample = dataset[index]
@@ -102,14 +102,14 @@ def test_samples_collate_and_example_batch(digit_pairs):
     for row, sample in enumerate(samples):
         n = len(sample["input_ids"])
         assert torch.equal(batch["input_ids"][row, :n], sample["input_ids"])
-        assert (batch["input_ids"][row, n:] == digit_pairs.info()["pad_token_id"]).all()
+        assert (batch["input_ids"][row, n:] == digit_pairs.info().pad_token_id).all()
         assert batch["attention_mask"][row].sum() == n
     on_device = digit_pairs.on_device(batch)
     assert on_device["image"].dtype == torch.float32 and float(on_device["image"].max()) <= 1.0
     assert torch.equal(on_device["input_ids"], batch["input_ids"])
     example = digit_pairs.example_batch(3)
     assert example["image"].shape == (3, 3, 16, 16) and example["input_ids"].shape == (3, 24)
-    special = set(digit_pairs.info()["special_token_ids"])
+    special = set(digit_pairs.info().special_token_ids)
     assert not any(int(t) in special for t in example["input_ids"][:, 1:-1].flatten())
 
 
@@ -126,14 +126,15 @@ def test_info_and_input_spec_cover_both_parts(digit_pairs):
         "special_token_ids",
         "max_length",
     ):
-        assert key in info, key
-    assert info["image_size"] == 16 and info["max_length"] == 24 and info["vocab_size"] > 50
+        assert key in info.as_dict(), key
+    assert info.parts == ["image", "text"]
+    assert info.image_size == 16 and info.max_length == 24 and info.vocab_size > 50
     spec = digit_pairs.input_spec()
     assert set(spec["inputs"]) == {"image", "input_ids", "attention_mask"}
     assert spec["dynamic_axes"]["input_ids"] == {0: "batch", 1: "sequence"}
     assert spec["dynamic_axes"]["image"] == {0: "batch"}
     assert spec["preprocessing"]["image"]["normalization"] == "inside_model"
-    assert spec["preprocessing"]["text"]["pad_token_id"] == info["pad_token_id"]
+    assert spec["preprocessing"]["text"]["pad_token_id"] == info.pad_token_id
 
 
 def test_tokenizer_is_saved_in_the_run_dir_and_reused(tmp_path):
@@ -142,7 +143,7 @@ def test_tokenizer_is_saved_in_the_run_dir_and_reused(tmp_path):
     assert (tmp_path / "tokenizer.json").is_file()
     again = ImageTextModality(ImageTextParams(image_size=8, max_length=16))
     again.prepare(tmp_path)
-    assert again.tokenizer.get_vocab() == modality.tokenizer.get_vocab()
+    assert again.parts["text"].tokenizer.get_vocab() == modality.parts["text"].tokenizer.get_vocab()
     prompts = again.tokenize(["a handwritten digit seven", "7"])
     assert prompts["input_ids"].shape[0] == 2 and prompts["attention_mask"][1].sum() == 3  # [CLS] 7 [SEP]
 
@@ -170,7 +171,7 @@ def test_folder_pairs_with_classes_and_a_missing_caption(tmp_path, caplog):
     for dataset in (split.train, split.test):
         for index in range(len(dataset)):
             sample = dataset[index]
-            caption = modality.tokenizer.decode(sample["input_ids"].tolist())
+            caption = modality.parts["text"].tokenizer.decode(sample["input_ids"].tolist())
             # the caption belongs to the image beside it: cats are dark, dogs bright
             assert ("cat" in caption) == (int(sample["image"].float().mean()) < 128)
             assert ("cat" in caption) == (int(sample["label"]) == 0)
@@ -198,7 +199,7 @@ def test_jsonl_pairs_skip_bad_lines(tmp_path, caplog):
     assert len(modality.held_out_dataset()) == len(split.test) == 2
     for index in range(len(split.train)):
         sample = split.train[index]
-        level = int(modality.tokenizer.decode(sample["input_ids"].tolist()).split()[-1])
+        level = int(modality.parts["text"].tokenizer.decode(sample["input_ids"].tolist()).split()[-1])
         assert int(sample["image"][0, 0, 0]) == 30 * level and int(sample["label"]) == level % 2
 
 
@@ -216,8 +217,9 @@ def test_unlabeled_jsonl_has_no_eval_split(tmp_path):
 
 
 def test_bad_parameters_fail_clearly(tmp_path):
-    with pytest.raises(ValidationError, match="mean must have 1 or channels=3 values, got 2"):
-        ImageTextParams(mean=(0.5, 0.5))
+    # the image part checks its own constants (recipe validation reports it at data.mean)
+    with pytest.raises(SSLHubError, match="image part are invalid: mean must have 1 or channels=3 values, got 2"):
+        ImageTextModality(ImageTextParams(mean=(0.5, 0.5)))
     with pytest.raises(ValueError, match="does not exist"):
         ImageTextModality(ImageTextParams(source=JsonlPairSource(path=tmp_path / "none.jsonl"))).prepare(None)
     (tmp_path / "a.png").write_bytes(b"")
@@ -240,7 +242,7 @@ def test_raw_features_give_each_side_its_own_baseline_by_encoder_key(digit_pairs
     raw = digit_pairs.raw_features(batch)
     assert set(raw) == {"image", "text"}
     assert raw["image"].shape == (3, 3 * 16 * 16)
-    assert raw["text"].shape == (3, digit_pairs.info()["vocab_size"])
+    assert raw["text"].shape == (3, digit_pairs.info().vocab_size)
     scores = check_raw_features(digit_pairs)
     assert set(scores) == {"image/", "text/"}
     assert scores["image/"] > 0.5 and scores["text/"] > 0.5  # ten digit classes

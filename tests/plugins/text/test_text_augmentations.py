@@ -99,7 +99,7 @@ def test_span_deletion_with_p_zero_is_identity(context, batch):
 def test_random_token_replacement_never_touches_specials_or_padding(context, batch, text_modality):
     torch.manual_seed(0)
     out = RandomTokenReplacement(RandomTokenReplacementParams(p=1.0), context)(batch)
-    specials = torch.tensor(text_modality.info()["special_token_ids"])
+    specials = torch.tensor(text_modality.info().special_token_ids)
     protected = torch.isin(batch["input_ids"], specials) | (batch["attention_mask"] == 0)
     assert torch.equal(out["input_ids"][protected], batch["input_ids"][protected])
     assert torch.equal(out["attention_mask"], batch["attention_mask"])

@@ -30,17 +30,17 @@ def exported(text_modality, tmp_path_factory):
 def _reference(text_modality, encoder, texts: list[str]) -> np.ndarray:
     """The PyTorch path: the modality's tokenizer, [CLS] ids [SEP] truncated to max_length, padded."""
     info = text_modality.info()
-    width = info["max_length"] - 2
+    width = info.max_length - 2
     rows = [
         [
-            info["cls_token_id"],
+            info.cls_token_id,
             *text_modality.tokenizer.encode(t, add_special_tokens=False).ids[:width],
-            info["sep_token_id"],
+            info.sep_token_id,
         ]
         for t in texts
     ]
     length = max(map(len, rows))
-    ids = torch.full((len(rows), length), info["pad_token_id"], dtype=torch.long)
+    ids = torch.full((len(rows), length), info.pad_token_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)

@@ -21,7 +21,7 @@ def test_architectures_build_and_return_pooled_and_tokens(make_encoder, text_mod
     assert torch.equal(output.token_mask, batch["attention_mask"].bool())
     assert encoder.feature_dim == 32 and encoder.provides == {"pooled", "tokens", "token_embeddings"}
     embeddings = encoder.get_input_embeddings()
-    assert embeddings.num_embeddings == text_modality.info()["vocab_size"]
+    assert embeddings.num_embeddings == text_modality.info().vocab_size
     assert encoder.model.config._attn_implementation == "sdpa"
 
 

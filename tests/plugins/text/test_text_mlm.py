@@ -30,15 +30,13 @@ def make_objective(text_modality, encoder, **params) -> MLMObjective:
 def test_masking_statistics_match_bert(text_modality):
     torch.manual_seed(0)
     info = text_modality.info()
-    ids = torch.randint(5, info["vocab_size"], (512, 128))
+    ids = torch.randint(5, info.vocab_size, (512, 128))
     eligible = torch.ones_like(ids, dtype=torch.bool)
-    replacement_ids = torch.arange(5, info["vocab_size"])
-    corrupted, selected = mask_tokens(
-        ids, eligible, mask_token_id=info["mask_token_id"], replacement_ids=replacement_ids
-    )
+    replacement_ids = torch.arange(5, info.vocab_size)
+    corrupted, selected = mask_tokens(ids, eligible, mask_token_id=info.mask_token_id, replacement_ids=replacement_ids)
     n = selected.sum().item()
     assert abs(n / ids.numel() - 0.15) < 0.005
-    masked = (corrupted == info["mask_token_id"]) & selected
+    masked = (corrupted == info.mask_token_id) & selected
     unchanged = (corrupted == ids) & selected
     random = selected & ~masked & ~unchanged
     assert abs(masked.sum().item() / n - 0.8) < 0.01
@@ -55,7 +53,7 @@ def test_special_tokens_and_padding_are_never_selected(text_modality, make_encod
     batch = text_modality.collate([split.train[i] for i in range(64)])
     batch.pop("label")
     assert (batch["attention_mask"] == 0).any()
-    special = torch.tensor(text_modality.info()["special_token_ids"])
+    special = torch.tensor(text_modality.info().special_token_ids)
     for _ in range(5):
         corrupted, selected = objective.corrupt(batch)
         assert not selected[batch["attention_mask"] == 0].any()
@@ -161,7 +159,7 @@ def test_held_out_metrics_are_reproducible(text_modality, make_encoder):
     assert objective.held_out_metrics(batch, encoder) == first
     assert set(first) == {"mlm_accuracy", "mlm_loss"}
     # random init: loss near log(V)
-    assert abs(first["mlm_loss"] - math.log(text_modality.info()["vocab_size"])) < 1.5
+    assert abs(first["mlm_loss"] - math.log(text_modality.info().vocab_size)) < 1.5
 
 
 def test_unigram_counts_by_hand():
@@ -208,7 +206,7 @@ def test_report_writes_masked_text_examples_as_the_model_saw_them(text_modality,
     held_out = text_modality.held_out_dataset()
     batch = text_modality.collate([held_out[index] for index in range(4)])
     corrupted, selected = objective.corrupt(batch, objective._held_out_generator(batch))
-    mask_id = text_modality.info()["mask_token_id"]
+    mask_id = text_modality.info().mask_token_id
     for row in range(4):
         heading, model_input, original, guess = lines[4 * row : 4 * row + 4]
         selected_count = int(selected[row].sum())
@@ -225,9 +223,20 @@ def test_no_masked_examples_without_a_decoding_modality(text_modality, make_enco
     encoder = make_encoder().eval()
     objective = make_objective(text_modality, encoder)
 
-    class NoDecode:  # a token modality that cannot turn ids back into text
+    from sslhub import Modality
+
+    class NoDecode(Modality):  # a token modality that cannot turn ids back into text (decode_sample: None)
+        def train_dataset(self):
+            return text_modality.train_dataset()
+
         def held_out_dataset(self):
             return text_modality.held_out_dataset()
+
+        def collate(self, samples):
+            return text_modality.collate(samples)
+
+        def example_batch(self, batch_size, device="cpu"):
+            return text_modality.example_batch(batch_size, device)
 
     assert objective.masked_examples(encoder, NoDecode()) is None
 

@@ -24,9 +24,9 @@ def test_samples_are_variable_length_int64_wrapped_in_cls(text_modality):
         assert set(sample) == {"input_ids", "attention_mask"}
         assert sample["input_ids"].dtype == sample["attention_mask"].dtype == torch.int64
         assert sample["input_ids"].shape == sample["attention_mask"].shape
-        assert sample["input_ids"][0] == info["cls_token_id"]
+        assert sample["input_ids"][0] == info.cls_token_id
         assert 2 <= len(sample["input_ids"]) <= 32
-        assert int(sample["input_ids"].max()) < info["vocab_size"]
+        assert int(sample["input_ids"].max()) < info.vocab_size
         lengths.add(len(sample["input_ids"]))
     # packed: all but the last sample are full
     assert len(dataset[0]["input_ids"]) == 32
@@ -38,13 +38,13 @@ def test_packing_keeps_every_token_and_separates_documents(text_modality, tokeni
     info = text_modality.info()
     packed_ids = torch.cat([s["input_ids"] for s in text_modality.train_dataset()])
     unpacked_ids = torch.cat([s["input_ids"] for s in unpacked.train_dataset()])
-    special = torch.tensor([info["cls_token_id"], info["sep_token_id"]])
+    special = torch.tensor([info.cls_token_id, info.sep_token_id])
     content = lambda ids: ids[~torch.isin(ids, special)]  # noqa: E731
     assert torch.equal(content(packed_ids), content(unpacked_ids))
     # unpacked: each sample is [CLS] ... [SEP] of one document (long ones chunked)
     sample = unpacked.train_dataset()[3]["input_ids"]
-    assert sample[0] == info["cls_token_id"] and sample[-1] == info["sep_token_id"]
-    assert (sample == info["sep_token_id"]).sum() == 1
+    assert sample[0] == info.cls_token_id and sample[-1] == info.sep_token_id
+    assert (sample == info.sep_token_id).sum() == 1
 
 
 def test_collate_pads_to_the_longest_with_the_pad_id(text_modality):
@@ -58,7 +58,7 @@ def test_collate_pads_to_the_longest_with_the_pad_id(text_modality):
     for row, sample in enumerate(samples):
         n = len(sample["input_ids"])
         assert torch.equal(batch["input_ids"][row, :n], sample["input_ids"])
-        assert (batch["input_ids"][row, n:] == info["pad_token_id"]).all()
+        assert (batch["input_ids"][row, n:] == info.pad_token_id).all()
         assert batch["attention_mask"][row].sum() == n
 
 
@@ -71,13 +71,13 @@ def test_pad_to_multiple_of_rounds_the_batch_length():
 def test_info_has_the_ids_objectives_need(text_modality):
     info = text_modality.info()
     tokenizer = text_modality.tokenizer
-    assert info["vocab_size"] == tokenizer.get_vocab_size() <= 1000
-    assert info["pad_token_id"] == tokenizer.token_to_id("[PAD]") == 0
-    assert info["mask_token_id"] == tokenizer.token_to_id("[MASK]")
-    assert info["cls_token_id"] == tokenizer.token_to_id("[CLS]")
-    assert info["sep_token_id"] == tokenizer.token_to_id("[SEP]")
-    assert info["special_token_ids"] == [0, 1, 2, 3, 4]
-    assert info["max_length"] == 32
+    assert info.vocab_size == tokenizer.get_vocab_size() <= 1000
+    assert info.pad_token_id == tokenizer.token_to_id("[PAD]") == 0
+    assert info.mask_token_id == tokenizer.token_to_id("[MASK]")
+    assert info.cls_token_id == tokenizer.token_to_id("[CLS]")
+    assert info.sep_token_id == tokenizer.token_to_id("[SEP]")
+    assert info.special_token_ids == [0, 1, 2, 3, 4]
+    assert info.max_length == 32
     continuation = text_modality.continuation_token_ids()
     assert continuation and all(tokenizer.id_to_token(i).startswith("##") for i in continuation)
 
@@ -136,7 +136,7 @@ def test_prepare_saves_the_tokenizer_and_a_resume_reuses_it(tmp_path):
     assert modality.input_spec()["preprocessing"]["tokenizer_file"] == "tokenizer.json"
 
     local = TextModality(TextParams(max_length=24, tokenizer=LocalTokenizer(path=str(saved))))
-    assert local.info()["vocab_size"] == reloaded.info()["vocab_size"] == modality.info()["vocab_size"] + 1
+    assert local.info().vocab_size == reloaded.info().vocab_size == modality.info().vocab_size + 1
     assert torch.equal(local.train_dataset()[0]["input_ids"], modality.train_dataset()[0]["input_ids"])
 
 
@@ -174,7 +174,7 @@ def test_unlabeled_files_have_no_eval_split(tmp_path):
 def test_example_batch_and_input_spec(text_modality):
     batch = text_modality.example_batch(3)
     assert batch["input_ids"].shape == batch["attention_mask"].shape == (3, 32)
-    assert (batch["input_ids"][:, 0] == text_modality.info()["cls_token_id"]).all()
+    assert (batch["input_ids"][:, 0] == text_modality.info().cls_token_id).all()
     spec = text_modality.input_spec()
     assert spec["inputs"]["input_ids"] == {"dtype": "int64", "shape": ["batch", "sequence"]}
     assert spec["dynamic_axes"]["attention_mask"] == {0: "batch", 1: "sequence"}
@@ -203,12 +203,12 @@ def test_raw_features_are_a_bag_of_words_without_special_tokens(text_modality):
     from sslhub_text.modality import bag_of_words
 
     info = text_modality.info()
-    cls, sep, pad = info["cls_token_id"], info["sep_token_id"], info["pad_token_id"]
+    cls, sep, pad = info.cls_token_id, info.sep_token_id, info.pad_token_id
     input_ids = torch.tensor([[cls, 20, 20, 30, sep], [cls, 30, sep, pad, pad]])
     attention_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
     raw = text_modality.raw_features({"input_ids": input_ids, "attention_mask": attention_mask})
-    assert raw.shape == (2, info["vocab_size"])
-    first = torch.zeros(info["vocab_size"])
+    assert raw.shape == (2, info.vocab_size)
+    first = torch.zeros(info.vocab_size)
     first[20], first[30] = torch.log1p(torch.tensor(2.0)), torch.log1p(torch.tensor(1.0))
     assert torch.allclose(raw[0], first / first.norm())
     assert raw[1].nonzero().flatten().tolist() == [30]  # [CLS], [SEP] and padding are not counted
@@ -226,7 +226,7 @@ def test_augmentation_samples_show_each_sample_then_its_masked_view_as_text(text
     assert not batch["attention_mask"][1].all()  # the second row is padded
     info = text_modality.info()
     masked = batch["input_ids"].clone()
-    masked[:, 2] = info["mask_token_id"]  # position 0 is [CLS]; 2 is content in both rows
+    masked[:, 2] = info.mask_token_id  # position 0 is [CLS]; 2 is content in both rows
     text = text_modality.augmentation_samples(batch, [{**batch, "input_ids": masked}, batch])["views"]
     lines = text.splitlines()
     assert [line.split(":")[0] for line in lines] == [
@@ -242,8 +242,8 @@ def test_augmentation_samples_show_each_sample_then_its_masked_view_as_text(text
     tokenizer = text_modality.tokenizer
     for row, (sample_line, view_line) in enumerate([lines[0:2], lines[2:4]]):
         ids = batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()
-        assert ids[0] == info["cls_token_id"]
-        content = [i for i in ids if i not in (info["cls_token_id"], info["sep_token_id"])]
+        assert ids[0] == info.cls_token_id
+        content = [i for i in ids if i not in (info.cls_token_id, info.sep_token_id)]
         assert sample_line == f"sample {row + 1}: " + tokenizer.decode(content)
         assert "[MASK]" in view_line and "[MASK]" not in sample_line
         assert all(token not in sample_line + view_line for token in ("[PAD]", "[CLS]", "[SEP]"))

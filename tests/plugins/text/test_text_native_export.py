@@ -21,10 +21,10 @@ def _sslhub_inputs(text_modality, texts):
     info = text_modality.info()
     rows = []
     for text in texts:
-        ids = text_modality.tokenizer.encode(text, add_special_tokens=False).ids[: info["max_length"] - 2]
-        rows.append([info["cls_token_id"], *ids, info["sep_token_id"]])
+        ids = text_modality.tokenizer.encode(text, add_special_tokens=False).ids[: info.max_length - 2]
+        rows.append([info.cls_token_id, *ids, info.sep_token_id])
     width = max(map(len, rows))
-    input_ids = torch.tensor([row + [info["pad_token_id"]] * (width - len(row)) for row in rows])
+    input_ids = torch.tensor([row + [info.pad_token_id] * (width - len(row)) for row in rows])
     return {
         "input_ids": input_ids,
         "attention_mask": (torch.arange(width) < torch.tensor([len(r) for r in rows])[:, None]).long(),

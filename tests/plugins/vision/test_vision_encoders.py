@@ -105,7 +105,7 @@ def test_timm_resnet_cifar_stem_keeps_resolution(context):
 def test_timm_vit_gives_tokens(context):
     encoder = TimmEncoder(TimmParams(model="vit_tiny_patch16_224", model_kwargs={"patch_size": 8, "depth": 2}), context)
     out = encoder(context.modality.example_batch(2))
-    assert encoder.provides == {"pooled", "tokens"}
+    assert encoder.provides == {"pooled", "tokens", "patch_masking"}  # a fixed patch grid: mae can use it
     assert out.tokens.shape == (2, 1 + 16, 192)  # class token + (32 / 8)^2 patches
     assert out.pooled.shape == (2, 192) and out.spatial is None
 

@@ -63,7 +63,7 @@ def test_collate_on_device_and_dataloader_workers(digits):
 
 
 def test_info_spec_and_example_batch(digits):
-    assert digits.info()["channels"] == 3 and digits.info()["image_size"] == 16
+    assert digits.info().channels == 3 and digits.info().image_size == 16
     spec = digits.input_spec()
     assert spec["inputs"]["image"] == {"dtype": "float32", "shape": ["batch", 3, 16, 16]}
     assert spec["dynamic_axes"] == {"image": {0: "batch"}}
@@ -170,7 +170,7 @@ def test_numpy_source_rejects_wrong_dtype(tmp_path):
 def test_gray_channel_mode(tmp_path):
     modality = ImageModality(ImageParams(channels=1, image_size=8))
     assert modality.train_dataset()[0]["image"].shape == (1, 8, 8)
-    assert len(modality.info()["mean"]) == 1
+    assert len(modality.info().mean) == 1
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ def test_registered_names_and_declarations(catalog):
     ]
     assert catalog.encoders.names() == ["small_cnn", "timm"]
     assert catalog.objectives.names() == ["inpainting", "simclr"]
-    assert catalog.encoders.get("timm").provides == {"pooled", "spatial", "tokens"}
+    assert catalog.encoders.get("timm").provides == {"pooled", "spatial", "tokens", "patch_masking"}
     assert catalog.encoders.get("small_cnn").provides == {"pooled", "spatial"}
     assert catalog.objectives.get("inpainting").requires == {"spatial"}
     for registry in (catalog.augmentations, catalog.encoders, catalog.objectives):
