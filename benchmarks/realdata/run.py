@@ -2,8 +2,9 @@
 
     python benchmarks/realdata/run.py --data DIR [--recipes a,b] [--steps-scale X] [--out RESULTS]
 
-For each recipe in ``recipes/`` whose modality has a set in DIR (built by ``build.py``), runs
-``sslhub run RECIPE`` with the training data pointed at the set's pretrain side and
+For each recipe in ``recipes/`` and each set in DIR (built by ``build.py``) of the recipe's
+modality (the tabular recipes have two tables), runs ``sslhub run RECIPE`` with the training
+data pointed at the set's pretrain side and
 ``evaluate.data`` at its labeled side, split by unseen groups, then reads the run's
 ``evaluation.json`` and writes ``results.md`` and ``results.json`` (5-shot and full-label
 probes of the trained encoder, the random-init encoder and the raw input).
