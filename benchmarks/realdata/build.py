@@ -1,6 +1,7 @@
 """Build the real-data evaluation sets: ``python benchmarks/realdata/build.py --out DIR``.
 
-Writes one folder per modality under DIR (``audio/``, ``image/``, ``text/``, ``tabular/``), each
+Writes one folder per set under DIR (``audio/``, ``image/``, ``text/``, ``tabular/``,
+``tabular_diabetes/``), each
 with a *pretrain* side (what a recipe trains on, labels unused) and a *labeled* side (what the
 evaluation probes, split again by group so test groups are unseen), and ``manifest.json`` with
 the sizes, groups and how each format encodes its group. See README.md beside this file.
@@ -20,19 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from build_audio import MissingTool, build_audio  # noqa: E402
 from build_images import MissingFonts, build_images  # noqa: E402
-from build_tables import build_tables  # noqa: E402
+from build_tables import TABLES, build_tables  # noqa: E402
 from build_text import MissingPackageLists, build_text  # noqa: E402
 
-MODALITIES = ("audio", "image", "text", "tabular")
+#: the sets, each in a folder of its name; every table set has modality ``tabular`` (its manifest entry says so).
+SETS = ("audio", "image", "text", *TABLES)
 MISSING = (MissingTool, MissingFonts, MissingPackageLists)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder to write the sets into")
-    parser.add_argument(
-        "--only", default=",".join(MODALITIES), help=f"comma-separated subset of {','.join(MODALITIES)}"
-    )
+    parser.add_argument("--only", default=",".join(SETS), help=f"comma-separated subset of {','.join(SETS)}")
     parser.add_argument("--labeled-fraction", type=float, default=0.4, help="share of groups on the labeled side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clips-per-word", type=int, default=4, help="audio: clips of each word per voice")
@@ -41,28 +41,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--files-per-design", type=int, default=8, help="image: font files per typeface design")
     parser.add_argument("--texts-per-class", type=int, default=500, help="text: synopses per section at most")
     parser.add_argument(
-        "--skip-missing", action="store_true", help="skip a modality whose tool or data is missing instead of failing"
+        "--skip-missing", action="store_true", help="skip a set whose tool or data is missing instead of failing"
     )
     args = parser.parse_args(argv)
     args.only = [m.strip() for m in args.only.split(",") if m.strip()]
-    unknown = sorted(set(args.only) - set(MODALITIES))
+    unknown = sorted(set(args.only) - set(SETS))
     if unknown:
-        parser.error(f"--only: unknown modality {', '.join(unknown)} (choose from {', '.join(MODALITIES)})")
+        parser.error(f"--only: unknown set {', '.join(unknown)} (choose from {', '.join(SETS)})")
     return args
 
 
-def build_one(modality: str, folder: Path, args: argparse.Namespace) -> dict:
-    """Build one modality's set into ``folder`` (emptied first) and return its manifest entry."""
+def build_one(name: str, folder: Path, args: argparse.Namespace) -> dict:
+    """Build one set into ``folder`` (emptied first) and return its manifest entry."""
     if folder.exists():
         shutil.rmtree(folder)
     fraction, seed = args.labeled_fraction, args.seed
-    if modality == "audio":
+    if name == "audio":
         return build_audio(folder, args.clips_per_word, fraction, seed, args.max_voices)
-    if modality == "image":
+    if name == "image":
         return build_images(folder, args.per_letter, fraction, seed, args.files_per_design)
-    if modality == "text":
+    if name == "text":
         return build_text(folder, args.texts_per_class, fraction, seed)
-    return build_tables(folder, fraction, seed)
+    return build_tables(folder, fraction, seed, name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,21 +71,21 @@ def main(argv: list[str] | None = None) -> int:
     manifest_path = args.out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"sets": {}}
     failed = []
-    for modality in args.only:
+    for name in args.only:
         started = time.perf_counter()
         try:
-            entry = build_one(modality, args.out / modality, args)
+            entry = build_one(name, args.out / name, args)
         except MISSING as error:
-            print(f"{modality}: {'skipped' if args.skip_missing else 'FAILED'}: {error}", file=sys.stderr)
-            manifest["sets"].pop(modality, None)
-            failed += [] if args.skip_missing else [modality]
+            print(f"{name}: {'skipped' if args.skip_missing else 'FAILED'}: {error}", file=sys.stderr)
+            manifest["sets"].pop(name, None)
+            failed += [] if args.skip_missing else [name]
             continue
         entry["build_seconds"] = round(time.perf_counter() - started, 1)
-        manifest["sets"][modality] = entry
+        manifest["sets"][name] = entry
         sides = ", ".join(
             f"{s} {c['samples']} samples / {c['groups'] or 'no'} groups" for s, c in entry["sides"].items()
         )
-        print(f"{modality}: {sides} ({entry['build_seconds']} s)")
+        print(f"{name}: {sides} ({entry['build_seconds']} s)")
     manifest.update(
         {
             "built": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -2,8 +2,9 @@
 
     python benchmarks/realdata/run.py --data DIR [--recipes a,b] [--steps-scale X] [--out RESULTS]
 
-For each recipe in ``recipes/`` whose modality has a set in DIR (built by ``build.py``), runs
-``sslhub run RECIPE`` with the training data pointed at the set's pretrain side and
+For each recipe in ``recipes/`` and each set in DIR (built by ``build.py``) of the recipe's
+modality (the tabular recipes have two tables), runs ``sslhub run RECIPE`` with the training
+data pointed at the set's pretrain side and
 ``evaluate.data`` at its labeled side, split by unseen groups, then reads the run's
 ``evaluation.json`` and writes ``results.md`` and ``results.json`` (5-shot and full-label
 probes of the trained encoder, the random-init encoder and the raw input).
@@ -99,32 +100,37 @@ def launch(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def run_recipe(recipe: Path, modality: str, data: Path, entry: dict, args: argparse.Namespace) -> Row:
-    """Train and evaluate one recipe on its set; a failure becomes a row with ``error``."""
-    pretrain, evaluation = sources(modality, data / modality, entry)
+def run_recipe(recipe: Path, modality: str, set_name: str, data: Path, entry: dict, args: argparse.Namespace) -> Row:
+    """Train and evaluate one recipe on one set; a failure becomes a row with ``error``.
+
+    The run's folder and log are named after the recipe, plus ``@SET`` on a set whose name is
+    not its modality's (a second table: ``autoencoder_tabular@tabular_diabetes``).
+    """
+    pretrain, evaluation = sources(modality, data / set_name, entry)
     shipped = recipe_steps(recipe)
     steps = None if shipped is None else max(1, round(shipped * args.steps_scale))
-    out = args.out / "runs" / recipe.stem
+    run_name = recipe.stem if set_name == modality else f"{recipe.stem}@{set_name}"
+    out = args.out / "runs" / run_name
     started = time.perf_counter()
     try:
         done = launch(command(recipe, pretrain, evaluation, out, steps, args.set), args.timeout)
     except subprocess.TimeoutExpired:
         return Row(
-            recipe.stem, modality, steps, time.perf_counter() - started, error=f"timed out after {args.timeout} s"
+            recipe.stem, set_name, steps, time.perf_counter() - started, error=f"timed out after {args.timeout} s"
         )
     seconds = time.perf_counter() - started
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
-    (args.out / "logs" / f"{recipe.stem}.log").write_text(done.stdout + done.stderr)
+    (args.out / "logs" / f"{run_name}.log").write_text(done.stdout + done.stderr)
     evaluation_file = out / "evaluation.json"
     if done.returncode != 0 or not evaluation_file.is_file():
         return Row(
             recipe.stem,
-            modality,
+            set_name,
             steps,
             seconds,
             error=f"exit {done.returncode}: {last_lines(done.stderr or done.stdout)}",
         )
-    return row_from_evaluation(recipe.stem, modality, json.loads(evaluation_file.read_text()), steps, seconds)
+    return row_from_evaluation(recipe.stem, set_name, json.loads(evaluation_file.read_text()), steps, seconds)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -162,12 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for recipe in selected_recipes(args.recipes):
         modality = recipe_modality(recipe)
-        if modality not in sets:
+        # A set's modality is its entry's "modality" (the table sets), else its name (audio, image, text).
+        names = [name for name, entry in sets.items() if entry.get("modality", name) == modality]
+        if not names:
             print(f"{recipe.stem}: skipped (no real-data set for modality {modality!r})")
-            continue
-        print(f"{recipe.stem}: running on the {modality} set ...", flush=True)
-        rows.append(run_recipe(recipe, modality, args.data, sets[modality], args))
-        print(f"  {rows[-1].error or rows[-1].scores}", flush=True)
+        for name in names:
+            print(f"{recipe.stem}: running on the {name} set ...", flush=True)
+            rows.append(run_recipe(recipe, modality, name, args.data, sets[name], args))
+            print(f"  {rows[-1].error or rows[-1].scores}", flush=True)
     settings = {"steps scale": args.steps_scale, "probe test fraction": TEST_FRACTION, "data": str(args.data)}
     machine = machine_info()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -189,6 +189,30 @@ def test_table_builder_is_a_stratified_row_split(tmp_path: Path):
     assert len(header) == 31 and header[-1] == "diagnosis"
 
 
+def test_diabetes_table_is_a_stratified_split_of_progression_tertiles(tmp_path: Path):
+    import csv
+
+    from build_tables import build_tables
+
+    entry = build_tables(tmp_path, labeled_fraction=0.4, seed=0, table="tabular_diabetes")
+    assert entry["modality"] == "tabular" and entry["label_column"] == "progression"
+    assert entry["classes"] == ["high", "low", "middle"]
+    sides = entry["sides"]
+    assert sides["pretrain"]["samples"] + sides["labeled"]["samples"] == 442
+    for cls in entry["classes"]:
+        total = sides["labeled"]["per_class"][cls] + sides["pretrain"]["per_class"][cls]
+        assert abs(total - 442 / 3) <= 2  # tertiles
+        assert abs(sides["labeled"]["per_class"][cls] / total - 0.4) < 0.01
+    with (tmp_path / "labeled.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[-1] == "progression" and len(rows[0]) == 11
+    assert {float(r["sex"]) for r in rows} == {1.0, 2.0}  # original units, not scikit-learn's scaled copy
+    pretrain = (tmp_path / "pretrain.csv").read_text().splitlines()[1:]
+    assert not set(pretrain) & set((tmp_path / "labeled.csv").read_text().splitlines()[1:])
+    with pytest.raises(ValueError, match="unknown table set 'iris'; choose one of tabular, tabular_diabetes"):
+        build_tables(tmp_path, 0.4, 0, table="iris")
+
+
 def test_build_command_reports_a_missing_tool_and_writes_the_manifest(tmp_path: Path):
     done = subprocess.run(
         [sys.executable, str(REALDATA / "build.py"), "--out", str(tmp_path), "--only", "tabular"],
@@ -277,6 +301,33 @@ def test_runner_points_each_recipe_at_its_set_and_tabulates(tmp_path: Path, monk
         "full-label: trained LOSES to raw input (1.000 vs 1.050)",
     ]
     assert "cpu" in results["machine"] and "date" in results["machine"]
+
+
+def test_runner_runs_a_recipe_on_every_set_of_its_modality(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import run
+    from build_tables import build_tables
+
+    data = tmp_path / "data"
+    sets = {name: build_tables(data / name, 0.4, 0, name) for name in ("tabular", "tabular_diabetes")}
+    (data / "manifest.json").write_text(json.dumps({"sets": sets}))
+    outs = {}
+
+    def fake_launch(args, timeout):
+        out = Path(args[args.index("--out") + 1])
+        outs[out.name] = json.loads(args[args.index("--out") + 3].split("=", 1)[1])["path"]
+        out.mkdir(parents=True)
+        (out / "evaluation.json").write_text(json.dumps(evaluation(0.9, 0.7, 0.8)))
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(run, "launch", fake_launch)
+    assert run.main(["--data", str(data), "--recipes", "scarf_tabular"]) == 0
+    assert outs == {
+        "scarf_tabular": str(data / "tabular" / "pretrain.csv"),
+        "scarf_tabular@tabular_diabetes": str(data / "tabular_diabetes" / "pretrain.csv"),
+    }
+    results = json.loads((data / "results" / "results.json").read_text())
+    assert [row["modality"] for row in results["rows"]] == ["tabular", "tabular_diabetes"]
+    assert (data / "results" / "logs" / "scarf_tabular@tabular_diabetes.log").is_file()
 
 
 def test_runner_sources_carry_the_grouping_for_each_modality(tmp_path: Path):

@@ -96,11 +96,13 @@ class AutoencoderParams(Params):
     decoder_hidden: list[int] = Field(
         default_factory=lambda: [128], description="hidden layer sizes of the MLP decoder (vector data)"
     )
-    noise: Literal["gaussian", "dropout"] = Field(
-        "gaussian", description="denoising corruption: additive gaussian, or dropout (masking) noise"
+    noise: Literal["gaussian", "dropout", "swap"] = Field(
+        "gaussian",
+        description="denoising corruption: additive gaussian, dropout (masking) noise, or swap noise "
+        "(tables: a cell takes the same column's value from a random other row of the batch)",
     )
     noise_level: float = Field(
-        0.2, ge=0.0, description="denoising: gaussian std in data units, or dropout probability (< 1)"
+        0.2, ge=0.0, description="denoising: gaussian std in data units, or dropout / swap probability (< 1)"
     )
     kl_weight: float = Field(1.0, ge=0.0, description="variational: weight of the KL term (beta)")
     kl_warmup_steps: int = Field(
@@ -115,8 +117,8 @@ class AutoencoderParams(Params):
         if self.variant == "denoising":
             if self.noise_level <= 0:
                 raise ValueError("variant denoising needs noise_level > 0")
-            if self.noise == "dropout" and self.noise_level >= 1:
-                raise ValueError(f"dropout noise_level is a probability and must be < 1, got {self.noise_level}")
+            if self.noise in ("dropout", "swap") and self.noise_level >= 1:
+                raise ValueError(f"{self.noise} noise_level is a probability and must be < 1, got {self.noise_level}")
         if any(h <= 0 for h in self.decoder_hidden):
             raise ValueError(f"decoder_hidden sizes must be > 0, got {self.decoder_hidden}")
         return self

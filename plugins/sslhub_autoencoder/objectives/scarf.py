@@ -22,6 +22,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from sslhub import Batch, BuildContext, Encoder, Objective, ObjectiveOutput, Params
+from sslhub_autoencoder.corruption import swap_columns
 
 
 class ScarfParams(Params):
@@ -35,24 +36,6 @@ class ScarfParams(Params):
         64, ge=0, description="width of the two-layer projection head used only in training; 0: no head"
     )
     target: str = Field("vector", min_length=1, description="the batch key holding the rows [B, D]")
-
-
-def corrupt_features(rows: Tensor, rate: float) -> Tensor:
-    """Replace a ``rate`` share of each row's columns by the same column of a random other row.
-
-    Args:
-        rows: ``[B, D]`` float.
-        rate: expected share of replaced entries per row.
-
-    Returns:
-        ``[B, D]``: each entry kept, or taken from row ``j`` (drawn uniformly per entry) of
-        the same column. Every operation stays on the device (no host sync).
-    """
-    batch_size, width = rows.shape
-    donors = torch.randint(batch_size, (batch_size, width), device=rows.device)
-    marginal = rows.gather(0, donors)
-    replace = torch.rand(batch_size, width, device=rows.device) < rate
-    return torch.where(replace, marginal, rows)
 
 
 def info_nce(anchors: Tensor, positives: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
@@ -107,7 +90,7 @@ class ScarfObjective(Objective):
         if key not in batch or batch[key].dim() != 2:
             raise ValueError(f"scarf needs {key!r} rows [B, D] in the batch, got keys {sorted(batch)}")
         rows = batch[key]
-        corrupted = corrupt_features(rows, self.params.corruption_rate)
+        corrupted = swap_columns(rows, self.params.corruption_rate)
         # One forward pass over both: a batch-norm encoder then sees one batch's statistics.
         pooled = encoder({**batch, key: torch.cat([rows, corrupted])}).pooled
         if pooled is None:

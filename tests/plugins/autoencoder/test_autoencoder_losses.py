@@ -79,6 +79,21 @@ def test_gaussian_noise_has_the_requested_std_and_respects_the_range():
     assert clamped.min() >= 0 and clamped.max() <= 1
 
 
+def test_swap_noise_takes_swapped_cells_from_their_own_column_and_needs_rows():
+    torch.manual_seed(0)
+    rows = torch.arange(128 * 6, dtype=torch.float32).reshape(128, 6)
+    out = corrupt(rows, "swap", 0.3)
+    assert torch.equal(rows, torch.arange(128 * 6, dtype=torch.float32).reshape(128, 6))
+    for column in range(6):
+        assert set(out[:, column].tolist()) <= set(rows[:, column].tolist())
+    # 0.3 swapped, less the draws that pick the row itself (1/128)
+    assert (out != rows).float().mean().item() == pytest.approx(0.3 * (1 - 1 / 128), abs=0.03)
+    with pytest.raises(ValueError, match=r"swap noise needs table rows \[batch, columns\], got shape \(2, 3, 4\)"):
+        corrupt(torch.zeros(2, 3, 4), "swap", 0.3)
+    with pytest.raises(ValueError, match=r"noise_level for swap noise must be in \[0, 1\), got 1.0"):
+        corrupt(rows, "swap", 1.0)
+
+
 def test_latent_head_samples_in_training_and_returns_the_mean_in_eval():
     torch.manual_seed(0)
     head = LatentHead(8, 3, variational=True, channel_axis=1)

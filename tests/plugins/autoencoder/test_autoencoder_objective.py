@@ -151,6 +151,20 @@ def test_denoising_encoder_sees_the_corrupted_input_and_the_loss_targets_the_cle
     assert torch.equal(clean["input"], batch["image"])
 
 
+def test_swap_noise_denoising_feeds_rows_with_swapped_cells_and_rebuilds_the_clean_rows():
+    _, encoder, objective, batch = tabular_setup(variant="denoising", noise="swap", noise_level=0.5)
+    rows = torch.arange(64 * 64, dtype=torch.float32).reshape(64, 64) / 1000  # every cell distinct
+    batch = {**batch, "vector": rows}
+    result = objective.reconstruct(batch, encoder)
+    assert torch.equal(result["target"], rows)
+    swapped = result["input"] != rows
+    assert 0.4 < swapped.float().mean().item() < 0.55  # 0.5, less the draws of the row itself
+    for column in range(rows.shape[1]):
+        assert set(result["input"][:, column].tolist()) <= set(rows[:, column].tolist())
+    with pytest.raises(ValueError, match="swap noise_level is a probability and must be < 1"):
+        AutoencoderParams(variant="denoising", noise="swap", noise_level=1.0)
+
+
 def test_report_writes_held_out_error_and_a_png(tmp_path):
     modality, encoder, objective, batch = image_setup(report_samples=40)
     train(encoder, objective, batch, steps=3)

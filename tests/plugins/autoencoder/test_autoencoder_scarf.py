@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from sslhub import BuildContext, ModalityInfo
+from sslhub_autoencoder.corruption import swap_columns
 from sslhub_autoencoder.encoders import MLPEncoder, MLPParams
-from sslhub_autoencoder.objectives.scarf import ScarfObjective, ScarfParams, corrupt_features, info_nce
+from sslhub_autoencoder.objectives.scarf import ScarfObjective, ScarfParams, info_nce
 
 
 class _Info:
@@ -22,7 +23,7 @@ class _Info:
 def test_corruption_takes_each_replaced_value_from_the_same_column_of_the_batch():
     torch.manual_seed(0)
     rows = torch.arange(64 * 8, dtype=torch.float32).reshape(64, 8)
-    corrupted = corrupt_features(rows, 0.6)
+    corrupted = swap_columns(rows, 0.6)
     assert corrupted.shape == rows.shape
     for column in range(8):
         assert set(corrupted[:, column].tolist()) <= set(rows[:, column].tolist())

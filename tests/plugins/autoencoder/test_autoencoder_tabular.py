@@ -133,6 +133,23 @@ def test_mlp_encoder_shapes_and_errors():
         MLPParams(hidden_sizes=[4, 0])
 
 
+def test_mlp_all_layers_readout_concatenates_every_hidden_layer_then_the_output():
+    modality = TabularModality()
+    torch.manual_seed(0)
+    last = MLPEncoder(MLPParams(hidden_sizes=[32, 16], output_dim=8), BuildContext(modality=modality)).eval()
+    both = MLPEncoder(
+        MLPParams(hidden_sizes=[32, 16], output_dim=8, readout="all_layers"), BuildContext(modality=modality)
+    ).eval()
+    both.load_state_dict(last.state_dict())  # same weights: the readout adds no parameter
+    batch = modality.example_batch(4)
+    pooled = both(batch).pooled
+    assert pooled.shape == (4, 32 + 16 + 8) and both.feature_dim == 56
+    first_hidden = last.layers[:3](batch["vector"])  # Linear, LayerNorm, GELU
+    torch.testing.assert_close(pooled[:, :32], first_hidden)
+    torch.testing.assert_close(pooled[:, 48:], last(batch).pooled)
+    torch.testing.assert_close(both.export_module()(batch["vector"]), pooled)
+
+
 def test_mlp_export_module_takes_the_vector_positionally():
     modality = TabularModality()
     encoder = MLPEncoder(MLPParams(hidden_sizes=[16], output_dim=4), BuildContext(modality=modality)).eval()
