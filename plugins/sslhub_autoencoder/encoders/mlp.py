@@ -44,7 +44,7 @@ class MLPEncoder(Encoder):
 
     ``pooled`` is ``[B, output_dim]`` with ``readout: last``, or ``[B, sum(hidden_sizes) +
     output_dim]`` with ``readout: all_layers`` (each hidden layer's activations, then the final
-    output). ``D_in`` comes from the modality's ``info()["dim"]``. The last layer is linear: the
+    output). ``D_in`` comes from the modality's ``info().dim``. The last layer is linear: the
     representation is not squashed by an activation.
     """
 
