@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_audio import MissingTool, build_audio  # noqa: E402
 from build_images import MissingFonts, build_images  # noqa: E402
 from build_tables import TABLES, build_tables  # noqa: E402
-from build_text import MissingPackageLists, build_text  # noqa: E402
+from build_text import PRETRAIN_CORPORA, MissingPackageLists, build_text  # noqa: E402
 
 #: the sets, each in a folder of its name; every table set has modality ``tabular`` (its manifest entry says so).
 SETS = ("audio", "image", "text", *TABLES)
@@ -40,6 +40,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-letter", type=int, default=2, help="image: renderings of each letter per font file")
     parser.add_argument("--files-per-design", type=int, default=8, help="image: font files per typeface design")
     parser.add_argument("--texts-per-class", type=int, default=500, help="text: synopses per section at most")
+    parser.add_argument(
+        "--text-pretrain",
+        choices=PRETRAIN_CORPORA,
+        default="all",
+        help="text: pretrain on every other synopsis in the lists (all) or only the labeled sections' (sections)",
+    )
     parser.add_argument(
         "--skip-missing", action="store_true", help="skip a set whose tool or data is missing instead of failing"
     )
@@ -61,7 +67,7 @@ def build_one(name: str, folder: Path, args: argparse.Namespace) -> dict:
     if name == "image":
         return build_images(folder, args.per_letter, fraction, seed, args.files_per_design)
     if name == "text":
-        return build_text(folder, args.texts_per_class, fraction, seed)
+        return build_text(folder, args.texts_per_class, fraction, seed, pretrain_corpus=args.text_pretrain)
     return build_tables(folder, fraction, seed, name)
 
 

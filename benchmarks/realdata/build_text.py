@@ -7,6 +7,12 @@ built from one source share wording ("... (data files)", "... - development file
 all sit on one side of the split. Identical synopses in a section are kept once, and a source
 package contributes at most a few texts so large ones do not dominate. Lines of
 ``{"text", "label", "group"}`` JSON go to ``pretrain.jsonl`` and ``labeled.jsonl``.
+
+The labeled side is drawn from the chosen sections only. The pretrain side is, by default,
+every distinct synopsis in the lists (any section: users have far more unlabeled text than
+labeled), minus every source package on the labeled side and every text equal to a labeled
+one, so pretraining and the probe share no group and no text. ``pretrain_corpus="sections"``
+gives the older, small pretrain side: the other groups of the chosen sections only.
 """
 
 from __future__ import annotations
@@ -76,20 +82,56 @@ def stanzas(text: str) -> Iterator[dict[str, str]]:
             yield fields
 
 
-def collect(lists: list[Path], sections: tuple[str, ...]) -> list[dict[str, str]]:
-    """One record ``{text, label, group}`` per distinct (section, synopsis), sorted for determinism."""
-    seen: dict[tuple[str, str], dict[str, str]] = {}
+#: what the pretrain side holds: every synopsis in the lists, or the chosen sections' only.
+PRETRAIN_CORPORA = ("all", "sections")
+
+
+def package_synopses(lists: list[Path]) -> list[dict[str, str]]:
+    """``{text, label, group}`` for every package stanza with a synopsis of 2+ words, any section.
+
+    ``label`` is the archive section without its area (``contrib/games`` -> ``games``), ``group``
+    the source package (the binary package's own name when it names no source).
+    """
+    records = []
     for path in lists:
         for fields in stanzas(read_list(path)):
-            section = fields.get("Section", "").split("/")[-1]
             synopsis = fields.get("Description", "").strip()
-            if section not in sections or len(synopsis.split()) < 2:
+            if len(synopsis.split()) < 2:
                 continue
+            section = fields.get("Section", "").split("/")[-1]
             source = (fields.get("Source") or fields.get("Package", "")).split()[0]
-            key = (section, synopsis.lower())
-            if key not in seen or source < seen[key]["group"]:
-                seen[key] = {"text": synopsis, "label": section, "group": source}
+            records.append({"text": synopsis, "label": section, "group": source})
+    return records
+
+
+def distinct_texts(records: list[dict[str, str]], key_fields: tuple[str, ...]) -> list[dict[str, str]]:
+    """One record per distinct key (the lowercased text plus ``key_fields``), the smallest group kept.
+
+    Sorted by (label, group, text) so the result does not depend on the order of the lists.
+    """
+    seen: dict[tuple[str, ...], dict[str, str]] = {}
+    for record in records:
+        key = (*(record[f] for f in key_fields), record["text"].lower())
+        if key not in seen or record["group"] < seen[key]["group"]:
+            seen[key] = record
     return sorted(seen.values(), key=lambda r: (r["label"], r["group"], r["text"]))
+
+
+def collect(records: list[dict[str, str]], sections: tuple[str, ...]) -> list[dict[str, str]]:
+    """One record per distinct (section, synopsis) of the chosen ``sections``."""
+    return distinct_texts([r for r in records if r["label"] in sections], ("label",))
+
+
+def unlabeled_corpus(records: list[dict[str, str]], labeled: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Every distinct synopsis (any section) whose source package and text are not on the labeled side.
+
+    A synopsis is dropped when *any* package carrying it is built from a labeled-side source, so
+    no labeled group leaks in through a second binary package or a copied description.
+    """
+    labeled_groups = {r["group"] for r in labeled}
+    labeled_texts = {r["text"].lower() for r in labeled}
+    tainted = {r["text"].lower() for r in records if r["group"] in labeled_groups} | labeled_texts
+    return distinct_texts([r for r in records if r["text"].lower() not in tainted], ())
 
 
 def subsample(records: list[dict[str, str]], per_group: int, per_class: int, seed: int) -> list[dict[str, str]]:
@@ -123,16 +165,25 @@ def build_text(
     sections: tuple[str, ...] = DEFAULT_SECTIONS,
     per_group: int = 2,
     lists_root: Path = APT_LISTS,
+    pretrain_corpus: str = "all",
 ) -> dict:
     """Write ``pretrain.jsonl`` and ``labeled.jsonl`` under ``out`` and return the manifest entry.
 
+    Args:
+        pretrain_corpus: ``all`` (every other synopsis in the lists, see the module docstring)
+            or ``sections`` (only the chosen sections' texts of the pretrain-side groups).
+
     Raises:
         MissingPackageLists: no package list, or a section with no package in it.
+        ValueError: an unknown ``pretrain_corpus``.
     """
+    if pretrain_corpus not in PRETRAIN_CORPORA:
+        raise ValueError(f"pretrain_corpus must be one of {', '.join(PRETRAIN_CORPORA)}, got {pretrain_corpus!r}")
     lists = package_lists(lists_root)
     if not lists:
         raise MissingPackageLists(f"no apt package lists (*_Packages*) under {lists_root}; {INSTALL_HINT}")
-    records = subsample(collect(lists, sections), per_group, per_class, seed)
+    every_synopsis = package_synopses(lists)
+    records = subsample(collect(every_synopsis, sections), per_group, per_class, seed)
     empty = sorted(set(sections) - {r["label"] for r in records})
     if empty:
         raise MissingPackageLists(
@@ -145,6 +196,8 @@ def build_text(
     sides = {"pretrain": [], "labeled": []}
     for record in records:
         sides["labeled" if record["group"] in labeled_groups else "pretrain"].append(record)
+    if pretrain_corpus == "all":
+        sides["pretrain"] = unlabeled_corpus(every_synopsis, sides["labeled"])
     for side, rows in sides.items():
         rows = random.Random(f"{seed}:{side}").sample(rows, len(rows))  # mix sections in file order
         with (out / f"{side}.jsonl").open("w", encoding="utf-8") as handle:
@@ -157,5 +210,6 @@ def build_text(
         "label_field": "label",
         "group_field": "group",
         "package_lists": [str(p) for p in lists],
+        "pretrain_corpus": pretrain_corpus,
         "sides": describe_sides([(side, r["label"], r["group"]) for side, rows in sides.items() for r in rows]),
     }

@@ -17,6 +17,7 @@ from sslhub_text.modality import TextModality, TextParams
 from sslhub_text.objectives.causal_lm import CausalLMObjective, CausalLMParams
 from sslhub_text.objectives.mlm import MLMObjective, MLMParams
 from sslhub_text.objectives.simcse import SimCSEObjective, SimCSEParams
+from sslhub_text.objectives.split_contrastive import SplitContrastiveObjective, SplitContrastiveParams
 
 
 @hookimpl
@@ -59,6 +60,14 @@ def sslhub_register_objectives(registry):
         requires=["tokens", "token_embeddings"],
     )
     registry.register("simcse", SimCSEObjective, params=SimCSEParams, modalities=["text"], requires=["pooled"])
+    registry.register(
+        "split_contrastive",
+        SplitContrastiveObjective,
+        params=SplitContrastiveParams,
+        modalities=["text"],
+        requires=["pooled"],
+        description="InfoNCE between two disjoint random halves of each text's words (topic from co-occurrence)",
+    )
     registry.register(
         "causal_lm",
         CausalLMObjective,

@@ -148,20 +148,58 @@ def write_package_list(folder: Path) -> None:
         handle.write("".join(stanzas[9:]))
 
 
+def read_sides(out: Path) -> dict[str, list[dict]]:
+    return {s: [json.loads(line) for line in (out / f"{s}.jsonl").open()] for s in ("pretrain", "labeled")}
+
+
 def test_text_builder_splits_by_source_package(tmp_path: Path):
     from build_text import build_text
 
     write_package_list(tmp_path / "lists")
-    entry = build_text(tmp_path / "out", 100, 0.5, 0, sections=("games", "sound"), lists_root=tmp_path / "lists")
-    sides = {
-        s: [json.loads(line) for line in (tmp_path / "out" / f"{s}.jsonl").open()] for s in ("pretrain", "labeled")
-    }
+    entry = build_text(
+        tmp_path / "out",
+        100,
+        0.5,
+        0,
+        sections=("games", "sound"),
+        lists_root=tmp_path / "lists",
+        pretrain_corpus="sections",
+    )
+    sides = read_sides(tmp_path / "out")
     rows = sides["pretrain"] + sides["labeled"]
     assert len(rows) == 16  # the case-insensitive duplicate synopsis is kept once
     assert {r["label"] for r in rows} == {"games", "sound"}
     groups = {s: {r["group"] for r in side} for s, side in sides.items()}
     assert groups["pretrain"] and groups["labeled"] and not groups["pretrain"] & groups["labeled"]
     assert entry["sides"]["labeled"]["samples"] == len(sides["labeled"])
+
+
+def test_text_pretrain_side_is_every_other_synopsis_and_shares_no_group_or_text(tmp_path: Path):
+    from build_text import build_text
+
+    write_package_list(tmp_path / "lists")
+    other_sections = [
+        PACKAGES.format(name="libfoo", source="foo", section="libs", text="Shared library for foo"),
+        PACKAGES.format(name="bar-doc", source="bar", section="doc", text="Documentation of bar"),
+    ]
+    (tmp_path / "lists" / "example.org_dists_z_main_binary-amd64_Packages").write_text("".join(other_sections))
+    lists = tmp_path / "lists"
+    small = build_text(
+        tmp_path / "small", 100, 0.5, 0, sections=("games", "sound"), lists_root=lists, pretrain_corpus="sections"
+    )
+    entry = build_text(tmp_path / "all", 100, 0.5, 0, sections=("games", "sound"), lists_root=lists)
+    small_sides, sides = read_sides(tmp_path / "small"), read_sides(tmp_path / "all")
+    assert entry["pretrain_corpus"] == "all" and small["pretrain_corpus"] == "sections"
+    assert sides["labeled"] == small_sides["labeled"]  # the probe's data does not depend on the corpus
+    pretrain_texts = {r["text"].lower() for r in sides["pretrain"]}
+    assert {"shared library for foo", "documentation of bar"} <= pretrain_texts  # other sections too
+    assert {r["text"].lower() for r in small_sides["pretrain"]} <= pretrain_texts
+    labeled_groups = {r["group"] for r in sides["labeled"]}
+    assert not labeled_groups & {r["group"] for r in sides["pretrain"]}
+    assert not pretrain_texts & {r["text"].lower() for r in sides["labeled"]}
+    assert len(pretrain_texts) == len(sides["pretrain"])  # each text once
+    with pytest.raises(ValueError, match="pretrain_corpus"):
+        build_text(tmp_path / "bad", 100, 0.5, 0, lists_root=lists, pretrain_corpus="everything")
 
 
 def test_text_builder_names_what_is_missing(tmp_path: Path):

@@ -29,6 +29,11 @@ SHORT_RUNS: dict[str, tuple[list[str], list[str]]] = {
     # the causal encoder's random-init linear probe is at the ceiling on this set (0.9975): check kNN and 5-shot
     "audio_apc.yaml": (["train.steps=100", "train.threads=1"], ["knn_accuracy", "few_shot_5_accuracy"]),
     "autoencoder_audio.yaml": (["train.steps=100", "train.threads=1"], ["knn_accuracy", "linear_probe_accuracy"]),
+    # 100 of 600 steps on the embedded pydoc paragraphs: kNN 0.604 vs 0.468 at random init, linear probe
+    # 0.562 vs 0.438 (measured, 76 s of CPU)
+    "text_contrastive.yaml": (["train.steps=100", "train.threads=1"], ["knn_accuracy", "linear_probe_accuracy"]),
+    # the same with MLM beside the split term (weight 0.1), 100 of 600 steps
+    "text_mlm_large.yaml": (["train.steps=100", "train.threads=1"], ["knn_accuracy", "linear_probe_accuracy"]),
 }
 
 

@@ -13,5 +13,6 @@ def test_text_plugin_registers_its_components(monkeypatch):
     assert catalog.encoders.get("hf").provides == {"pooled", "tokens", "token_embeddings"}
     mlm = catalog.objectives.get("mlm")
     assert mlm.requires == {"tokens", "token_embeddings"} and mlm.modalities == {"text"}
+    assert catalog.objectives.get("split_contrastive").requires == {"pooled"}
     for name in ("token_dropout", "span_deletion", "random_token_replacement"):
         assert catalog.augmentations.get(name).modalities == {"text"}
