@@ -183,7 +183,7 @@ def test_unknown_feature_kinds_are_refused(keyword, feature):
         registry.register("thing", make_encoder, **{keyword: [feature]})
     assert str(info.value) == (
         f"plugin 'python' registered {registry.kind} 'thing' with unknown capability {feature!r}; "
-        "expected one of pooled, tokens, spatial, causal, token_embeddings, frame_masking, patch_masking"
+        "expected one of pooled, tokens, spatial, causal, token_embeddings, frame_masking, patch_masking, frame_layers"
     )
 
 
