@@ -37,6 +37,10 @@ class SplitContrastiveParams(Params):
     whole_words: bool = Field(True, description="Deal whole words (a word's ## pieces follow it); False: tokens.")
     gather_distributed: bool = Field(True, description="Use the other ranks' halves as negatives under DDP.")
 
+    def modality_needs(self) -> frozenset[str]:
+        """``word_continuations`` with ``whole_words``: a word's pieces are found from the modality."""
+        return frozenset({"word_continuations"}) if self.whole_words else frozenset()
+
 
 def split_halves(eligible: Tensor, word_starts: Tensor) -> tuple[Tensor, Tensor]:
     """Which tokens each half deletes: a random, complementary deal of each row's words.
@@ -82,14 +86,13 @@ class SplitContrastiveObjective(Objective):
         if encoder is None or not encoder.feature_dim or modality is None:
             raise ValueError("split_contrastive needs the built encoder and text modality in its context")
         info = modality.info()
-        self.pad_token_id = int(info["pad_token_id"])
-        vocab_size = int(info["vocab_size"])
+        self.pad_token_id = int(info.needed("pad_token_id", "split_contrastive objective"))
+        vocab_size = int(info.needed("vocab_size", "split_contrastive objective"))
         is_special = torch.zeros(vocab_size, dtype=torch.bool)
-        is_special[torch.tensor(sorted(set(info["special_token_ids"]) | {self.pad_token_id}))] = True
+        is_special[torch.tensor(sorted(set(info.special_token_ids or ()) | {self.pad_token_id}))] = True
         is_continuation = torch.zeros(vocab_size, dtype=torch.bool)
         if params.whole_words:
-            if not hasattr(modality, "continuation_token_ids"):
-                raise ValueError("split_contrastive whole_words needs a modality that knows word-continuation tokens")
+            # recipe validation has checked that the modality declares word_continuations
             is_continuation[torch.tensor(modality.continuation_token_ids(), dtype=torch.int64)] = True
         self.register_buffer("is_special", is_special, persistent=False)
         self.register_buffer("is_continuation", is_continuation, persistent=False)

@@ -98,3 +98,9 @@ def test_bad_arguments(text_modality, make_encoder):
         SplitContrastiveObjective(SplitContrastiveParams(), BuildContext(modality=text_modality, modality_name="text"))
     objective = make_objective(text_modality, make_encoder(), projection_dim=16)
     assert sum(p.numel() for p in objective.parameters()) == 32 * 32 + 32 + 32 * 16 + 16
+
+
+def test_whole_words_needs_a_modality_that_knows_word_continuations():
+    # checked by recipe validation against the modality's provides=, before anything is built
+    assert SplitContrastiveParams(whole_words=True).modality_needs() == {"word_continuations"}
+    assert SplitContrastiveParams(whole_words=False).modality_needs() == frozenset()
