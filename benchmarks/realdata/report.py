@@ -148,9 +148,12 @@ def markdown(rows: list[Row], machine: dict, settings: dict) -> str:
             f"| {row.recipe} | {row.modality} | {steps} | " + " | ".join(probes) + f" | {seconds} | {verdict(row)} |"
         )
     losing = [(row.recipe, loss) for row in rows for loss in row.losses()]
-    lines += ["", "Where a recipe does not beat a baseline:" if losing else "No recipe lost to a baseline.", ""]
-    lines += [f"- `{recipe}` {loss}" for recipe, loss in losing]
     failed = [row for row in rows if row.error]
+    if losing or failed:
+        lines += ["", "Where a recipe does not beat a baseline or produced no scores:", ""]
+    else:
+        lines += ["", "No recipe lost to a baseline.", ""]
+    lines += [f"- `{recipe}` {loss}" for recipe, loss in losing]
     lines += [f"- `{row.recipe}` did not produce scores: {row.error}" for row in failed]
     return "\n".join(lines).rstrip() + "\n"
 

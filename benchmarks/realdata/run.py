@@ -130,6 +130,9 @@ def run_recipe(recipe: Path, modality: str, set_name: str, data: Path, entry: di
             seconds,
             error=f"exit {done.returncode}: {last_lines(done.stderr or done.stdout)}",
         )
+    record = out / "recipe.yaml"  # the run's own record: a --set train.steps=N counts
+    ran = recipe_steps(record) if record.is_file() else None
+    steps = ran if ran is not None else steps
     return row_from_evaluation(recipe.stem, set_name, json.loads(evaluation_file.read_text()), steps, seconds)
 
 

@@ -407,3 +407,33 @@ def test_runner_overrides_validate_against_the_shipped_recipes(tmp_path: Path):
         assert done.returncode == 0, done.stdout + done.stderr
         checked.append(modality)
     assert "tabular" in checked
+
+
+def test_table_names_a_run_without_scores_instead_of_saying_none_lost():
+    from report import Row, markdown
+
+    machine = {"date": "d", "cpu": "c", "usable_cores": 1, "cores": 1, "torch": "t", "python": "p"}
+    text = markdown([Row("audio_masked", "audio", 400, 5.0, error="exit 1: boom")], machine, {})
+    assert "No recipe lost" not in text
+    assert "- `audio_masked` did not produce scores: exit 1: boom" in text
+
+
+def test_runner_reports_the_steps_the_run_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import run
+    from build_tables import build_tables
+
+    entry = build_tables(tmp_path / "data" / "tabular", 0.4, 0)
+    (tmp_path / "data" / "manifest.json").write_text(json.dumps({"sets": {"tabular": entry}}))
+
+    def fake_launch(args, timeout):
+        out = Path(args[args.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "evaluation.json").write_text(json.dumps(evaluation(0.9, 0.7, 0.95)))
+        (out / "recipe.yaml").write_text("train:\n  steps: 77\n")  # what --set train.steps=77 records
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(run, "launch", fake_launch)
+    code = run.main(["--data", str(tmp_path / "data"), "--recipes", "autoencoder_tabular", "--set", "train.steps=77"])
+    assert code == 0
+    results = json.loads((tmp_path / "data" / "results" / "results.json").read_text())
+    assert results["rows"][0]["steps"] == 77
