@@ -58,8 +58,25 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 1
     finally:
+        _leave_distributed()
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _leave_distributed() -> None:
+    """Destroy the torchrun process group before exit, as torch asks.
+
+    Left to interpreter shutdown, gloo's communication threads can be torn down mid-flight and a
+    rank aborts (``terminate called without an active exception``) after a successful command.
+    Only a command that joined a group imported ``torch.distributed``; torch-free commands stay so.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    try:
+        dist.destroy_process_group()
+    except Exception as exc:  # noqa: BLE001 - leaving must not hide the command's own outcome
+        logging.getLogger("sslhub").debug("destroying the process group failed: %s", exc)
 
 
 def _report_sigterm() -> Any:
