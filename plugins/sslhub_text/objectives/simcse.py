@@ -20,6 +20,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from sslhub import Batch, BuildContext, Encoder, Objective, ObjectiveOutput, Params, gather_with_grad, process_rank
+from sslhub_text.objectives.projection import projection_head
 
 
 class SimCSEParams(Params):
@@ -87,11 +88,7 @@ class SimCSEObjective(Objective):
         if encoder is None or not encoder.feature_dim:
             raise ValueError("simcse needs the built encoder (context.encoder) for its feature size")
         dim = int(encoder.feature_dim)
-        self.head: nn.Module = (
-            nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, params.projection_dim))
-            if params.projection_dim
-            else nn.Identity()
-        )
+        self.head = projection_head(dim, params.projection_dim)
 
     def export_heads(self) -> dict[str, nn.Module]:
         """``projection``: the head the contrastive loss is computed on (identity without ``projection_dim``)."""

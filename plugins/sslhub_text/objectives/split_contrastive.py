@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from sslhub import Batch, BuildContext, Encoder, Objective, ObjectiveOutput, Params
 from sslhub_text.augmentations.tokens import delete_tokens
 from sslhub_text.objectives.mlm import word_start_positions
+from sslhub_text.objectives.projection import projection_head
 from sslhub_text.objectives.simcse import simcse_logits_and_labels
 
 
@@ -97,11 +98,7 @@ class SplitContrastiveObjective(Objective):
         self.register_buffer("is_special", is_special, persistent=False)
         self.register_buffer("is_continuation", is_continuation, persistent=False)
         dim = int(encoder.feature_dim)
-        self.head: nn.Module = (
-            nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, params.projection_dim))
-            if params.projection_dim
-            else nn.Identity()
-        )
+        self.head = projection_head(dim, params.projection_dim)
 
     def export_heads(self) -> dict[str, nn.Module]:
         """``projection``: the head the contrastive loss is computed on (identity without ``projection_dim``)."""
