@@ -307,7 +307,9 @@ class BuildContext:
         run_dir: the run directory, for components that save artifacts (a trained tokenizer);
             ``None`` for throwaway builds such as validation or tests.
         seed: the recipe seed.
-        device: where training will run.
+        device: where training will run. The encoder given to an objective already sits there,
+            so an objective that probes it while being built makes its example batch there
+            (``modality.example_batch(2, context.device)``).
         encoder: the built encoder, given to objectives (heads size themselves from it); an
             :class:`EncoderSet` for objectives that use several encoders.
         catalog: the :class:`sslhub.Catalog` the run's components come from, for

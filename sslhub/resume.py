@@ -80,15 +80,18 @@ def rng_state(device: torch.device) -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore :func:`rng_state`'s states; its tensors may come back on ``device`` (a checkpoint
+    loaded with ``map_location=device``), and every RNG setter takes host tensors."""
     random.setstate(_tuples(state["python"]))
     numpy_state = state["numpy"]
-    np.random.set_state((numpy_state[0], numpy_state[1].numpy(), *numpy_state[2:]))
-    torch.set_rng_state(state["torch"])
+    np.random.set_state((numpy_state[0], numpy_state[1].cpu().numpy(), *numpy_state[2:]))
+    torch.set_rng_state(state["torch"].cpu())
     saved = state.get("cuda") or []
     if device.type == "cuda" and saved:
         # One state per checkpoint now; older checkpoints hold one per visible GPU.
         index = device.index if device.index is not None else torch.cuda.current_device()
-        torch.cuda.set_rng_state(saved[0] if len(saved) == 1 else saved[min(index, len(saved) - 1)], device)
+        own = saved[0] if len(saved) == 1 else saved[min(index, len(saved) - 1)]
+        torch.cuda.set_rng_state(own.cpu(), device)
 
 
 def _tuples(value: Any) -> Any:

@@ -170,7 +170,7 @@ class AutoencoderObjective(Objective):
         encoder, modality = context.encoder, context.modality
         if not isinstance(encoder, Encoder):
             raise ValueError("autoencoder uses one encoder; pick it with the objective's `encoder:` key")
-        example = modality.example_batch(2)
+        example = modality.example_batch(2, context.device)
         self.target_key = _target_key(params, modality, context.modality_name, example)
         target = example[self.target_key]
         value_range = modality.info().value_range

@@ -83,7 +83,7 @@ class VQVAEObjective(Objective):
         if context is None or not isinstance(context.encoder, Encoder) or context.modality is None:
             raise ValueError("vq_vae needs one built encoder and the modality (context.encoder, context.modality)")
         modality, encoder = context.modality, context.encoder
-        example = modality.example_batch(2)
+        example = modality.example_batch(2, context.device)
         self.target_key = params.target or TARGET_KEYS.get(context.modality_name, "")
         if self.target_key not in example or not example[self.target_key].is_floating_point():
             raise ValueError(

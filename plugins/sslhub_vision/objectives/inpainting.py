@@ -81,7 +81,7 @@ class InpaintingObjective(Objective):
         channels = int(info.channels or 3)
         mean = info.mean if info.mean is not None else [0.5] * channels
         self.register_buffer("fill_value", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        example = modality.example_batch(2)
+        example = modality.example_batch(2, context.device)
         height, width = example["image"].shape[-2:]
         spatial = self._probe_spatial(encoder, example)
         self.decoder = ConvDecoder(
