@@ -12,11 +12,34 @@
 #   engine   the six recipes' engine rows, as written and in bf16
 #   rest     augmentation, MLM at BERT-base size (fp32, bf16), ONNX; lightly when its wheels came
 #   compile  the six recipes with bf16 + channels_last + torch.compile
+#   all      the five above in that order inside one deadline (GPU_SESSION_BUDGET_S, default 540 s:
+#            one 10-minute command); a stage starts only with 45 s left and gets the time left.
+#            The device tool returns at most 8 files, so everything goes into OUT_DIR/gpu-session.tgz
+#            beside summary.md (every stage's table). On an H200 the five took 538 s (2026-11-30).
 set -euo pipefail
-stage="${1:?usage: gpu_session.sh tests|anchor|engine|rest|compile [OUT_DIR]}"
+stage="${1:?usage: gpu_session.sh tests|anchor|engine|rest|compile|all [OUT_DIR]}"
 out="${2:-${OUT:-results-gpu}}"
 mkdir -p "$out"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+
+if [ "$stage" = all ]; then
+  work="$(mktemp -d)"
+  deadline=$(( $(date +%s) + ${GPU_SESSION_BUDGET_S:-540} ))
+  for each in tests anchor engine compile rest; do
+    left=$(( deadline - $(date +%s) ))
+    if [ "$left" -lt 45 ]; then echo "stage $each: not started, ${left} s left" | tee -a "$work/stages.txt"; continue; fi
+    started=$(date +%s)
+    status=0
+    timeout -k 5 "$left" bash "$0" "$each" "$work/$each" >"$work/$each.out" 2>&1 || status=$?
+    echo "stage $each: exit $status after $(( $(date +%s) - started )) s" | tee -a "$work/stages.txt"
+  done
+  { cat "$work/stages.txt"; cat "$work/tests/gpu.txt" 2>/dev/null || true; tail -n 3 "$work/tests/tests.log" 2>/dev/null || true
+    for each in anchor engine compile rest; do echo; echo "## $each"; cat "$work/$each/$each.md" 2>/dev/null || tail -n 20 "$work/$each.out" 2>/dev/null || true; done
+  } >"$out/summary.md"
+  tar czf "$out/gpu-session.tgz" -C "$work" .
+  cat "$out/summary.md"
+  exit 0
+fi
 
 # What the machine's image lacks goes to /tmp/site; sslhub itself is installed in place so
 # that its plugins' entry points are found. Nothing is fetched.
@@ -55,7 +78,7 @@ case "$stage" in
     bench --quick --only "$SIX" --variants bf16+channels_last+compile
     ;;
   *)
-    echo "unknown stage '$stage': use tests, anchor, engine, rest or compile" >&2
+    echo "unknown stage '$stage': use tests, anchor, engine, rest, compile or all" >&2
     exit 2
     ;;
 esac

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,14 @@ import torch
 DATA = Path(__file__).resolve().parent / "data"
 RECIPE = DATA / "toy_recipe.yaml"
 BLOCK_BUILTINS = ["-p", "no:vision", "-p", "no:text", "-p", "no:audio"]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for torchrun's rendezvous: fixed ports collide when
+    test workers (pytest -n) start two process groups at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def sslhub_env() -> dict[str, str]:

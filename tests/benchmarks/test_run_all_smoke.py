@@ -139,3 +139,22 @@ def test_gpu_session_stages_name_only_existing_benchmarks(run_all):
     for variants in re.findall(r"--variants (\S+)", text):
         for variant in variants.split(","):
             variant_overrides(variant)  # an unknown part raises SystemExit
+
+
+def test_gpu_session_all_stage_keeps_inside_its_deadline_and_packs_its_output(tmp_path):
+    """With no time budget, ``all`` starts no stage, says so, and still returns its two files."""
+    import os
+    import subprocess
+    import tarfile
+
+    env = {**os.environ, "GPU_SESSION_BUDGET_S": "0"}
+    done = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_session.sh"), "all", str(tmp_path)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    summary = (tmp_path / "summary.md").read_text()
+    for stage in ("tests", "anchor", "engine", "compile", "rest"):
+        assert f"stage {stage}: not started" in summary
+    with tarfile.open(tmp_path / "gpu-session.tgz") as packed:
+        assert "./stages.txt" in packed.getnames()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-session.tgz", "summary.md"]

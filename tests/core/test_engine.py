@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from toy_runs import BLOCK_BUILTINS, RECIPE, final_weights, sslhub, sslhub_env, toy_run_command
+from toy_runs import BLOCK_BUILTINS, RECIPE, final_weights, free_port, sslhub, sslhub_env, toy_run_command
 
 
 def run_toy(out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -154,10 +154,18 @@ def test_evaluate_command_rereads_run(reference_run: Path):
     assert report["random_init"] == stored["random_init"] and report["raw_input"] == stored["raw_input"]
 
 
-def _torchrun(out: Path, port: int, *extra: str) -> subprocess.CompletedProcess:
+def _torchrun(out: Path, *extra: str) -> subprocess.CompletedProcess:
     env = sslhub_env()
     env["OMP_NUM_THREADS"] = "1"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(free_port()),
+    ]
     command += toy_run_command(out, *extra)[1:]  # drop the interpreter: torchrun runs "-m sslhub ..."
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
@@ -176,7 +184,7 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path):
     ]
     single = run_toy(tmp_path / "single", "--set", "train.batch_size=64", *common)
     assert single.returncode == 0, single.stderr
-    distributed = _torchrun(tmp_path / "ddp", 29531, "--set", "train.batch_size=32", *common)
+    distributed = _torchrun(tmp_path / "ddp", "--set", "train.batch_size=32", *common)
     assert distributed.returncode == 0, distributed.stderr[-3000:]
     a, b = final_weights(tmp_path / "single"), final_weights(tmp_path / "ddp")
     for key in a:
@@ -187,12 +195,12 @@ def test_two_process_resume_restores_each_ranks_augmentation_randomness(tmp_path
     """With augmentation noise drawn per rank, a resumed 2-process run ends with the uninterrupted weights."""
     common = ["--set", "evaluate.enabled=false", "--set", "train.checkpoint_every=4", "--set", "train.batch_size=32"]
     common += ["--set", "train.schedule=constant", "--set", "train.warmup=0"]  # the same lr with 4 or 8 steps
-    whole = _torchrun(tmp_path / "whole", 29533, "--set", "train.steps=8", *common)
+    whole = _torchrun(tmp_path / "whole", "--set", "train.steps=8", *common)
     assert whole.returncode == 0, whole.stderr[-3000:]
-    first = _torchrun(tmp_path / "parts", 29534, "--set", "train.steps=4", *common)
+    first = _torchrun(tmp_path / "parts", "--set", "train.steps=4", *common)
     assert first.returncode == 0, first.stderr[-3000:]
     assert (tmp_path / "parts" / "checkpoints" / "rng" / "step_00000004.rank1.pt").is_file()
-    rest = _torchrun(tmp_path / "parts", 29535, "--resume", str(tmp_path / "parts"), "--set", "train.steps=8", *common)
+    rest = _torchrun(tmp_path / "parts", "--resume", str(tmp_path / "parts"), "--set", "train.steps=8", *common)
     assert rest.returncode == 0, rest.stderr[-3000:]
     assert "no saved RNG state" not in rest.stderr
     assert_same_weights(final_weights(tmp_path / "whole"), final_weights(tmp_path / "parts"))
@@ -200,10 +208,10 @@ def test_two_process_resume_restores_each_ranks_augmentation_randomness(tmp_path
 
 def test_an_unreadable_rank_rng_file_is_reported_and_the_run_continues(tmp_path: Path):
     common = ["--set", "evaluate.enabled=false", "--set", "train.checkpoint_every=2", "--set", "train.batch_size=32"]
-    first = _torchrun(tmp_path / "run", 29536, "--set", "train.steps=2", *common)
+    first = _torchrun(tmp_path / "run", "--set", "train.steps=2", *common)
     assert first.returncode == 0, first.stderr[-3000:]
     (tmp_path / "run" / "checkpoints" / "rng" / "step_00000002.rank1.pt").write_bytes(b"not a torch file")
-    rest = _torchrun(tmp_path / "run", 29537, "--resume", str(tmp_path / "run"), "--set", "train.steps=4", *common)
+    rest = _torchrun(tmp_path / "run", "--resume", str(tmp_path / "run"), "--set", "train.steps=4", *common)
     assert rest.returncode == 0, rest.stderr[-3000:]
     assert "cannot read" in rest.stderr and "no saved RNG state of rank 1 for step 2" in rest.stderr
 
