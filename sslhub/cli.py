@@ -325,19 +325,21 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"  error: {error}")
         for warning in record.warnings:
             print(f"  warning: {warning}")
-    print_file_decoders()
+    print_file_decoders([spec[3:] for spec in args.plugins if spec.startswith("no:")])
     if failed and not explicit:
         print("error: a plugin failed to load and SSLHUB_STRICT_PLUGINS is on", file=sys.stderr)
     return failed
 
 
-def print_file_decoders() -> None:
+def print_file_decoders(blocked: list[str]) -> None:
     """The ``sslhub.files`` decoders that ``embed``/``predict`` read files with (a torch-free entry-point group)."""
     from sslhub.files import installed_decoders
 
-    decoders = installed_decoders(strict=False)
+    decoders = installed_decoders(strict=False, blocked=blocked)
     if not decoders:
-        print("file decoders: none installed (embed and predict read .npy/.npz only)")
+        print(
+            "file decoders: none usable (none installed, or their plugins are blocked): embed and predict read .npy/.npz only"
+        )
         return
     print("file decoders (entry-point group sslhub.files):")
     for registered in decoders:

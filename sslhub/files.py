@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: The entry-point group file decoders are registered in.
 FILE_DECODER_GROUP = "sslhub.files"
+#: The plugins' entry-point group (``sslhub.catalog.ENTRY_POINT_GROUP``; that module is not torch-free).
+PLUGIN_GROUP = "sslhub"
 
 #: A front end given by the caller: the decoder's arrays (``{"waveform": ...}``) -> the model's inputs.
 Frontend = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
@@ -216,23 +218,31 @@ class RegisteredDecoder:
     distribution: str
 
 
-def installed_decoders(*, strict: bool | None = None) -> list[RegisteredDecoder]:
+def installed_decoders(*, strict: bool | None = None, blocked: Sequence[str] = ()) -> list[RegisteredDecoder]:
     """The decoders of the ``sslhub.files`` entry-point group, by name; loading imports no torch.
 
     A decoder that does not load (or is not a :class:`FileDecoder` subclass) is left out with
     a warning naming the entry point, its distribution and why, as a plugin that fails to load
-    is: one broken decoder must not stop every other modality's files.
+    is: one broken decoder must not stop every other modality's files. A blocked plugin's
+    decoders are left out too (see :func:`blocked_decoder_names`), so that blocking a plugin
+    also stops its files from being read.
 
     Args:
         strict: raise instead of warning; ``None``: when ``SSLHUB_STRICT_PLUGINS`` is on.
+        blocked: plugin, decoder or distribution names blocked besides ``SSLHUB_DISABLE_PLUGINS``
+            (``-p no:NAME``).
 
     Raises:
         DecodeError: in strict mode, a decoder that does not load.
     """
     if strict is None:  # read here, not from sslhub.catalog, whose imports are not torch-free
         strict = os.environ.get("SSLHUB_STRICT_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
+    entry_points = sorted(importlib.metadata.entry_points(group=FILE_DECODER_GROUP), key=lambda e: e.name)
+    left_out = blocked_decoder_names(entry_points, blocked)
     found = []
-    for entry_point in sorted(importlib.metadata.entry_points(group=FILE_DECODER_GROUP), key=lambda e: e.name):
+    for entry_point in entry_points:
+        if entry_point.name in left_out:
+            continue
         distribution = entry_point.dist.name if entry_point.dist is not None else "unknown distribution"
         where = f"file decoder {entry_point.name!r} ({entry_point.value}, from {distribution})"
         try:
@@ -247,6 +257,32 @@ def installed_decoders(*, strict: bool | None = None) -> list[RegisteredDecoder]
             continue
         found.append(RegisteredDecoder(entry_point.name, decoder, distribution))
     return found
+
+
+def blocked_decoder_names(
+    entry_points: Sequence[importlib.metadata.EntryPoint], blocked: Sequence[str] = ()
+) -> set[str]:
+    """Names of the decoders whose plugin is blocked by ``SSLHUB_DISABLE_PLUGINS`` or ``blocked``.
+
+    A name blocks a decoder when it is the decoder's entry-point name, its distribution's name,
+    or the name of a plugin in the ``sslhub`` group whose top-level package holds the decoder
+    (``vision`` blocks ``sslhub_vision.files:ImageDecoder``). Nothing is imported to find out.
+    """
+    names = {n.strip() for n in os.environ.get("SSLHUB_DISABLE_PLUGINS", "").split(",") if n.strip()} | set(blocked)
+    if not names:
+        return set()
+    blocked_packages = {
+        plugin.value.split(".")[0].split(":")[0]
+        for plugin in importlib.metadata.entry_points(group=PLUGIN_GROUP)
+        if plugin.name in names
+    }
+    return {
+        e.name
+        for e in entry_points
+        if e.name in names
+        or (e.dist is not None and e.dist.name in names)
+        or e.value.split(".")[0].split(":")[0] in blocked_packages
+    }
 
 
 def choose_decoder(model: ModelInputs, registered: Sequence[RegisteredDecoder]) -> FileDecoder | None:

@@ -259,10 +259,20 @@ def test_plugins_first_line_names_the_installed_library_versions(capsys):
         assert f"{name} {version(name)}" in first
 
 
-def test_plugins_lists_the_installed_file_decoders(capsys):
+def test_plugins_lists_the_installed_file_decoders(capsys, monkeypatch):
+    monkeypatch.delenv("SSLHUB_DISABLE_PLUGINS")  # blocked plugins' decoders are left out
     assert main(["plugins"]) == 0
     lines = capsys.readouterr().out.splitlines()
     start = lines.index("file decoders (entry-point group sslhub.files):")
     decoders = {line.split(":")[0].strip(): line for line in lines[start + 1 :] if line.startswith("  ")}
     assert {"image", "text", "audio"} <= set(decoders), lines[start:]
     assert ".png" in decoders["image"] and "from sslhub" in decoders["image"]
+
+
+def test_plugins_leaves_out_the_decoders_of_a_blocked_plugin(capsys, monkeypatch):
+    monkeypatch.delenv("SSLHUB_DISABLE_PLUGINS")
+    assert main(["plugins", "-p", "no:vision"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("file decoders (entry-point group sslhub.files):")
+    decoders = {line.split(":")[0].strip() for line in lines[start + 1 :] if line.startswith("  ")}
+    assert {"text", "audio"} <= decoders and "image" not in decoders

@@ -15,7 +15,15 @@ from toy_runs import sslhub_env
 
 import sslhub
 from sslhub.decoding import InputDecoder
-from sslhub.files import DecodeError, FileDecoder, ModelInputs, RegisteredDecoder, choose_decoder, path_inside
+from sslhub.files import (
+    DecodeError,
+    FileDecoder,
+    ModelInputs,
+    RegisteredDecoder,
+    choose_decoder,
+    installed_decoders,
+    path_inside,
+)
 
 
 def test_path_inside_keeps_files_inside_and_refuses_the_ways_out(tmp_path):
@@ -115,6 +123,21 @@ def test_builtin_decoders_are_entry_points_and_load_without_torch():
         [sys.executable, "-c", script], capture_output=True, text=True, env=sslhub_env(), timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_blocked_plugin_takes_its_decoders_with_it(monkeypatch):
+    def builtin(**kwargs) -> set[str]:
+        return {d.name for d in installed_decoders(**kwargs) if d.distribution == "sslhub"}
+
+    monkeypatch.delenv("SSLHUB_DISABLE_PLUGINS", raising=False)
+    assert builtin() == {"audio", "image", "text"}
+    # the plugin's name (vision) blocks the decoder of its package (sslhub_vision.files:ImageDecoder)
+    assert builtin(blocked=["vision"]) == {"audio", "text"}
+    assert builtin(blocked=["audio"]) == {"image", "text"}  # the decoder's own name
+    monkeypatch.setenv("SSLHUB_DISABLE_PLUGINS", "text, vision")
+    assert builtin() == {"audio"}
+    monkeypatch.setenv("SSLHUB_DISABLE_PLUGINS", "sslhub")  # the distribution: every built-in
+    assert builtin() == set()
 
 
 @pytest.fixture
