@@ -61,7 +61,7 @@ bench() {
 
 case "$stage" in
   tests)
-    python3 -m pytest -q -p no:cacheprovider tests/core/test_engine_cuda.py tests/contract/test_step_host_syncs.py \
+    python3 -m pytest -q -n 0 -p no:cacheprovider tests/core/test_engine_cuda.py tests/contract/test_step_host_syncs.py \
       -rxXs 2>&1 | tee "$out/tests.log"
     ;;
   anchor)
