@@ -29,6 +29,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def torchrun_command(processes: int = 2) -> list[str]:
+    """``python -m torch.distributed.run`` for ``processes`` ranks on a free port; append ``-m sslhub ...``."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(processes),
+        "--master-port",
+        str(free_port()),
+    ]
+
+
 def sslhub_env() -> dict[str, str]:
     """The child's environment: toy plugin importable, offline, strict mode off."""
     env = dict(os.environ)

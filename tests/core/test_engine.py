@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from toy_runs import BLOCK_BUILTINS, RECIPE, final_weights, free_port, sslhub, sslhub_env, toy_run_command
+from toy_runs import BLOCK_BUILTINS, RECIPE, final_weights, sslhub, sslhub_env, torchrun_command, toy_run_command
 
 
 def run_toy(out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -157,15 +156,7 @@ def test_evaluate_command_rereads_run(reference_run: Path):
 def _torchrun(out: Path, *extra: str) -> subprocess.CompletedProcess:
     env = sslhub_env()
     env["OMP_NUM_THREADS"] = "1"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(free_port()),
-    ]
+    command = torchrun_command()
     command += toy_run_command(out, *extra)[1:]  # drop the interpreter: torchrun runs "-m sslhub ..."
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 

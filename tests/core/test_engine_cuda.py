@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 from gpu_device import GPU_DEVICE, ON_CUDA, cuda_count, needs_gpu
-from toy_runs import BLOCK_BUILTINS, RECIPE, final_weights, free_port, sslhub, sslhub_env, toy_run_command
+from toy_runs import BLOCK_BUILTINS, RECIPE, final_weights, sslhub, sslhub_env, torchrun_command, toy_run_command
 
 from sslhub.testing import run_recipe_for_steps
 
@@ -76,15 +76,7 @@ def test_two_gpus_over_nccl_match_one_gpu(tmp_path):
     common += ["--set", "train.checkpoint_every=6", "--set", "train.device=cuda"]
     single = sslhub(*toy_run_command(tmp_path / "single", "--set", "train.batch_size=64", *common)[3:])
     assert single.returncode == 0, single.stderr[-3000:]
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(free_port()),
-    ]
+    command = torchrun_command()
     command += toy_run_command(tmp_path / "ddp", "--set", "train.batch_size=32", *common)[1:]
     ddp = subprocess.run(command, capture_output=True, text=True, env=sslhub_env(), timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]

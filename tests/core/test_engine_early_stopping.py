@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from toy_runs import BLOCK_BUILTINS, RECIPE, final_weights, free_port, sslhub, sslhub_env, toy_run_command
+from toy_runs import BLOCK_BUILTINS, RECIPE, final_weights, sslhub, sslhub_env, torchrun_command, toy_run_command
 
 #: a 60-step toy run that validates every 5 steps on 128 held-out samples (no slow probes).
 VALIDATED = {
@@ -181,15 +180,7 @@ def test_a_plugin_callback_stops_the_run_through_the_public_request(tmp_path: Pa
 def test_under_torchrun_a_stop_asked_on_rank_0_stops_every_rank(tmp_path: Path):
     """The plugin's callback runs on rank 0 only; rank 1 must leave its loop at the same step (no hang)."""
     env = {**sslhub_env(), "OMP_NUM_THREADS": "1", "SSLHUB_TEST_STOP_AT_STEP": "5"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(free_port()),
-    ]
+    command = torchrun_command()
     extra = sets(VALIDATED, STOPS_AT_20, {"train.batch_size": "32", "evaluate.enabled": "false"})
     command += toy_run_command(tmp_path / "run", "-p", "toy_stop_plugin", *extra)[1:]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from toy_runs import BLOCK_BUILTINS, RECIPE, final_weights, free_port, sslhub, sslhub_env
+from toy_runs import BLOCK_BUILTINS, RECIPE, final_weights, sslhub, sslhub_env, torchrun_command
 
 from sslhub.errors import SSLHubError
 from sslhub.finetune_command import labeled_split
@@ -282,15 +282,7 @@ def test_two_gloo_processes_fine_tune_like_one(pretrained_run: Path):
     arguments = ["finetune", str(pretrained_run), *PLUGINS, *[a for s in options for a in ("--set", s)]]
     single = finetune(pretrained_run, "--name", "single", *arguments[2 + len(PLUGINS) :])
     assert single.returncode == 0, single.stderr
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(free_port()),
-    ]
+    command = torchrun_command()
     command += ["-m", "sslhub", *arguments, "--name", "two"]
     two = subprocess.run(command, capture_output=True, text=True, env={**sslhub_env(), **ONE_THREAD}, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from toy_runs import final_weights, free_port, sslhub, sslhub_env
+from toy_runs import final_weights, sslhub, sslhub_env, torchrun_command
 
 from sslhub.catalog import Catalog
 from sslhub.errors import RecipeError
@@ -264,15 +263,7 @@ def test_it_learns_through_the_sslhub_command(tmp_path):
 
 
 def test_two_gloo_processes_train_under_torchrun(tmp_path):
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(free_port()),
-    ]
+    torchrun = torchrun_command()
     result = _run(tmp_path / "ddp", "train.steps=3", "evaluate.enabled=false", command=[*torchrun, "-m", "sslhub"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(_records(tmp_path / "ddp")) == 3

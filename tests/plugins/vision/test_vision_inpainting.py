@@ -188,21 +188,12 @@ def test_adversarial_recipe_trains_under_torchrun(tmp_path):
     """The engine keeps the self-updated discriminator out of DDP's reduction (it used to fail here)."""
     import os
     import subprocess
-    import sys
     from pathlib import Path
 
-    from toy_runs import free_port
+    from toy_runs import torchrun_command
 
     root = Path(__file__).resolve().parents[3]
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(free_port()),
-    ]
+    command = torchrun_command()
     command += ["-m", "sslhub", "run", str(root / "recipes" / "image_inpainting.yaml"), "--out", str(tmp_path / "run")]
     for override in ("objectives.0.adversarial_weight=0.01", "train.steps=4", "train.batch_size=16",
                      "evaluate.enabled=false", "export=null", "encoder.width=8"):  # fmt: skip
