@@ -6,13 +6,17 @@
     python benchmarks/run_all.py --only engine:image_simclr,augment
 
 Benchmarks (``--only`` takes these names, comma-separated; ``engine`` and ``onnx`` select
-all of their kind, and so does ``input``):
+all of their kind, and so do ``input`` and ``overhead``):
 
 - ``engine:<recipe>``: ``sslhub run``'s step time and peak memory against a hand-written
   PyTorch loop with the same modules, data, batch and precision (target: within 3%), for
   image_simclr, image_inpainting, text_mlm, audio_masked, autoencoder_image, mae_image.
   With ``--device cuda`` each recipe also runs with bf16, bf16 + channels_last, and
   bf16 + channels_last + torch.compile (``--variants`` picks others).
+- ``overhead:<recipe>``: on the CPU whatever ``--device``, for the ``engine`` recipes: the aten
+  operations per step and the host CPU time per step (batch 4, one thread) of the engine
+  against the same hand-written loop, the figures that pace a GPU running these small models
+  (see ``bench_step_overhead``).
 - ``input:<recipe>``: a SimCLR recipe's throughput against the same training step fed with
   views loaded and augmented beforehand (target on a GPU: 90%; on the CPU, information), in
   the same variants as ``engine``, for image_simclr and simclr_resnet18_cifar.
@@ -107,6 +111,7 @@ def benchmark_plan(args: argparse.Namespace, settings: Settings) -> dict[str, Ca
     from bench_lightly import compare_lightly
     from bench_onnx import compare_onnx_for_recipes
     from bench_scaling import measure_scaling
+    from bench_step_overhead import compare_step_overhead
     from bench_text_mlm import compare_mlm
     from bench_vision_augment import compare_augmentation
 
@@ -134,6 +139,10 @@ def benchmark_plan(args: argparse.Namespace, settings: Settings) -> dict[str, Ca
                 )
                 for variant in variants
             ]
+    for recipe in ENGINE_RECIPES:
+        plan[f"overhead:{recipe}"] = lambda recipe=recipe: compare_step_overhead(
+            recipe, steps=settings.engine_warmup, rounds=settings.rounds, verbose=args.verbose
+        )
     plan["augment"] = lambda: [
         compare_augmentation(
             args.device,
@@ -176,7 +185,7 @@ def benchmark_plan(args: argparse.Namespace, settings: Settings) -> dict[str, Ca
 
 
 def select(plan: dict[str, Callable[[], list[Result]]], only: str | None, cuda: bool = False) -> list[str]:
-    """The benchmark names ``--only`` picks; ``engine`` / ``input`` / ``onnx`` pick their whole kind.
+    """The benchmark names ``--only`` picks; ``engine`` / ``input`` / ``overhead`` / ``onnx`` pick their whole kind.
 
     The GPU-sized recipes run on a GPU, or on the CPU only when ``--only`` names them exactly.
     """
@@ -187,7 +196,9 @@ def select(plan: dict[str, Callable[[], list[Result]]], only: str | None, cuda: 
     for name in (part.strip() for part in only.split(",") if part.strip()):
         matches = [key for key in plan if key == name or (key.startswith(name + ":") and (cuda or key not in gpu_only))]
         if not matches:
-            raise SystemExit(f"--only: no benchmark '{name}'; choose from {', '.join(plan)}, engine, input, onnx")
+            raise SystemExit(
+                f"--only: no benchmark '{name}'; choose from {', '.join(plan)}, engine, input, overhead, onnx"
+            )
         chosen += [match for match in matches if match not in chosen]
     return chosen
 

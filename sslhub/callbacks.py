@@ -140,10 +140,12 @@ class StepEnd:
 
 @dataclass(frozen=True)
 class NonFiniteStep:
-    """A step's loss or gradient was not finite; its update was not applied.
+    """A step's loss or gradient was not finite.
 
     A callback stops the run by raising :class:`sslhub.errors.NonFiniteLossError`; when none
-    raises, the step is skipped.
+    raises, the step is skipped (its update was not applied). Under ``train.nonfinite: raise``
+    the update is already queued when this is sent (the step reads the device once, after
+    it), and the built-in policy, the first callback, ends the run: nothing is checkpointed.
 
     Attributes:
         step: the step that failed (counting from 1).

@@ -3,8 +3,9 @@
 :class:`TrainingLoop` owns the model, optimizer, schedule, gradient scaler and step state.
 What reacts to a step (metrics file, progress bar, TensorBoard, the non-finite policy, plugin
 loggers) receives events through :class:`sslhub.callbacks.CallbackList`. The loop reads the
-device once per step: the loss and gradient norm come back together; objective metrics are
-read only on logging steps.
+device once per step: the loss and gradient norm come back together, after the update is
+queued (before it under ``train.nonfinite: skip_step``, which must decide whether to update);
+objective metrics are read only on logging steps.
 """
 
 from __future__ import annotations
@@ -127,6 +128,12 @@ class TrainingLoop:
         self.checkpointer, self.callbacks = checkpointer, callbacks
         self.is_main = distributed.is_main_process()
         self.num_views = max(o.num_views for o in parts.module.objectives)
+        # Listed once: module.parameters() walks every submodule, host time a plain loop does not spend per step.
+        self._parameters = list(parts.module.parameters())
+        # ``raise`` reads the step's loss and gradient norm after the update is queued, as a plain
+        # loop reads its loss: on a GPU the host then queues the optimizer while the device still
+        # runs backward. ``skip_step`` must read them first, to decide whether to update.
+        self._read_before_update = spec.nonfinite != "raise"
         self._window_start, self._window_samples = time.perf_counter(), 0
         self._saved_step: int | None = None  # the step of the last checkpoint saved or resumed from
 
@@ -170,8 +177,15 @@ class TrainingLoop:
         """One optimizer step, its announcement, and the validation when one is due."""
         state = self.state
         step_start = time.perf_counter()
-        loss, grad_norm, logged = self._forward_backward()
-        skipped = not self._update_or_skip(loss, grad_norm, logged)
+        loss_sum, grad_norm_tensor, logged = self._forward_backward()
+        if self._read_before_update:
+            loss, grad_norm = _read_together(loss_sum, grad_norm_tensor)
+            skipped = not self._update_or_skip(loss, grad_norm, logged)
+        else:
+            self._update()
+            loss, grad_norm = _read_together(loss_sum, grad_norm_tensor)
+            self._stop_if_nonfinite(loss, grad_norm, logged)
+            skipped = False
         self.parts.trainables.scheduler.step()
         state.step += 1
         state.elapsed += time.perf_counter() - step_start
@@ -213,17 +227,17 @@ class TrainingLoop:
         self.callbacks.emit("on_checkpoint", CheckpointSaved(step=self.state.step, path=path))
         return path
 
-    def _forward_backward(self) -> tuple[float, float, dict[str, Any]]:
+    def _forward_backward(self) -> tuple[Tensor, Tensor, dict[str, Any]]:
         """Accumulate gradients over ``train.grad_accumulation`` batches; unscale and clip them.
 
         Returns:
-            The mean total loss, the gradient norm before clipping (read together: the step's
-            one host sync) and the last micro-batch's logged values (tensors, not read).
+            The mean total loss (0-d), the gradient norm before clipping (0-d), both left on
+            the device, and the last micro-batch's logged values (tensors, not read).
         """
         spec, model, module = self.spec, self.parts.model, self.parts.module
         scaler, optimizer = self.parts.trainables.scaler, self.parts.trainables.optimizer
         logged: dict[str, Any] = {}
-        loss_sum = torch.zeros((), device=self.device)
+        loss_sum: Tensor | None = None
         for micro in range(spec.grad_accumulation):
             batch = next(self.parts.batches)
             views = make_views(self.parts.augment, batch, self.num_views, spec.channels_last)
@@ -234,12 +248,44 @@ class TrainingLoop:
                 with autocast(spec, self.device):
                     loss, logged = model(views, module.active_at(self.state.step))
                 scaler.scale(loss / spec.grad_accumulation).backward()
-            loss_sum += loss.detach().float() / spec.grad_accumulation
+            share = loss.detach().float() / spec.grad_accumulation
+            loss_sum = share if loss_sum is None else loss_sum + share
             self._window_samples += next(iter(batch.values())).shape[0]
+        assert loss_sum is not None  # grad_accumulation >= 1
         scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), spec.grad_clip if spec.grad_clip else math.inf)
-        total_loss, grad_norm_value = torch.stack([loss_sum, grad_norm.detach().float()]).tolist()
-        return total_loss, grad_norm_value, logged
+        return loss_sum, self._gradient_norm(), logged
+
+    def _gradient_norm(self) -> Tensor:
+        """The total gradient norm (0-d, on the device), after clipping the gradients to ``train.grad_clip`` if set.
+
+        Without ``grad_clip`` only the norm is computed (the finite check and the logged
+        ``grad_norm`` need it), not a pass that multiplies every gradient by 1.
+        """
+        grads = [p.grad for p in self._parameters if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=self.device)
+        norm = torch.nn.utils.get_total_norm(grads)
+        if self.spec.grad_clip:
+            torch.nn.utils.clip_grads_with_norm_(self._parameters, self.spec.grad_clip, norm)
+        return norm
+
+    def _update(self) -> None:
+        """Apply the accumulated gradients (the gradient scaler skips overflowing fp16 steps itself)."""
+        trainables = self.parts.trainables
+        trainables.scaler.step(trainables.optimizer)
+        trainables.scaler.update()
+        trainables.optimizer.zero_grad(set_to_none=True)
+
+    def _culprit(self, loss: float, grad_norm: float, logged: dict[str, Any]) -> str | None:
+        """What was not finite in this step, on any rank (every rank gets the same answer); None: all finite."""
+        culprit: str | None = None
+        if not math.isfinite(loss):
+            culprit = _nonfinite_culprit(logged)
+        elif not math.isfinite(grad_norm) and not self.parts.trainables.scaler.is_enabled():
+            culprit = "gradient"
+        if not self._agree_finite(culprit is None):
+            culprit = culprit or "another rank"
+        return culprit
 
     def _update_or_skip(self, loss: float, grad_norm: float, logged: dict[str, Any]) -> bool:
         """Apply the update when every rank's loss and gradient are finite; else ask the callbacks.
@@ -248,20 +294,35 @@ class TrainingLoop:
             Whether the update was applied.
         """
         trainables = self.parts.trainables
-        culprit: str | None = None
-        if not math.isfinite(loss):
-            culprit = _nonfinite_culprit(logged)
-        elif not math.isfinite(grad_norm) and not trainables.scaler.is_enabled():
-            culprit = "gradient"
-        if not self._agree_finite(culprit is None):
-            culprit = culprit or "another rank"
+        culprit = self._culprit(loss, grad_norm, logged)
         if culprit is None:
             self.state.skipped_in_a_row = 0
-            trainables.scaler.step(trainables.optimizer)
-            trainables.scaler.update()
-            trainables.optimizer.zero_grad(set_to_none=True)
+            self._update()
             return True
         trainables.optimizer.zero_grad(set_to_none=True)
+        self._announce_nonfinite(culprit)
+        if trainables.scaler.is_enabled():
+            trainables.scaler.update()
+        return False
+
+    def _stop_if_nonfinite(self, loss: float, grad_norm: float, logged: dict[str, Any]) -> None:
+        """``train.nonfinite: raise``, checked after the update: a non-finite step ends the run.
+
+        The weights that update touched are never checkpointed: the loop saves only after a
+        step that returned, and the policy callback raises here.
+
+        Raises:
+            NonFiniteLossError: through the policy callback (or here, should none raise).
+        """
+        culprit = self._culprit(loss, grad_norm, logged)
+        if culprit is None:
+            self.state.skipped_in_a_row = 0
+            return
+        self._announce_nonfinite(culprit)
+        raise NonFiniteLossError(f"non-finite loss or gradient at step {self.state.step + 1} from {culprit}")
+
+    def _announce_nonfinite(self, culprit: str) -> None:
+        trainables = self.parts.trainables
         self.state.skipped_in_a_row += 1
         event = NonFiniteStep(
             step=self.state.step + 1,
@@ -270,9 +331,6 @@ class TrainingLoop:
             nonfinite_weights=lambda: nonfinite_parameters(trainables.module),
         )
         self.callbacks.emit("on_nonfinite", event)
-        if trainables.scaler.is_enabled():
-            trainables.scaler.update()
-        return False
 
     def _agree_finite(self, finite: bool) -> bool:
         if not distributed.is_distributed():
@@ -299,7 +357,7 @@ class TrainingLoop:
                 "lr": lr,
                 "grad_norm": grad_norm,
                 "samples_per_s": round(throughput, 2),
-                **{k: _to_float(v) for k, v in logged.items()},
+                **_read_logged(logged),
             }
         self.callbacks.emit(
             "on_step_end", StepEnd(state.step, state.epoch, total, loss, grad_norm, lr, skipped, metrics)
@@ -312,6 +370,23 @@ class TrainingLoop:
                 f"the final loss (step {self.state.step}) is not finite: the run did not end with a usable model; "
                 "lower train.optimizer.lr or set train.grad_clip. The last checkpoint holds finite weights."
             )
+
+
+def _read_together(loss: Tensor, grad_norm: Tensor) -> tuple[float, float]:
+    """The step's one host read: the loss and the gradient norm in one transfer."""
+    loss_value, grad_norm_value = torch.stack([loss, grad_norm.detach().float()]).tolist()
+    return loss_value, grad_norm_value
+
+
+def _read_logged(logged: dict[str, Any]) -> dict[str, float]:
+    """The logged values as floats, the tensors among them read from the device in one transfer."""
+    tensors = [v for v in logged.values() if isinstance(v, Tensor)]
+    devices = {t.device for t in tensors}
+    # float64 holds every value .item() would give exactly; MPS has no float64
+    if len(devices) != 1 or any(t.numel() != 1 for t in tensors) or devices.pop().type == "mps":
+        return {k: _to_float(v) for k, v in logged.items()}
+    values = iter(torch.stack([t.detach().double().reshape(()) for t in tensors]).tolist())
+    return {k: next(values) if isinstance(v, Tensor) else float(v) for k, v in logged.items()}
 
 
 def _to_float(value: Any) -> float:

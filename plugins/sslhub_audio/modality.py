@@ -46,6 +46,12 @@ from sslhub_audio.synthetic import SyntheticWords
 
 logger = logging.getLogger("sslhub")
 
+#: Rendered clips per corpus, shared by every modality in the process (a clip depends only on
+#: its corpus and index). A run builds the modality more than once (training, the evaluation's
+#: baselines), and a benchmark once per round: each clip is rendered once, not once per build.
+#: Rendering costs a few ms per clip on the host, so an uncached first epoch is paced by it.
+_RENDERED_CLIPS: dict[SyntheticWords, dict[int, Tensor]] = {}
+
 
 class DefaultAudioSource(Params):
     """Embedded synthetic spoken-word clips (see :mod:`sslhub_audio.synthetic`)."""
@@ -187,7 +193,6 @@ class AudioModality(Modality):
         self._scan: FolderScan | None = None
         self._splits: tuple[list[int], list[int]] | None = None
         self._groups: dict[str, int] | None = None
-        self._clip_cache: dict[int, Tensor] = {}
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -221,7 +226,7 @@ class AudioModality(Modality):
         if isinstance(source, DefaultAudioSource) and scan is None:
             corpus = SyntheticWords(source.num_classes, self.params.sample_rate, self.num_samples, source.seed)
             return SyntheticWordsDataset(
-                corpus, indices, labeled=labeled, cache=self._clip_cache if source.cache else None
+                corpus, indices, labeled=labeled, cache=_RENDERED_CLIPS.setdefault(corpus, {}) if source.cache else None
             )
         files = [(scan or self.scan).files[i] for i in indices]
         return AudioFileDataset(files, self.params.sample_rate, self.num_samples, labeled=labeled)

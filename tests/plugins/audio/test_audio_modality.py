@@ -195,3 +195,20 @@ def test_raw_features_are_pooled_log_mel_statistics_that_tell_words_apart(small_
     raw = small_audio.raw_features(small_audio.on_device({"waveform": waveform}))
     labels = (pitch > 1000).long()
     assert knn_accuracy(raw[:20], labels[:20], raw[20:], labels[20:], k=3) == 1.0
+
+
+def test_a_second_build_of_the_modality_reuses_the_rendered_clips(monkeypatch: pytest.MonkeyPatch):
+    # Benchmarks and the evaluation build the modality again; rendering (a few ms per clip on
+    # the host) must happen once per clip, or a short run times the data maker, not training.
+    params = AudioParams(source={"type": "default", "num_clips": 20, "num_classes": 4, "seed": 12345})
+    first = AudioModality(params).train_dataset()
+    rendered = [first[i]["waveform"] for i in range(len(first))]
+    calls = []
+    original = SyntheticWords.render
+    monkeypatch.setattr(SyntheticWords, "render", lambda self, index: calls.append(index) or original(self, index))
+    second = AudioModality(params).train_dataset()
+    assert all(torch.equal(second[i]["waveform"], rendered[i]) for i in range(len(second)))
+    assert calls == []
+    uncached = AudioModality(params.model_copy(update={"source": params.source.model_copy(update={"cache": False})}))
+    uncached.train_dataset()[0]
+    assert len(calls) == 1
