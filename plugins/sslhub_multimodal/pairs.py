@@ -165,42 +165,17 @@ def jsonl_pairs(
     """
     if not path.is_file():
         raise ValueError(f"jsonl source: file {path} does not exist")
-    base = path.parent
-    kept_paths: list[Path] = []
-    captions: list[str] = []
-    raw_labels: list[str] = []
+    fields = (image_field, caption_field, label_field)
+    kept: list[tuple[Path, str, str | None]] = []
     problems: dict[str, int] = {}
-
-    def skip(reason: str) -> None:
-        problems[reason] = problems.get(reason, 0) + 1
-
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            skip("invalid JSON")
-            continue
-        if not isinstance(record, dict):
-            skip("not a JSON object")
-            continue
-        image, caption = record.get(image_field), record.get(caption_field)
-        if not isinstance(image, str) or not isinstance(caption, str) or not caption.strip():
-            skip(f"no {image_field!r} path or no non-empty {caption_field!r} text")
-            continue
-        if label_field is not None and record.get(label_field) is None:
-            skip(f"no {label_field!r}")
-            continue
-        file = Path(image).expanduser()
-        file = file if file.is_absolute() else base / file
-        if not _readable_image(file):
-            skip("missing or unreadable image file")
-            continue
-        kept_paths.append(file)
-        captions.append(caption.strip())
-        if label_field is not None:
-            raw_labels.append(str(record[label_field]))
+        pair = _jsonl_pair(line, path.parent, *fields)
+        if isinstance(pair, str):
+            problems[pair] = problems.get(pair, 0) + 1
+        else:
+            kept.append(pair)
     if problems:
         logger.warning(
             "image_text: skipped %d line(s) of %s (%s)",
@@ -208,22 +183,44 @@ def jsonl_pairs(
             path,
             ", ".join(f"{count} {reason}" for reason, count in problems.items()),
         )
-    if not kept_paths:
+    if not kept:
         raise ValueError(f"jsonl source: no usable pairs in {path} (fields {image_field!r} and {caption_field!r})")
     labels, class_names = None, []
     if label_field is not None:
-        class_names = sorted(set(raw_labels))
+        class_names = sorted({label for _, _, label in kept if label is not None})
         index = {name: i for i, name in enumerate(class_names)}
-        labels = np.asarray([index[name] for name in raw_labels], dtype=np.int64)
+        labels = np.asarray([index[label] for _, _, label in kept if label is not None], dtype=np.int64)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     return PairCollection(
         images=None,
-        paths=kept_paths,
-        captions=captions,
+        paths=[file for file, _, _ in kept],
+        captions=[caption for _, caption, _ in kept],
         labels=labels,
         class_names=class_names,
-        fingerprint=f"jsonl:{path}:{len(kept_paths)}:{digest}",
+        fingerprint=f"jsonl:{path}:{len(kept)}:{digest}",
     )
+
+
+def _jsonl_pair(
+    line: str, base: Path, image_field: str, caption_field: str, label_field: str | None
+) -> tuple[Path, str, str | None] | str:
+    """One JSON line as (image file, caption, label or None), or the reason it is skipped."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return "invalid JSON"
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    image, caption = record.get(image_field), record.get(caption_field)
+    if not isinstance(image, str) or not isinstance(caption, str) or not caption.strip():
+        return f"no {image_field!r} path or no non-empty {caption_field!r} text"
+    if label_field is not None and record.get(label_field) is None:
+        return f"no {label_field!r}"
+    file = Path(image).expanduser()
+    file = file if file.is_absolute() else base / file
+    if not _readable_image(file):
+        return "missing or unreadable image file"
+    return file, caption.strip(), str(record[label_field]) if label_field is not None else None
 
 
 def _readable_images(root: Path, extensions: Sequence[str]) -> list[Path]:
