@@ -33,7 +33,7 @@ SHORT_RUNS: dict[str, tuple[list[str], list[str]]] = {
     # 0.562 vs 0.438 (measured, 76 s of CPU)
     "text_contrastive.yaml": (["train.steps=100", "train.threads=1"], ["knn_accuracy", "linear_probe_accuracy"]),
     # the same with MLM beside the split term (weight 0.1), 100 of 600 steps
-    "text_mlm_large.yaml": (["train.steps=100", "train.threads=1"], ["knn_accuracy", "linear_probe_accuracy"]),
+    "text_mlm.yaml": (["train.steps=100", "train.threads=1"], ["knn_accuracy", "linear_probe_accuracy"]),
 }
 
 
