@@ -10,9 +10,12 @@ causal model the only position that has read the whole text), or the mean with w
 rising with position (``pooling: weighted_mean``: the k-th content token weighs k, so the
 states that have read more of the text count more, as in SGPT).
 
-The default was measured on the embedded corpus with ``recipes/text_causal_lm.yaml``, the same
-trained weights pooled both ways (see the recipe's header): ``mean`` probed better than ``last``
-on the documentation-chapter kNN, linear and 20-shot probes.
+The default was measured on the embedded corpus with the earlier ``recipes/text_causal_lm.yaml``
+(GPT-2, next-token prediction alone, 200 steps), the same trained weights pooled both ways:
+``mean`` probed better than ``last`` on the documentation-chapter kNN, linear and 20-shot probes
+(0.447 / 0.468 / 0.315 against 0.421 / 0.447 / 0.281). With the split-contrastive term beside
+it on real short texts, ``mean`` and ``weighted_mean`` trained alike and ``last`` slower
+(benchmarks/realdata/RESULTS-text3.md).
 
 References:
     - Muennighoff, "SGPT: GPT Sentence Embeddings for Semantic Search", 2022,
