@@ -32,13 +32,13 @@ RECIPES = sorted(path.stem for path in (REPO / "recipes").glob("*.yaml"))
 
 #: recipes that sync on purpose, and why (the test fails if one stops, so this list stays true)
 KNOWN_SYNCS = {
-    "text_mlm": "mlm decodes only the selected positions: a boolean-mask index, whose size the host must read",
+    "text_mlm": "mlm decodes only the selected positions: a boolean-mask index, whose size the host must read; "
+    "and the sdpa mask check (see text_contrastive)",
     "image_text_clip": "its mlm objective on the captions (see text_mlm)",
     "audio_masked": "masked_audio predicts only the masked frames: a boolean-mask index",
     "audio_wav2vec2": "wav2vec2 quantizes and contrasts only the masked frames: a boolean-mask index",
     "text_contrastive": "transformers' sdpa mask builder reads padding_mask.all() back to skip the mask "
     "(masking_utils._ignore_bidirectional_mask_sdpa); unpacked short texts always carry padding",
-    "text_mlm_large": "mlm's boolean-mask index (see text_mlm), and the sdpa mask check (see text_contrastive)",
 }
 
 #: aten operations whose result needs a value or a shape read back from the device

@@ -5,12 +5,21 @@ Each position attends only to itself and earlier positions, so the encoder decla
 ``input_ids``/``attention_mask``: ``int64 [B, L]`` (right-padded). Output ``tokens``:
 ``[B, L, D]`` (the last hidden state, after the model's final norm), ``token_mask``:
 ``bool [B, L]``, ``pooled``: ``[B, D]``: the mean over the real tokens except [CLS]/[SEP]
-(``pooling: mean``, the default) or the state of the last real token (``pooling: last``: in a
-causal model the only position that has read the whole text).
+(``pooling: mean``, the default), the state of the last real token (``pooling: last``: in a
+causal model the only position that has read the whole text), or the mean with weights
+rising with position (``pooling: weighted_mean``: the k-th content token weighs k, so the
+states that have read more of the text count more, as in SGPT).
 
-The default was measured on the embedded corpus with ``recipes/text_causal_lm.yaml``, the same
-trained weights pooled both ways (see the recipe's header): ``mean`` probed better than ``last``
-on the documentation-chapter kNN, linear and 20-shot probes.
+The default was measured on the embedded corpus with the earlier ``recipes/text_causal_lm.yaml``
+(GPT-2, next-token prediction alone, 200 steps), the same trained weights pooled both ways:
+``mean`` probed better than ``last`` on the documentation-chapter kNN, linear and 20-shot probes
+(0.447 / 0.468 / 0.315 against 0.421 / 0.447 / 0.281). With the split-contrastive term beside
+it on real short texts, ``mean`` and ``weighted_mean`` trained alike and ``last`` slower
+(benchmarks/realdata/RESULTS-text3.md).
+
+References:
+    - Muennighoff, "SGPT: GPT Sentence Embeddings for Semantic Search", 2022,
+      https://arxiv.org/abs/2202.08904 (position-weighted mean pooling).
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from sslhub_text.encoders.hf_encoder import (
     HFParams,
     _PooledTextExport,
     build_config,
+    content_mask,
     content_mean,
     pool_excluded_ids,
     save_pretrained_folder,
@@ -43,8 +53,10 @@ class CausalHFParams(HFParams):
     architecture: str = Field(
         "gpt2", min_length=1, description=f"transformers model_type of a decoder-only model: {CAUSAL_ARCHITECTURES}."
     )
-    pooling: Literal["mean", "last"] = Field(  # type: ignore[assignment]
-        "mean", description="pooled is the mean over content tokens (mean) or the last real token's state (last)."
+    pooling: Literal["mean", "last", "weighted_mean"] = Field(  # type: ignore[assignment]
+        "mean",
+        description="pooled is the mean over content tokens (mean), the last real token's state (last), or the "
+        "mean over content tokens weighted 1, 2, 3, ... by their order (weighted_mean).",
     )
     local_path: None = Field(None, description="Not supported: hf_causal builds from a config (pretrained=False).")
 
@@ -56,6 +68,17 @@ def last_token_states(hidden: Tensor, attention_mask: Tensor) -> Tensor:
     """
     last = (attention_mask.sum(1) - 1).clamp_min(0).to(torch.int64)
     return hidden.gather(1, last.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])).squeeze(1)
+
+
+def position_weighted_mean(hidden: Tensor, input_ids: Tensor, attention_mask: Tensor, excluded_ids: Tensor) -> Tensor:
+    """``[B, L, D] -> [B, D]``: mean over content tokens, the k-th of a row weighted k.
+
+    Content tokens as in :func:`~sslhub_text.encoders.hf_encoder.content_mask` (real, id not in
+    ``excluded_ids``). In a causal model the k-th content state has read k content tokens.
+    """
+    mask = content_mask(input_ids, attention_mask, excluded_ids, hidden.dtype)
+    weights = (mask.cumsum(1) * mask).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
 class CausalHFEncoder(Encoder):
@@ -113,6 +136,8 @@ class CausalHFEncoder(Encoder):
         hidden = self.model(input_ids=input_ids).last_hidden_state
         if self.pooling == "last":
             pooled = last_token_states(hidden, attention_mask)
+        elif self.pooling == "weighted_mean":
+            pooled = position_weighted_mean(hidden, input_ids, attention_mask, self.pool_excluded_ids)
         else:
             pooled = content_mean(hidden, input_ids, attention_mask, self.pool_excluded_ids)
         return EncoderOutput(pooled=pooled, tokens=hidden, token_mask=attention_mask.bool())

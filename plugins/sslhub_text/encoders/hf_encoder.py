@@ -118,17 +118,25 @@ def pool_excluded_ids(info: ModalityInfo, pool_special_tokens: bool) -> Tensor:
     return torch.tensor([-1 if i is None else int(i) for i in excluded] or [-1], dtype=torch.int64)
 
 
-def content_mean(hidden: Tensor, input_ids: Tensor, attention_mask: Tensor, excluded_ids: Tensor) -> Tensor:
-    """``[B, L, D] -> [B, D]``: mean over real tokens whose id is not in ``excluded_ids`` (``int64 [K]``).
+def content_mask(input_ids: Tensor, attention_mask: Tensor, excluded_ids: Tensor, dtype: torch.dtype) -> Tensor:
+    """``[B, L]`` of ``dtype``: 1 at real tokens whose id is not in ``excluded_ids`` (``int64 [K]``), else 0.
 
     A row with no such token falls back to all its real tokens. Float arithmetic, not bool
     where/any, because onnxruntime lacks Where/ReduceMax for bool.
     """
-    real = attention_mask.to(hidden.dtype)
-    special = (input_ids.unsqueeze(-1) == excluded_ids).to(hidden.dtype).sum(-1)
+    real = attention_mask.to(dtype)
+    special = (input_ids.unsqueeze(-1) == excluded_ids).to(dtype).sum(-1)
     content = real * (1.0 - special.clamp_max(1.0))
-    empty = (content.sum(1, keepdim=True) == 0).to(hidden.dtype)
-    mask = (content + empty * real).unsqueeze(-1)
+    empty = (content.sum(1, keepdim=True) == 0).to(dtype)
+    return content + empty * real
+
+
+def content_mean(hidden: Tensor, input_ids: Tensor, attention_mask: Tensor, excluded_ids: Tensor) -> Tensor:
+    """``[B, L, D] -> [B, D]``: mean over real tokens whose id is not in ``excluded_ids`` (``int64 [K]``).
+
+    A row with no such token falls back to all its real tokens (see :func:`content_mask`).
+    """
+    mask = content_mask(input_ids, attention_mask, excluded_ids, hidden.dtype).unsqueeze(-1)
     return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 

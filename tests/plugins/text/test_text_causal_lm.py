@@ -20,6 +20,7 @@ from sslhub_text.encoders.causal_hf import (
     CausalHFEncoder,
     CausalHFParams,
     last_token_states,
+    position_weighted_mean,
 )
 from sslhub_text.objectives.causal_lm import CausalLMObjective, CausalLMParams, causal_lm_loss, target_counts
 from sslhub_text.token_store import TokenSequences
@@ -98,6 +99,27 @@ def test_last_token_pooling_picks_each_rows_last_real_position():
     hidden = torch.arange(2 * 4 * 1, dtype=torch.float32).reshape(2, 4, 1)
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
     assert last_token_states(hidden, mask).flatten().tolist() == [2.0, 7.0]
+
+
+def test_weighted_mean_pooling_weighs_the_kth_content_token_k():
+    hidden = torch.tensor([[[9.0], [1.0], [4.0], [7.0], [0.0]], [[9.0], [2.0], [5.0], [5.0], [5.0]]])  # [2, 5, 1]
+    input_ids = torch.tensor([[101, 5, 6, 102, 0], [101, 7, 102, 0, 0]])  # [CLS] ... [SEP], then padding
+    attention_mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])
+    pooled = position_weighted_mean(hidden, input_ids, attention_mask, torch.tensor([101, 102]))
+    # row 0: content 1.0 (weight 1) and 4.0 (weight 2); row 1: content 2.0 alone
+    assert pooled.flatten().tolist() == pytest.approx([(1.0 + 2 * 4.0) / 3, 2.0])
+
+
+def test_weighted_mean_pooling_ignores_padding(text_modality):
+    encoder, _ = make_causal(text_modality, pooling="weighted_mean")
+    sample = text_modality.held_out_dataset()[0]
+    short = {"input_ids": sample["input_ids"][None, :9], "attention_mask": torch.ones(1, 9, dtype=torch.int64)}
+    padded = {key: torch.cat([value, torch.zeros(1, 7, dtype=torch.int64)], 1) for key, value in short.items()}
+    with torch.no_grad():
+        alone, with_padding = encoder.eval()(short).pooled, encoder(padded).pooled
+    torch.testing.assert_close(alone, with_padding, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        assert not torch.allclose(alone, make_causal(text_modality)[0].eval()(short).pooled, atol=1e-4)
 
 
 def test_target_counts_by_hand():
