@@ -180,6 +180,16 @@ def test_icon_builder_names_a_missing_theme(tmp_path: Path):
         build_icons(tmp_path / "set", 0.4, 0, theme=tmp_path / "no-theme")
 
 
+def test_build_command_skips_or_fails_on_a_missing_icon_theme(tmp_path: Path):
+    base = [sys.executable, str(REALDATA / "build.py"), "--out", str(tmp_path), "--only", "image_text"]
+    base += ["--icon-theme", str(tmp_path / "no-theme")]
+    failed = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and "image_text: FAILED" in failed.stderr and "adwaita-icon-theme" in failed.stderr
+    skipped = subprocess.run([*base, "--skip-missing"], capture_output=True, text=True, timeout=120)
+    assert skipped.returncode == 0 and "image_text: skipped" in skipped.stderr
+    assert json.loads((tmp_path / "manifest.json").read_text())["sets"] == {}
+
+
 def test_image_designs_merge_metric_clones_and_styles():
     from build_images import design_group
 
@@ -492,6 +502,25 @@ def test_runner_overrides_validate_against_the_shipped_recipes(tmp_path: Path):
         assert done.returncode == 0, done.stdout + done.stderr
         checked.append(modality)
     assert {"tabular", "image_text"} <= set(checked)
+
+
+def test_image_text_clip_runs_on_the_icon_set_and_scores_each_encoder_on_unseen_names(tmp_path: Path):
+    """The real ``sslhub run`` of the shipped recipe on a tiny icon set, 2 steps: the grouped labeled split end to end."""
+    import run
+
+    entry = build_fake_icons(tmp_path / "theme", tmp_path / "set", fraction=0.5)
+    pretrain, evaluation = run.sources("image_text", tmp_path / "set", entry)
+    tiny = ["train.batch_size=8", "evaluate.few_shot.shots=[1]", "objectives.1.start_step=0"]
+    args = run.command(run.RECIPES / "image_text_clip.yaml", pretrain, evaluation, tmp_path / "run", 2, tiny)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=run.REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert report["eval_split"]["source"] == str(tmp_path / "set" / "labeled")
+    assert report["eval_split"]["groups"] == {"train": 4, "test": 2}  # 6 labeled names, whole names per side
+    for kind in ("trained", "random_init", "raw_input"):
+        assert {"image/few_shot_1_accuracy", "text/few_shot_1_accuracy"} <= set(report[kind])
+    row = run.row_from_evaluation("image_text_clip", "image_text", report, 2, None, run.REPORTED_ENCODER["image_text"])
+    assert row.score("trained", "linear_probe_accuracy") == report["trained"]["image/linear_probe_accuracy"]
 
 
 def test_table_names_a_run_without_scores_instead_of_saying_none_lost():
