@@ -1,7 +1,7 @@
 """Build the real-data evaluation sets: ``python benchmarks/realdata/build.py --out DIR``.
 
 Writes one folder per set under DIR (``audio/``, ``image/``, ``text/``, ``tabular/``,
-``tabular_diabetes/``), each
+``tabular_diabetes/``, ``image_text/``), each
 with a *pretrain* side (what a recipe trains on, labels unused) and a *labeled* side (what the
 evaluation probes, split again by group so test groups are unseen), and ``manifest.json`` with
 the sizes, groups and how each format encodes its group. See README.md beside this file.
@@ -20,13 +20,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from build_audio import MissingTool, build_audio  # noqa: E402
+from build_icons import THEME as ICON_THEME
+from build_icons import MissingIconTheme, build_icons  # noqa: E402
 from build_images import MissingFonts, build_images  # noqa: E402
 from build_tables import TABLES, build_tables  # noqa: E402
 from build_text import PRETRAIN_CORPORA, MissingPackageLists, build_text  # noqa: E402
 
 #: the sets, each in a folder of its name; every table set has modality ``tabular`` (its manifest entry says so).
-SETS = ("audio", "image", "text", *TABLES)
-MISSING = (MissingTool, MissingFonts, MissingPackageLists)
+SETS = ("audio", "image", "text", *TABLES, "image_text")
+MISSING = (MissingTool, MissingFonts, MissingPackageLists, MissingIconTheme)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,6 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="all",
         help="text: pretrain on every other synopsis in the lists (all) or only the labeled sections' (sections)",
     )
+    parser.add_argument("--icon-theme", type=Path, default=ICON_THEME, help="image_text: the Adwaita icon theme folder")
     parser.add_argument(
         "--skip-missing", action="store_true", help="skip a set whose tool or data is missing instead of failing"
     )
@@ -68,6 +71,8 @@ def build_one(name: str, folder: Path, args: argparse.Namespace) -> dict:
         return build_images(folder, args.per_letter, fraction, seed, args.files_per_design)
     if name == "text":
         return build_text(folder, args.texts_per_class, fraction, seed, pretrain_corpus=args.text_pretrain)
+    if name == "image_text":
+        return build_icons(folder, fraction, seed, args.icon_theme)
     return build_tables(folder, fraction, seed, name)
 
 

@@ -60,22 +60,35 @@ class Row:
         return found
 
 
-def probe_value(metrics: dict, key: str) -> float | None:
-    """``metrics[key]``, or the one ``<encoder>/<key>`` entry when a recipe has a single prefixed encoder."""
+def probe_value(metrics: dict, key: str, encoder: str | None = None) -> float | None:
+    """``metrics[key]``, or the one ``<encoder>/<key>`` entry when a recipe has a single prefixed encoder.
+
+    With ``encoder`` (a key such as ``image``), only that encoder's ``image/<key>`` entry.
+    """
+    if encoder is not None:
+        value = metrics.get(f"{encoder}/{key}")
+        return None if value is None else float(value)
     if key in metrics:
         return float(metrics[key])
     prefixed = [v for k, v in metrics.items() if k.endswith(f"/{key}")]
     return float(prefixed[0]) if len(prefixed) == 1 else None
 
 
-def row_from_evaluation(recipe: str, modality: str, evaluation: dict, steps: int | None, seconds: float | None) -> Row:
-    """A :class:`Row` from the contents of one ``evaluation.json``."""
+def row_from_evaluation(
+    recipe: str,
+    modality: str,
+    evaluation: dict,
+    steps: int | None,
+    seconds: float | None,
+    encoder: str | None = None,
+) -> Row:
+    """A :class:`Row` from the contents of one ``evaluation.json``; ``encoder`` picks one of several encoders."""
     scores = {}
     for kind in KINDS:
         metrics = evaluation.get(kind)
         if not isinstance(metrics, dict):
             continue
-        values = {key: probe_value(metrics, key) for key in (FEW_SHOT_KEY, FEW_SHOT_STD_KEY, FULL_KEY)}
+        values = {key: probe_value(metrics, key, encoder) for key in (FEW_SHOT_KEY, FEW_SHOT_STD_KEY, FULL_KEY)}
         scores[kind] = {k: v for k, v in values.items() if v is not None}
     return Row(recipe, modality, steps, seconds, scores, evaluation.get("eval_split"))
 

@@ -36,6 +36,11 @@ TEST_FRACTION = 0.3
 GROUP_PATTERN_KEY = "group_pattern"
 GROUP_FIELD_KEY = "group_field"
 
+#: the encoder whose probes a modality's row reports, where a recipe has several. image_text: the
+#: image encoder, which embeds the images alone (a caption names its icon, so the text encoder's
+#: probe would read the answer from the words).
+REPORTED_ENCODER = {"image_text": "image"}
+
 
 def recipe_modality(path: Path) -> str | None:
     """``data.modality`` of a recipe file, or None when it has none."""
@@ -54,6 +59,9 @@ def sources(modality: str, folder: Path, entry: dict) -> tuple[dict, dict] | Non
     ``group_field`` for JSONL text); tables have no groups, so their split is stratified random.
     """
     if modality in ("audio", "image"):
+        pretrain = {"type": "folder", "path": str(folder / "pretrain")}
+        labeled = {"type": "folder", "path": str(folder / "labeled"), GROUP_PATTERN_KEY: entry["group_pattern"]}
+    elif modality == "image_text":  # image files with a caption file beside each
         pretrain = {"type": "folder", "path": str(folder / "pretrain")}
         labeled = {"type": "folder", "path": str(folder / "labeled"), GROUP_PATTERN_KEY: entry["group_pattern"]}
     elif modality == "text":
@@ -133,7 +141,8 @@ def run_recipe(recipe: Path, modality: str, set_name: str, data: Path, entry: di
     record = out / "recipe.yaml"  # the run's own record: a --set train.steps=N counts
     ran = recipe_steps(record) if record.is_file() else None
     steps = ran if ran is not None else steps
-    return row_from_evaluation(recipe.stem, set_name, json.loads(evaluation_file.read_text()), steps, seconds)
+    evaluation = json.loads(evaluation_file.read_text())
+    return row_from_evaluation(recipe.stem, set_name, evaluation, steps, seconds, REPORTED_ENCODER.get(modality))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

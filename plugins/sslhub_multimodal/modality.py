@@ -31,7 +31,17 @@ import torch
 from pydantic import Field
 from torch.utils.data import Dataset, Subset
 
-from sslhub import Batch, BuildContext, EvalSplit, Modality, ModalityInfo, Params, holdout_split
+from sslhub import (
+    Batch,
+    BuildContext,
+    EvalSplit,
+    GroupPattern,
+    Modality,
+    ModalityInfo,
+    Params,
+    holdout_split,
+    split_by_path_groups,
+)
 from sslhub_multimodal.pairs import (
     IMAGE_EXTENSIONS,
     PairCollection,
@@ -60,6 +70,11 @@ class FolderPairSource(Params):
         default_factory=lambda: list(IMAGE_EXTENSIONS), min_length=1, description="image file extensions"
     )
     caption_extension: str = Field(".txt", pattern=r"^\.\w+$", description="extension of the caption files")
+    group_pattern: GroupPattern = Field(
+        None,
+        description="regex over each image's path relative to path; its (?P<group>...) (or first group) names the "
+        "pair's group: the labeled split keeps groups apart, so test groups are unseen",
+    )
 
 
 class JsonlPairSource(Params):
@@ -123,6 +138,25 @@ class ImageTextParams(Params):
         return {"image": image, "text": {"max_length": self.max_length, "tokenizer": self.tokenizer.model_dump()}}
 
 
+def split_pairs(
+    pairs: PairCollection, source: Params, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, int] | None]:
+    """``(train, test)`` pair indices and the group counts per side (``None`` when not grouped).
+
+    Grouped when ``source`` is a folder with a ``group_pattern`` over labeled pairs (whole groups
+    on one side, see :func:`sslhub.split_by_path_groups`); otherwise stratified by label.
+    """
+    pattern = getattr(source, "group_pattern", None)
+    if pattern is None or fraction == 0 or pairs.paths is None:
+        train, test = holdout_split(len(pairs), pairs.labels, fraction, seed)
+        return train, test, None
+    root = Path(source.path).expanduser()  # type: ignore[attr-defined]
+    relative = [path.relative_to(root).as_posix() for path in pairs.paths]
+    labels = None if pairs.labels is None else [int(label) for label in pairs.labels]
+    split = split_by_path_groups(relative, labels, pairs.class_names, pattern, str(root), fraction, seed)
+    return np.asarray(split.train, dtype=np.int64), np.asarray(split.test, dtype=np.int64), split.group_counts()
+
+
 class ImageTextModality(Modality):
     """Image-caption pairs from the embedded digits, a folder of pairs or a ``.jsonl`` list.
 
@@ -147,6 +181,7 @@ class ImageTextModality(Modality):
         given = self.params.part_params()
         self._parts: dict[str, Modality] = {name: context.part(name, given[name]) for name in PARTS}
         self._pairs: PairCollection | None = None
+        self._groups: dict[str, int] | None = None
         self._train_idx: np.ndarray | None = None
         self._test_idx: np.ndarray | None = None
         self._images: Dataset | None = None
@@ -157,20 +192,24 @@ class ImageTextModality(Modality):
         if self._pairs is not None:
             return self._pairs
         params, source = self.params, self.params.source
-        if isinstance(source, FolderPairSource):
-            pairs = folder_pairs(source.path.expanduser(), source.extensions, source.caption_extension)
-        elif isinstance(source, JsonlPairSource):
-            pairs = jsonl_pairs(source.path.expanduser(), source.image_field, source.caption_field, source.label_field)
+        if isinstance(source, FolderPairSource | JsonlPairSource):
+            pairs = self._read_source(source)
         else:
             pairs = digit_pairs(params.eval_fraction, params.split_seed)
         if pairs.split is not None:
             train, test = pairs.split
         else:
-            train, test = holdout_split(len(pairs), pairs.labels, params.eval_fraction, params.split_seed)
+            train, test, self._groups = split_pairs(pairs, source, params.eval_fraction, params.split_seed)
         if len(train) == 0:
             raise ValueError(f"image_text: all {len(pairs)} pairs fell into the held-out part; lower eval_fraction")
         self._pairs, self._train_idx, self._test_idx = pairs, train, test
         return pairs
+
+    @staticmethod
+    def _read_source(source: FolderPairSource | JsonlPairSource) -> PairCollection:
+        if isinstance(source, FolderPairSource):
+            return folder_pairs(source.path.expanduser(), source.extensions, source.caption_extension)
+        return jsonl_pairs(source.path.expanduser(), source.image_field, source.caption_field, source.label_field)
 
     def prepare(self, run_dir: Path | None) -> None:
         """Load the pairs, fit the text part on the training captions, tokenize all captions.
@@ -257,6 +296,57 @@ class ImageTextModality(Modality):
             train=self._dataset("train", with_labels=True),
             test=self._dataset("test", with_labels=True),
             class_names=tuple(pairs.class_names),
+            groups=self._groups,
+        )
+
+    def labeled_split(self, source: Params, test_fraction: float, seed: int) -> EvalSplit:
+        """Labeled pairs of another folder or ``.jsonl`` source, decoded like the training pairs.
+
+        Images go through the image part (same size and channels), captions through the run's
+        tokenizer (trained on the run's own training captions, never on these). The split keeps
+        groups apart when a folder source has a ``group_pattern``. Every encoder embeds these
+        pairs, each its own input: the ``image/`` probes score images alone, the ``text/``
+        probes captions alone.
+        """
+        if not isinstance(source, FolderPairSource | JsonlPairSource):
+            raise ValueError(
+                "an image_text evaluation source must be a labeled folder or .jsonl file, not the default digits"
+            )
+        self._ensure_prepared()
+        pairs = self._read_source(source)
+        if pairs.labels is None:
+            raise ValueError(
+                f"image_text evaluation source {source.path} has no labels "
+                "(a folder needs class subfolders, a .jsonl file a label_field)"
+            )
+        train, test, groups = split_pairs(pairs, source, test_fraction, seed)
+        images = self.parts["image"].part_dataset(pairs.paths)
+        texts = self.parts["text"].part_dataset(pairs.captions)
+
+        def side(indices: np.ndarray) -> PairDataset:
+            chosen = [int(i) for i in indices]
+            assert pairs.paths is not None and pairs.labels is not None
+            return PairDataset(
+                Subset(images, chosen),
+                Subset(texts, chosen),
+                pairs.labels[chosen],
+                [str(pairs.paths[i]) for i in chosen],
+            )
+
+        return EvalSplit(side(train), side(test), tuple(pairs.class_names), groups=groups, source=str(source.path))
+
+    def labeled_source(self, path: Path, label: str | None = None, group: str | None = None) -> dict[str, Any]:
+        """A folder of pairs (class subfolders; ``group`` is a group pattern) or a ``.jsonl`` list (``label`` names its field)."""
+        if path.is_dir():
+            if label is not None:
+                raise ValueError("a folder of pairs takes labels from class subfolders; --label does not apply")
+            return {"type": "folder", "path": str(path), "group_pattern": group}
+        if path.suffix == ".jsonl" and group is None:
+            return {"type": "jsonl", "path": str(path), "label_field": label or "label"}
+        if path.suffix == ".jsonl":
+            raise ValueError("a .jsonl pair list has no group option; use a folder of pairs with --group PATTERN")
+        raise ValueError(
+            f"{path}: give a folder of image + caption pairs in class subfolders, or a labeled .jsonl list"
         )
 
     def collate(self, samples: list[Batch]) -> Batch:

@@ -112,6 +112,84 @@ def test_image_builder_renders_every_letter_in_held_out_designs(tmp_path: Path):
         assert np.asarray(image).max() > 128  # some ink
 
 
+def write_icon(theme: Path, size: int, context: str, name: str, shade: int) -> None:
+    """A ``size`` x ``size`` RGBA icon: a filled square of gray ``shade`` on a transparent background."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    ImageDraw.Draw(image).rectangle((size // 4, size // 4, 3 * size // 4, 3 * size // 4), fill=(shade,) * 3 + (255,))
+    path = theme / f"{size}x{size}" / context / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def build_fake_icons(theme: Path, out: Path, fraction: float = 0.4) -> dict:
+    """A tiny Adwaita-like tree (two sizes; actions and places are classes) built into ``out``."""
+    from build_icons import build_icons
+
+    for size in (16, 48):
+        for n in range(6):
+            write_icon(theme, size, "actions", f"go-step{n}-symbolic.symbolic", 20 * n)
+            write_icon(theme, size, "places", f"folder-kind{n}-symbolic.symbolic", 30 + 20 * n)
+        write_icon(theme, size, "actions", "go-step0-rtl-symbolic.symbolic", 10)  # mirrored go-step0
+        write_icon(theme, size, "apps", "help-contents-symbolic.symbolic", 0)  # a context too small
+        write_icon(theme, size, "legacy", "folder-kind1", 200)  # full colour: joins places
+        write_icon(theme, size, "legacy", "accessories-only", 200)  # in no other context: left out
+    return build_icons(out, fraction, 0, theme=theme, min_names=3)
+
+
+def test_icon_names_become_caption_words_without_the_symbolic_suffix():
+    from build_icons import name_words
+
+    assert name_words("audio-volume-high-rtl-symbolic.symbolic.png") == ("audio", "volume", "high", "rtl")
+    assert name_words("application-exit-symbolic-rtl.symbolic.png") == ("application", "exit", "rtl")
+    assert name_words("emblem-symbolic-link.png") == ("emblem", "symbolic", "link")
+    assert name_words("folder-pictures.png") == ("folder", "pictures")
+
+
+def test_icon_builder_keeps_each_name_on_one_side_with_its_caption(tmp_path: Path):
+    from PIL import Image
+
+    entry = build_fake_icons(tmp_path / "theme", tmp_path / "set")
+    assert entry["classes"] == ["actions", "places"] and entry["modality"] == "image_text"
+    assert entry["dropped"] == {
+        "context apps (not a class)": 2,
+        "legacy name in no other context": 2,
+    }
+    files = files_by_side(tmp_path / "set", ".png")
+    names = {side: groups_of(paths, tmp_path / "set" / side, entry["group_pattern"]) for side, paths in files.items()}
+    assert not names["pretrain"] & names["labeled"] and len(names["labeled"]) == round(12 * 0.4)
+    everything = files["pretrain"] + files["labeled"]
+    # 12 names x 2 sizes, the mirrored variant (2 sizes) and the legacy folder-kind1 (2 sizes)
+    assert len(everything) == 28
+    step0 = [p for p in everything if p.name.startswith("go-step0__")]
+    assert len(step0) == 4 and len({p.parent.parent for p in step0}) == 1  # the rtl variant is the same group
+    kind1 = [p for p in everything if p.name.startswith("folder-kind1__")]
+    assert {p.parent.name for p in kind1} == {"places"} and len(kind1) == 4
+    captions = {p.with_suffix(".txt").read_text().strip() for p in step0}
+    assert captions == {"go step0", "go step0 rtl"}
+    with Image.open(step0[0]) as image:
+        assert image.size == (32, 32) and image.mode == "RGB"
+        assert image.getpixel((0, 0)) == (255, 255, 255)  # transparent corners composited on white
+
+
+def test_icon_builder_names_a_missing_theme(tmp_path: Path):
+    from build_icons import MissingIconTheme, build_icons
+
+    with pytest.raises(MissingIconTheme, match="apt-get install -y adwaita-icon-theme"):
+        build_icons(tmp_path / "set", 0.4, 0, theme=tmp_path / "no-theme")
+
+
+def test_build_command_skips_or_fails_on_a_missing_icon_theme(tmp_path: Path):
+    base = [sys.executable, str(REALDATA / "build.py"), "--out", str(tmp_path), "--only", "image_text"]
+    base += ["--icon-theme", str(tmp_path / "no-theme")]
+    failed = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and "image_text: FAILED" in failed.stderr and "adwaita-icon-theme" in failed.stderr
+    skipped = subprocess.run([*base, "--skip-missing"], capture_output=True, text=True, timeout=120)
+    assert skipped.returncode == 0 and "image_text: skipped" in skipped.stderr
+    assert json.loads((tmp_path / "manifest.json").read_text())["sets"] == {}
+
+
 def test_image_designs_merge_metric_clones_and_styles():
     from build_images import design_group
 
@@ -307,6 +385,19 @@ def test_table_reads_prefixed_keys_and_shows_missing_ones():
     assert "n/a" in text and "incomplete scores" in text
 
 
+def test_table_reports_the_image_encoder_of_an_image_text_run():
+    import run
+    from report import row_from_evaluation
+
+    both = {f"{key}/few_shot_5_accuracy": value for key, value in (("image", 0.6), ("text", 0.9))}
+    evaluation = {"trained": both, "raw_input": {"image/few_shot_5_accuracy": 0.4, "text/few_shot_5_accuracy": 0.7}}
+    assert (
+        row_from_evaluation("x", "image_text", evaluation, None, None).score("trained", "few_shot_5_accuracy") is None
+    )
+    row = row_from_evaluation("x", "image_text", evaluation, None, None, run.REPORTED_ENCODER["image_text"])
+    assert row.score("trained", "few_shot_5_accuracy") == 0.6 and row.score("raw_input", "few_shot_5_accuracy") == 0.4
+
+
 def test_runner_points_each_recipe_at_its_set_and_tabulates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """run.main with ``sslhub run`` replaced by a stand-in that checks the overrides and writes evaluation.json."""
     import run
@@ -376,7 +467,10 @@ def test_runner_sources_carry_the_grouping_for_each_modality(tmp_path: Path):
     assert image_eval["source"][run.GROUP_PATTERN_KEY] == pattern and image_eval["source"]["type"] == "folder"
     text_train, text_eval = run.sources("text", tmp_path / "text", {"label_field": "label", "group_field": "group"})
     assert "label_field" not in text_train and text_eval["source"][run.GROUP_FIELD_KEY] == "group"
-    assert run.sources("image_text", tmp_path, {}) is None
+    pair_train, pair_eval = run.sources("image_text", tmp_path / "image_text", {"group_pattern": pattern})
+    assert pair_train == {"type": "folder", "path": str(tmp_path / "image_text" / "pretrain")}
+    assert pair_eval["source"][run.GROUP_PATTERN_KEY] == pattern
+    assert run.sources("video", tmp_path, {}) is None
 
 
 def test_runner_overrides_validate_against_the_shipped_recipes(tmp_path: Path):
@@ -390,6 +484,7 @@ def test_runner_overrides_validate_against_the_shipped_recipes(tmp_path: Path):
         "tabular": ("autoencoder_tabular", lambda out: build_tables(out, 0.4, 0)),
         "text": ("text_mlm", lambda out: build_text(out, 40, 0.4, 0)),
         "image": ("image_simclr", lambda out: build_images(out, 1, 0.4, 0, files_per_design=1)),
+        "image_text": ("image_text_clip", lambda out: build_fake_icons(tmp_path / "theme", out)),
     }
     checked = []
     for modality, (recipe, build) in builders.items():
@@ -406,7 +501,26 @@ def test_runner_overrides_validate_against_the_shipped_recipes(tmp_path: Path):
             pytest.skip("this checkout has no evaluate.data yet (issue 19's evaluation interface)")
         assert done.returncode == 0, done.stdout + done.stderr
         checked.append(modality)
-    assert "tabular" in checked
+    assert {"tabular", "image_text"} <= set(checked)
+
+
+def test_image_text_clip_runs_on_the_icon_set_and_scores_each_encoder_on_unseen_names(tmp_path: Path):
+    """The real ``sslhub run`` of the shipped recipe on a tiny icon set, 2 steps: the grouped labeled split end to end."""
+    import run
+
+    entry = build_fake_icons(tmp_path / "theme", tmp_path / "set", fraction=0.5)
+    pretrain, evaluation = run.sources("image_text", tmp_path / "set", entry)
+    tiny = ["train.batch_size=8", "evaluate.few_shot.shots=[1]", "objectives.1.start_step=0"]
+    args = run.command(run.RECIPES / "image_text_clip.yaml", pretrain, evaluation, tmp_path / "run", 2, tiny)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=run.REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert report["eval_split"]["source"] == str(tmp_path / "set" / "labeled")
+    assert report["eval_split"]["groups"] == {"train": 4, "test": 2}  # 6 labeled names, whole names per side
+    for kind in ("trained", "random_init", "raw_input"):
+        assert {"image/few_shot_1_accuracy", "text/few_shot_1_accuracy"} <= set(report[kind])
+    row = run.row_from_evaluation("image_text_clip", "image_text", report, 2, None, run.REPORTED_ENCODER["image_text"])
+    assert row.score("trained", "linear_probe_accuracy") == report["trained"]["image/linear_probe_accuracy"]
 
 
 def test_table_names_a_run_without_scores_instead_of_saying_none_lost():

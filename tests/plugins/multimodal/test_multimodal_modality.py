@@ -246,3 +246,76 @@ def test_raw_features_give_each_side_its_own_baseline_by_encoder_key(digit_pairs
     scores = check_raw_features(digit_pairs)
     assert set(scores) == {"image/", "text/"}
     assert scores["image/"] > 0.5 and scores["text/"] > 0.5  # ten digit classes
+
+
+def write_grouped_pairs(root, shades: dict[str, int]) -> None:
+    """``root/<class>/<name>__<n>.png`` + caption; class ``dark`` or ``bright`` from the shade."""
+    for name, shade in shades.items():
+        cls = "dark" if shade < 128 else "bright"
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for n in range(2):
+            write_image(root / cls / f"{name}__{n}.png", shade)
+            (root / cls / f"{name}__{n}.txt").write_text(f"the {name} icon\n")
+
+
+GROUP_PATTERN = r"^[^/]+/(?P<group>[^/]+)__\d+\.[a-z0-9]+$"
+
+
+def test_labeled_split_of_another_folder_keeps_groups_apart_and_uses_the_run_tokenizer(tmp_path):
+    write_grouped_pairs(tmp_path / "train", {"alpha": 10, "beta": 220})
+    shades = {f"n{i}": (20 + 10 * i if i % 2 else 150 + 10 * i) for i in range(8)}
+    write_grouped_pairs(tmp_path / "labeled", shades)
+    modality = ImageTextModality(ImageTextParams(source=FolderPairSource(path=tmp_path / "train"), image_size=8))
+    modality.prepare(None)
+    source = FolderPairSource(path=tmp_path / "labeled", group_pattern=GROUP_PATTERN)
+    split = modality.labeled_split(source, test_fraction=0.3, seed=0)
+    assert split.class_names == ("bright", "dark") and split.source == str(tmp_path / "labeled")
+    assert len(split.train) + len(split.test) == 16 and split.groups["train"] + split.groups["test"] == 8
+
+    def names(dataset) -> set[str]:
+        return {re.sub(r"__\d+\.png$", "", name.rsplit("/", 1)[-1]) for name in dataset.names}
+
+    assert not names(split.train) & names(split.test)
+    for dataset in (split.train, split.test):
+        for index in range(len(dataset)):
+            sample = dataset[index]
+            assert (int(sample["image"].float().mean()) < 128) == (int(sample["label"]) == 1)
+            # the caption beside the image, tokenized by the run's tokenizer (trained on train/ only)
+            name = re.sub(r"__\d+\.png$", "", dataset.names[index].rsplit("/", 1)[-1])
+            expected = modality.tokenize([f"the {name} icon"])["input_ids"][0]
+            assert sample["input_ids"].tolist() == expected.tolist()
+    with pytest.raises(ValueError, match="not the default digits"):
+        ImageTextModality(ImageTextParams(image_size=8)).labeled_split(
+            ImageTextParams().source, test_fraction=0.3, seed=0
+        )
+
+
+def test_a_folder_group_pattern_groups_the_own_split_too(tmp_path):
+    write_grouped_pairs(tmp_path, {f"n{i}": (20 * i if i % 2 else 140 + 10 * i) for i in range(10)})
+    params = ImageTextParams(
+        source=FolderPairSource(path=tmp_path, group_pattern=GROUP_PATTERN), image_size=8, eval_fraction=0.3
+    )
+    split = ImageTextModality(params).eval_split()
+    assert split.groups is not None and sum(split.groups.values()) == 10
+    train = {name.rsplit("__", 1)[0] for name in split.train.names}
+    test = {name.rsplit("__", 1)[0] for name in split.test.names}
+    assert train and test and not train & test
+
+
+def test_labeled_source_types_a_command_line_path(tmp_path):
+    modality = ImageTextModality(ImageTextParams(image_size=8))
+    assert modality.labeled_source(tmp_path, group=GROUP_PATTERN) == {
+        "type": "folder",
+        "path": str(tmp_path),
+        "group_pattern": GROUP_PATTERN,
+    }
+    listed = tmp_path / "pairs.jsonl"
+    assert modality.labeled_source(listed, label="kind") == {
+        "type": "jsonl",
+        "path": str(listed),
+        "label_field": "kind",
+    }
+    with pytest.raises(ValueError, match="no group option"):
+        modality.labeled_source(listed, group="g")
+    with pytest.raises(ValueError, match="class subfolders; --label does not apply"):
+        modality.labeled_source(tmp_path, label="kind")
