@@ -11,20 +11,13 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.fixture
-def run_all(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    threads = torch.get_num_threads()
-    import run_all
-
-    yield run_all
-    torch.set_num_threads(threads)  # the engine sets the recipe's thread count process-wide
+def run_all(benchmark_module):
+    return benchmark_module("run_all")
 
 
 def test_quick_run_prints_and_writes_a_row_per_comparison(run_all, tmp_path: Path, capsys):

@@ -5,26 +5,16 @@ Operation counts are deterministic, so they can be held here (timings never are)
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 #: what the engine's step may add: the logged values' detaches (views, no kernel), the loss
 #: share it sums, the gradient norm (its finite check and logged ``grad_norm``) and the one read
 ALLOWED_EXTRA_OPS = 10
 
 
 @pytest.fixture
-def overhead(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    threads = torch.get_num_threads()
-    import bench_step_overhead
-
-    yield bench_step_overhead
-    torch.set_num_threads(threads)  # the runs set the recipe's thread count process-wide
+def overhead(benchmark_module):
+    return benchmark_module("bench_step_overhead")
 
 
 def test_the_engine_step_adds_few_operations_and_no_host_read(overhead):
