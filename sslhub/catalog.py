@@ -23,12 +23,12 @@ import pluggy
 
 from sslhub import hookspecs
 from sslhub.blame import extra_hint
+from sslhub.plugin_env import ENTRY_POINT_GROUP, disabled_plugins, strict_from_env
 from sslhub.python_api import pending_registrations
 from sslhub.registry import KINDS, Component, Provider, Registry, RegistryError, ScopedRegistry
 
 log = logging.getLogger("sslhub")
 
-ENTRY_POINT_GROUP = "sslhub"
 _P_TAKES = "-p takes a module name (my_package.plugin) or a path to a .py file (./my_plugin.py)"
 HOOK_FOR_KIND = {
     "modality": "sslhub_register_modalities",
@@ -86,14 +86,6 @@ class PluginRecord:
             "errors": self.errors,
             "warnings": self.warnings,
         }
-
-
-def _env_list(name: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
-
-
-def strict_from_env() -> bool:
-    return os.environ.get("SSLHUB_STRICT_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 class Catalog:
@@ -178,7 +170,7 @@ class Catalog:
         catalog = cls()
         catalog.load_args = list(plugins)
         blocked_by_p = [spec[3:] for spec in plugins if spec.startswith("no:")]
-        blocked = set(_env_list("SSLHUB_DISABLE_PLUGINS")) | set(blocked_by_p)
+        blocked = disabled_plugins() | set(blocked_by_p)
         if entry_points:
             for entry_point in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
                 catalog._load_entry_point(entry_point, blocked)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -31,13 +30,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sslhub.errors import SSLHubError
+from sslhub.plugin_env import ENTRY_POINT_GROUP, disabled_plugins, strict_from_env
 
 logger = logging.getLogger(__name__)
 
 #: The entry-point group file decoders are registered in.
 FILE_DECODER_GROUP = "sslhub.files"
-#: The plugins' entry-point group (``sslhub.catalog.ENTRY_POINT_GROUP``; that module is not torch-free).
-PLUGIN_GROUP = "sslhub"
 
 #: A front end given by the caller: the decoder's arrays (``{"waveform": ...}``) -> the model's inputs.
 Frontend = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
@@ -235,8 +233,8 @@ def installed_decoders(*, strict: bool | None = None, blocked: Sequence[str] = (
     Raises:
         DecodeError: in strict mode, a decoder that does not load.
     """
-    if strict is None:  # read here, not from sslhub.catalog, whose imports are not torch-free
-        strict = os.environ.get("SSLHUB_STRICT_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
+    if strict is None:
+        strict = strict_from_env()
     entry_points = sorted(importlib.metadata.entry_points(group=FILE_DECODER_GROUP), key=lambda e: e.name)
     left_out = blocked_decoder_names(entry_points, blocked)
     found = []
@@ -268,21 +266,24 @@ def blocked_decoder_names(
     or the name of a plugin in the ``sslhub`` group whose top-level package holds the decoder
     (``vision`` blocks ``sslhub_vision.files:ImageDecoder``). Nothing is imported to find out.
     """
-    names = {n.strip() for n in os.environ.get("SSLHUB_DISABLE_PLUGINS", "").split(",") if n.strip()} | set(blocked)
+    names = disabled_plugins() | set(blocked)
     if not names:
         return set()
     blocked_packages = {
-        plugin.value.split(".")[0].split(":")[0]
-        for plugin in importlib.metadata.entry_points(group=PLUGIN_GROUP)
+        _top_package(plugin)
+        for plugin in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
         if plugin.name in names
     }
     return {
         e.name
         for e in entry_points
-        if e.name in names
-        or (e.dist is not None and e.dist.name in names)
-        or e.value.split(".")[0].split(":")[0] in blocked_packages
+        if e.name in names or (e.dist is not None and e.dist.name in names) or _top_package(e) in blocked_packages
     }
+
+
+def _top_package(entry_point: importlib.metadata.EntryPoint) -> str:
+    """The top-level package of what an entry point names (``sslhub_vision.files:ImageDecoder`` -> ``sslhub_vision``)."""
+    return entry_point.value.split(":")[0].split(".")[0]
 
 
 def choose_decoder(model: ModelInputs, registered: Sequence[RegisteredDecoder]) -> FileDecoder | None:

@@ -58,10 +58,7 @@ def sources(modality: str, folder: Path, entry: dict) -> tuple[dict, dict] | Non
     The grouping option sits in the labeled source (``group_pattern`` for folders,
     ``group_field`` for JSONL text); tables have no groups, so their split is stratified random.
     """
-    if modality in ("audio", "image"):
-        pretrain = {"type": "folder", "path": str(folder / "pretrain")}
-        labeled = {"type": "folder", "path": str(folder / "labeled"), GROUP_PATTERN_KEY: entry["group_pattern"]}
-    elif modality == "image_text":  # image files with a caption file beside each
+    if modality in ("audio", "image", "image_text"):  # image_text: a caption file beside each image
         pretrain = {"type": "folder", "path": str(folder / "pretrain")}
         labeled = {"type": "folder", "path": str(folder / "labeled"), GROUP_PATTERN_KEY: entry["group_pattern"]}
     elif modality == "text":
