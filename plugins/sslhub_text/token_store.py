@@ -312,70 +312,87 @@ def write_samples(
         chunk_chars: characters of text per tokenizer call (bounds the memory of one chunk);
             ``None``: :data:`ENCODE_CHUNK_CHARS`.
     """
-    id_dtype = layout.id_dtype
-    writers = {name: SplitWriter(name, directory, id_dtype, name in LABELED_SPLITS) for name in SPLITS}
-    cutters = {side: SampleCutter(writers[side], layout) for side in ("train", "held_out")}
-    head = np.asarray(layout.head, dtype=id_dtype)
-    tail = np.asarray(layout.tail, dtype=id_dtype)
-    label_codes: dict[str, int] = {}  # first-seen order; remapped to sorted order at the end
-    document_counts = {"train": 0, "held_out": 0}
-    content_crc = 0
-    without_tokens = 0
+    router = _SampleRouter(layout, held_out_fraction, directory)
     for chunk in _chunks(documents, chunk_chars or ENCODE_CHUNK_CHARS):
         encodings = tokenizer.encode_batch([d.text for d in chunk], add_special_tokens=False)
-        sides: dict[str, list[np.ndarray]] = {"train": [], "held_out": []}
+        router.add_chunk(chunk, [np.asarray(e.ids, dtype=layout.id_dtype) for e in encodings])
+    datasets, meta = router.finish(skipped)
+    return BuiltSamples(meta, None if directory is not None else datasets)  # type: ignore[arg-type]
+
+
+class _SampleRouter:
+    """Sends each tokenized document to its side's samples and, when labeled, to its side's probe split."""
+
+    def __init__(self, layout: SampleLayout, held_out_fraction: float, directory: Path | None):
+        self.layout = layout
+        self.held_out_fraction = held_out_fraction
+        self.directory = directory
+        self.writers = {name: SplitWriter(name, directory, layout.id_dtype, name in LABELED_SPLITS) for name in SPLITS}
+        self.cutters = {side: SampleCutter(self.writers[side], layout) for side in ("train", "held_out")}
+        self.label_codes: dict[str, int] = {}  # first-seen order; remapped to sorted order at the end
+        self.document_counts = {"train": 0, "held_out": 0}
+        self.content_crc = 0
+        self.without_tokens = 0
+
+    def add_chunk(self, chunk: list[Document], token_arrays: list[np.ndarray]) -> None:
+        """Route one chunk's documents, given each one's token ids (no special tokens)."""
+        head = np.asarray(self.layout.head, dtype=self.layout.id_dtype)
+        tail = np.asarray(self.layout.tail, dtype=self.layout.id_dtype)
+        unlabeled: dict[str, list[np.ndarray]] = {"train": [], "held_out": []}
         labeled: dict[str, tuple[list[np.ndarray], list[int]]] = {"train": ([], []), "held_out": ([], [])}
-        for document, encoding in zip(chunk, encodings, strict=True):
-            content_crc = zlib.crc32(document.text.encode("utf-8"), content_crc)
-            side = "held_out" if is_held_out(document, held_out_fraction) else "train"
-            document_counts[side] += 1
-            code = None
-            if document.label is not None:
-                code = label_codes.setdefault(document.label, len(label_codes))
-            tokens = np.asarray(encoding.ids, dtype=id_dtype)
+        for document, tokens in zip(chunk, token_arrays, strict=True):
+            self.content_crc = zlib.crc32(document.text.encode("utf-8"), self.content_crc)
+            side = "held_out" if is_held_out(document, self.held_out_fraction) else "train"
+            self.document_counts[side] += 1
+            code = (
+                None if document.label is None else self.label_codes.setdefault(document.label, len(self.label_codes))
+            )
             if not len(tokens):
-                without_tokens += 1
+                self.without_tokens += 1
                 continue
-            sides[side].append(tokens)
+            unlabeled[side].append(tokens)
             if code is not None:
-                labeled[side][0].append(np.concatenate([head, tokens[: layout.content_length], tail]))
+                labeled[side][0].append(np.concatenate([head, tokens[: self.layout.content_length], tail]))
                 labeled[side][1].append(code)
-        del encodings
-        for side, token_arrays in sides.items():
-            cutters[side].add_documents(token_arrays)
+        for side, documents in unlabeled.items():
+            self.cutters[side].add_documents(documents)
             samples, codes = labeled[side]
             if samples:
-                split = "eval_train" if side == "train" else "eval_test"
                 lengths = np.fromiter((len(s) for s in samples), dtype=np.int64, count=len(samples))
-                writers[split].add(np.concatenate(samples), lengths, np.asarray(codes, dtype=np.int64))
-    for cutter in cutters.values():
-        cutter.finish()
-    class_names = sorted(label_codes)
-    datasets = {name: writer.close() for name, writer in writers.items()}
-    # Labels were written as first-seen codes; renumber them so class i is class_names[i].
-    to_sorted = np.zeros(max(len(label_codes), 1), dtype=np.int64)
-    for name, code in label_codes.items():
-        to_sorted[code] = class_names.index(name)
-    for split in LABELED_SPLITS:
-        dataset = datasets[split]
-        if dataset is not None:
-            assert dataset.labels is not None
-            dataset.labels = to_sorted[dataset.labels]
-        elif directory is not None and writers[split].num_samples:
-            _renumber_labels(directory / f"{split}.labels", to_sorted)
-    meta = {
-        "format": STORE_FORMAT_VERSION,
-        "id_dtype": layout.id_dtype.str,
-        "splits": {
-            name: {"samples": writer.num_samples, "tokens": writer.num_tokens} for name, writer in writers.items()
-        },
-        "class_names": class_names,
-        "documents": document_counts,
-        "documents_without_tokens": without_tokens,
-        "content_crc": content_crc,
-        "skipped": dict(skipped.counts),
-    }
-    return BuiltSamples(meta, None if directory is not None else datasets)  # type: ignore[arg-type]
+                split = "eval_train" if side == "train" else "eval_test"
+                self.writers[split].add(np.concatenate(samples), lengths, np.asarray(codes, dtype=np.int64))
+
+    def finish(self, skipped: SkipCounts) -> tuple[dict[str, TokenSequences | None], dict[str, Any]]:
+        """Close every split, renumber labels to sorted class order; the splits and ``meta``."""
+        for cutter in self.cutters.values():
+            cutter.finish()
+        class_names = sorted(self.label_codes)
+        datasets = {name: writer.close() for name, writer in self.writers.items()}
+        # Labels were written as first-seen codes; renumber them so class i is class_names[i].
+        to_sorted = np.zeros(max(len(self.label_codes), 1), dtype=np.int64)
+        for name, code in self.label_codes.items():
+            to_sorted[code] = class_names.index(name)
+        for split in LABELED_SPLITS:
+            dataset = datasets[split]
+            if dataset is not None:
+                assert dataset.labels is not None
+                dataset.labels = to_sorted[dataset.labels]
+            elif self.directory is not None and self.writers[split].num_samples:
+                _renumber_labels(self.directory / f"{split}.labels", to_sorted)
+        meta = {
+            "format": STORE_FORMAT_VERSION,
+            "id_dtype": self.layout.id_dtype.str,
+            "splits": {
+                name: {"samples": writer.num_samples, "tokens": writer.num_tokens}
+                for name, writer in self.writers.items()
+            },
+            "class_names": class_names,
+            "documents": self.document_counts,
+            "documents_without_tokens": self.without_tokens,
+            "content_crc": self.content_crc,
+            "skipped": dict(skipped.counts),
+        }
+        return datasets, meta
 
 
 def _renumber_labels(path: Path, to_sorted: np.ndarray, block: int = 1 << 20) -> None:

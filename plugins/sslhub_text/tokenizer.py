@@ -63,26 +63,7 @@ def train_tokenizer(
         ``encode`` with special tokens); the modality itself encodes without them and adds
         them explicitly so that documents can be packed.
     """
-    if algorithm == "wordpiece":
-        model = models.WordPiece(unk_token="[UNK]", continuing_subword_prefix=CONTINUATION_PREFIX)
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            special_tokens=list(SPECIAL_TOKENS),
-            continuing_subword_prefix=CONTINUATION_PREFIX,
-            show_progress=False,
-        )
-    elif algorithm == "bpe":
-        model = models.BPE(unk_token="[UNK]", continuing_subword_prefix=CONTINUATION_PREFIX)
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            special_tokens=list(SPECIAL_TOKENS),
-            continuing_subword_prefix=CONTINUATION_PREFIX,
-            show_progress=False,
-        )
-    else:
-        raise ValueError(f"unknown tokenizer algorithm {algorithm!r}; expected 'wordpiece' or 'bpe'")
+    model, trainer = _untrained_model(algorithm, vocab_size, min_frequency)
     tokenizer = Tokenizer(model)
     tokenizer.normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
@@ -98,6 +79,28 @@ def train_tokenizer(
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     return tokenizer
+
+
+def _untrained_model(algorithm: str, vocab_size: int, min_frequency: int) -> tuple[models.Model, trainers.Trainer]:
+    """The empty WordPiece or BPE model and its trainer, both marking continuations with ``##``."""
+    options = {
+        "vocab_size": vocab_size,
+        "min_frequency": min_frequency,
+        "special_tokens": list(SPECIAL_TOKENS),
+        "continuing_subword_prefix": CONTINUATION_PREFIX,
+        "show_progress": False,
+    }
+    if algorithm == "wordpiece":
+        return (
+            models.WordPiece(unk_token="[UNK]", continuing_subword_prefix=CONTINUATION_PREFIX),
+            trainers.WordPieceTrainer(**options),
+        )
+    if algorithm == "bpe":
+        return (
+            models.BPE(unk_token="[UNK]", continuing_subword_prefix=CONTINUATION_PREFIX),
+            trainers.BpeTrainer(**options),
+        )
+    raise ValueError(f"unknown tokenizer algorithm {algorithm!r}; expected 'wordpiece' or 'bpe'")
 
 
 def _canonical_ids(tokenizer: Tokenizer) -> Tokenizer:
