@@ -65,7 +65,7 @@ case "$stage" in
       -rxXs 2>&1 | tee "$out/tests.log"
     ;;
   anchor)
-    bench --quick --only engine:simclr_resnet18_cifar,input:simclr_resnet18_cifar \
+    bench --quick --only engine:simclr_resnet18_cifar,input:simclr_resnet18_cifar,loading:simclr_resnet18_cifar \
       --variants recipe,bf16+channels_last,bf16+channels_last+compile
     ;;
   engine)

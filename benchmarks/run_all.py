@@ -6,7 +6,7 @@
     python benchmarks/run_all.py --only engine:image_simclr,augment
 
 Benchmarks (``--only`` takes these names, comma-separated; ``engine`` and ``onnx`` select
-all of their kind, and so do ``input`` and ``overhead``):
+all of their kind, and so do ``input``, ``loading`` and ``overhead``):
 
 - ``engine:<recipe>``: ``sslhub run``'s step time and peak memory against a hand-written
   PyTorch loop with the same modules, data, batch and precision (target: within 3%), for
@@ -20,6 +20,9 @@ all of their kind, and so do ``input`` and ``overhead``):
 - ``input:<recipe>``: a SimCLR recipe's throughput against the same training step fed with
   views loaded and augmented beforehand (target on a GPU: 90%; on the CPU, information), in
   the same variants as ``engine``, for image_simclr and simclr_resnet18_cifar.
+- ``loading:<recipe>``: on the host whatever ``--device``, for the same recipes: ms per batch
+  of the engine's batch stream (sampler, the dataset's batched ``__getitems__``, collate)
+  against bare numpy indexing into the same in-memory images (see ``bench_host_loading``).
 - ``simclr_resnet18_cifar`` (``benchmarks/recipes/``) is PERFORMANCE.md's GPU anchor workload
   (ResNet-18, CIFAR stem, 32x32, batch 512): its ``engine`` and ``input`` rows run with
   ``--device cuda``, and on the CPU only when ``--only`` names them.
@@ -107,6 +110,7 @@ FULL = Settings(
 def benchmark_plan(args: argparse.Namespace, settings: Settings) -> dict[str, Callable[[], list[Result]]]:
     """Every benchmark by name, as a call that returns its rows (not yet run)."""
     from bench_engine import compare_engine
+    from bench_host_loading import compare_host_loading
     from bench_input_pipeline import compare_input_pipeline
     from bench_lightly import compare_lightly
     from bench_onnx import compare_onnx_for_recipes
@@ -143,6 +147,10 @@ def benchmark_plan(args: argparse.Namespace, settings: Settings) -> dict[str, Ca
         plan[f"overhead:{recipe}"] = lambda recipe=recipe: compare_step_overhead(
             recipe, steps=settings.engine_warmup, rounds=settings.rounds, verbose=args.verbose
         )
+    for recipe in INPUT_RECIPES:
+        plan[f"loading:{recipe}"] = lambda recipe=recipe: [
+            compare_host_loading(recipe, batches=settings.engine_steps, rounds=settings.rounds)
+        ]
     plan["augment"] = lambda: [
         compare_augmentation(
             args.device,
@@ -185,7 +193,7 @@ def benchmark_plan(args: argparse.Namespace, settings: Settings) -> dict[str, Ca
 
 
 def select(plan: dict[str, Callable[[], list[Result]]], only: str | None, cuda: bool = False) -> list[str]:
-    """The benchmark names ``--only`` picks; ``engine`` / ``input`` / ``overhead`` / ``onnx`` pick their whole kind.
+    """The benchmark names ``--only`` picks; ``engine`` / ``input`` / ``loading`` / ``overhead`` / ``onnx`` pick their whole kind.
 
     The GPU-sized recipes run on a GPU, or on the CPU only when ``--only`` names them exactly.
     """
@@ -197,7 +205,7 @@ def select(plan: dict[str, Callable[[], list[Result]]], only: str | None, cuda: 
         matches = [key for key in plan if key == name or (key.startswith(name + ":") and (cuda or key not in gpu_only))]
         if not matches:
             raise SystemExit(
-                f"--only: no benchmark '{name}'; choose from {', '.join(plan)}, engine, input, overhead, onnx"
+                f"--only: no benchmark '{name}'; choose from {', '.join(plan)}, engine, input, loading, overhead, onnx"
             )
         chosen += [match for match in matches if match not in chosen]
     return chosen
