@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -50,7 +51,19 @@ logger = logging.getLogger("sslhub")
 #: its corpus and index). A run builds the modality more than once (training, the evaluation's
 #: baselines), and a benchmark once per round: each clip is rendered once, not once per build.
 #: Rendering costs a few ms per clip on the host, so an uncached first epoch is paced by it.
-_RENDERED_CLIPS: dict[SyntheticWords, dict[int, Tensor]] = {}
+#: Only the most recently used corpora are kept (a dataset still holding an older one keeps it).
+_RENDERED_CLIPS: OrderedDict[SyntheticWords, dict[int, Tensor]] = OrderedDict()
+#: corpora kept in ``_RENDERED_CLIPS``: 128 MB each at the defaults
+RENDERED_CORPORA_KEPT = 2
+
+
+def rendered_clips(corpus: SyntheticWords) -> dict[int, Tensor]:
+    """The process-wide clip cache of ``corpus`` (made empty on first use; the least recently used beyond the bound dropped)."""
+    cache = _RENDERED_CLIPS.pop(corpus, None)
+    _RENDERED_CLIPS[corpus] = {} if cache is None else cache
+    while len(_RENDERED_CLIPS) > RENDERED_CORPORA_KEPT:
+        _RENDERED_CLIPS.popitem(last=False)
+    return _RENDERED_CLIPS[corpus]
 
 
 class DefaultAudioSource(Params):
@@ -226,7 +239,7 @@ class AudioModality(Modality):
         if isinstance(source, DefaultAudioSource) and scan is None:
             corpus = SyntheticWords(source.num_classes, self.params.sample_rate, self.num_samples, source.seed)
             return SyntheticWordsDataset(
-                corpus, indices, labeled=labeled, cache=_RENDERED_CLIPS.setdefault(corpus, {}) if source.cache else None
+                corpus, indices, labeled=labeled, cache=rendered_clips(corpus) if source.cache else None
             )
         files = [(scan or self.scan).files[i] for i in indices]
         return AudioFileDataset(files, self.params.sample_rate, self.num_samples, labeled=labeled)
