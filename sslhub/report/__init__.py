@@ -20,13 +20,19 @@ def write_report(run_dirs: Sequence[Path], out: Path) -> Path:
     Raises:
         SSLHubError: a path is not a run directory, or ``out`` cannot be written.
     """
+    from threadpoolctl import threadpool_limits
+
     from sslhub.report.page import render_page
     from sslhub.report.rundir import load_run
 
     if not run_dirs:
         raise SSLHubError("give at least one run directory")
     runs = [load_run(Path(directory)) for directory in run_dirs]
-    page = render_page(runs)
+    # One BLAS thread for the maps' SVDs (numpy's BLAS is loaded by now; tsne_2d limits the
+    # runtimes scikit-learn loads later): these are small problems, and on a busy machine a
+    # multithreaded BLAS's spinning threads made them ten times slower, not faster.
+    with threadpool_limits(limits=1):
+        page = render_page(runs)
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -193,16 +193,17 @@ def tsne_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
     """A t-SNE map ``[N, 2]`` (scikit-learn), after PCA to at most 50 dimensions."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
-
-    reduced = features
-    if features.shape[1] > 50 and features.shape[0] > 50:
-        reduced = PCA(n_components=50, random_state=seed).fit_transform(features)
     from threadpoolctl import threadpool_limits
 
     perplexity = float(min(30, max(2, (features.shape[0] - 1) // 3)))
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", max_iter=500, random_state=seed, n_jobs=1)
-    # One thread: on a busy machine OpenMP's spinning threads made it ten times slower, not faster.
+    # One thread for BLAS and OpenMP: on a busy machine their spinning threads made these small
+    # problems ten times slower, not faster. Limited here, after scikit-learn (and SciPy's own
+    # BLAS) is imported: a limit set before a runtime loads does not reach that runtime.
     with threadpool_limits(limits=1):
+        reduced = features
+        if features.shape[1] > 50 and features.shape[0] > 50:
+            reduced = PCA(n_components=50, random_state=seed).fit_transform(features)
         return tsne.fit_transform(reduced)
 
 
