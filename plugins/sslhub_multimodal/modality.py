@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch.utils.data import Dataset, Subset
 
 from sslhub import (
@@ -40,6 +40,8 @@ from sslhub import (
     ModalityInfo,
     Params,
     holdout_split,
+    path_group_problems,
+    path_problems,
     split_by_path_groups,
 )
 from sslhub_multimodal.pairs import (
@@ -50,6 +52,9 @@ from sslhub_multimodal.pairs import (
     folder_pairs,
     jsonl_pairs,
 )
+
+#: ``(field path, message)`` pairs, as :meth:`sslhub.Params.file_problems` returns them.
+FieldProblems = list[tuple[tuple[str | int, ...], str]]
 
 #: the parts of every batch, by registered modality name (also the encoder keys of ``clip``).
 PARTS = ("image", "text")
@@ -76,6 +81,32 @@ class FolderPairSource(Params):
         "pair's group: the labeled split keeps groups apart, so test groups are unseen",
     )
 
+    def file_problems(
+        self, test_fraction: float | None = None, seed: int = 0, min_train_per_class: int = 1
+    ) -> FieldProblems:
+        """A missing or imageless folder, no captioned image, a group pattern leaving a pair without a
+        group, or a class without probe-train pairs (the pairs the split sees: images with a caption)."""
+        missing = path_problems(self.path, "folder", self.extensions)
+        if missing or self.group_pattern is None or test_fraction is None:
+            return missing
+        root = self.path.expanduser()
+        try:
+            pairs = folder_pairs(root, self.extensions, self.caption_extension)
+        except ValueError as error:
+            return [(("path",), str(error))]
+        relative = [path.relative_to(root).as_posix() for path in pairs.paths or []]
+        labels = None if pairs.labels is None else [int(label) for label in pairs.labels]
+        return path_group_problems(
+            relative,
+            labels,
+            pairs.class_names,
+            self.group_pattern,
+            str(root),
+            test_fraction,
+            seed,
+            min_train_per_class=min_train_per_class,
+        )
+
 
 class JsonlPairSource(Params):
     """A ``.jsonl`` file of ``{"image": path, "caption": text}`` lines (paths relative to the file)."""
@@ -85,6 +116,12 @@ class JsonlPairSource(Params):
     image_field: str = Field("image", min_length=1, description="key of the image path")
     caption_field: str = Field("caption", min_length=1, description="key of the caption text")
     label_field: str | None = Field(None, description="key of a class label; enables the labeled eval split")
+
+    def file_problems(
+        self, test_fraction: float | None = None, seed: int = 0, min_train_per_class: int = 1
+    ) -> FieldProblems:
+        """A missing or empty file."""
+        return path_problems(self.path, "file")
 
 
 PairSource = Annotated[DefaultPairSource | FolderPairSource | JsonlPairSource, Field(discriminator="type")]
@@ -130,6 +167,21 @@ class ImageTextParams(Params):
         default_factory=lambda: TrainCaptionTokenizer(vocab_size=1000, min_frequency=1),
         description="{type: train, vocab_size, ...} trains on the training captions; {type: local, path} loads one",
     )
+
+    def file_problems(
+        self, test_fraction: float | None = None, seed: int = 0, min_train_per_class: int = 1
+    ) -> FieldProblems:
+        """The source's problems with this recipe's ``eval_fraction`` and ``split_seed`` (the default digits have none)."""
+        if isinstance(self.source, DefaultPairSource):
+            return []
+        problems = self.source.file_problems(self.eval_fraction, self.split_seed, min_train_per_class)
+        return [(("source", *path), message) for path, message in problems]
+
+    @model_validator(mode="after")
+    def _grouping_needs_a_held_out_part(self) -> ImageTextParams:
+        if isinstance(self.source, FolderPairSource) and self.source.group_pattern and self.eval_fraction == 0:
+            raise ValueError("source.group_pattern groups the labeled split, so eval_fraction must be above 0")
+        return self
 
     def part_params(self) -> dict[str, dict[str, Any]]:
         """``image``: ``image_size``, ``channels``, ``mean``, ``std``; ``text``: ``max_length``, ``tokenizer``."""

@@ -1,4 +1,4 @@
-"""recipes/image_text_clip.yaml end to end: two encoders, clip + mlm, evaluation, ONNX export."""
+"""recipes/image_text_clip.yaml end to end: two encoders, clip + mlm + simclr on the image side, evaluation, ONNX export."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ RECIPE = ROOT / "recipes" / "image_text_clip.yaml"
 
 
 @pytest.mark.slow
-def test_recipe_trains_both_objectives_evaluates_and_exports(tmp_path):
+def test_recipe_trains_its_three_objectives_evaluates_and_exports(tmp_path):
     out = tmp_path / "run"
     overrides = {
         "train.steps": 12,
@@ -43,6 +43,8 @@ def test_recipe_trains_both_objectives_evaluates_and_exports(tmp_path):
     # each objective's loss is logged on its own; mlm only from its start_step (6) on
     assert all("clip/loss" in r and "clip/image_to_text_accuracy" in r for r in records)
     assert [("mlm/loss" in r) for r in records] == [False] * 6 + [True] * 6
+    # SLIP's image-only term trains from the first step, on two views of each image
+    assert all("simclr/loss" in r and "simclr/contrastive_accuracy" in r for r in records)
     summary = json.loads((out / "summary.json").read_text())
     evaluation = summary["evaluation"]
     for candidate in ("trained", "random_init"):
