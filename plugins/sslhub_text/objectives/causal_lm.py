@@ -7,15 +7,15 @@ the token at ``t + 1`` through a head tied to the input embedding table (plus a 
 
 Every real token after the first is a target, [SEP] included (in packed samples it marks
 where a document ends); padding never is. The loss is a masked mean over all positions (no
-boolean indexing), so a training step never waits for the device.
+boolean indexing), so a training step never waits for the device. The encoder must be causal
+(``provides=["causal"]``; ``sslhub validate`` refuses others): a bidirectional one would read
+the token it is asked to predict.
 
 Two options make a training step cheaper where the loss rides beside another objective:
 ``rows_fraction`` runs the encoder for this loss on the first share of the batch's texts only,
 and ``positions_fraction`` scores a random share of each row's positions (drawn among its real
 targets first), so the ``[B, L, V]`` head output shrinks to ``[B', K, V]``. Held-out figures
-always use every text and position. The encoder must be causal
-(``provides=["causal"]``; ``sslhub validate`` refuses others): a bidirectional one would read
-the token it is asked to predict.
+always use every text and position.
 
 The report gives held-out perplexity and next-token accuracy of the trained model beside the
 same objective on the random-init encoder, a unigram model (training-set target frequencies,
@@ -103,13 +103,24 @@ def sampled_causal_lm_loss(
     positions = sample_positions(attention_mask, count)
     states = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
     targets, weights = next_token_targets(input_ids, attention_mask)
-    targets, weights = targets.gather(1, positions), weights.gather(1, positions)
-    logits = head(states).float()
+    return weighted_cross_entropy(head(states).float(), targets.gather(1, positions), weights.gather(1, positions))
+
+
+def weighted_cross_entropy(logits: Tensor, targets: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(loss, accuracy, count)``, 0-d: weighted mean cross-entropy and argmax accuracy.
+
+    Args:
+        logits: ``[B, K, V]``.
+        targets: ``int64 [B, K]``.
+        weights: ``[B, K]`` float, 1 at real targets, 0 elsewhere.
+
+    Both are 0 when no weight is set; ``count`` is the sum of the weights.
+    """
     nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-    total = weights.sum()
-    loss = (nll.view_as(weights) * weights).sum() / total.clamp_min(1.0)
+    count = weights.sum()
+    loss = (nll.view_as(weights) * weights).sum() / count.clamp_min(1.0)
     correct = (logits.detach().argmax(-1) == targets).float()
-    return loss, (correct * weights).sum() / total.clamp_min(1.0), total
+    return loss, (correct * weights).sum() / count.clamp_min(1.0), count
 
 
 def causal_lm_loss(logits: Tensor, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -125,12 +136,7 @@ def causal_lm_loss(logits: Tensor, input_ids: Tensor, attention_mask: Tensor) ->
         the ``count`` real targets (0 for both when there are none).
     """
     targets, weights = next_token_targets(input_ids, attention_mask)
-    predictions = logits[:, :-1].float()
-    nll = F.cross_entropy(predictions.reshape(-1, predictions.shape[-1]), targets.reshape(-1), reduction="none")
-    count = weights.sum()
-    loss = (nll.view_as(weights) * weights).sum() / count.clamp_min(1.0)
-    correct = (predictions.detach().argmax(-1) == targets).float()
-    return loss, (correct * weights).sum() / count.clamp_min(1.0), count
+    return weighted_cross_entropy(logits[:, :-1].float(), targets, weights)
 
 
 class TiedNextTokenHead(nn.Module):
