@@ -6,9 +6,13 @@ Each position attends only to itself and earlier positions, so the encoder decla
 ``[B, L, D]`` (the last hidden state, after the model's final norm), ``token_mask``:
 ``bool [B, L]``, ``pooled``: ``[B, D]``: the mean over the real tokens except [CLS]/[SEP]
 (``pooling: mean``, the default), the state of the last real token (``pooling: last``: in a
-causal model the only position that has read the whole text), or the mean with weights
+causal model the only position that has read the whole text), the mean with weights
 rising with position (``pooling: weighted_mean``: the k-th content token weighs k, so the
-states that have read more of the text count more, as in SGPT).
+states that have read more of the text count more, as in SGPT), or the echo read-out
+(``pooling: echo``: the text is fed twice in one sequence and the mean is taken over the
+second copy's content states, each of which has read the whole text once already; twice
+the sequence length to run). With ``echo`` the ``tokens`` are the first copy's states, which
+are the plain sequence's (a causal position never sees what follows it).
 
 The default was measured on the embedded corpus with the earlier ``recipes/text_causal_lm.yaml``
 (GPT-2, next-token prediction alone, 200 steps), the same trained weights pooled both ways:
@@ -20,6 +24,8 @@ it on real short texts, ``mean`` and ``weighted_mean`` trained alike and ``last`
 References:
     - Muennighoff, "SGPT: GPT Sentence Embeddings for Semantic Search", 2022,
       https://arxiv.org/abs/2202.08904 (position-weighted mean pooling).
+    - Springer et al., "Repetition Improves Language Model Embeddings", 2024,
+      https://arxiv.org/abs/2402.15449 (echo embeddings).
 """
 
 from __future__ import annotations
@@ -53,10 +59,12 @@ class CausalHFParams(HFParams):
     architecture: str = Field(
         "gpt2", min_length=1, description=f"transformers model_type of a decoder-only model: {CAUSAL_ARCHITECTURES}."
     )
-    pooling: Literal["mean", "last", "weighted_mean"] = Field(  # type: ignore[assignment]
+    pooling: Literal["mean", "last", "weighted_mean", "echo"] = Field(  # type: ignore[assignment]
         "mean",
-        description="pooled is the mean over content tokens (mean), the last real token's state (last), or the "
-        "mean over content tokens weighted 1, 2, 3, ... by their order (weighted_mean).",
+        description="pooled is the mean over content tokens (mean), the last real token's state (last), the "
+        "mean over content tokens weighted 1, 2, 3, ... by their order (weighted_mean), or the mean over the "
+        "content tokens of the text's second copy when it is fed twice (echo; default position table twice "
+        "max_length).",
     )
     local_path: None = Field(None, description="Not supported: hf_causal builds from a config (pretrained=False).")
 
@@ -79,6 +87,33 @@ def position_weighted_mean(hidden: Tensor, input_ids: Tensor, attention_mask: Te
     mask = content_mask(input_ids, attention_mask, excluded_ids, hidden.dtype)
     weights = (mask.cumsum(1) * mask).unsqueeze(-1)
     return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def echo_sequences(input_ids: Tensor, attention_mask: Tensor, pad_token_id: int) -> tuple[Tensor, Tensor]:
+    """Each row's real tokens twice in a row: ``(ids, second)``, ``[B, 2L]`` each.
+
+    Args:
+        input_ids: ``int64 [B, L]``, right-padded.
+        attention_mask: ``[B, L]``, 1 at real tokens.
+        pad_token_id: id written after the two copies.
+
+    Returns:
+        ``ids`` (a row of ``n`` real tokens holds them at ``0 .. n-1`` and again at
+        ``n .. 2n-1``, then padding) and ``second`` (1 at the second copy's ``n`` positions,
+        of ``attention_mask``'s dtype).
+    """
+    batch, length = input_ids.shape
+    lengths = attention_mask.sum(dim=1, keepdim=True)
+    positions = torch.arange(length, device=input_ids.device).unsqueeze(0)
+    real = attention_mask.bool()
+    dump = torch.full_like(input_ids, 2 * length)  # a spare column for padding, cut off below
+    first_at = torch.where(real, positions.expand_as(input_ids), dump)
+    second_at = torch.where(real, positions + lengths, dump)
+    ids = torch.full((batch, 2 * length + 1), pad_token_id, dtype=input_ids.dtype, device=input_ids.device)
+    ids = ids.scatter(1, first_at, input_ids).scatter(1, second_at, input_ids)[:, :-1]
+    doubled = torch.arange(2 * length, device=input_ids.device).unsqueeze(0)
+    second = ((doubled >= lengths) & (doubled < 2 * lengths)).to(attention_mask.dtype)
+    return ids, second
 
 
 class CausalHFEncoder(Encoder):
@@ -108,9 +143,11 @@ class CausalHFEncoder(Encoder):
             raise ValueError("hf_causal encoder needs a built modality to size its vocabulary")
         info = context.modality.info()
         who = f"hf_causal encoder (modality {context.modality_name!r})"
-        config = build_config(
-            params, info.needed("vocab_size", who), info.needed("pad_token_id", who), info.needed("max_length", who)
-        )
+        max_length = int(info.needed("max_length", who))
+        # echo feeds each text twice: the position table must reach twice the longest text
+        positions = 2 * max_length if params.pooling == "echo" else max_length
+        self.pad_token_id = int(info.needed("pad_token_id", who))
+        config = build_config(params, info.needed("vocab_size", who), self.pad_token_id, positions)
         # Grouped-query models (llama, qwen2) keep their default key/value head count otherwise.
         if hasattr(config, "num_key_value_heads") and "num_key_value_heads" not in params.config_overrides:
             config.num_key_value_heads = params.num_heads
@@ -129,6 +166,8 @@ class CausalHFEncoder(Encoder):
 
     def forward(self, batch: Mapping[str, Tensor]) -> EncoderOutput:
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        if self.pooling == "echo":
+            return self._echo_forward(input_ids, attention_mask)
         # No attention mask for the model: with right padding, causal attention already keeps every
         # real position from seeing padding (all earlier positions are real), and transformers
         # reads a given padding mask back to the host (is it all ones?), stalling each step.
@@ -141,6 +180,14 @@ class CausalHFEncoder(Encoder):
         else:
             pooled = content_mean(hidden, input_ids, attention_mask, self.pool_excluded_ids)
         return EncoderOutput(pooled=pooled, tokens=hidden, token_mask=attention_mask.bool())
+
+    def _echo_forward(self, input_ids: Tensor, attention_mask: Tensor) -> EncoderOutput:
+        """``pooling: echo``: one pass over each text twice; pooled from the second copy, tokens from the first."""
+        echo_ids, second = echo_sequences(input_ids, attention_mask, self.pad_token_id)
+        hidden = self.model(input_ids=echo_ids).last_hidden_state  # no mask: see forward()
+        pooled = content_mean(hidden, echo_ids, second, self.pool_excluded_ids)
+        tokens = hidden[:, : input_ids.shape[1]]
+        return EncoderOutput(pooled=pooled, tokens=tokens, token_mask=attention_mask.bool())
 
     def export_module(self) -> nn.Module:
         """``(input_ids [B, L], attention_mask [B, L]) -> pooled [B, D]`` with named arguments."""

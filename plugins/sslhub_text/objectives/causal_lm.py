@@ -11,6 +11,12 @@ boolean indexing), so a training step never waits for the device. The encoder mu
 (``provides=["causal"]``; ``sslhub validate`` refuses others): a bidirectional one would read
 the token it is asked to predict.
 
+Two options make a training step cheaper where the loss rides beside another objective:
+``rows_fraction`` runs the encoder for this loss on the first share of the batch's texts only,
+and ``positions_fraction`` scores a random share of each row's positions (drawn among its real
+targets first), so the ``[B, L, V]`` head output shrinks to ``[B', K, V]``. Held-out figures
+always use every text and position.
+
 The report gives held-out perplexity and next-token accuracy of the trained model beside the
 same objective on the random-init encoder, a unigram model (training-set target frequencies,
 add-one smoothed) and the uniform distribution.
@@ -45,11 +51,76 @@ class CausalLMParams(Params):
         description="The end-of-run report (held-out perplexity and accuracy, baselines) uses at most the first "
         "this many held-out samples; null for all.",
     )
+    rows_fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Training steps compute the loss on the first ceil(fraction * B) texts of each batch only "
+        "(the encoder runs on those alone); 1.0: every text.",
+    )
+    positions_fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Training steps score ceil(fraction * (L - 1)) positions of each row, drawn at random among "
+        "its real targets first; 1.0: every position.",
+    )
 
 
 def next_token_targets(input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
     """``(targets [B, L-1], weights [B, L-1] float)``: the token after each position and whether it is real."""
     return input_ids[:, 1:], attention_mask[:, 1:].float()
+
+
+def sample_positions(attention_mask: Tensor, count: int) -> Tensor:
+    """``int64 [B, count]``: positions ``t`` (of ``0 .. L-2``) whose next token is scored, per row.
+
+    Each row draws ``count`` distinct positions at random, those with a real target
+    (``attention_mask[:, t + 1]``) before any other, so a row with fewer real targets than
+    ``count`` gets all of them plus padding positions (weighted 0 by the loss). A fixed count
+    per row keeps the shapes static: no value is read back from the device.
+    """
+    _, weights = next_token_targets(attention_mask, attention_mask)
+    scores = torch.rand(weights.shape, device=weights.device) + weights  # real targets score in [1, 2)
+    return scores.topk(min(count, weights.shape[1]), dim=1).indices
+
+
+def sampled_causal_lm_loss(
+    hidden: Tensor, head: nn.Module, input_ids: Tensor, attention_mask: Tensor, count: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`causal_lm_loss` over ``count`` positions per row drawn by :func:`sample_positions`.
+
+    Args:
+        hidden: ``[B, L, D]`` token states.
+        head: ``[..., D] -> [..., V]`` logits.
+        input_ids: ``int64 [B, L]``.
+        attention_mask: ``[B, L]``, 1 at real tokens (right padding).
+        count: positions scored per row.
+
+    Returns:
+        ``(loss, accuracy, count)`` as :func:`causal_lm_loss`, over the drawn real targets.
+    """
+    positions = sample_positions(attention_mask, count)
+    states = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+    targets, weights = next_token_targets(input_ids, attention_mask)
+    return weighted_cross_entropy(head(states).float(), targets.gather(1, positions), weights.gather(1, positions))
+
+
+def weighted_cross_entropy(logits: Tensor, targets: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(loss, accuracy, count)``, 0-d: weighted mean cross-entropy and argmax accuracy.
+
+    Args:
+        logits: ``[B, K, V]``.
+        targets: ``int64 [B, K]``.
+        weights: ``[B, K]`` float, 1 at real targets, 0 elsewhere.
+
+    Both are 0 when no weight is set; ``count`` is the sum of the weights.
+    """
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    count = weights.sum()
+    loss = (nll.view_as(weights) * weights).sum() / count.clamp_min(1.0)
+    correct = (logits.detach().argmax(-1) == targets).float()
+    return loss, (correct * weights).sum() / count.clamp_min(1.0), count
 
 
 def causal_lm_loss(logits: Tensor, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -65,12 +136,7 @@ def causal_lm_loss(logits: Tensor, input_ids: Tensor, attention_mask: Tensor) ->
         the ``count`` real targets (0 for both when there are none).
     """
     targets, weights = next_token_targets(input_ids, attention_mask)
-    predictions = logits[:, :-1].float()
-    nll = F.cross_entropy(predictions.reshape(-1, predictions.shape[-1]), targets.reshape(-1), reduction="none")
-    count = weights.sum()
-    loss = (nll.view_as(weights) * weights).sum() / count.clamp_min(1.0)
-    correct = (predictions.detach().argmax(-1) == targets).float()
-    return loss, (correct * weights).sum() / count.clamp_min(1.0), count
+    return weighted_cross_entropy(logits[:, :-1].float(), targets, weights)
 
 
 class TiedNextTokenHead(nn.Module):
@@ -121,14 +187,22 @@ class CausalLMObjective(Objective):
         self.pad_token_id = int(info.needed("pad_token_id", "causal_lm objective"))
         self.head = TiedNextTokenHead(encoder.get_input_embeddings())
 
-    def _loss(self, batch: Batch, encoder: Encoder) -> tuple[Tensor, Tensor, Tensor]:
+    def _loss(self, batch: Batch, encoder: Encoder, sampled: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """``(loss, accuracy, count)`` on every text and position, or (``sampled``) on the share the params set."""
+        if sampled and self.params.rows_fraction < 1.0:
+            rows = math.ceil(self.params.rows_fraction * batch["input_ids"].shape[0])
+            batch = {key: value[:rows] for key, value in batch.items()}
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         tokens = encoder(batch).tokens
         if tokens is None:
             raise ValueError(f"causal_lm needs token features; {type(encoder).__name__} returned none")
-        return causal_lm_loss(self.head(tokens), batch["input_ids"], batch["attention_mask"])
+        if sampled and self.params.positions_fraction < 1.0:
+            count = math.ceil(self.params.positions_fraction * (input_ids.shape[1] - 1))
+            return sampled_causal_lm_loss(tokens, self.head, input_ids, attention_mask, count)
+        return causal_lm_loss(self.head(tokens), input_ids, attention_mask)
 
     def forward(self, views: list[Batch], encoder: Encoder) -> ObjectiveOutput:
-        loss, accuracy, _ = self._loss(views[0], encoder)
+        loss, accuracy, _ = self._loss(views[0], encoder, sampled=True)
         return ObjectiveOutput(loss=loss, metrics={"next_token_accuracy": accuracy.detach()})
 
     @torch.no_grad()

@@ -43,6 +43,21 @@ class SplitContrastiveParams(Params):
         return frozenset({"word_continuations"}) if self.whole_words else frozenset()
 
 
+def trim_padding_columns(batch: Batch) -> Batch:
+    """``batch`` without its trailing columns that are padding in every row (right padding).
+
+    A half keeps about half of its text's tokens but the full batch width; cutting the empty
+    end roughly halves the encoder's cost per half. The real positions' states do not change
+    (an encoder masks padding or, if causal, never lets a real position see a later one). Only
+    on the CPU: finding the width reads a value back, which would stall an accelerator's queue.
+    """
+    mask = batch["attention_mask"]
+    if mask.device.type != "cpu" or mask.shape[1] == 0:
+        return batch
+    width = max(int(mask.sum(dim=1).max()), 1)
+    return {key: value[:, :width] for key, value in batch.items()}
+
+
 def split_halves(eligible: Tensor, word_starts: Tensor) -> tuple[Tensor, Tensor]:
     """Which tokens each half deletes: a random, complementary deal of each row's words.
 
@@ -118,7 +133,9 @@ class SplitContrastiveObjective(Objective):
     def forward(self, views: list[Batch], encoder: Encoder) -> ObjectiveOutput:
         first, second = self.halves(views[0])
         size = first["input_ids"].shape[0]
-        joined = {key: torch.cat([first[key], second[key]]) for key in ("input_ids", "attention_mask")}
+        joined = trim_padding_columns(
+            {key: torch.cat([first[key], second[key]]) for key in ("input_ids", "attention_mask")}
+        )
         pooled = encoder(joined).pooled
         if pooled is None:
             raise ValueError(f"split_contrastive needs pooled features; {type(encoder).__name__} returned none")

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch.utils.data import DataLoader
 
 from sslhub import BuildContext
@@ -19,20 +20,28 @@ from sslhub_text.encoders.causal_hf import (
     CAUSAL_ARCHITECTURES,
     CausalHFEncoder,
     CausalHFParams,
+    echo_sequences,
     last_token_states,
     position_weighted_mean,
 )
-from sslhub_text.objectives.causal_lm import CausalLMObjective, CausalLMParams, causal_lm_loss, target_counts
+from sslhub_text.objectives.causal_lm import (
+    CausalLMObjective,
+    CausalLMParams,
+    causal_lm_loss,
+    sample_positions,
+    sampled_causal_lm_loss,
+    target_counts,
+)
 from sslhub_text.token_store import TokenSequences
 
 
-def make_causal(text_modality, **overrides) -> tuple[CausalHFEncoder, CausalLMObjective]:
+def make_causal(text_modality, objective_params=None, **overrides) -> tuple[CausalHFEncoder, CausalLMObjective]:
     torch.manual_seed(0)
     params = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "dropout": 0.0}
     context = BuildContext(modality=text_modality, modality_name="text")
     encoder = CausalHFEncoder(CausalHFParams(**{**params, **overrides}), context)
     context.encoder = encoder
-    return encoder, CausalLMObjective(CausalLMParams(), context)
+    return encoder, CausalLMObjective(CausalLMParams(**(objective_params or {})), context)
 
 
 def test_causal_lm_loss_by_hand():
@@ -67,6 +76,57 @@ def test_objective_loss_matches_a_direct_computation(text_modality):
     # the head is tied: the embedding table is the encoder's, not a copy
     assert objective.head._embeddings.weight is encoder.get_input_embeddings().weight
     assert all(p is not encoder.get_input_embeddings().weight for p in objective.parameters())
+
+
+def test_sampled_positions_take_real_targets_first():
+    torch.manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
+    for _ in range(20):
+        positions = sample_positions(mask, 3)
+        assert positions.shape == (3, 3)
+        assert all(len(set(row)) == 3 for row in positions.tolist())  # distinct
+        assert all(0 <= p <= 4 for row in positions.tolist() for p in row)  # position 5 has no next token
+        # row 1 has 2 real targets (positions 0 and 1): both are drawn, plus one padding position
+        assert {0, 1} <= set(positions[1].tolist())
+    drawn = torch.cat([sample_positions(mask, 2)[0] for _ in range(50)])
+    assert set(drawn.tolist()) == {0, 1, 2, 3, 4}  # random, not always the same ones
+
+
+def test_sampled_loss_over_every_position_equals_the_full_loss():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 11)
+    hidden, input_ids = torch.randn(3, 6, 8), torch.randint(0, 11, (3, 6))
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]])
+    full = causal_lm_loss(head(hidden), input_ids, mask)
+    sampled = sampled_causal_lm_loss(hidden, head, input_ids, mask, 5)
+    for a, b in zip(full, sampled, strict=True):
+        torch.testing.assert_close(a, b)
+    # 2 positions per row: row 0 scores 2 of its 5 targets, row 1 both, row 2 its only one (+ padding, weight 0)
+    loss, _, count = sampled_causal_lm_loss(hidden, head, input_ids, mask, 2)
+    assert count.item() == 5 and torch.isfinite(loss)
+
+
+def test_rows_and_positions_fractions_train_on_a_share_and_report_on_all(text_modality):
+    batch = text_modality.collate([text_modality.held_out_dataset()[i] for i in range(6)])
+    encoder, full = make_causal(text_modality)
+    _, on_half = make_causal(text_modality, {"rows_fraction": 0.5})
+    on_half.head = full.head  # same weights: the two objectives differ only in their params
+    encoder.eval()
+    first_half = {key: value[:3] for key, value in batch.items()}
+    torch.testing.assert_close(on_half([batch], encoder).loss, full([first_half], encoder).loss)
+    assert on_half.held_out_metrics(batch, encoder) == full.held_out_metrics(batch, encoder)
+    _, sampled = make_causal(text_modality, {"positions_fraction": 0.25})
+    sampled.head = full.head
+    torch.manual_seed(1)
+    assert not torch.allclose(sampled([batch], encoder).loss, full([batch], encoder).loss)
+    assert sampled.held_out_metrics(batch, encoder) == full.held_out_metrics(batch, encoder)
+
+
+@pytest.mark.parametrize("key", ["rows_fraction", "positions_fraction"])
+@pytest.mark.parametrize("value", [0.0, 1.5])
+def test_fractions_outside_zero_one_are_refused(key, value):
+    with pytest.raises(ValidationError, match=key):
+        CausalLMParams(**{key: value})
 
 
 @pytest.mark.parametrize("architecture", CAUSAL_ARCHITECTURES)
@@ -120,6 +180,60 @@ def test_weighted_mean_pooling_ignores_padding(text_modality):
     torch.testing.assert_close(alone, with_padding, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
         assert not torch.allclose(alone, make_causal(text_modality)[0].eval()(short).pooled, atol=1e-4)
+
+
+def test_echo_sequences_by_hand():
+    input_ids = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])  # [CLS] ... [SEP], then padding (id 0)
+    attention_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    ids, second = echo_sequences(input_ids, attention_mask, pad_token_id=0)
+    assert ids.tolist() == [[1, 5, 6, 2, 1, 5, 6, 2], [1, 7, 2, 1, 7, 2, 0, 0]]
+    assert second.tolist() == [[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1, 0, 0]]
+
+
+def test_echo_pooling_reads_the_second_copy_and_keeps_the_plain_tokens(text_modality):
+    encoder, _ = make_causal(text_modality, pooling="echo")
+    plain = make_causal(text_modality, max_position_embeddings=64)[0]  # echo sizes its table 2 x 32
+    plain.load_state_dict(encoder.state_dict())
+    sample = text_modality.held_out_dataset()[0]
+    ids = sample["input_ids"][None, :9]
+    short = {"input_ids": ids, "attention_mask": torch.ones(1, 9, dtype=torch.int64)}
+    padded = {key: torch.cat([value, torch.zeros(1, 7, dtype=torch.int64)], 1) for key, value in short.items()}
+    with torch.no_grad():
+        echo, with_padding = encoder.eval()(short), encoder(padded)
+        twice = plain.eval()({"input_ids": ids.repeat(1, 2), "attention_mask": torch.ones(1, 18, dtype=torch.int64)})
+        alone = plain(short)
+    info = text_modality.info()
+    content = [9 + i for i, t in enumerate(ids[0].tolist()) if t not in (info.cls_token_id, info.sep_token_id)]
+    assert len(content) >= 7  # the second copy, [CLS] (and any [SEP]) left out
+    torch.testing.assert_close(echo.pooled, twice.tokens[:, content].mean(1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(echo.tokens, alone.tokens, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(with_padding.pooled, echo.pooled, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(echo.pooled, alone.pooled, atol=1e-3)
+
+
+def test_echo_pooling_exports_to_onnx(text_modality, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    encoder = make_causal(text_modality, pooling="echo", architecture="llama")[0].eval()
+    example = text_modality.example_batch(2)
+    program = torch.onnx.export(
+        encoder.export_module(),
+        (example["input_ids"], example["attention_mask"]),
+        dynamo=True,
+        input_names=list(encoder.input_names),
+        output_names=["pooled"],
+        dynamic_shapes=({0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")},) * 2,
+        verbose=False,
+    )
+    program.save(str(tmp_path / "encoder.onnx"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "encoder.onnx"))
+    samples = [text_modality.held_out_dataset()[i] for i in range(5)]
+    cut = [{key: sample[key][: 6 + 3 * i] for key in encoder.input_names} for i, sample in enumerate(samples)]
+    batch = text_modality.collate(cut)  # rows of 6 to 18 tokens: padding follows the copies of the shorter ones
+    assert batch["input_ids"].shape == (5, 18) and (batch["attention_mask"] == 0).any()
+    (pooled,) = session.run(None, {key: batch[key].numpy() for key in encoder.input_names})
+    with torch.no_grad():
+        expected = encoder(batch).pooled.numpy()
+    assert abs(pooled - expected).max() <= 1e-4
 
 
 def test_target_counts_by_hand():

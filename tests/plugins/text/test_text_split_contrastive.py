@@ -9,10 +9,12 @@ import torch
 from pydantic import ValidationError
 
 from sslhub import BuildContext
+from sslhub_text.encoders.causal_hf import CausalHFEncoder, CausalHFParams
 from sslhub_text.objectives.split_contrastive import (
     SplitContrastiveObjective,
     SplitContrastiveParams,
     split_halves,
+    trim_padding_columns,
 )
 
 
@@ -89,6 +91,36 @@ def test_loss_is_infonce_over_the_batch_and_falls(text_modality, make_encoder):
         losses.append(output.loss.item())
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
     assert float(output.metrics["contrastive_accuracy"]) > 0.5
+
+
+def test_trimming_drops_only_all_padding_columns():
+    batch = {
+        "input_ids": torch.tensor([[5, 6, 7, 0, 0], [5, 6, 0, 0, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]]),
+    }
+    trimmed = trim_padding_columns(batch)
+    assert trimmed["input_ids"].tolist() == [[5, 6, 7], [5, 6, 0]]
+    assert trimmed["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    full = {key: value[:, :3] for key, value in batch.items()}
+    assert trim_padding_columns(full)["input_ids"].shape == (2, 3)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_trimmed_halves_pool_as_the_untrimmed_ones(text_modality, make_encoder, causal):
+    if causal:
+        torch.manual_seed(0)
+        params = CausalHFParams(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, architecture="llama")
+        encoder = CausalHFEncoder(params, BuildContext(modality=text_modality, modality_name="text"))
+    else:
+        encoder = make_encoder()
+    objective = make_objective(text_modality, encoder)
+    batch = text_modality.collate([text_modality.train_dataset()[i] for i in range(8)])
+    torch.manual_seed(0)
+    first, _ = objective.halves(batch)
+    trimmed = trim_padding_columns(first)
+    assert trimmed["input_ids"].shape[1] < first["input_ids"].shape[1]  # a half is shorter than its text
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.eval()(trimmed).pooled, encoder(first).pooled, atol=1e-5, rtol=1e-5)
 
 
 def test_bad_arguments(text_modality, make_encoder):
