@@ -47,3 +47,20 @@ def make_encoders(digit_pairs):
         return EncoderSet({"image": image, "text": text})
 
     return make
+
+
+@pytest.fixture
+def tiny_clip_overrides() -> dict[str, object]:
+    """``--set`` values that shrink recipes/image_text_clip.yaml to a few seconds: 12 steps, tiny towers."""
+    return {
+        "train.steps": 12,
+        "train.batch_size": 32,
+        "train.checkpoint_every": 12,
+        "data.image_size": 8,
+        "encoders.image.width": 8,
+        "encoders.image.stages": 2,
+        "encoders.text.hidden_size": 32,
+        "encoders.text.num_layers": 1,
+        "encoders.text.intermediate_size": 64,
+        "objectives.1.start_step": 6,
+    }

@@ -12,20 +12,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 RECIPE = ROOT / "recipes" / "image_text_clip.yaml"
-TINY = {
-    "train.steps": 12,
-    "train.batch_size": 32,
-    "train.checkpoint_every": 12,
-    "data.image_size": 8,
-    "encoders.image.width": 8,
-    "encoders.image.stages": 2,
-    "encoders.text.hidden_size": 32,
-    "encoders.text.num_layers": 1,
-    "encoders.text.intermediate_size": 64,
-    "objectives.1.start_step": 6,
-    "evaluate.enabled": "false",
-    "export": "null",
-}
 
 
 def sslhub(*arguments: str) -> subprocess.CompletedProcess:
@@ -35,9 +21,10 @@ def sslhub(*arguments: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_finetune_asks_for_a_tower_then_trains_the_image_encoder(tmp_path):
+def test_finetune_asks_for_a_tower_then_trains_the_image_encoder(tmp_path, tiny_clip_overrides):
     run = tmp_path / "run"
-    overrides = [part for key, value in TINY.items() for part in ("--set", f"{key}={value}")]
+    settings = {**tiny_clip_overrides, "evaluate.enabled": "false", "export": "null"}
+    overrides = [part for key, value in settings.items() for part in ("--set", f"{key}={value}")]
     trained = sslhub("run", str(RECIPE), "--out", str(run), *overrides)
     assert trained.returncode == 0, trained.stderr[-3000:]
 

@@ -15,22 +15,9 @@ RECIPE = ROOT / "recipes" / "image_text_clip.yaml"
 
 
 @pytest.mark.slow
-def test_recipe_trains_its_three_objectives_evaluates_and_exports(tmp_path):
+def test_recipe_trains_its_three_objectives_evaluates_and_exports(tmp_path, tiny_clip_overrides):
     out = tmp_path / "run"
-    overrides = {
-        "train.steps": 12,
-        "train.batch_size": 32,
-        "train.log_every": 1,
-        "train.checkpoint_every": 12,
-        "data.image_size": 8,
-        "encoders.image.width": 8,
-        "encoders.image.stages": 2,
-        "encoders.text.hidden_size": 32,
-        "encoders.text.num_layers": 1,
-        "encoders.text.intermediate_size": 64,
-        "objectives.1.start_step": 6,
-        "evaluate.linear_probe.epochs": 10,
-    }
+    overrides = {**tiny_clip_overrides, "train.log_every": 1, "evaluate.linear_probe.epochs": 10}
     command = [sys.executable, "-m", "sslhub", "run", str(RECIPE), "--out", str(out)]
     for key, value in overrides.items():
         command += ["--set", f"{key}={value}"]

@@ -44,3 +44,25 @@ def tokenizer_dir(text_modality, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tokenizer")
     text_modality.tokenizer.save(str(folder / "tokenizer.json"))
     return folder
+
+
+@pytest.fixture
+def onnx_session(text_modality, tmp_path):
+    """``onnx_session(encoder)``: the encoder exported with dynamic batch and sequence, opened in onnxruntime."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+
+    def export(encoder):
+        example = text_modality.example_batch(2)
+        program = torch.onnx.export(
+            encoder.export_module(),
+            (example["input_ids"], example["attention_mask"]),
+            dynamo=True,
+            input_names=list(encoder.input_names),
+            output_names=["pooled"],
+            dynamic_shapes=({0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")},) * 2,
+            verbose=False,
+        )
+        program.save(str(tmp_path / "encoder.onnx"))
+        return onnxruntime.InferenceSession(str(tmp_path / "encoder.onnx"))
+
+    return export

@@ -211,21 +211,9 @@ def test_echo_pooling_reads_the_second_copy_and_keeps_the_plain_tokens(text_moda
     assert not torch.allclose(echo.pooled, alone.pooled, atol=1e-3)
 
 
-def test_echo_pooling_exports_to_onnx(text_modality, tmp_path):
-    onnxruntime = pytest.importorskip("onnxruntime")
+def test_echo_pooling_exports_to_onnx(text_modality, onnx_session):
     encoder = make_causal(text_modality, pooling="echo", architecture="llama")[0].eval()
-    example = text_modality.example_batch(2)
-    program = torch.onnx.export(
-        encoder.export_module(),
-        (example["input_ids"], example["attention_mask"]),
-        dynamo=True,
-        input_names=list(encoder.input_names),
-        output_names=["pooled"],
-        dynamic_shapes=({0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")},) * 2,
-        verbose=False,
-    )
-    program.save(str(tmp_path / "encoder.onnx"))
-    session = onnxruntime.InferenceSession(str(tmp_path / "encoder.onnx"))
+    session = onnx_session(encoder)
     samples = [text_modality.held_out_dataset()[i] for i in range(5)]
     cut = [{key: sample[key][: 6 + 3 * i] for key in encoder.input_names} for i, sample in enumerate(samples)]
     batch = text_modality.collate(cut)  # rows of 6 to 18 tokens: padding follows the copies of the shorter ones

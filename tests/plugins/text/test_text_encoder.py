@@ -88,21 +88,9 @@ def test_local_checkpoint_loads_offline(make_encoder, text_modality, tmp_path):
         torch.testing.assert_close(loaded(batch).pooled, source(batch).pooled)
 
 
-def test_onnx_export_with_dynamic_batch_and_sequence(make_encoder, text_modality, tmp_path):
-    onnxruntime = pytest.importorskip("onnxruntime")
+def test_onnx_export_with_dynamic_batch_and_sequence(make_encoder, text_modality, onnx_session):
     encoder = make_encoder().eval()
-    example = text_modality.example_batch(2)
-    program = torch.onnx.export(
-        encoder.export_module(),
-        (example["input_ids"], example["attention_mask"]),
-        dynamo=True,
-        input_names=list(encoder.input_names),
-        output_names=["pooled"],
-        dynamic_shapes=({0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")},) * 2,
-        verbose=False,
-    )
-    program.save(str(tmp_path / "encoder.onnx"))
-    session = onnxruntime.InferenceSession(str(tmp_path / "encoder.onnx"))
+    session = onnx_session(encoder)
     # a different batch size and sequence length, with padding
     test = text_modality.eval_split().test
     short = [test[i] for i in range(len(test)) if len(test[i]["input_ids"]) < 20][:5]
