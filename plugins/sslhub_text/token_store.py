@@ -329,6 +329,8 @@ class _SampleRouter:
         self.directory = directory
         self.writers = {name: SplitWriter(name, directory, layout.id_dtype, name in LABELED_SPLITS) for name in SPLITS}
         self.cutters = {side: SampleCutter(self.writers[side], layout) for side in ("train", "held_out")}
+        self.head = np.asarray(layout.head, dtype=layout.id_dtype)
+        self.tail = np.asarray(layout.tail, dtype=layout.id_dtype)
         self.label_codes: dict[str, int] = {}  # first-seen order; remapped to sorted order at the end
         self.document_counts = {"train": 0, "held_out": 0}
         self.content_crc = 0
@@ -336,8 +338,6 @@ class _SampleRouter:
 
     def add_chunk(self, chunk: list[Document], token_arrays: list[np.ndarray]) -> None:
         """Route one chunk's documents, given each one's token ids (no special tokens)."""
-        head = np.asarray(self.layout.head, dtype=self.layout.id_dtype)
-        tail = np.asarray(self.layout.tail, dtype=self.layout.id_dtype)
         unlabeled: dict[str, list[np.ndarray]] = {"train": [], "held_out": []}
         labeled: dict[str, tuple[list[np.ndarray], list[int]]] = {"train": ([], []), "held_out": ([], [])}
         for document, tokens in zip(chunk, token_arrays, strict=True):
@@ -352,7 +352,7 @@ class _SampleRouter:
                 continue
             unlabeled[side].append(tokens)
             if code is not None:
-                labeled[side][0].append(np.concatenate([head, tokens[: self.layout.content_length], tail]))
+                labeled[side][0].append(np.concatenate([self.head, tokens[: self.layout.content_length], self.tail]))
                 labeled[side][1].append(code)
         for side, documents in unlabeled.items():
             self.cutters[side].add_documents(documents)

@@ -72,17 +72,21 @@ def next_token_targets(input_ids: Tensor, attention_mask: Tensor) -> tuple[Tenso
     return input_ids[:, 1:], attention_mask[:, 1:].float()
 
 
-def sample_positions(attention_mask: Tensor, count: int) -> Tensor:
+def sample_positions(target_weights: Tensor, count: int) -> Tensor:
     """``int64 [B, count]``: positions ``t`` (of ``0 .. L-2``) whose next token is scored, per row.
 
-    Each row draws ``count`` distinct positions at random, those with a real target
-    (``attention_mask[:, t + 1]``) before any other, so a row with fewer real targets than
-    ``count`` gets all of them plus padding positions (weighted 0 by the loss). A fixed count
-    per row keeps the shapes static: no value is read back from the device.
+    Args:
+        target_weights: ``[B, L-1]`` float, 1 where position ``t`` has a real next token (the
+            weights :func:`next_token_targets` returns).
+        count: positions drawn per row.
+
+    Each row draws ``count`` distinct positions at random, those with a real target before any
+    other, so a row with fewer real targets than ``count`` gets all of them plus padding
+    positions (weighted 0 by the loss). A fixed count per row keeps the shapes static: no value
+    is read back from the device.
     """
-    _, weights = next_token_targets(attention_mask, attention_mask)
-    scores = torch.rand(weights.shape, device=weights.device) + weights  # real targets score in [1, 2)
-    return scores.topk(min(count, weights.shape[1]), dim=1).indices
+    scores = torch.rand(target_weights.shape, device=target_weights.device) + target_weights  # real: [1, 2)
+    return scores.topk(min(count, target_weights.shape[1]), dim=1).indices
 
 
 def sampled_causal_lm_loss(
@@ -100,9 +104,9 @@ def sampled_causal_lm_loss(
     Returns:
         ``(loss, accuracy, count)`` as :func:`causal_lm_loss`, over the drawn real targets.
     """
-    positions = sample_positions(attention_mask, count)
-    states = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
     targets, weights = next_token_targets(input_ids, attention_mask)
+    positions = sample_positions(weights, count)
+    states = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
     return weighted_cross_entropy(head(states).float(), targets.gather(1, positions), weights.gather(1, positions))
 
 

@@ -81,14 +81,15 @@ def test_objective_loss_matches_a_direct_computation(text_modality):
 def test_sampled_positions_take_real_targets_first():
     torch.manual_seed(0)
     mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
+    target_weights = mask[:, 1:].float()  # position t has a real next token
     for _ in range(20):
-        positions = sample_positions(mask, 3)
+        positions = sample_positions(target_weights, 3)
         assert positions.shape == (3, 3)
         assert all(len(set(row)) == 3 for row in positions.tolist())  # distinct
         assert all(0 <= p <= 4 for row in positions.tolist() for p in row)  # position 5 has no next token
         # row 1 has 2 real targets (positions 0 and 1): both are drawn, plus one padding position
         assert {0, 1} <= set(positions[1].tolist())
-    drawn = torch.cat([sample_positions(mask, 2)[0] for _ in range(50)])
+    drawn = torch.cat([sample_positions(target_weights, 2)[0] for _ in range(50)])
     assert set(drawn.tolist()) == {0, 1, 2, 3, 4}  # random, not always the same ones
 
 
