@@ -1,7 +1,7 @@
 """Build the real-data evaluation sets: ``python benchmarks/realdata/build.py --out DIR``.
 
 Writes one folder per set under DIR (``audio/``, ``image/``, ``text/``, ``tabular/``,
-``tabular_diabetes/``, ``image_text/``), each
+``tabular_diabetes/``, ``tabular_pendigits/``, ``image_text/``), each
 with a *pretrain* side (what a recipe trains on, labels unused) and a *labeled* side (what the
 evaluation probes, split again by group so test groups are unseen), and ``manifest.json`` with
 the sizes, groups and how each format encodes its group. See README.md beside this file.
@@ -23,18 +23,22 @@ from build_audio import MissingTool, build_audio  # noqa: E402
 from build_icons import THEME as ICON_THEME
 from build_icons import MissingIconTheme, build_icons  # noqa: E402
 from build_images import MissingFonts, build_images  # noqa: E402
-from build_tables import TABLES, build_tables  # noqa: E402
+from build_tables import FILE_TABLES, TABLES, MissingTableFiles, build_tables  # noqa: E402
 from build_text import PRETRAIN_CORPORA, MissingPackageLists, build_text  # noqa: E402
 
 #: the sets, each in a folder of its name; every table set has modality ``tabular`` (its manifest entry says so).
 SETS = ("audio", "image", "text", *TABLES, "image_text")
-MISSING = (MissingTool, MissingFonts, MissingPackageLists, MissingIconTheme)
+MISSING = (MissingTool, MissingFonts, MissingPackageLists, MissingIconTheme, MissingTableFiles)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder to write the sets into")
-    parser.add_argument("--only", default=",".join(SETS), help=f"comma-separated subset of {','.join(SETS)}")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated subset of {','.join(SETS)} (default: all; a file table only with its folder)",
+    )
     parser.add_argument("--labeled-fraction", type=float, default=0.4, help="share of groups on the labeled side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clips-per-word", type=int, default=4, help="audio: clips of each word per voice")
@@ -50,9 +54,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--icon-theme", type=Path, default=ICON_THEME, help="image_text: the Adwaita icon theme folder")
     parser.add_argument(
+        "--pendigits", type=Path, default=None, help="tabular_pendigits: folder with UCI's pendigits.tra and .tes"
+    )
+    parser.add_argument(
         "--skip-missing", action="store_true", help="skip a set whose tool or data is missing instead of failing"
     )
     args = parser.parse_args(argv)
+    if args.only is None:  # every set whose source is on the machine or named
+        args.only = ",".join(s for s in SETS if s not in FILE_TABLES or args.pendigits is not None)
     args.only = [m.strip() for m in args.only.split(",") if m.strip()]
     unknown = sorted(set(args.only) - set(SETS))
     if unknown:
@@ -73,7 +82,7 @@ def build_one(name: str, folder: Path, args: argparse.Namespace) -> dict:
         return build_text(folder, args.texts_per_class, fraction, seed, pretrain_corpus=args.text_pretrain)
     if name == "image_text":
         return build_icons(folder, fraction, seed, args.icon_theme)
-    return build_tables(folder, fraction, seed, name)
+    return build_tables(folder, fraction, seed, name, files=args.pendigits)
 
 
 def main(argv: list[str] | None = None) -> int:

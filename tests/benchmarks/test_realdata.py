@@ -325,8 +325,64 @@ def test_diabetes_table_is_a_stratified_split_of_progression_tertiles(tmp_path: 
     assert {float(r["sex"]) for r in rows} == {1.0, 2.0}  # original units, not scikit-learn's scaled copy
     pretrain = (tmp_path / "pretrain.csv").read_text().splitlines()[1:]
     assert not set(pretrain) & set((tmp_path / "labeled.csv").read_text().splitlines()[1:])
-    with pytest.raises(ValueError, match="unknown table set 'iris'; choose one of tabular, tabular_diabetes"):
+    with pytest.raises(
+        ValueError, match="unknown table set 'iris'; choose one of tabular, tabular_diabetes, tabular_pendigits"
+    ):
         build_tables(tmp_path, 0.4, 0, table="iris")
+
+
+def write_pendigits_files(folder: Path, rows_per_file: tuple[int, int] = (20, 10)) -> None:
+    """Fake UCI pendigits files: 16 coordinates and a digit a line, digits cycling 0..9."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, count in zip(("pendigits.tra", "pendigits.tes"), rows_per_file, strict=True):
+        lines = [", ".join(map(str, [*rng.integers(0, 101, 16), i % 10])) for i in range(count)]
+        (folder / name).write_text("\n".join(lines) + "\n")
+
+
+def test_pendigits_table_keeps_the_writers_split(tmp_path: Path):
+    import csv
+
+    from build_tables import build_tables
+
+    write_pendigits_files(tmp_path / "uci")
+    entry = build_tables(tmp_path / "set", 0.4, 0, table="tabular_pendigits", files=tmp_path / "uci")
+    sides = entry["sides"]
+    # The files fix the sides (their writers differ): the labeled fraction does not move them.
+    assert (sides["pretrain"]["samples"], sides["labeled"]["samples"]) == (20, 10)
+    assert (sides["pretrain"]["groups"], sides["labeled"]["groups"]) == (30, 14)
+    assert entry["label_column"] == "digit" and entry["classes"] == [str(d) for d in range(10)]
+    assert "unseen" in entry["note"]
+    tes = [line.split(", ") for line in (tmp_path / "uci" / "pendigits.tes").read_text().splitlines()]
+    with (tmp_path / "set" / "labeled.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == [*(f"{axis}{point}" for point in range(1, 9) for axis in "xy"), "digit"]
+    assert [[float(v) for v in list(r.values())[:16]] for r in rows] == [[float(v) for v in t[:16]] for t in tes]
+    assert [r["digit"] for r in rows] == [t[16] for t in tes]
+
+
+def test_pendigits_table_names_what_is_missing_or_malformed(tmp_path: Path):
+    from build_tables import MissingTableFiles, build_tables
+
+    with pytest.raises(MissingTableFiles, match="needs --pendigits DIR"):
+        build_tables(tmp_path / "set", 0.4, 0, table="tabular_pendigits")
+    (tmp_path / "uci").mkdir()
+    (tmp_path / "uci" / "pendigits.tra").write_text("1, 2, 3\n")
+    with pytest.raises(MissingTableFiles, match="no pendigits.tes"):
+        build_tables(tmp_path / "set", 0.4, 0, table="tabular_pendigits", files=tmp_path / "uci")
+    (tmp_path / "uci" / "pendigits.tes").write_text("1, 2, 3\n")
+    with pytest.raises(MissingTableFiles, match="pendigits.tra: 3 values a line, pendigits files have 17"):
+        build_tables(tmp_path / "set", 0.4, 0, table="tabular_pendigits", files=tmp_path / "uci")
+
+
+def test_build_command_fails_or_skips_pendigits_without_its_folder(tmp_path: Path):
+    base = [sys.executable, str(REALDATA / "build.py"), "--out", str(tmp_path), "--only", "tabular_pendigits"]
+    failed = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and "tabular_pendigits: FAILED" in failed.stderr and "--pendigits" in failed.stderr
+    write_pendigits_files(tmp_path / "uci")
+    built = subprocess.run([*base, "--pendigits", str(tmp_path / "uci")], capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    assert "pretrain 20 samples / 30 groups, labeled 10 samples / 14 groups" in built.stdout
 
 
 def test_build_command_reports_a_missing_tool_and_writes_the_manifest(tmp_path: Path):
