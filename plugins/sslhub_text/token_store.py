@@ -223,28 +223,33 @@ class SampleCutter:
     def __init__(self, writer: SplitWriter, layout: SampleLayout):
         self.writer = writer
         self.layout = layout
+        self._head = np.asarray(layout.head, dtype=layout.id_dtype)
+        self._tail = np.asarray(layout.tail, dtype=layout.id_dtype)
         self._carry = np.zeros(0, dtype=layout.id_dtype)
 
     def add_documents(self, documents: list[np.ndarray]) -> None:
         """Cut the token arrays of a chunk of documents (all non-empty) and append the samples."""
         if not documents:
             return
-        layout = self.layout
-        if layout.pack:
-            tail = np.asarray(layout.tail, dtype=layout.id_dtype)
-            stream = np.concatenate([self._carry, *(piece for tokens in documents for piece in (tokens, tail))])
-            width = layout.max_length - len(layout.head)
-            rows = len(stream) // width
-            if rows:
-                samples = np.empty((rows, layout.max_length), dtype=layout.id_dtype)
-                samples[:, : len(layout.head)] = layout.head
-                samples[:, len(layout.head) :] = stream[: rows * width].reshape(rows, width)
-                self.writer.add(samples.ravel(), np.full(rows, layout.max_length, dtype=np.int64))
-            self._carry = stream[rows * width :].copy()
-            return
-        head = np.asarray(layout.head, dtype=layout.id_dtype)
-        tail = np.asarray(layout.tail, dtype=layout.id_dtype)
-        width = layout.content_length
+        if self.layout.pack:
+            self._add_packed(documents)
+        else:
+            self._add_unpacked(documents)
+
+    def _add_packed(self, documents: list[np.ndarray]) -> None:
+        layout, head = self.layout, self._head
+        stream = np.concatenate([self._carry, *(piece for tokens in documents for piece in (tokens, self._tail))])
+        width = layout.max_length - len(head)
+        rows = len(stream) // width
+        if rows:
+            samples = np.empty((rows, layout.max_length), dtype=layout.id_dtype)
+            samples[:, : len(head)] = head
+            samples[:, len(head) :] = stream[: rows * width].reshape(rows, width)
+            self.writer.add(samples.ravel(), np.full(rows, layout.max_length, dtype=np.int64))
+        self._carry = stream[rows * width :].copy()
+
+    def _add_unpacked(self, documents: list[np.ndarray]) -> None:
+        head, tail, width = self._head, self._tail, self.layout.content_length
         pieces = [tokens[i : i + width] for tokens in documents for i in range(0, len(tokens), width)]
         self.writer.add(
             np.concatenate([part for piece in pieces for part in (head, piece, tail)]),
@@ -254,8 +259,7 @@ class SampleCutter:
     def finish(self) -> None:
         """Append the packed stream's last, shorter sample."""
         if self.layout.pack and len(self._carry):
-            head = np.asarray(self.layout.head, dtype=self.layout.id_dtype)
-            self.writer.add(np.concatenate([head, self._carry]), np.array([len(head) + len(self._carry)]))
+            self.writer.add(np.concatenate([self._head, self._carry]), np.array([len(self._head) + len(self._carry)]))
             self._carry = self._carry[:0]
 
 
