@@ -42,6 +42,8 @@ SHORT_RUNS: dict[str, tuple[list[str], list[str]]] = {
     # 256, 100 of 700 steps: linear probe 0.545 vs 0.472, 5-shot 0.258 vs 0.216, kNN 0.583 vs 0.536 (measured,
     # 123 s of CPU); at batch 128 kNN stayed below random init (0.464 vs 0.494), so kNN is not checked
     "text_causal_lm.yaml": (["train.steps=100", "train.threads=1"], ["linear_probe_accuracy", "few_shot_5_accuracy"]),
+    # 300 of 2000 steps on the embedded digits table (neighbour positives)
+    "scarf_neighbours_tabular.yaml": (["train.steps=300"], ["knn_accuracy", "few_shot_5_accuracy"]),
 }
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from sslhub import BuildContext, ModalityInfo
 from sslhub_autoencoder.corruption import swap_columns
 from sslhub_autoencoder.encoders import MLPEncoder, MLPParams
-from sslhub_autoencoder.objectives.scarf import ScarfObjective, ScarfParams, info_nce
+from sslhub_autoencoder.objectives.scarf import ScarfObjective, ScarfParams, info_nce, nearest_other_rows
 
 
 class _Info:
@@ -40,6 +40,19 @@ def test_info_nce_is_low_for_matching_pairs_and_high_for_shuffled_ones():
     assert accuracy.item() == 1.0 and low.item() < 0.1 < high.item()
 
 
+def test_nearest_other_rows_picks_the_closest_row_but_never_the_row_itself():
+    rows = torch.tensor([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0], [5.0, 5.5], [5.0, 5.0]])
+    # rows 2 and 4 are equal: each is the other's nearest (distance 0), never itself
+    expected = torch.tensor([[1.0, 0.0], [0.0, 0.0], [5.0, 5.0], [5.0, 5.0], [5.0, 5.0]])
+    assert torch.equal(nearest_other_rows(rows), expected)
+
+
+def test_a_row_cannot_be_its_own_uncorrupted_positive():
+    with pytest.raises(ValueError, match="corruption_rate 0 with positive: self"):
+        ScarfParams(corruption_rate=0)
+    assert ScarfParams(corruption_rate=0, positive="neighbour").corruption_rate == 0
+
+
 def test_scarf_needs_rows_and_an_encoder():
     with pytest.raises(ValueError, match="needs the built encoder"):
         ScarfObjective(ScarfParams(), BuildContext())
@@ -63,7 +76,15 @@ def _nearest_centroid_accuracy(features: torch.Tensor, labels: torch.Tensor) -> 
     return (F.normalize(centroids, dim=1) @ features[test].T).argmax(0).eq(labels[test]).float().mean().item()
 
 
-def test_scarf_loss_falls_and_the_encoder_beats_its_random_init():
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"temperature": 0.5, "projection_dim": 16},
+        {"temperature": 0.5, "projection_dim": 16, "positive": "neighbour", "corruption_rate": 0.0},
+    ],
+    ids=["self", "neighbour"],
+)
+def test_scarf_loss_falls_and_the_encoder_beats_its_random_init(params: dict):
     generator = torch.Generator().manual_seed(0)
     rows, labels = _table(400, generator)
     torch.manual_seed(0)
@@ -71,7 +92,7 @@ def test_scarf_loss_falls_and_the_encoder_beats_its_random_init():
     encoder = MLPEncoder(MLPParams(hidden_sizes=[64], output_dim=16), context)
     with torch.no_grad():
         before = _nearest_centroid_accuracy(encoder({"vector": rows}).pooled, labels)
-    objective = ScarfObjective(ScarfParams(temperature=0.5, projection_dim=16), BuildContext(encoder=encoder))
+    objective = ScarfObjective(ScarfParams(**params), BuildContext(encoder=encoder))
     optimizer = torch.optim.Adam([*encoder.parameters(), *objective.parameters()], lr=3e-3)
     losses = []
     for _ in range(300):
@@ -83,6 +104,7 @@ def test_scarf_loss_falls_and_the_encoder_beats_its_random_init():
         losses.append(loss.item())
     with torch.no_grad():
         after = _nearest_centroid_accuracy(encoder({"vector": rows}).pooled, labels)
-    # 60% of each row is swapped out, so the loss stays well above 0; it must still clearly fall
+    # positives differ from their anchors (swapped columns or another row), so the loss stays well
+    # above 0; it must still clearly fall
     assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20 - 0.3
     assert after > before + 0.1, (before, after)
