@@ -147,7 +147,8 @@ def markdown(rows: list[Row], machine: dict, settings: dict) -> str:
         f"Measured {machine['date']} on {machine['cpu']} ({machine['usable_cores']} usable of {machine['cores']} cores), "
         f"torch {machine['torch']}, Python {machine['python']}.",
         "Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".",
-        "Probes score unseen groups (voices, typeface designs, source packages; tables: random rows).",
+        "Probes score unseen groups (voices, typeface designs, source packages, icon names; pen digits: pretraining "
+        "never saw the writers; other tables: random rows).",
         "",
         "| recipe | set | steps | 5-shot trained | 5-shot random init | 5-shot raw input "
         "| full trained | full random init | full raw input | time (s) | verdict |",
