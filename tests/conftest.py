@@ -2,8 +2,11 @@
 puts a rootless conftest's folder there), so test modules share helpers such as
 ``plugin_install`` by plain import."""
 
+import os
+
 import pytest
 from installation_check import builtin_plugin_import_errors
+from suite_order import slow_first_in_each_share
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -12,3 +15,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     problems = builtin_plugin_import_errors()
     if problems:
         pytest.exit("the installed environment is broken:\n" + "\n".join(problems), returncode=3)
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m have deselected: the shares are of what runs
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The slow end-to-end tests would otherwise run where their folders sort (tests/recipes last),
+    # so one worker ends on several minutes of them while the other waits.
+    items[:] = slow_first_in_each_share(items, _initial_shares(config))
+
+
+def _initial_shares(config: pytest.Config) -> int:
+    """How many contiguous shares pytest-xdist's worksteal scheduler cuts the collection into
+    at the start (one per worker; 1 without it)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers is None or getattr(config.option, "dist", "no") != "worksteal":
+        return 1
+    return int(workers)
