@@ -2,8 +2,6 @@
 puts a rootless conftest's folder there), so test modules share helpers such as
 ``plugin_install`` by plain import."""
 
-import os
-
 import pytest
 from installation_check import builtin_plugin_import_errors
 from suite_order import slow_first_in_each_share
@@ -24,10 +22,16 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items[:] = slow_first_in_each_share(items, _initial_shares(config))
 
 
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook, run in the controller for each worker
+def pytest_configure_node(node) -> None:
+    # xdist sets a worker's own --dist to "no": tell it the controller's, for _initial_shares
+    node.workerinput["controller_dist"] = node.config.option.dist
+
+
 def _initial_shares(config: pytest.Config) -> int:
     """How many contiguous shares pytest-xdist's worksteal scheduler cuts the collection into
     at the start (one per worker; 1 without it)."""
-    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
-    if workers is None or getattr(config.option, "dist", "no") != "worksteal":
+    workerinput = getattr(config, "workerinput", {})
+    if workerinput.get("controller_dist") != "worksteal":
         return 1
-    return int(workers)
+    return int(workerinput["workercount"])
