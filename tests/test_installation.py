@@ -10,6 +10,7 @@ import tomllib
 from importlib.metadata import entry_points, version
 from pathlib import Path
 
+import pytest
 from installation_check import BUILTIN_DISTRIBUTION, builtin_plugin_import_errors
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
@@ -73,6 +74,7 @@ def test_the_extras_cover_what_the_plugins_need():
     assert {r.split(">")[0] for r in extras["text"]} == {"transformers", "tokenizers"}
 
 
+@pytest.mark.slow
 def test_without_the_audio_and_text_extras_images_still_train_and_the_rest_names_its_extra():
     """A user who wants only images installs ``sslhub[vision]``: image recipes run; the others say what to install."""
     listing = sslhub_without(AUDIO_AND_TEXT_STACKS, "plugins")

@@ -529,6 +529,7 @@ def test_runner_sources_carry_the_grouping_for_each_modality(tmp_path: Path):
     assert run.sources("video", tmp_path, {}) is None
 
 
+@pytest.mark.slow
 def test_runner_overrides_validate_against_the_shipped_recipes(tmp_path: Path):
     """Each modality's overrides pass ``sslhub validate`` (which also checks the group patterns on the files)."""
     import run
@@ -561,6 +562,7 @@ def test_runner_overrides_validate_against_the_shipped_recipes(tmp_path: Path):
     assert {"tabular", "image_text"} <= set(checked)
 
 
+@pytest.mark.slow
 def test_image_text_clip_runs_on_the_icon_set_and_scores_each_encoder_on_unseen_names(tmp_path: Path):
     """The real ``sslhub run`` of the shipped recipe on a tiny icon set, 2 steps: the grouped labeled split end to end."""
     import run

@@ -93,6 +93,7 @@ EXPORT_VARIANTS["timm_vit"] = OBJECTIVE_SETUP["mae"]
 
 
 @pytest.mark.parametrize("variant", sorted(EXPORT_VARIANTS))
+@pytest.mark.slow
 def test_encoder_exports_to_verified_onnx(variant, tmp_path):
     """sslhub's own export path (dynamic axes, metadata, onnxruntime vs PyTorch) on every family."""
     from sslhub.export import export_encoder

@@ -51,6 +51,7 @@ def test_toy_recipe_learns_and_beats_random_init(reference_run: Path):
     assert any(p["name"] == "toy_plugin" for p in environment["plugins"])
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run(reference_run: Path, tmp_path: Path):
     out = tmp_path / "run"
     command = toy_run_command(out, "--set", "train.checkpoint_every=7")
@@ -76,6 +77,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(reference_run: Path, tmp_
     assert logged_steps == sorted(set(logged_steps)), "metrics must not repeat steps after a resume"
 
 
+@pytest.mark.slow
 def test_corrupt_newest_checkpoint_is_skipped(reference_run: Path, tmp_path: Path):
     out = tmp_path / "run"
     first = run_toy(out, "--set", "train.steps=40")
@@ -161,6 +163,7 @@ def _torchrun(out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path: Path):
     """Same global batch: 2 ranks x 32 under torchrun equals 1 process x 64 (no augmentation, no dropout)."""
     common = [
@@ -182,6 +185,7 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_process_resume_restores_each_ranks_augmentation_randomness(tmp_path: Path):
     """With augmentation noise drawn per rank, a resumed 2-process run ends with the uninterrupted weights."""
     common = ["--set", "evaluate.enabled=false", "--set", "train.checkpoint_every=4", "--set", "train.batch_size=32"]
@@ -197,6 +201,7 @@ def test_two_process_resume_restores_each_ranks_augmentation_randomness(tmp_path
     assert_same_weights(final_weights(tmp_path / "whole"), final_weights(tmp_path / "parts"))
 
 
+@pytest.mark.slow
 def test_an_unreadable_rank_rng_file_is_reported_and_the_run_continues(tmp_path: Path):
     common = ["--set", "evaluate.enabled=false", "--set", "train.checkpoint_every=2", "--set", "train.batch_size=32"]
     first = _torchrun(tmp_path / "run", "--set", "train.steps=2", *common)
@@ -207,6 +212,7 @@ def test_an_unreadable_rank_rng_file_is_reported_and_the_run_continues(tmp_path:
     assert "cannot read" in rest.stderr and "no saved RNG state of rank 1 for step 2" in rest.stderr
 
 
+@pytest.mark.slow
 def test_a_failing_torch_compile_is_one_message_naming_the_switch(tmp_path: Path):
     # No C++ compiler for inductor's CPU code: what a machine without build tools gives.
     result = sslhub(

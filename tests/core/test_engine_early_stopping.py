@@ -91,6 +91,7 @@ def test_a_stalling_held_out_loss_stops_the_run_and_says_why(stopped_run: Path):
     assert "evaluation and export use the best weights" in stdout
 
 
+@pytest.mark.slow
 def test_the_best_weights_are_those_of_the_best_step_and_the_evaluation_uses_them(stopped_run: Path):
     best = checkpoint_weights(stopped_run, "best.pt")
     assert_same_weights(best, checkpoint_weights(stopped_run, "step_00000010.pt"))

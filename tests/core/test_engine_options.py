@@ -58,6 +58,7 @@ def test_evaluation_caps_each_side_of_the_labeled_split(toy_catalog):
     assert uncapped["evaluation"]["eval_split"] == {"train": 256, "test": 256}
 
 
+@pytest.mark.slow
 def test_compiled_step_trains_with_one_graph_per_set_of_active_objectives(toy_catalog, tmp_path):
     import json
 

@@ -19,6 +19,7 @@ def baseline_run(tmp_path_factory) -> tuple[Path, str]:
     return run_dir, result.stdout
 
 
+@pytest.mark.slow
 def test_zero_steps_checkpoints_evaluates_and_exports_the_initial_encoder(baseline_run):
     run_dir, stdout = baseline_run
     assert "random-init baseline run: train.steps is 0: nothing was trained" in stdout
@@ -53,6 +54,7 @@ def test_validate_refuses_an_opset_the_exporter_cannot_write():
     assert "export.onnx.opset: Input should be less than or equal to 25" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_random_init_run_resumes_into_training(baseline_run, tmp_path):
     import shutil
 

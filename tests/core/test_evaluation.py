@@ -94,6 +94,7 @@ def test_summary_shows_few_shot_spread_and_says_plainly_what_training_did_not_be
     assert "trained beats every baseline on all 2 probe comparisons" in summary_with(evaluation)
 
 
+@pytest.mark.slow
 def test_run_without_random_init_baseline_finishes_and_reports_the_raw_input(tmp_path: Path):
     import subprocess
 

@@ -103,6 +103,7 @@ def test_early_stopping_stops_and_returns_the_best_validations_weights(early_sto
         assert (pretrained_run / "finetune" / "replay" / name).read_bytes() == (early_stopped / name).read_bytes()
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_identical_to_an_uninterrupted_fine_tune(early_stopped: Path, pretrained_run: Path):
     folder = pretrained_run / "finetune" / "killed"
     command = [sys.executable, "-m", "sslhub", "finetune", str(pretrained_run), *PLUGINS, "--name", "killed", *EARLY]
@@ -147,6 +148,7 @@ def test_frozen_mode_leaves_the_encoder_unchanged_and_trains_the_head(pretrained
     assert results(folder)["test_accuracy"] > 0.6  # four classes: chance is 0.25
 
 
+@pytest.mark.slow
 def test_the_comparison_table_has_a_row_per_label_count(pretrained_run: Path):
     result = finetune(
         pretrained_run, "--name", "table", "--set", "finetune.steps=40", "--set", "finetune.compare.shots=[5, null]",
@@ -196,6 +198,7 @@ def test_bad_requests_get_a_message_not_a_traceback(pretrained_run: Path, args: 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_on_resume_is_an_error(pretrained_run: Path):
     done = finetune(pretrained_run, "--name", "damaged", "--set", "finetune.steps=10", "--set", "finetune.compare=null")
     assert done.returncode == 0, done.stderr
@@ -270,6 +273,7 @@ def test_a_tampered_request_is_refused_on_resume(pretrained_run: Path):
     assert "overrides: each must be a finetune.KEY=VALUE string" in result.stderr
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_fine_tune_like_one(pretrained_run: Path):
     """Under torchrun each process takes half of every batch; DDP averages: the same steps as one process."""
     options = [

@@ -28,6 +28,7 @@ def digits_run(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_pretrained_encoder_fine_tunes_better_than_random_init_at_5_labels_per_class(digits_run: Path):
     run = digits_run
     fine_tuning = ["finetune.shots=5", "finetune.steps=150", "finetune.compare.shots=[5]"]

@@ -56,6 +56,7 @@ def _load(path: Path, **options) -> sslhub_api.LoadedEncoder:
 # -- the three sources ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_loads_with_its_newest_checkpoint(toy_run):
     model = _load(toy_run)
     assert isinstance(model, torch.nn.Module) and not model.training

@@ -77,6 +77,7 @@ def _inputs(folder: Path) -> tuple[list[Path], np.ndarray]:
     return files, np.concatenate(arrays)
 
 
+@pytest.mark.slow
 def test_the_report_says_the_export_passed(toy_classifier):
     report = toy_classifier["report"]
     assert report["passed"] and report["class_names"] == CLASSES

@@ -42,6 +42,7 @@ def assert_self_contained(page: str) -> None:
     assert "<script" not in page
 
 
+@pytest.mark.slow
 def test_a_run_writes_a_self_contained_report(toy_run):
     page = (toy_run / "report.html").read_text()
     assert_self_contained(page)

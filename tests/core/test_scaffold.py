@@ -100,6 +100,7 @@ def test_the_package_layout_names_and_declared_sslhub_versions(tmp_path):
 # -- from zero to an installed, tested plugin -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_scaffolded_plugin_installs_loads_through_its_entry_point_and_its_tests_pass(
     tmp_path, cache_dir, monkeypatch
 ):

@@ -134,6 +134,7 @@ def first_and_last(losses: list[float], window: int = 6) -> tuple[float, float]:
 # -- installed, through the entry point --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sslhub_plugins_lists_the_installed_plugin_with_its_version(commands):
     result = commands["plugins"].result()
     assert result.returncode == 0, result.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from toy_runs import final_weights, sslhub
@@ -34,6 +35,7 @@ def train(out: Path, *extra: str) -> list[float]:
     return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_compiled_apc_matches_eager(tmp_path: Path):
     eager = train(tmp_path / "eager")
     compiled = train(tmp_path / "compiled", "--set", "train.compile=true")

@@ -81,6 +81,7 @@ def _losses(run_dir: Path) -> list[float]:
     return [json.loads(line)["masked_audio/loss"] for line in lines if "masked_audio/loss" in line]
 
 
+@pytest.mark.slow
 def test_the_second_iteration_learns_the_first_models_clusters(tmp_path):
     first = tmp_path / "iteration1"
     result = _run(first)

@@ -29,6 +29,7 @@ TINY_AUDIO = [
 
 
 @pytest.mark.parametrize("recipe", ["audio_masked", "audio_contrastive"])
+@pytest.mark.slow
 def test_the_random_init_export_embeds_with_sslhub_embed(tmp_path, recipe):
     run_dir = tmp_path / "run"
     overrides = [arg for item in TINY_AUDIO for arg in ("--set", item)]

@@ -305,6 +305,7 @@ def test_diversity_statistics_are_averaged_over_all_ranks(tmp_path):
         assert first[:-1] == pytest.approx(pooled, abs=1e-6)  # the mean over all 10 frames, not per rank
 
 
+@pytest.mark.slow
 def test_stopping_and_resuming_gives_the_uninterrupted_weights(tmp_path):
     common = ["evaluate.enabled=false", "train.checkpoint_every=3", "train.schedule=constant", "train.warmup=0"]
     whole = _run(tmp_path / "whole", "train.steps=6", *common)

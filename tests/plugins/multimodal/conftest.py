@@ -49,7 +49,7 @@ def make_encoders(digit_pairs):
     return make
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_clip_overrides() -> dict[str, object]:
     """``--set`` values that shrink recipes/image_text_clip.yaml to a few seconds: 12 steps, tiny towers."""
     return {

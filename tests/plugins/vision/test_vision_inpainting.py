@@ -184,6 +184,7 @@ def test_adversarial_discriminator_stays_identical_across_processes(tmp_path):
         assert count > 0 and same
 
 
+@pytest.mark.slow
 def test_adversarial_recipe_trains_under_torchrun(tmp_path):
     """The engine keeps the self-updated discriminator out of DDP's reduction (it used to fail here)."""
     import os
