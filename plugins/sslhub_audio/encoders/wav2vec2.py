@@ -7,7 +7,8 @@ transformer); they differ in pre-training, which sslhub's ``masked_audio`` objec
 (``target: clusters`` is HuBERT's first iteration).
 
 ``waveform [B, T] -> tokens [B, T', D]`` with ``T'`` set by the conv stack (320x subsampling
-by default: 20 ms frames at 16 kHz); ``pooled`` is the mean over frames.
+by default: 20 ms frames at 16 kHz); ``pooled`` is the mean over frames, or the temporal pyramid
+and statistics pooling of ``pool_levels`` / ``pool_std`` (see ``time_pooling``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import Tensor
 
 from sslhub import BuildContext, Encoder, EncoderOutput, Modality, Params
 from sslhub_audio.encoders.frame_masking import check_layer, replace_masked_frames
+from sslhub_audio.encoders.time_pooling import TimePool
 
 DEFAULT_CONV_LAYERS = [[64, 10, 5], [64, 3, 2], [64, 3, 2], [64, 3, 2], [64, 3, 2], [64, 2, 2], [64, 2, 2]]
 
@@ -46,6 +48,13 @@ class Wav2Vec2Params(Params):
     pos_conv_groups: int = Field(8, ge=1, description="Groups of the convolutional positional embedding.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout inside the transformer.")
     layer_norm_first: bool = Field(False, description="Pre-norm transformer layers (wav2vec 2.0 large style).")
+    pool_levels: list[int] = Field(
+        default_factory=lambda: [1],
+        min_length=1,
+        description="pooled vector: means over 1, 2, ... equal stretches of the clip, concatenated (a temporal "
+        "pyramid; [1] is the plain mean over frames)",
+    )
+    pool_std: bool = Field(False, description="Append each channel's standard deviation over frames to pooled.")
 
     @model_validator(mode="after")
     def _check(self) -> Wav2Vec2Params:
@@ -92,7 +101,9 @@ class Wav2Vec2Encoder(Encoder):
         super().__init__()
         self.params = params
         self.model = torchaudio.models.wav2vec2_model(**builder_arguments(params))
-        self.feature_dim = params.embed_dim
+        self.pool = TimePool(params.pool_levels, params.pool_std)
+        self.token_dim = params.embed_dim
+        self.feature_dim = self.pool.output_dim(params.embed_dim)
         self.sample_stride = math.prod(layer[2] for layer in params.conv_layers)
         hop = context.modality.info().hop_length if context is not None and context.modality is not None else None
         #: mel frames per encoder frame (for masked_audio targets); None if not a whole number.
@@ -126,10 +137,10 @@ class Wav2Vec2Encoder(Encoder):
         """The context network (convolutional positions + transformer) on ``[B, T', D]`` frames.
 
         Returns:
-            :class:`EncoderOutput` with ``tokens [B, T', D]`` and ``pooled [B, D]`` (mean of frames).
+            :class:`EncoderOutput` with ``tokens [B, T', D]`` and ``pooled [B, feature_dim]``.
         """
         tokens = self.model.encoder.transformer(frames)
-        return EncoderOutput(pooled=tokens.mean(dim=1), tokens=tokens)
+        return EncoderOutput(pooled=self.pool(tokens), tokens=tokens)
 
     def forward_frames(
         self, batch: Mapping[str, Tensor], frame_mask: Tensor | None = None, mask_embedding: Tensor | None = None
@@ -161,7 +172,8 @@ class Wav2Vec2Encoder(Encoder):
 
         ``model = torchaudio.models.wav2vec2_model(**config)``, then
         ``model.load_state_dict(torch.load("model.pt", weights_only=True))``: ``model(waveform)[0]``
-        is this encoder's ``tokens`` ``[B, T', D]``, and their mean over frames its ``pooled``.
+        is this encoder's ``tokens`` ``[B, T', D]``; its ``pooled`` is their mean over frames (with
+        ``pool_levels`` / ``pool_std`` set: the read-out of ``time_pooling.TimePool`` on them).
         """
         weights = {key: value.detach().cpu().contiguous() for key, value in self.model.state_dict().items()}
         torch.save(weights, directory / "model.pt")

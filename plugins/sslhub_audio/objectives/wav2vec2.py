@@ -111,7 +111,7 @@ class Wav2Vec2Objective(Objective):
                 f"the context network); {type(encoder).__name__} does not"
             )
         self.params = p = params
-        dim = encoder.feature_dim
+        dim = int(getattr(encoder, "token_dim", encoder.feature_dim))  # it reads and masks frames
         self.mask_embedding = nn.Parameter(torch.empty(dim).uniform_())
         self.quantizer = GumbelProductQuantizer(dim, p.codebook_groups, p.codebook_entries, p.code_dim)
         self.project_targets = nn.Linear(p.code_dim, p.final_dim)

@@ -1,4 +1,4 @@
-"""Frame read-outs of the log-mel frame encoders: temporal pyramid and statistics pooling."""
+"""Frame read-outs of the frame encoders (log-mel and wav2vec2): temporal pyramid and statistics pooling."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from sslhub_audio.encoders.causal_frame_transformer import (
 )
 from sslhub_audio.encoders.frame_transformer import FrameTransformerEncoder, FrameTransformerParams
 from sslhub_audio.encoders.time_pooling import TimePool, segment_weights
+from sslhub_audio.encoders.wav2vec2 import Wav2Vec2Encoder, Wav2Vec2Params
 from sslhub_audio.objectives.apc import APCObjective, APCParams
 from sslhub_audio.objectives.masked_audio import MaskedAudioObjective, MaskedAudioParams
+from sslhub_audio.objectives.wav2vec2 import Wav2Vec2Objective, Wav2Vec2ObjectiveParams
 
 
 def test_pyramid_levels_average_equal_stretches_of_the_clip():
@@ -65,6 +67,29 @@ def test_encoders_widen_pooled_and_frame_heads_keep_the_token_width(audio_contex
         else APCObjective(APCParams(steps_ahead=2), context)
     )
     loss = objective([{"features": torch.randn(3, 32, 51)}], encoder).loss
+    assert torch.isfinite(loss)
+
+
+def test_wav2vec2_statistics_pooling_widens_pooled_and_its_objective_keeps_the_frame_width(audio_context):
+    params = Wav2Vec2Params(
+        conv_layers=[[16, 10, 5], [16, 3, 2], [16, 2, 2]],
+        embed_dim=32,
+        num_layers=1,
+        num_heads=4,
+        pos_conv_kernel=4,
+        pos_conv_groups=4,
+        pool_std=True,
+    )
+    encoder = Wav2Vec2Encoder(params, audio_context)
+    waveform = torch.randn(3, 4000)
+    out = encoder({"waveform": waveform})
+    assert encoder.feature_dim == 64 and encoder.token_dim == 32
+    assert out.pooled.shape == (3, 64) and out.tokens.shape[-1] == 32
+    torch.testing.assert_close(out.pooled[:, :32], out.tokens.mean(dim=1))
+    torch.testing.assert_close(out.pooled[:, 32:], (out.tokens.var(dim=1, unbiased=False) + 1e-5).sqrt())
+    context = BuildContext(modality=audio_context.modality, modality_name="audio", seed=0, encoder=encoder)
+    objective = Wav2Vec2Objective(Wav2Vec2ObjectiveParams(mask_span=2, num_negatives=2), context)
+    loss = objective([{"waveform": waveform}], encoder).loss
     assert torch.isfinite(loss)
 
 
