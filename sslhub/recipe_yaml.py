@@ -206,6 +206,10 @@ def _what_is(value: Any) -> str:
     return "a list (give an item index)" if isinstance(value, list) else f"the value {value!r}"
 
 
+#: a training budget is steps or epochs: a ``--set`` of one replaces the recipe's other
+_OTHER_BUDGET: dict[PathKey, str] = {("train", "steps"): "epochs", ("train", "epochs"): "steps"}
+
+
 def apply_override(source: RecipeSource, assignment: str) -> None:
     """Apply one ``--set a.b.c=value`` (value parsed as YAML; list items by index: ``objectives.0.temperature``)."""
     if "=" not in assignment:
@@ -233,4 +237,7 @@ def apply_override(source: RecipeSource, assignment: str) -> None:
                 [RecipeIssue("--set", parent, f"is {_what_is(target)}, not a section: no {last!r} below it")]
             )
         target[last] = value
+        other_budget = _OTHER_BUDGET.get(tuple(parts))
+        if value is not None and other_budget and tuple(parts[:-1]) + (other_budget,) not in source.overridden:
+            target.pop(other_budget, None)  # the recipe's epochs give way to a --set train.steps, and back
     source.overridden.add(tuple(parts))

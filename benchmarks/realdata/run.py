@@ -52,6 +52,25 @@ def recipe_steps(path: Path) -> int | None:
     return ((yaml.safe_load(path.read_text()) or {}).get("train") or {}).get("steps")
 
 
+def scaled_budget(recipe: Path, scale: float) -> dict[str, float]:
+    """The ``train.steps`` or ``train.epochs`` override that scales the recipe's budget (none at 1)."""
+    train = (yaml.safe_load(recipe.read_text()) or {}).get("train") or {}
+    if scale == 1.0:
+        return {}
+    if train.get("epochs") is not None:
+        return {"train.epochs": train["epochs"] * scale}
+    return {"train.steps": max(1, round(train.get("steps", 100) * scale))}
+
+
+def steps_run(out: Path) -> int | None:
+    """Optimizer steps a finished run took (its ``summary.json``; else its recipe record's steps)."""
+    summary = out / "summary.json"
+    if summary.is_file():
+        return json.loads(summary.read_text()).get("steps")
+    record = out / "recipe.yaml"  # a --set train.steps=N counts
+    return recipe_steps(record) if record.is_file() else None
+
+
 def sources(modality: str, folder: Path, entry: dict) -> tuple[dict, dict] | None:
     """(``data.source``, ``evaluate.data``) for a modality's set in ``folder``, or None for no set.
 
@@ -79,7 +98,7 @@ def sources(modality: str, folder: Path, entry: dict) -> tuple[dict, dict] | Non
 
 
 def command(
-    recipe: Path, pretrain: dict, evaluation: dict, out: Path, steps: int | None, extra: list[str]
+    recipe: Path, pretrain: dict, evaluation: dict, out: Path, budget: dict[str, float], extra: list[str]
 ) -> list[str]:
     """The ``sslhub run`` command line (values are JSON, which the ``--set`` YAML parser reads)."""
     args = [sys.executable, "-m", "sslhub", "run", str(recipe), "--out", str(out)]
@@ -87,8 +106,7 @@ def command(
     # 30 draws: the recipes' 5 move a 5-shot mean by about 2 points, 30 settle it to about 1, for seconds.
     sets = {"data.source": pretrain, "evaluate.data": evaluation, "export": None}
     sets |= {"evaluate.few_shot.shots": [1, 5], "evaluate.few_shot.draws": 30}
-    if steps is not None:
-        sets["train.steps"] = steps
+    sets |= budget
     for key, value in sets.items():
         args += ["--set", f"{key}={json.dumps(value)}"]
     for item in extra:
@@ -114,13 +132,13 @@ def run_recipe(recipe: Path, modality: str, set_name: str, data: Path, entry: di
     not its modality's (a second table: ``autoencoder_tabular@tabular_diabetes``).
     """
     pretrain, evaluation = sources(modality, data / set_name, entry)
-    shipped = recipe_steps(recipe)
-    steps = None if shipped is None else max(1, round(shipped * args.steps_scale))
+    budget = scaled_budget(recipe, args.steps_scale)
+    steps = budget.get("train.steps", recipe_steps(recipe))
     run_name = recipe.stem if set_name == modality else f"{recipe.stem}@{set_name}"
     out = args.out / "runs" / run_name
     started = time.perf_counter()
     try:
-        done = launch(command(recipe, pretrain, evaluation, out, steps, args.set), args.timeout)
+        done = launch(command(recipe, pretrain, evaluation, out, budget, args.set), args.timeout)
     except subprocess.TimeoutExpired:
         return Row(
             recipe.stem, set_name, steps, time.perf_counter() - started, error=f"timed out after {args.timeout} s"
@@ -137,8 +155,7 @@ def run_recipe(recipe: Path, modality: str, set_name: str, data: Path, entry: di
             seconds,
             error=f"exit {done.returncode}: {last_lines(done.stderr or done.stdout)}",
         )
-    record = out / "recipe.yaml"  # the run's own record: a --set train.steps=N counts
-    ran = recipe_steps(record) if record.is_file() else None
+    ran = steps_run(out)
     steps = ran if ran is not None else steps
     evaluation = json.loads(evaluation_file.read_text())
     return row_from_evaluation(recipe.stem, set_name, evaluation, steps, seconds, REPORTED_ENCODER.get(modality))
@@ -150,7 +167,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--recipes", default="", help="comma-separated recipe names (file stems); default all with a set"
     )
-    parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply each recipe's train.steps")
+    parser.add_argument(
+        "--steps-scale", type=float, default=1.0, help="multiply each recipe's train.steps (or train.epochs)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="results folder (default DATA/results)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per recipe before it counts as failed")
     parser.add_argument("--set", action="append", default=[], help="extra KEY=VALUE override for every run")

@@ -479,7 +479,8 @@ def test_runner_points_each_recipe_at_its_set_and_tabulates(tmp_path: Path, monk
     (sets,) = seen  # image_simclr has no set in this manifest: skipped
     assert json.loads(sets["data.source"])["path"].endswith("tabular/pretrain.csv")
     assert json.loads(sets["evaluate.data"])["source"]["path"].endswith("tabular/labeled.csv")
-    assert sets["train.steps"] == "300" and sets["export"] == "null"
+    assert sets["train.epochs"] == "100.0" and sets["export"] == "null"  # the recipe's 200 epochs, halved
+    assert "train.steps" not in sets
     results = json.loads((tmp_path / "data" / "results" / "results.json").read_text())
     assert results["rows"][0]["losses"] == [
         "5-shot: trained LOSES to raw input (0.900 vs 0.950)",
@@ -551,7 +552,7 @@ def test_runner_overrides_validate_against_the_shipped_recipes(tmp_path: Path):
         except (MissingFonts, MissingPackageLists):
             continue  # the builder tests name what is missing
         pretrain, evaluation = run.sources(modality, tmp_path / modality, entry)
-        args = run.command(run.RECIPES / f"{recipe}.yaml", pretrain, evaluation, tmp_path / "run", None, [])
+        args = run.command(run.RECIPES / f"{recipe}.yaml", pretrain, evaluation, tmp_path / "run", {}, [])
         args[args.index("run")] = "validate"
         del args[args.index("--out") : args.index("--out") + 2]
         done = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=run.REPO)
@@ -570,7 +571,9 @@ def test_image_text_clip_runs_on_the_icon_set_and_scores_each_encoder_on_unseen_
     entry = build_fake_icons(tmp_path / "theme", tmp_path / "set", fraction=0.5)
     pretrain, evaluation = run.sources("image_text", tmp_path / "set", entry)
     tiny = ["train.batch_size=8", "evaluate.few_shot.shots=[1]", "objectives.1.start_step=0"]
-    args = run.command(run.RECIPES / "image_text_clip.yaml", pretrain, evaluation, tmp_path / "run", 2, tiny)
+    args = run.command(
+        run.RECIPES / "image_text_clip.yaml", pretrain, evaluation, tmp_path / "run", {"train.steps": 2}, tiny
+    )
     done = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=run.REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "run" / "evaluation.json").read_text())
@@ -610,3 +613,12 @@ def test_runner_reports_the_steps_the_run_recorded(tmp_path: Path, monkeypatch: 
     assert code == 0
     results = json.loads((tmp_path / "data" / "results" / "results.json").read_text())
     assert results["rows"][0]["steps"] == 77
+
+
+def test_steps_scale_scales_the_budget_the_recipe_gives():
+    import run
+
+    assert run.scaled_budget(run.RECIPES / "image_simclr.yaml", 1.0) == {}
+    steps = run.recipe_steps(run.RECIPES / "image_simclr.yaml")
+    assert run.scaled_budget(run.RECIPES / "image_simclr.yaml", 2.0) == {"train.steps": 2 * steps}
+    assert run.scaled_budget(run.RECIPES / "autoencoder_tabular.yaml", 0.25) == {"train.epochs": 50.0}

@@ -198,10 +198,22 @@ def test_set_with_a_bad_value_names_the_override_not_a_line(catalog):
     assert problems(TOY_RECIPE, catalog, ("objectives.0.temperatur=1",)) == [
         "FILE (--set objectives[0].temperatur): objectives[0].temperatur: unknown field for objective 'toy_contrastive'; did you mean 'temperature'?"
     ]
-    # an override creating steps beside the file's own steps -> both given
-    assert problems(TOY_RECIPE, catalog, ("train.epochs=2",)) == [
+    # two overrides giving both budgets -> both given
+    assert problems(TOY_RECIPE, catalog, ("train.epochs=2", "train.steps=3")) == [
         "FILE:13: train: give either steps or epochs, not both"
     ]
+
+
+def test_a_set_budget_replaces_the_recipes_other_budget(catalog):
+    source = load_recipe_file(TOY_RECIPE)  # the file gives train.steps
+    apply_override(source, "train.epochs=2")
+    recipe = resolve_recipe(source, catalog)
+    assert (recipe.train.steps, recipe.train.epochs) == (None, 2)
+    source = load_recipe_file(TOY_RECIPE)
+    source.data["train"] = {**source.data["train"], "steps": None, "epochs": 3}  # a recipe giving epochs
+    apply_override(source, "train.steps=7")
+    recipe = resolve_recipe(source, catalog)
+    assert (recipe.train.steps, recipe.train.epochs) == (7, None)
 
 
 @pytest.mark.parametrize(
