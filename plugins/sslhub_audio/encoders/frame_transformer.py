@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from sslhub import BuildContext, Encoder, EncoderOutput, ModalityInfo, Params
+from sslhub import BuildContext, Encoder, EncoderOutput, ModalityInfo
 from sslhub_audio.encoders.frame_masking import check_layer, replace_masked_frames
-from sslhub_audio.encoders.time_pooling import TimePool
+from sslhub_audio.encoders.time_pooling import TimePool, TimePoolParams
 
 
-class FrameEncoderParams(Params):
+class FrameEncoderParams(TimePoolParams):
     """Parameters both log-mel frame transformers take (``frame_transformer``, ``causal_frame_transformer``)."""
 
     d_model: int = Field(128, gt=0, description="Width of frame embeddings and the transformer.")
@@ -39,13 +39,6 @@ class FrameEncoderParams(Params):
         default_factory=lambda: [2, 2], min_length=1, description="Stride of each conv1d subsampling layer."
     )
     kernel_size: int = Field(3, ge=1, description="Kernel size of the (odd-padded) subsampling convolutions.")
-    pool_levels: list[int] = Field(
-        default_factory=lambda: [1],
-        min_length=1,
-        description="pooled vector: means over 1, 2, ... equal stretches of the clip, concatenated (a temporal "
-        "pyramid; [1] is the plain mean over frames); keeps when things sound, which frame objectives learn",
-    )
-    pool_std: bool = Field(False, description="Append each channel's standard deviation over frames to pooled.")
 
     @model_validator(mode="after")
     def _check_heads_and_strides(self) -> FrameEncoderParams:
@@ -132,7 +125,7 @@ class LogMelFrameEncoder(Encoder):
         self.params = params
         self.n_mels = int(info.n_mels)
         self.token_dim = params.d_model
-        self.pool = TimePool(params.pool_levels, params.pool_std)
+        self.pool = TimePool.from_params(params)
         self.feature_dim = self.pool.output_dim(params.d_model)
         self.frame_rate_divisor = math.prod(params.strides)
         layers: list[nn.Module] = []

@@ -28,7 +28,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
+
+from sslhub import Params
+
+
+class TimePoolParams(Params):
+    """The read-out parameters a frame encoder's own parameters inherit."""
+
+    pool_levels: list[int] = Field(
+        default_factory=lambda: [1],
+        min_length=1,
+        description="pooled vector: means over 1, 2, ... equal stretches of the clip, concatenated (a temporal "
+        "pyramid; [1] is the plain mean over frames); keeps when things sound, which frame objectives learn",
+    )
+    pool_std: bool = Field(False, description="Append each channel's standard deviation over frames to pooled.")
 
 
 def segment_weights(length: int | Tensor, levels: Sequence[int], device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -53,6 +68,10 @@ class TimePool(nn.Module):
     Shapes: ``[B, T', D]`` -> ``[B, D * (sum(levels) + std)]``: the level means in the order of
     ``levels`` (level 1 is the global mean), then the standard deviation when ``std``.
     """
+
+    @classmethod
+    def from_params(cls, params: TimePoolParams) -> TimePool:
+        return cls(params.pool_levels, params.pool_std)
 
     def __init__(self, levels: Sequence[int] = (1,), std: bool = False):
         super().__init__()

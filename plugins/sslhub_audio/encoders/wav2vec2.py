@@ -24,14 +24,14 @@ import torchaudio
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from sslhub import BuildContext, Encoder, EncoderOutput, Modality, Params
+from sslhub import BuildContext, Encoder, EncoderOutput, Modality
 from sslhub_audio.encoders.frame_masking import check_layer, replace_masked_frames
-from sslhub_audio.encoders.time_pooling import TimePool
+from sslhub_audio.encoders.time_pooling import TimePool, TimePoolParams
 
 DEFAULT_CONV_LAYERS = [[64, 10, 5], [64, 3, 2], [64, 3, 2], [64, 3, 2], [64, 3, 2], [64, 2, 2], [64, 2, 2]]
 
 
-class Wav2Vec2Params(Params):
+class Wav2Vec2Params(TimePoolParams):
     """Architecture of a torchaudio Wav2Vec2Model (defaults: a small model for CPU runs)."""
 
     conv_layers: list[list[int]] = Field(
@@ -48,13 +48,6 @@ class Wav2Vec2Params(Params):
     pos_conv_groups: int = Field(8, ge=1, description="Groups of the convolutional positional embedding.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout inside the transformer.")
     layer_norm_first: bool = Field(False, description="Pre-norm transformer layers (wav2vec 2.0 large style).")
-    pool_levels: list[int] = Field(
-        default_factory=lambda: [1],
-        min_length=1,
-        description="pooled vector: means over 1, 2, ... equal stretches of the clip, concatenated (a temporal "
-        "pyramid; [1] is the plain mean over frames)",
-    )
-    pool_std: bool = Field(False, description="Append each channel's standard deviation over frames to pooled.")
 
     @model_validator(mode="after")
     def _check(self) -> Wav2Vec2Params:
@@ -101,7 +94,7 @@ class Wav2Vec2Encoder(Encoder):
         super().__init__()
         self.params = params
         self.model = torchaudio.models.wav2vec2_model(**builder_arguments(params))
-        self.pool = TimePool(params.pool_levels, params.pool_std)
+        self.pool = TimePool.from_params(params)
         self.token_dim = params.embed_dim
         self.feature_dim = self.pool.output_dim(params.embed_dim)
         self.sample_stride = math.prod(layer[2] for layer in params.conv_layers)
