@@ -615,6 +615,15 @@ def test_runner_reports_the_steps_the_run_recorded(tmp_path: Path, monkeypatch: 
     assert results["rows"][0]["steps"] == 77
 
 
+def test_runner_reports_the_steps_an_epoch_budget_came_to(tmp_path: Path):
+    import run
+
+    (tmp_path / "recipe.yaml").write_text("train:\n  steps: null\n  epochs: 200.0\n")
+    assert run.steps_run(tmp_path) is None  # no summary yet: the record names no steps
+    (tmp_path / "summary.json").write_text(json.dumps({"steps": 9200, "final_loss": 0.4}))
+    assert run.steps_run(tmp_path) == 9200
+
+
 def test_steps_scale_scales_the_budget_the_recipe_gives():
     import run
 
