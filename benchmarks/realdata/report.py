@@ -34,6 +34,7 @@ class Row:
         scores: ``{kind: {metric key: value}}`` for the kinds in :data:`KINDS`.
         eval_split: the evaluation's ``eval_split`` entry (sizes, groups), when present.
         error: why the run produced no scores, or None.
+        per_seed: ``{seed: scores}`` of each run when the row is their mean (``run.py --seeds``).
     """
 
     recipe: str
@@ -43,21 +44,51 @@ class Row:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     eval_split: dict | None = None
     error: str | None = None
+    per_seed: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def score(self, kind: str, key: str) -> float | None:
         return self.scores.get(kind, {}).get(key)
 
     def losses(self) -> list[str]:
-        """Plain sentences for each probe where the trained encoder does not beat a baseline."""
-        found = []
-        for probe, key in PROBES.items():
-            trained = self.score("trained", key)
-            for kind in ("random_init", "raw_input"):
-                other = self.score(kind, key)
-                if trained is not None and other is not None and trained <= other:
-                    verb = "ties with" if trained == other else "LOSES to"
-                    found.append(f"{probe}: trained {verb} {KIND_TITLES[kind]} ({trained:.3f} vs {other:.3f})")
+        """Plain sentences for each probe where the trained encoder does not beat a baseline (on the
+        mean over seeds, then at each seed)."""
+        found = _losses(self.scores)
+        for seed, scores in self.per_seed.items():
+            found += [f"seed {seed}: {loss}" for loss in _losses(scores)]
         return found
+
+
+def _losses(scores: dict[str, dict[str, float]]) -> list[str]:
+    found = []
+    for probe, key in PROBES.items():
+        trained = scores.get("trained", {}).get(key)
+        for kind in ("random_init", "raw_input"):
+            other = scores.get(kind, {}).get(key)
+            if trained is not None and other is not None and trained <= other:
+                verb = "ties with" if trained == other else "LOSES to"
+                found.append(f"{probe}: trained {verb} {KIND_TITLES[kind]} ({trained:.3f} vs {other:.3f})")
+    return found
+
+
+def mean_over_seeds(runs: dict[int, Row]) -> Row:
+    """One row for a recipe run at several seeds: each score's mean (the 5-shot std: the mean of the
+    runs' spreads over draws), the summed time and every run's scores in ``per_seed``; the first
+    failed run's error, named by its seed, if any failed."""
+    first = next(iter(runs.values()))
+    failed = [(seed, row) for seed, row in runs.items() if row.error]
+    if failed:
+        seed, row = failed[0]
+        return Row(first.recipe, first.modality, row.steps, row.seconds, error=f"seed {seed}: {row.error}")
+    scores: dict[str, dict[str, float]] = {}
+    for kind in KINDS:
+        keys = set.intersection(*(set(row.scores.get(kind, {})) for row in runs.values()))
+        if keys:
+            scores[kind] = {
+                key: sum(row.scores[kind][key] for row in runs.values()) / len(runs) for key in sorted(keys)
+            }
+    seconds = sum(row.seconds or 0.0 for row in runs.values())
+    per_seed = {seed: row.scores for seed, row in runs.items()}
+    return Row(first.recipe, first.modality, first.steps, seconds, scores, first.eval_split, per_seed=per_seed)
 
 
 def probe_value(metrics: dict, key: str, encoder: str | None = None) -> float | None:
@@ -125,7 +156,11 @@ def cell(row: Row, kind: str, key: str) -> str:
     if value is None:
         return "n/a"
     std = row.score(kind, FEW_SHOT_STD_KEY) if key == FEW_SHOT_KEY else None
-    return f"{value:.3f} ± {std:.3f}" if std is not None else f"{value:.3f}"
+    text = f"{value:.3f} ± {std:.3f}" if std is not None else f"{value:.3f}"
+    if kind == "trained" and row.per_seed:
+        each = [scores.get("trained", {}).get(key) for scores in row.per_seed.values()]
+        text += " (" + " / ".join("n/a" if v is None else f"{v:.3f}" for v in each) + ")"
+    return text
 
 
 def verdict(row: Row) -> str:
@@ -149,6 +184,11 @@ def markdown(rows: list[Row], machine: dict, settings: dict) -> str:
         "Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".",
         "Probes score unseen groups (voices, typeface designs, source packages, icon names; pen digits: pretraining "
         "never saw the writers; other tables: random rows).",
+        *(
+            ["A row run at several seeds shows the means, the trained encoder's figure at each seed in brackets."]
+            if any(row.per_seed for row in rows)
+            else []
+        ),
         "",
         "| recipe | set | steps | 5-shot trained | 5-shot random init | 5-shot raw input "
         "| full trained | full random init | full raw input | time (s) | verdict |",
@@ -161,14 +201,14 @@ def markdown(rows: list[Row], machine: dict, settings: dict) -> str:
         lines.append(
             f"| {row.recipe} | {row.modality} | {steps} | " + " | ".join(probes) + f" | {seconds} | {verdict(row)} |"
         )
-    losing = [(row.recipe, loss) for row in rows for loss in row.losses()]
+    losing = [(f"{row.recipe}` on `{row.modality}", loss) for row in rows for loss in row.losses()]
     failed = [row for row in rows if row.error]
     if losing or failed:
         lines += ["", "Where a recipe does not beat a baseline or produced no scores:", ""]
     else:
         lines += ["", "No recipe lost to a baseline.", ""]
     lines += [f"- `{recipe}` {loss}" for recipe, loss in losing]
-    lines += [f"- `{row.recipe}` did not produce scores: {row.error}" for row in failed]
+    lines += [f"- `{row.recipe}` on `{row.modality}` did not produce scores: {row.error}" for row in failed]
     return "\n".join(lines).rstrip() + "\n"
 
 

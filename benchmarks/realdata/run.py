@@ -1,6 +1,6 @@
 """Run the shipped recipes on the real-data sets and write the table.
 
-    python benchmarks/realdata/run.py --data DIR [--recipes a,b] [--steps-scale X] [--out RESULTS]
+    python benchmarks/realdata/run.py --data DIR [--recipes a,b] [--steps-scale X] [--seeds 0,1,2] [--out RESULTS]
 
 For each recipe in ``recipes/`` and each set in DIR (built by ``build.py``) of the recipe's
 modality (the tabular recipes have two tables), runs ``sslhub run RECIPE`` with the training
@@ -24,7 +24,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import Row, as_json, machine_info, markdown, row_from_evaluation  # noqa: E402
+from report import Row, as_json, machine_info, markdown, mean_over_seeds, row_from_evaluation  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
@@ -125,20 +125,25 @@ def launch(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def run_recipe(recipe: Path, modality: str, set_name: str, data: Path, entry: dict, args: argparse.Namespace) -> Row:
-    """Train and evaluate one recipe on one set; a failure becomes a row with ``error``.
+def run_recipe(
+    recipe: Path, modality: str, set_name: str, data: Path, entry: dict, args: argparse.Namespace, seed: int | None
+) -> Row:
+    """Train and evaluate one recipe on one set at ``seed`` (None: the recipe's); a failure becomes a row
+    with ``error``.
 
     The run's folder and log are named after the recipe, plus ``@SET`` on a set whose name is
-    not its modality's (a second table: ``autoencoder_tabular@tabular_diabetes``).
+    not its modality's (a second table: ``autoencoder_tabular@tabular_diabetes``), plus ``-seedN``.
     """
     pretrain, evaluation = sources(modality, data / set_name, entry)
     budget = scaled_budget(recipe, args.steps_scale)
     steps = budget.get("train.steps", recipe_steps(recipe))
     run_name = recipe.stem if set_name == modality else f"{recipe.stem}@{set_name}"
+    run_name += "" if seed is None else f"-seed{seed}"
     out = args.out / "runs" / run_name
+    extra = args.set if seed is None else [*args.set, f"seed={seed}"]
     started = time.perf_counter()
     try:
-        done = launch(command(recipe, pretrain, evaluation, out, budget, args.set), args.timeout)
+        done = launch(command(recipe, pretrain, evaluation, out, budget, extra), args.timeout)
     except subprocess.TimeoutExpired:
         return Row(
             recipe.stem, set_name, steps, time.perf_counter() - started, error=f"timed out after {args.timeout} s"
@@ -170,12 +175,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--steps-scale", type=float, default=1.0, help="multiply each recipe's train.steps (or train.epochs)"
     )
+    parser.add_argument(
+        "--seeds",
+        type=_seed_list,
+        default=[],
+        help="comma-separated seeds: each recipe runs once per seed and its row is the mean (default: the recipe's)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="results folder (default DATA/results)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per recipe before it counts as failed")
     parser.add_argument("--set", action="append", default=[], help="extra KEY=VALUE override for every run")
     args = parser.parse_args(argv)
     args.out = args.out or args.data / "results"
     return args
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def run_at_seeds(recipe: Path, modality: str, set_name: str, data: Path, entry: dict, args: argparse.Namespace) -> Row:
+    """One recipe on one set: a single run at the recipe's seed, or the mean of a run per ``--seeds``."""
+    if not args.seeds:
+        return run_recipe(recipe, modality, set_name, data, entry, args, None)
+    runs = {seed: run_recipe(recipe, modality, set_name, data, entry, args, seed) for seed in args.seeds}
+    return mean_over_seeds(runs)
 
 
 def selected_recipes(names: str) -> list[Path]:
@@ -204,9 +230,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{recipe.stem}: skipped (no real-data set for modality {modality!r})")
         for name in names:
             print(f"{recipe.stem}: running on the {name} set ...", flush=True)
-            rows.append(run_recipe(recipe, modality, name, args.data, sets[name], args))
+            rows.append(run_at_seeds(recipe, modality, name, args.data, sets[name], args))
             print(f"  {rows[-1].error or rows[-1].scores}", flush=True)
     settings = {"steps scale": args.steps_scale, "probe test fraction": TEST_FRACTION, "data": str(args.data)}
+    if args.seeds:
+        settings["seeds"] = ", ".join(map(str, args.seeds))
     machine = machine_info()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(markdown(rows, machine, settings))

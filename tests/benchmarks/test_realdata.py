@@ -429,7 +429,7 @@ def test_table_says_where_a_recipe_loses():
     assert "Test CPU (2 usable of 2 cores)" in text and "2026-01-01" in text
     assert "| image_simclr | image | 300 | 0.800 ± 0.020 | 0.200 ± 0.020 | 0.400 ± 0.020 | 0.900 |" in text
     assert "beats random init and raw input on both probes" in text
-    assert "- `audio_masked` full-label: trained LOSES to raw input (0.650 vs 0.820)" in text
+    assert "- `audio_masked` on `audio` full-label: trained LOSES to raw input (0.650 vs 0.820)" in text
 
 
 def test_table_reads_prefixed_keys_and_shows_missing_ones():
@@ -591,7 +591,7 @@ def test_table_names_a_run_without_scores_instead_of_saying_none_lost():
     machine = {"date": "d", "cpu": "c", "usable_cores": 1, "cores": 1, "torch": "t", "python": "p"}
     text = markdown([Row("audio_masked", "audio", 400, 5.0, error="exit 1: boom")], machine, {})
     assert "No recipe lost" not in text
-    assert "- `audio_masked` did not produce scores: exit 1: boom" in text
+    assert "- `audio_masked` on `audio` did not produce scores: exit 1: boom" in text
 
 
 def test_runner_reports_the_steps_the_run_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -631,3 +631,44 @@ def test_steps_scale_scales_the_budget_the_recipe_gives():
     steps = run.recipe_steps(run.RECIPES / "image_simclr.yaml")
     assert run.scaled_budget(run.RECIPES / "image_simclr.yaml", 2.0) == {"train.steps": 2 * steps}
     assert run.scaled_budget(run.RECIPES / "autoencoder_tabular.yaml", 0.25) == {"train.epochs": 50.0}
+
+
+def test_runner_with_seeds_runs_each_seed_and_reports_the_mean_and_each_seeds_losses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import run
+    from build_tables import build_tables
+
+    entry = build_tables(tmp_path / "data" / "tabular", 0.4, 0)
+    (tmp_path / "data" / "manifest.json").write_text(json.dumps({"sets": {"tabular": entry}}))
+    trained_at_seed = {"0": 0.9, "1": 0.8, "2": 0.6}  # seed 2 loses to the raw input (0.7)
+
+    def fake_launch(args, timeout):
+        seed = dict(a.split("=", 1) for a in args[args.index("--out") + 2 :][1::2])["seed"]
+        out = Path(args[args.index("--out") + 1])
+        assert out.name == f"autoencoder_tabular-seed{seed}"
+        out.mkdir(parents=True)
+        (out / "evaluation.json").write_text(json.dumps(evaluation(trained_at_seed[seed], 0.5, 0.7)))
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(run, "launch", fake_launch)
+    code = run.main(["--data", str(tmp_path / "data"), "--recipes", "autoencoder_tabular", "--seeds", "0,1,2"])
+    assert code == 0
+    results = json.loads((tmp_path / "data" / "results" / "results.json").read_text())
+    (row,) = results["rows"]
+    assert row["scores"]["trained"]["few_shot_5_accuracy"] == pytest.approx(0.7667, abs=1e-4)
+    assert sorted(row["per_seed"]) == ["0", "1", "2"]
+    assert row["losses"] == [
+        "seed 2: 5-shot: trained LOSES to raw input (0.600 vs 0.700)",
+        "seed 2: full-label: trained LOSES to raw input (0.700 vs 0.800)",
+    ]
+    table = (tmp_path / "data" / "results" / "results.md").read_text()
+    assert "0.767 ± 0.020 (0.900 / 0.800 / 0.600)" in table and "seeds 0, 1, 2" in table
+
+
+def test_a_failed_seed_fails_the_row():
+    from report import Row, mean_over_seeds
+
+    good = Row("r", "audio", 10, 1.0, {"trained": {"few_shot_5_accuracy": 0.8}})
+    row = mean_over_seeds({0: good, 1: Row("r", "audio", 10, 2.0, error="exit 1: NaN loss")})
+    assert row.error == "seed 1: exit 1: NaN loss" and not row.scores
