@@ -125,21 +125,23 @@ def launch(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def run_name(recipe: Path, modality: str, set_name: str, seed: int | None) -> str:
+    """A run's folder and log name: the recipe, plus ``@SET`` on a set whose name is not its
+    modality's (a second table: ``autoencoder_tabular@tabular_diabetes``), plus ``-seedN``."""
+    name = recipe.stem if set_name == modality else f"{recipe.stem}@{set_name}"
+    return name if seed is None else f"{name}-seed{seed}"
+
+
 def run_recipe(
     recipe: Path, modality: str, set_name: str, data: Path, entry: dict, args: argparse.Namespace, seed: int | None
 ) -> Row:
     """Train and evaluate one recipe on one set at ``seed`` (None: the recipe's); a failure becomes a row
-    with ``error``.
-
-    The run's folder and log are named after the recipe, plus ``@SET`` on a set whose name is
-    not its modality's (a second table: ``autoencoder_tabular@tabular_diabetes``), plus ``-seedN``.
-    """
+    with ``error``."""
     pretrain, evaluation = sources(modality, data / set_name, entry)
     budget = scaled_budget(recipe, args.steps_scale)
     steps = budget.get("train.steps", recipe_steps(recipe))
-    run_name = recipe.stem if set_name == modality else f"{recipe.stem}@{set_name}"
-    run_name += "" if seed is None else f"-seed{seed}"
-    out = args.out / "runs" / run_name
+    name = run_name(recipe, modality, set_name, seed)
+    out = args.out / "runs" / name
     extra = args.set if seed is None else [*args.set, f"seed={seed}"]
     started = time.perf_counter()
     try:
@@ -150,16 +152,24 @@ def run_recipe(
         )
     seconds = time.perf_counter() - started
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
-    (args.out / "logs" / f"{run_name}.log").write_text(done.stdout + done.stderr)
+    (args.out / "logs" / f"{name}.log").write_text(done.stdout + done.stderr)
+    return finished_row(recipe, modality, set_name, out, done, steps, seconds)
+
+
+def finished_row(
+    recipe: Path,
+    modality: str,
+    set_name: str,
+    out: Path,
+    done: subprocess.CompletedProcess,
+    steps: int | None,
+    seconds: float,
+) -> Row:
+    """The row of a run that ended: its scores, or why it has none."""
     evaluation_file = out / "evaluation.json"
     if done.returncode != 0 or not evaluation_file.is_file():
-        return Row(
-            recipe.stem,
-            set_name,
-            steps,
-            seconds,
-            error=f"exit {done.returncode}: {last_lines(done.stderr or done.stdout)}",
-        )
+        error = f"exit {done.returncode}: {last_lines(done.stderr or done.stdout)}"
+        return Row(recipe.stem, set_name, steps, seconds, error=error)
     ran = steps_run(out)
     steps = ran if ran is not None else steps
     evaluation = json.loads(evaluation_file.read_text())
