@@ -38,6 +38,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,16 @@ class SampleLayout:
     def tail(self) -> list[int]:
         return [self.sep_id] if self.sep_id is not None else []
 
+    @cached_property
+    def head_ids(self) -> np.ndarray:
+        """:attr:`head` as an array of :attr:`id_dtype` (built once: samples are cut chunk by chunk)."""
+        return np.asarray(self.head, dtype=self.id_dtype)
+
+    @cached_property
+    def tail_ids(self) -> np.ndarray:
+        """:attr:`tail` as an array of :attr:`id_dtype`."""
+        return np.asarray(self.tail, dtype=self.id_dtype)
+
     @property
     def content_length(self) -> int:
         """Document tokens per unpacked (or labeled) sample, between ``[CLS]`` and ``[SEP]``."""
@@ -223,8 +234,6 @@ class SampleCutter:
     def __init__(self, writer: SplitWriter, layout: SampleLayout):
         self.writer = writer
         self.layout = layout
-        self._head = np.asarray(layout.head, dtype=layout.id_dtype)
-        self._tail = np.asarray(layout.tail, dtype=layout.id_dtype)
         self._carry = np.zeros(0, dtype=layout.id_dtype)
 
     def add_documents(self, documents: list[np.ndarray]) -> None:
@@ -237,8 +246,8 @@ class SampleCutter:
             self._add_unpacked(documents)
 
     def _add_packed(self, documents: list[np.ndarray]) -> None:
-        layout, head = self.layout, self._head
-        stream = np.concatenate([self._carry, *(piece for tokens in documents for piece in (tokens, self._tail))])
+        layout, head = self.layout, self.layout.head_ids
+        stream = np.concatenate([self._carry, *(piece for tokens in documents for piece in (tokens, layout.tail_ids))])
         width = layout.max_length - len(head)
         rows = len(stream) // width
         if rows:
@@ -249,7 +258,7 @@ class SampleCutter:
         self._carry = stream[rows * width :].copy()
 
     def _add_unpacked(self, documents: list[np.ndarray]) -> None:
-        head, tail, width = self._head, self._tail, self.layout.content_length
+        head, tail, width = self.layout.head_ids, self.layout.tail_ids, self.layout.content_length
         pieces = [tokens[i : i + width] for tokens in documents for i in range(0, len(tokens), width)]
         self.writer.add(
             np.concatenate([part for piece in pieces for part in (head, piece, tail)]),
@@ -259,7 +268,8 @@ class SampleCutter:
     def finish(self) -> None:
         """Append the packed stream's last, shorter sample."""
         if self.layout.pack and len(self._carry):
-            self.writer.add(np.concatenate([self._head, self._carry]), np.array([len(self._head) + len(self._carry)]))
+            head = self.layout.head_ids
+            self.writer.add(np.concatenate([head, self._carry]), np.array([len(head) + len(self._carry)]))
             self._carry = self._carry[:0]
 
 
@@ -333,8 +343,6 @@ class _SampleRouter:
         self.directory = directory
         self.writers = {name: SplitWriter(name, directory, layout.id_dtype, name in LABELED_SPLITS) for name in SPLITS}
         self.cutters = {side: SampleCutter(self.writers[side], layout) for side in ("train", "held_out")}
-        self.head = np.asarray(layout.head, dtype=layout.id_dtype)
-        self.tail = np.asarray(layout.tail, dtype=layout.id_dtype)
         self.label_codes: dict[str, int] = {}  # first-seen order; remapped to sorted order at the end
         self.document_counts = {"train": 0, "held_out": 0}
         self.content_crc = 0
@@ -356,7 +364,8 @@ class _SampleRouter:
                 continue
             unlabeled[side].append(tokens)
             if code is not None:
-                labeled[side][0].append(np.concatenate([self.head, tokens[: self.layout.content_length], self.tail]))
+                sample = [self.layout.head_ids, tokens[: self.layout.content_length], self.layout.tail_ids]
+                labeled[side][0].append(np.concatenate(sample))
                 labeled[side][1].append(code)
         for side, documents in unlabeled.items():
             self.cutters[side].add_documents(documents)
