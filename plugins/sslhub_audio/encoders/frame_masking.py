@@ -20,6 +20,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from sslhub import Encoder
+
+
+def frame_width(encoder: Encoder) -> int:
+    """Channels of the encoder's frames, what a frame-level head or mask embedding is sized by: its
+    ``token_dim`` where its pooled vector is wider than a frame (a pyramid or statistics read-out),
+    else its ``feature_dim``."""
+    return int(getattr(encoder, "token_dim", encoder.feature_dim))
+
 
 def replace_masked_frames(frames: Tensor, frame_mask: Tensor | None, mask_embedding: Tensor | None) -> Tensor:
     """``frames`` with ``mask_embedding`` at every masked frame.

@@ -29,6 +29,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from sslhub import Batch, BuildContext, Encoder, Objective, ObjectiveOutput, Params
+from sslhub_audio.encoders.frame_masking import frame_width
 
 
 class APCParams(Params):
@@ -83,8 +84,7 @@ class APCObjective(Objective):
         if n_mels is None:
             raise ValueError("apc predicts log-mel frames: the modality's info() has no 'n_mels'")
         self.divisor = int(getattr(encoder, "frame_rate_divisor", 1))
-        token_dim = int(getattr(encoder, "token_dim", encoder.feature_dim))  # the head reads frames
-        self.head = nn.Linear(token_dim, int(n_mels) * self.divisor)
+        self.head = nn.Linear(frame_width(encoder), int(n_mels) * self.divisor)  # the head reads frames
 
     def predict(self, batch: Batch, encoder: Encoder) -> tuple[Tensor, Tensor]:
         """``(predictions, frames)``, both ``[B, T', n_mels * d]``: what each frame predicts, what each frame is."""

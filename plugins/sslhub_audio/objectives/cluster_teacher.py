@@ -20,6 +20,7 @@ from torch import Tensor
 
 import sslhub
 from sslhub import Encoder
+from sslhub_audio.encoders.frame_masking import frame_width
 
 
 class ClusterTeacher:
@@ -61,7 +62,7 @@ class ClusterTeacher:
                 f"masked_audio teacher_layer={self.layer}, but the teacher has layers 1..{encoder.num_context_layers}"
             )
         self.encoder = encoder.eval().requires_grad_(False)
-        self.dim = int(getattr(encoder, "token_dim", encoder.feature_dim))
+        self.dim = frame_width(encoder)
 
     @torch.no_grad()
     def frames(self, batch: Mapping[str, Tensor], num_frames: int) -> Tensor:

@@ -36,7 +36,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from sslhub import BuildContext, Encoder, Modality, ModalityInfo, Objective, ObjectiveOutput, Params
-from sslhub_audio.encoders.frame_masking import replace_masked_frames
+from sslhub_audio.encoders.frame_masking import frame_width, replace_masked_frames
 from sslhub_audio.objectives.cluster_teacher import ClusterTeacher
 from sslhub_audio.objectives.kmeans import assign_clusters, kmeans
 from sslhub_audio.objectives.span_mask import span_mask
@@ -127,7 +127,7 @@ class MaskedAudioObjective(Objective):
             raise ValueError("objective 'masked_audio' needs the audio modality (its info() gives n_mels)")
         self.teacher = ClusterTeacher(params.teacher, params.teacher_layer, self.divisor) if params.teacher else None
         self.target_dim = self.teacher.dim if self.teacher else int(info.n_mels) * self.divisor
-        dim = int(getattr(encoder, "token_dim", encoder.feature_dim))  # heads read frames
+        dim = frame_width(encoder)  # heads read frames
         self.mask_embedding = nn.Parameter(torch.empty(dim).normal_(0.0, 0.02))
         if params.target == "reconstruct":
             self.head = nn.Linear(dim, self.target_dim)

@@ -51,7 +51,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from sslhub import Batch, BuildContext, Encoder, Modality, Objective, ObjectiveOutput, Params
-from sslhub_audio.encoders.frame_masking import replace_masked_frames
+from sslhub_audio.encoders.frame_masking import frame_width, replace_masked_frames
 from sslhub_audio.losses.codebook_diversity import codebook_perplexity, diversity_loss
 from sslhub_audio.losses.wav2vec2_contrastive import contrastive_logits, contrastive_loss, sample_distractors
 from sslhub_audio.objectives.gumbel_quantizer import GumbelProductQuantizer
@@ -111,7 +111,7 @@ class Wav2Vec2Objective(Objective):
                 f"the context network); {type(encoder).__name__} does not"
             )
         self.params = p = params
-        dim = int(getattr(encoder, "token_dim", encoder.feature_dim))  # it reads and masks frames
+        dim = frame_width(encoder)  # it reads and masks frames
         self.mask_embedding = nn.Parameter(torch.empty(dim).uniform_())
         self.quantizer = GumbelProductQuantizer(dim, p.codebook_groups, p.codebook_entries, p.code_dim)
         self.project_targets = nn.Linear(p.code_dim, p.final_dim)
