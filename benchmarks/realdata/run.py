@@ -48,13 +48,17 @@ def recipe_modality(path: Path) -> str | None:
     return (recipe.get("data") or {}).get("modality")
 
 
+def recipe_train(path: Path) -> dict:
+    """The ``train`` section of a recipe file (empty when it has none)."""
+    return (yaml.safe_load(path.read_text()) or {}).get("train") or {}
+
+
 def recipe_steps(path: Path) -> int | None:
-    return ((yaml.safe_load(path.read_text()) or {}).get("train") or {}).get("steps")
+    return recipe_train(path).get("steps")
 
 
-def scaled_budget(recipe: Path, scale: float) -> dict[str, float]:
-    """The ``train.steps`` or ``train.epochs`` override that scales the recipe's budget (none at 1)."""
-    train = (yaml.safe_load(recipe.read_text()) or {}).get("train") or {}
+def scaled_budget(train: dict, scale: float) -> dict[str, float]:
+    """The ``train.steps`` or ``train.epochs`` override that scales a recipe's ``train`` budget (none at 1)."""
     if scale == 1.0:
         return {}
     if train.get("epochs") is not None:
@@ -138,8 +142,9 @@ def run_recipe(
     """Train and evaluate one recipe on one set at ``seed`` (None: the recipe's); a failure becomes a row
     with ``error``."""
     pretrain, evaluation = sources(modality, data / set_name, entry)
-    budget = scaled_budget(recipe, args.steps_scale)
-    steps = budget.get("train.steps", recipe_steps(recipe))
+    train = recipe_train(recipe)
+    budget = scaled_budget(train, args.steps_scale)
+    steps = budget.get("train.steps", train.get("steps"))
     name = run_name(recipe, modality, set_name, seed)
     out = args.out / "runs" / name
     extra = args.set if seed is None else [*args.set, f"seed={seed}"]

@@ -627,10 +627,10 @@ def test_runner_reports_the_steps_an_epoch_budget_came_to(tmp_path: Path):
 def test_steps_scale_scales_the_budget_the_recipe_gives():
     import run
 
-    assert run.scaled_budget(run.RECIPES / "image_simclr.yaml", 1.0) == {}
-    steps = run.recipe_steps(run.RECIPES / "image_simclr.yaml")
-    assert run.scaled_budget(run.RECIPES / "image_simclr.yaml", 2.0) == {"train.steps": 2 * steps}
-    assert run.scaled_budget(run.RECIPES / "autoencoder_tabular.yaml", 0.25) == {"train.epochs": 50.0}
+    simclr = run.recipe_train(run.RECIPES / "image_simclr.yaml")
+    assert run.scaled_budget(simclr, 1.0) == {}
+    assert run.scaled_budget(simclr, 2.0) == {"train.steps": 2 * simclr["steps"]}
+    assert run.scaled_budget(run.recipe_train(run.RECIPES / "autoencoder_tabular.yaml"), 0.25) == {"train.epochs": 50.0}
 
 
 def test_runner_with_seeds_runs_each_seed_and_reports_the_mean_and_each_seeds_losses(
