@@ -35,6 +35,16 @@ def cache_dir(pytestconfig: pytest.Config, tmp_path: Path) -> Path:
     return cache_dir_of(pytestconfig, tmp_path)
 
 
+@pytest.fixture
+def forget_demo_package():
+    """Drops the installed demo package from ``sys.modules`` afterwards: monkeypatch restores
+    ``sys.path`` but not the import cache, and a cached ``sslhub_demo_noise`` makes every later
+    ``create_plugin("demo_noise", ...)`` in this process refuse the name as already importable."""
+    yield
+    for module in [m for m in sys.modules if m == "sslhub_demo_noise" or m.startswith("sslhub_demo_noise.")]:
+        del sys.modules[module]
+
+
 # -- names and directories ------------------------------------------------------------------------
 
 
@@ -102,7 +112,7 @@ def test_the_package_layout_names_and_declared_sslhub_versions(tmp_path):
 
 @pytest.mark.slow
 def test_the_scaffolded_plugin_installs_loads_through_its_entry_point_and_its_tests_pass(
-    tmp_path, cache_dir, monkeypatch
+    tmp_path, cache_dir, monkeypatch, forget_demo_package
 ):
     root = create_plugin("demo_noise", tmp_path / "sslhub-demo-noise")
     site = tmp_path / "site"
