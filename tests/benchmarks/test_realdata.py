@@ -672,3 +672,12 @@ def test_a_failed_seed_fails_the_row():
     good = Row("r", "audio", 10, 1.0, {"trained": {"few_shot_5_accuracy": 0.8}})
     row = mean_over_seeds({0: good, 1: Row("r", "audio", 10, 2.0, error="exit 1: NaN loss")})
     assert row.error == "seed 1: exit 1: NaN loss" and not row.scores
+
+
+def test_seeds_that_are_not_integers_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    import run
+
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--data", str(tmp_path), "--seeds", "0,one"])
+    assert exit_info.value.code == 2
+    assert "expected comma-separated integers, got '0,one'" in capsys.readouterr().err
