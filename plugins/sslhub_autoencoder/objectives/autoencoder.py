@@ -49,11 +49,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field, model_validator
-from torch import Tensor
+from torch import Tensor, nn
 
 from sslhub import Batch, BuildContext, Encoder, Modality, Objective, ObjectiveOutput, Params
-from sslhub_autoencoder.corruption import corrupt
+from sslhub_autoencoder.corruption import corrupt_with_mask
 from sslhub_autoencoder.heads import LatentHead
 from sslhub_autoencoder.losses import gaussian_kl, reconstruction_error
 from sslhub_autoencoder.reconstruction import (
@@ -104,6 +105,12 @@ class AutoencoderParams(Params):
     noise_level: float = Field(
         0.2, ge=0.0, description="denoising: gaussian std in data units, or dropout / swap probability (< 1)"
     )
+    mask_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="denoising with dropout or swap noise on table rows: weight of a second term in which a "
+        "linear head on the code tells which cells were corrupted (VIME's mask estimation); 0: off",
+    )
     kl_weight: float = Field(1.0, ge=0.0, description="variational: weight of the KL term (beta)")
     kl_warmup_steps: int = Field(
         0, ge=0, description="variational: training steps over which the KL weight ramps linearly from 0"
@@ -119,6 +126,11 @@ class AutoencoderParams(Params):
                 raise ValueError("variant denoising needs noise_level > 0")
             if self.noise in ("dropout", "swap") and self.noise_level >= 1:
                 raise ValueError(f"{self.noise} noise_level is a probability and must be < 1, got {self.noise_level}")
+        if self.mask_weight > 0 and (self.variant != "denoising" or self.noise == "gaussian"):
+            raise ValueError(
+                "mask_weight needs variant denoising with dropout or swap noise (gaussian noise touches every "
+                "cell, so there is no mask to predict)"
+            )
         if any(h <= 0 for h in self.decoder_hidden):
             raise ValueError(f"decoder_hidden sizes must be > 0, got {self.decoder_hidden}")
         return self
@@ -193,8 +205,20 @@ class AutoencoderObjective(Objective):
         self.decoder = build_decoder(
             params.bottleneck, self.decode_from, target, source, params.decoder_width, params.decoder_hidden
         )
+        self.mask_head = self._mask_head(params, target)
         # optimizer steps seen in training, for the KL warm-up; a buffer so checkpoints keep it
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def _mask_head(self, params: AutoencoderParams, target: Tensor) -> nn.Linear | None:
+        """The code -> per-column corruption logits head of ``mask_weight``, or ``None`` when off."""
+        if params.mask_weight == 0:
+            return None
+        if target.dim() != 2 or self.decode_from != "pooled":
+            raise ValueError(
+                f"mask_weight predicts which columns of a table row were corrupted; the target "
+                f"{self.target_key!r} has shape {list(target.shape)[1:]} per sample, not a row of columns"
+            )
+        return nn.Linear(params.bottleneck, target.shape[1])
 
     # -- the objective ------------------------------------------------------------------------
 
@@ -210,12 +234,15 @@ class AutoencoderObjective(Objective):
 
         Returns:
             ``target``, ``input`` (what the encoder saw), ``output`` (raw decoder output,
-            logits for ``[0, 1]`` data), ``prediction`` (in data space), ``mu``/``logvar`` (or ``None``).
+            logits for ``[0, 1]`` data), ``prediction`` (in data space), ``mu``/``logvar`` (or
+            ``None``), ``code`` (the latent the decoder read) and ``corrupted`` (the bool mask of
+            corrupted elements for dropout and swap noise, else ``None``).
         """
         target = batch[self.target_key]
-        seen = target
+        seen, corrupted = target, None
         if corrupt_input and self.params.variant == "denoising":
-            seen = corrupt(target, self.params.noise, self.params.noise_level, (0.0, 1.0) if self.bounded else None)
+            value_range = (0.0, 1.0) if self.bounded else None
+            seen, corrupted = corrupt_with_mask(target, self.params.noise, self.params.noise_level, value_range)
         features = getattr(encoder({**batch, self.target_key: seen}), self.decode_from)
         if features is None:
             raise ValueError(
@@ -228,7 +255,16 @@ class AutoencoderObjective(Objective):
             output = self.decoder(code)
         output = output.float()
         prediction = output.sigmoid() if self.bounded else output
-        return {"target": target, "input": seen, "output": output, "prediction": prediction, "mu": mu, "logvar": logvar}
+        return {
+            "target": target,
+            "input": seen,
+            "output": output,
+            "prediction": prediction,
+            "mu": mu,
+            "logvar": logvar,
+            "code": code,
+            "corrupted": corrupted,
+        }
 
     def forward(self, views: list[Batch], encoder: Encoder) -> ObjectiveOutput:
         if len(views) != 1:
@@ -248,9 +284,24 @@ class AutoencoderObjective(Objective):
             loss = reconstruction + weight * kl / elements
             metrics["kl"] = kl.detach()
             metrics["kl_weight"] = weight
+        if self.mask_head is not None and result["corrupted"] is not None:
+            mask_loss, mask_accuracy = self._mask_estimation(result["code"], result["corrupted"])
+            loss = loss + self.params.mask_weight * mask_loss
+            metrics["mask_bce"] = mask_loss.detach()
+            metrics["mask_accuracy"] = mask_accuracy
         if self.training and torch.is_grad_enabled():
             self.step += 1
         return ObjectiveOutput(loss=loss, metrics=metrics)
+
+    def _mask_estimation(self, code: Tensor, corrupted: Tensor) -> tuple[Tensor, Tensor]:
+        """Binary cross-entropy of the mask head's per-column logits against the corruption mask,
+        and the share of cells it classifies right (detached)."""
+        logits = self.mask_head(code).float()
+        truth = corrupted.float()
+        loss = F.binary_cross_entropy_with_logits(logits, truth)
+        with torch.no_grad():
+            accuracy = ((logits > 0) == corrupted).float().mean()
+        return loss, accuracy
 
     # -- evaluation ---------------------------------------------------------------------------
 
