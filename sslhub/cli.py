@@ -493,32 +493,54 @@ def resolve_saved_recipe(recipe_file: Path, overrides: list[str], run_dir: Path,
     return recipe
 
 
-def _load_run(run_dir: Path, plugins: list[str]) -> tuple[Run, TrainedModel]:
+def _load_run(run_dir: Path, plugins: list[str], overrides: list[str] | None = None) -> tuple[Run, TrainedModel]:
     from sslhub.engine import Run
 
     recipe_file = run_dir / "recipe.yaml"
     if not recipe_file.exists():
         raise SSLHubError(f"{run_dir} is not an sslhub run directory (no recipe.yaml)")
-    recipe = resolve_saved_recipe(recipe_file, [], run_dir, plugins)
+    recipe = resolve_saved_recipe(recipe_file, overrides or [], run_dir, plugins)
     run = Run(recipe, run_dir, resume=False, show_progress=False)
     return run, run.load_trained()
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    given = [option for option in ("group", "label", "name") if getattr(args, option) is not None]
+def _check_evaluate_arguments(args: argparse.Namespace) -> None:
+    """Refuse option combinations of ``sslhub evaluate`` that cannot mean anything, before loading."""
+    given = [option for option in ("group", "label") if getattr(args, option) is not None]
     if args.data is None and given:
         raise SSLHubError(f"--{given[0]} applies to --data only")
+    if args.data is None and args.name is not None and not args.overrides:
+        raise SSLHubError("--name applies to --data or --set only")
     if args.data is not None and not 0 < args.test_fraction < 1:
         raise SSLHubError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
-    run, trained = _load_run(args.run_dir, args.plugins)
+    for assignment in args.overrides:
+        if not assignment.strip().startswith("evaluate."):
+            raise SSLHubError(
+                f"--set {assignment}: sslhub evaluate changes only evaluate.* keys (the run's other sections are "
+                "what it was trained with), e.g. --set evaluate.few_shot.draws=30"
+            )
+    if args.overrides and args.data is None and args.name is None:
+        raise SSLHubError(
+            "--set writes evaluation-NAME.json beside the run's own evaluation.json: give it a --name, "
+            "e.g. --name draws30"
+        )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _check_evaluate_arguments(args)
+    run, trained = _load_run(args.run_dir, args.plugins, args.overrides)
     modality, encoders, objectives = trained.modality, trained.encoders, trained.objectives
-    if args.data is None:
+    if args.data is None and not args.overrides:
         report = run.evaluate(modality, encoders, objectives)
         print(json.dumps(report, indent=2, default=str))
         return 0
-    raw = _data_source(args, modality)
-    split = _labeled_split(run, modality, raw, args.test_fraction, args.split_seed)
-    output = f"evaluation-{_source_name(raw, args.name)}.json"
+    split = None
+    name = _source_name({}, args.name)
+    if args.data is not None:
+        raw = _data_source(args, modality)
+        split = _labeled_split(run, modality, raw, args.test_fraction, args.split_seed)
+        name = _source_name(raw, args.name)
+    output = f"evaluation-{name}.json"
     report = run.evaluate(modality, encoders, objectives, split=split, output_name=output)
     print(json.dumps(report, indent=2, default=str))
     print(f"wrote {args.run_dir / output}", file=sys.stderr)

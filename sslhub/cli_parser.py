@@ -104,7 +104,18 @@ def _evaluate_command(commands: Any) -> None:
         "evaluate on this labeled set instead: a folder, .csv, .jsonl or .npz path (typed by the modality), "
         "or a YAML mapping shaped like data.source; writes evaluation-NAME.json",
     )
-    evaluate.add_argument("--name", help="NAME in evaluation-NAME.json (default: the source's file or folder name)")
+    evaluate.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="evaluate.KEY=VALUE",
+        help="override an evaluation option, e.g. --set evaluate.few_shot.draws=30 (repeatable; "
+        "writes evaluation-NAME.json, so --name is needed without --data)",
+    )
+    evaluate.add_argument(
+        "--name", help="NAME in evaluation-NAME.json (default with --data: the source's file or folder name)"
+    )
     _add_plugin_options(evaluate)
 
 

@@ -155,6 +155,38 @@ def test_evaluate_command_rereads_run(reference_run: Path):
     assert report["random_init"] == stored["random_init"] and report["raw_input"] == stored["raw_input"]
 
 
+def test_evaluate_with_evaluation_overrides_writes_its_own_json(reference_run: Path):
+    before = (reference_run / "evaluation.json").read_text()
+    result = sslhub(
+        "evaluate", str(reference_run), "-p", "toy_plugin", *BLOCK_BUILTINS,
+        "--set", "evaluate.raw_baseline=false", "--set", "evaluate.few_shot=null", "--name", "no raw",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    written = reference_run / "evaluation-no_raw.json"
+    assert f"wrote {written}" in result.stderr
+    report = json.loads(written.read_text())
+    assert json.loads(result.stdout) == report
+    assert "raw_input" not in report and not any(key.startswith("few_shot") for key in report["trained"])
+    stored = json.loads(before)
+    assert "raw_input" in stored and report["trained"]["knn_accuracy"] == stored["trained"]["knn_accuracy"]
+    assert (reference_run / "evaluation.json").read_text() == before  # the run's own evaluation is untouched
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--set", "train.steps=3", "--name", "x"], "error: --set train.steps=3: sslhub evaluate changes only evaluate.*"),
+        (["--set", "evaluate.knn.k=3"], "error: --set writes evaluation-NAME.json beside the run's own evaluation.json: "
+         "give it a --name"),
+        (["--name", "x"], "error: --name applies to --data or --set only"),
+    ],
+)  # fmt: skip
+def test_evaluate_refuses_overrides_it_cannot_honour(reference_run: Path, arguments: list[str], message: str):
+    result = sslhub("evaluate", str(reference_run), "-p", "toy_plugin", *BLOCK_BUILTINS, *arguments)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(message) and "Traceback" not in result.stderr
+
+
 def _torchrun(out: Path, *extra: str) -> subprocess.CompletedProcess:
     env = sslhub_env()
     env["OMP_NUM_THREADS"] = "1"
