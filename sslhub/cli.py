@@ -493,15 +493,22 @@ def resolve_saved_recipe(recipe_file: Path, overrides: list[str], run_dir: Path,
     return recipe
 
 
+#: ``sslhub evaluate --set`` prefixes: the evaluation options, and the encoders' (for another read-out).
+EVALUATE_OVERRIDE_PREFIXES = ("evaluate.", "encoder.", "encoders.")
+
+
 def _load_run(run_dir: Path, plugins: list[str], overrides: list[str] | None = None) -> tuple[Run, TrainedModel]:
+    """The run and its trained model; with ``encoder.*`` overrides, the encoders' weights alone."""
     from sslhub.engine import Run
 
     recipe_file = run_dir / "recipe.yaml"
     if not recipe_file.exists():
         raise SSLHubError(f"{run_dir} is not an sslhub run directory (no recipe.yaml)")
-    recipe = resolve_saved_recipe(recipe_file, overrides or [], run_dir, plugins)
+    overrides = overrides or []
+    recipe = resolve_saved_recipe(recipe_file, overrides, run_dir, plugins)
     run = Run(recipe, run_dir, resume=False, show_progress=False)
-    return run, run.load_trained()
+    encoders_changed = any(o.strip().startswith(EVALUATE_OVERRIDE_PREFIXES[1:]) for o in overrides)
+    return run, run.load_trained(encoders_only=encoders_changed)
 
 
 def _check_evaluate_arguments(args: argparse.Namespace) -> None:
@@ -514,10 +521,11 @@ def _check_evaluate_arguments(args: argparse.Namespace) -> None:
     if args.data is not None and not 0 < args.test_fraction < 1:
         raise SSLHubError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
     for assignment in args.overrides:
-        if not assignment.strip().startswith("evaluate."):
+        if not assignment.strip().startswith(EVALUATE_OVERRIDE_PREFIXES):
             raise SSLHubError(
-                f"--set {assignment}: sslhub evaluate changes only evaluate.* keys (the run's other sections are "
-                "what it was trained with), e.g. --set evaluate.few_shot.draws=30"
+                f"--set {assignment}: sslhub evaluate changes only evaluate.* keys and the encoder's read-out "
+                "(encoder.* / encoders.*; the run's other sections are what it was trained with), e.g. "
+                "--set evaluate.few_shot.draws=30"
             )
     if args.overrides and args.data is None and args.name is None:
         raise SSLHubError(

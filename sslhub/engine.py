@@ -112,19 +112,22 @@ class Run:
             return recorded
         return threads_for(self.train_spec.threads)
 
-    def load_trained(self) -> TrainedModel:
+    def load_trained(self, encoders_only: bool = False) -> TrainedModel:
         """Rebuild the components and load the run's final weights (for evaluate/export).
 
         The final weights are the newest good checkpoint's, or the best validation's when
         ``train.early_stopping.restore_best`` (as the run's own evaluation and export had them).
+        ``encoders_only`` loads the encoders' weights alone and builds no objectives: for an
+        encoder whose read-out was changed after training, which the objectives' heads no
+        longer fit.
         """
         modality = self.components.modality()
         encoders = self.components.encoders(modality)
-        objectives = self.components.objectives(modality, encoders, prepare=False)
+        objectives = [] if encoders_only else self.components.objectives(modality, encoders, prepare=False)
         module = self.components.training_module(encoders, objectives)
-        self.checkpointer.load_weights(module)
+        self.checkpointer.load_weights(module, encoders_only)
         if self.early_stopping is not None and self.early_stopping.spec.restore_best:
-            self.checkpointer.load_best(module)
+            self.checkpointer.load_best(module, encoders_only)
         return TrainedModel(modality, encoders, objectives)
 
     def execute(self, dry_run: bool = False) -> dict[str, Any]:

@@ -374,8 +374,11 @@ def objective_results(
     """``({candidate: held-out metrics}, {objective name: its report})``.
 
     The random-init candidate gets freshly initialised heads: the trained heads on a random
-    encoder would measure neither model. They are built only where something uses them.
+    encoder would measure neither model. They are built only where something uses them. No
+    objectives (an encoder evaluated with another read-out than it was trained with): nothing.
     """
+    if not objectives:
+        return {}, {}
     held_out = modality.held_out_dataset()
     wants_baseline = any(o.report_takes_baseline for o in objectives)
     random_objectives = (

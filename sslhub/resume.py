@@ -23,6 +23,9 @@ from sslhub import distributed
 from sslhub.checkpoint import CheckpointStore, atomic_write_bytes
 from sslhub.errors import CheckpointError, NonFiniteLossError
 
+#: Where a checkpoint's model state keeps the encoders' weights (``TrainingModule.encoder``).
+ENCODER_PREFIX = "encoder."
+
 log = logging.getLogger("sslhub")
 
 
@@ -107,16 +110,38 @@ def nonfinite_parameters(module: nn.Module) -> list[str]:
     return [name for (name, _), ok in zip(named, finite, strict=True) if not ok]
 
 
-def _load_model(module: nn.Module, payload: dict[str, Any], path: Path) -> None:
-    """The checkpoint's weights into ``module``, or a :class:`CheckpointError` naming the file."""
+def _load_model(module: nn.Module, payload: dict[str, Any], path: Path, encoders_only: bool = False) -> None:
+    """The checkpoint's weights into ``module``, or a :class:`CheckpointError` naming the file.
+
+    ``encoders_only``: only the weights under ``encoder.`` (the training module's encoders), all
+    of them; the objectives' are left out.
+    """
+    if not encoders_only:
+        try:
+            module.load_state_dict(payload["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint {path} does not fit this recipe's model: {_first_line(exc)}") from exc
+        return
+    state = {key: value for key, value in payload["model"].items() if key.startswith(ENCODER_PREFIX)}
     try:
-        module.load_state_dict(payload["model"])
+        result = module.load_state_dict(state, strict=False)
+        missing = [key for key in result.missing_keys if key.startswith(ENCODER_PREFIX)]
+        if missing or result.unexpected_keys:
+            raise RuntimeError(f"missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}")
     except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {path} does not fit this recipe's model: {_first_line(exc)}") from exc
+        raise CheckpointError(
+            f"the encoder weights in checkpoint {path} do not fit the encoder as it is set now: {_first_line(exc)} "
+            "(encoder settings can change how a trained encoder reads out its features, not its layers)"
+        ) from exc
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    """The line of ``exc`` that says what is wrong: for torch's state-dict errors, the first
+    problem under its "Error(s) in loading state_dict for X:" header."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
+    if lines[0].startswith("Error(s) in loading state_dict") and len(lines) > 1:
+        return lines[1]
+    return lines[0]
 
 
 class Checkpointer:
@@ -194,20 +219,22 @@ class Checkpointer:
             return None
         return self.store.save_best({"step": step, "model": module.state_dict()}, step)
 
-    def load_best(self, module: nn.Module) -> int | None:
-        """Load the best weights into ``module`` and return their step; ``None`` when none were saved."""
+    def load_best(self, module: nn.Module, encoders_only: bool = False) -> int | None:
+        """Load the best weights into ``module`` (only the encoders' with ``encoders_only``) and
+        return their step; ``None`` when none were saved."""
         loaded = self.store.load_best(map_location=self.device)
         if loaded is None:
             return None
         payload, path = loaded
-        _load_model(module, payload, path)
+        _load_model(module, payload, path, encoders_only)
         log.info("loaded the best weights %s (step %d)", path, payload["step"])
         return payload["step"]
 
-    def load_weights(self, module: nn.Module) -> int:
-        """Load only the newest good checkpoint's weights into ``module``; return its step."""
+    def load_weights(self, module: nn.Module, encoders_only: bool = False) -> int:
+        """Load only the newest good checkpoint's weights into ``module`` (only the encoders' with
+        ``encoders_only``); return its step."""
         payload, path = self._latest()
-        _load_model(module, payload, path)
+        _load_model(module, payload, path, encoders_only)
         log.info("loaded %s (step %d)", path, payload["step"])
         return payload["step"]
 

@@ -1,4 +1,5 @@
-"""CSV tables grouped by a column, evaluate.data in a recipe, and ``sslhub evaluate RUN --data`` end to end."""
+"""CSV tables grouped by a column, evaluate.data in a recipe, and ``sslhub evaluate RUN --data`` end to end
+(and ``--set encoder.readout=...``: a trained encoder evaluated with another read-out)."""
 
 from __future__ import annotations
 
@@ -157,6 +158,28 @@ def test_evaluate_data_as_a_mapping_and_its_errors(finished_run, tmp_path):
     result = sslhub("evaluate", str(finished_run), "--data", str(tmp_path / "missing.csv"), cwd=tmp_path)
     assert result.returncode == 1
     assert f"error: --data {tmp_path / 'missing.csv'}: no such file or folder, and not a mapping" in result.stderr
+
+
+def test_evaluate_with_another_read_out_loads_the_encoder_weights_alone(finished_run, tmp_path):
+    """The autoencoder's head reads the 4-d output; read out every layer (8 + 4 values) and the
+    trained weights still load, the objective's held-out metrics are left out (its head no
+    longer fits), and the random-init baseline reads out the same way."""
+    result = sslhub("evaluate", str(finished_run), "--set", "encoder.readout=all_layers", "--name", "all", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((finished_run / "evaluation-all.json").read_text())
+    assert "knn_accuracy" in report["trained"] and "objectives" not in report
+    assert not any(key.startswith("autoencoder/") for key in report["trained"])
+    sample = np.load(finished_run / "embeddings_sample-all.npz")
+    assert sample["trained"].shape[1] == 12 and sample["random_init"].shape[1] == 12
+    assert json.loads((finished_run / "evaluation.json").read_text())["trained"]["autoencoder/reconstruction_mse"] > 0
+
+
+def test_evaluate_refuses_an_encoder_override_that_changes_its_layers(finished_run, tmp_path):
+    result = sslhub("evaluate", str(finished_run), "--set", "encoder.output_dim=3", "--name", "x", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "the encoder weights in checkpoint" in result.stderr
+    assert "do not fit the encoder as it is set now: size mismatch for encoder.default.layers." in result.stderr
+    assert "(encoder settings can change how a trained encoder reads out its features, not its layers)" in result.stderr
 
 
 def test_a_class_with_fewer_probe_train_rows_than_the_largest_k_is_a_validation_error(tmp_path, capsys):
