@@ -6,7 +6,9 @@ Samples:
     labeled eval split.
 Batches after :meth:`ImageTextModality.collate` and :meth:`ImageTextModality.on_device`:
     ``{"image": float32 [B, C, S, S] in [0, 1], "input_ids": int64 [B, L_max],
-    "attention_mask": int64 [B, L_max]}`` (captions right-padded with the pad id).
+    "attention_mask": int64 [B, L_max], "caption_key": int64 [B]}`` (captions right-padded
+    with the pad id; ``caption_key`` identifies each caption as written, before caption
+    augmentations such as ``token_dropout`` change its ids).
 
 A composite modality: its image side *is* the registered ``image`` modality and its text side
 the registered ``text`` modality, each built by name through the build context
@@ -44,6 +46,7 @@ from sslhub import (
     path_problems,
     split_by_path_groups,
 )
+from sslhub_multimodal.losses.clip import CAPTION_KEY, caption_keys
 from sslhub_multimodal.pairs import (
     IMAGE_EXTENSIONS,
     PairCollection,
@@ -402,9 +405,16 @@ class ImageTextModality(Modality):
         )
 
     def collate(self, samples: list[Batch]) -> Batch:
-        """The text part's collate: captions right-padded to the longest in the batch, images (and labels) stacked."""
+        """The text part's collate: captions right-padded to the longest in the batch, images (and
+        labels) stacked, and each caption's ``caption_key``."""
         self._ensure_prepared()
-        return self.parts["text"].collate(samples)
+        batch = self.parts["text"].collate(samples)
+        # Keyed here, before the device-side caption augmentations: CLIP's identical-caption
+        # positives must compare captions as written (two copies of "document save" that token
+        # dropout cut differently are still one caption, and "document save as" cut to
+        # "document save" is not that caption).
+        batch[CAPTION_KEY] = caption_keys(batch["input_ids"], batch["attention_mask"])
+        return batch
 
     def on_device(self, batch: Batch) -> Batch:
         """Each part's ``on_device`` on a batch that holds that part's inputs (images -> float32 ``[0, 1]``)."""

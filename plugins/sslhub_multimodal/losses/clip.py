@@ -22,6 +22,11 @@ _HASH_MODULUS = 2_147_483_647
 MISSING_POSITIVE = "every row of positives needs at least one True (its own pair)"
 
 
+#: The batch key under which the ``image_text`` modality keeps each caption's :func:`caption_keys`
+#: value as written, before caption augmentations change the ids.
+CAPTION_KEY = "caption_key"
+
+
 def caption_keys(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     """One int64 key per caption, equal for captions with identical token ids.
 

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from sslhub import Batch, BuildContext, Encoder, EncoderSet, Modality, Objective, ObjectiveOutput, Params
-from sslhub_multimodal.losses.clip import CLIPLoss, caption_keys, clip_loss, retrieval_accuracy
+from sslhub_multimodal.losses.clip import CAPTION_KEY, CLIPLoss, caption_keys, clip_loss, retrieval_accuracy
 from sslhub_multimodal.retrieval import retrieval_scores, zero_shot_accuracy
 
 IMAGE, TEXT = "image", "text"
@@ -160,9 +160,13 @@ class CLIPObjective(Objective):
         return image, text
 
     def _keys(self, batch: Batch) -> Tensor | None:
+        """Caption identities for identical-caption positives: the modality's keys of the captions
+        as written when the batch has them (caption augmentations change the ids), else keys of
+        the ids as they are."""
         if self.params.identical_captions == "negatives":
             return None
-        return caption_keys(batch["input_ids"], batch["attention_mask"])
+        written = batch.get(CAPTION_KEY)
+        return written if written is not None else caption_keys(batch["input_ids"], batch["attention_mask"])
 
     def _loss_and_metrics(self, batch: Batch, encoders: Any) -> tuple[Tensor, dict[str, Tensor]]:
         image, text = self.embed(batch, encoders)

@@ -83,3 +83,23 @@ def test_parameters_are_validated():
     with pytest.raises(ValidationError, match="greater than 0"):
         CLIPParams(projection_dim=0)
     assert CLIPParams(retrieval_ks=[5, 1, 5]).retrieval_ks == [1, 5]
+
+
+def test_identical_captions_are_told_by_the_captions_as_written_not_as_token_dropout_cut_them(
+    digit_pairs, make_encoders
+):
+    from sslhub_multimodal.losses.clip import CAPTION_KEY, caption_keys
+    from sslhub_text.augmentations.tokens import TokenDropout, TokenDropoutParams
+
+    batch = batches(digit_pairs, 1, 64)[0]
+    written = caption_keys(batch["input_ids"], batch["attention_mask"])
+    assert torch.equal(batch[CAPTION_KEY], written)  # the modality keys each caption at collate time
+    assert len(set(written.tolist())) < 64  # the digit captions repeat within a batch
+    context = BuildContext(modality=digit_pairs, modality_name="image_text")
+    torch.manual_seed(0)
+    cut = TokenDropout(TokenDropoutParams(p=0.3), context)(batch)
+    as_cut = caption_keys(cut["input_ids"], cut["attention_mask"])
+    assert not torch.equal(as_cut, written)  # some captions lost words
+    objective = build(digit_pairs, make_encoders())
+    assert torch.equal(objective._keys(cut), written)
+    assert torch.equal(objective._keys({k: v for k, v in cut.items() if k != CAPTION_KEY}), as_cut)
