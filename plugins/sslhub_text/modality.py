@@ -23,7 +23,7 @@ import os
 import platform
 import tempfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -54,6 +54,7 @@ from sslhub_text.token_store import (
 from sslhub_text.tokenizer import (
     CONTINUATION_PREFIX,
     TOKENIZER_FILE,
+    RereadableTexts,
     SpecialTokens,
     continuation_token_ids,
     load_tokenizer,
@@ -402,12 +403,15 @@ class TextModality(Modality):
 
     def _train_tokenizer(self, spec: TrainTextTokenizer) -> Tokenizer:
         fraction = self.params.held_out_fraction
-        # Skips are counted (and reported) by the tokenizing pass, not this one.
-        training = (d for d in self._documents(SkipCounts()) if not is_held_out(d, fraction))
-        if spec.max_documents is None:
-            texts: Iterator[str] = (d.text for d in training)
-        else:
-            texts = iter([d.text for d in sample_documents(training, spec.max_documents)])
+
+        def training() -> Iterator[Document]:
+            # Skips are counted (and reported) by the tokenizing pass, not these.
+            return (d for d in self._documents(SkipCounts()) if not is_held_out(d, fraction))
+
+        # Read twice (streamed, not held), so the tokenizer is the same in every process.
+        texts: Iterable[str] = RereadableTexts(lambda: (d.text for d in training()))
+        if spec.max_documents is not None:
+            texts = [d.text for d in sample_documents(training(), spec.max_documents)]
         return train_tokenizer(
             texts,
             vocab_size=spec.vocab_size,
@@ -632,7 +636,7 @@ class TextModality(Modality):
                 self._tokenizer = load_tokenizer(saved)
             else:
                 self._tokenizer = train_tokenizer(
-                    (str(text) for text in items),
+                    [str(text) for text in items],
                     vocab_size=spec.vocab_size,
                     lowercase=spec.lowercase,
                     algorithm=spec.algorithm,

@@ -9,7 +9,7 @@ boundaries from the vocabulary alone. Special tokens come first in the vocabular
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,33 @@ _ROLE_ALIASES = {
 }
 
 
+class RereadableTexts(Iterable[str]):
+    """Texts that can be read more than once: each pass calls ``make`` for a fresh iterable
+    (a generator over a corpus on disk, say), so nothing is held in memory between passes."""
+
+    def __init__(self, make: Callable[[], Iterable[str]]):
+        self.make = make
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.make())
+
+
+def continuation_seeds(texts: Iterable[str], normalizer: normalizers.Normalizer) -> list[str]:
+    """``##c`` for every character ``c`` the normalised ``texts`` can hold, sorted.
+
+    Handed to the trainer before training, these tokens get their ids in sorted order instead of
+    the hash-map order HF tokenizers gives the continuation tokens it meets (tokenizers issue
+    #1794), and merges that tie on frequency are then broken the same way in every process. The
+    characters are those of the raw texts, each normalised on its own: a few may never continue a
+    word (punctuation, for one) and only add an unused vocabulary entry each.
+    """
+    raw: set[str] = set()
+    for text in texts:
+        raw.update(text)
+    chars = {char for original in raw for char in normalizer.normalize_str(original) if not char.isspace()}
+    return [CONTINUATION_PREFIX + char for char in sorted(chars)]
+
+
 def train_tokenizer(
     texts: Iterable[str],
     vocab_size: int = 4000,
@@ -44,15 +71,18 @@ def train_tokenizer(
 ) -> Tokenizer:
     """Train a WordPiece or BPE tokenizer on ``texts``.
 
-    Not fully deterministic across processes: HF tokenizers breaks frequency ties by ids it
-    hands out in hash-map order (tokenizers issue #1794), so two trainings on the same corpus
-    can pick a few different merges. Ids are canonical (sorted) for the tokens chosen. A run
-    saves its tokenizer, and the text modality's ``cache_dir`` keeps one per corpus and
-    settings, so that later runs reuse it.
+    The same texts give the same tokenizer in every process when ``texts`` can be read twice (a
+    list, or :class:`RereadableTexts`): a first pass collects the characters, whose continuation
+    tokens are then numbered in sorted order (:func:`continuation_seeds`). A one-shot iterator is
+    read once, and two trainings may then pick a few different merges on frequency ties (HF
+    tokenizers numbers the continuation tokens in hash-map order, tokenizers issue #1794). Ids
+    are canonical (sorted) either way. A run saves its tokenizer, and the text modality's
+    ``cache_dir`` keeps one per corpus and settings, so that later runs reuse it.
 
     Args:
-        texts: training documents, consumed once as an iterator: the trainer keeps word counts,
-            not the texts, so a generator over a corpus larger than memory is fine.
+        texts: training documents. The trainer keeps word counts, not the texts, so a generator
+            over a corpus larger than memory is fine (wrap it in :class:`RereadableTexts` to have
+            it read twice, and the tokenizer reproducible).
         vocab_size: target vocabulary size including the special tokens.
         lowercase: lowercase and strip accents before splitting.
         algorithm: ``wordpiece`` or ``bpe``.
@@ -63,14 +93,17 @@ def train_tokenizer(
         ``encode`` with special tokens); the modality itself encodes without them and adds
         them explicitly so that documents can be packed.
     """
-    model, trainer = _untrained_model(algorithm, vocab_size, min_frequency)
-    tokenizer = Tokenizer(model)
-    tokenizer.normalizer = normalizers.BertNormalizer(
+    normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
     )
+    rereadable = iter(texts) is not texts
+    seeds = continuation_seeds(texts, normalizer) if rereadable else []
+    model, trainer = _untrained_model(algorithm, vocab_size, min_frequency, seeds)
+    tokenizer = Tokenizer(model)
+    tokenizer.normalizer = normalizer
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix=CONTINUATION_PREFIX)
-    tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer.train_from_iterator(iter(texts), trainer=trainer)
     tokenizer = _canonical_ids(tokenizer)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
@@ -81,12 +114,18 @@ def train_tokenizer(
     return tokenizer
 
 
-def _untrained_model(algorithm: str, vocab_size: int, min_frequency: int) -> tuple[models.Model, trainers.Trainer]:
-    """The empty WordPiece or BPE model and its trainer, both marking continuations with ``##``."""
+def _untrained_model(
+    algorithm: str, vocab_size: int, min_frequency: int, seeds: list[str]
+) -> tuple[models.Model, trainers.Trainer]:
+    """The empty WordPiece or BPE model and its trainer, both marking continuations with ``##``.
+
+    ``seeds`` (continuation tokens) follow the special tokens in the trainer's initial
+    vocabulary: it takes them in this order; :func:`_canonical_ids` unmarks them afterwards.
+    """
     options = {
         "vocab_size": vocab_size,
         "min_frequency": min_frequency,
-        "special_tokens": list(SPECIAL_TOKENS),
+        "special_tokens": [*SPECIAL_TOKENS, *seeds],
         "continuing_subword_prefix": CONTINUATION_PREFIX,
         "show_progress": False,
     }
@@ -108,9 +147,11 @@ def _canonical_ids(tokenizer: Tokenizer) -> Tokenizer:
 
     The trainers hand out ids in hash-map order, which differs between processes; sorted ids
     give the same id to the same token whichever process trained it. (Which tokens are chosen
-    can still differ on frequency ties: see :func:`train_tokenizer`.)
+    can still differ on frequency ties: see :func:`train_tokenizer`.) The continuation seeds
+    the trainer was handed as special tokens become ordinary vocabulary entries.
     """
     state = json.loads(tokenizer.to_str())
+    state["added_tokens"] = [token for token in state["added_tokens"] if token["content"] in SPECIAL_TOKENS]
     vocab: dict[str, int] = state["model"]["vocab"]
     special = sorted((i, t) for t, i in vocab.items() if t in SPECIAL_TOKENS)
     if [i for i, _ in special] != list(range(len(special))):

@@ -32,10 +32,10 @@ SHORT_RUNS: dict[str, tuple[list[str], list[str]]] = {
     # 100 steps, because at 50 kNN led random init by 0.020 only
     "audio_apc.yaml": (["train.steps=100", "train.threads=1"], ["knn_accuracy", "few_shot_5_accuracy"]),
     "autoencoder_audio.yaml": (["train.steps=50", "train.threads=1"], ["knn_accuracy", "linear_probe_accuracy"]),
-    # 100 of 600 steps on the embedded pydoc paragraphs. Each run trains its own tokenizer and HF tokenizers
-    # breaks merge ties in hash-map order, so the figures move from run to run: five runs gave kNN 0.587-0.621
-    # vs 0.460-0.506 at random init and linear probe 0.532-0.600 vs 0.447-0.498 (margins 0.08 or more). At 50
-    # steps five runs left margins of 0.017-0.098, and one clean-clone CI run tied the probe with random init.
+    # 100 of 600 steps on the embedded pydoc paragraphs: kNN 0.626 vs 0.468 at random init, linear probe 0.583 vs
+    # 0.455 (measured; the same in every process now that the tokenizer is). Before the tokenizer was reproducible,
+    # five runs gave kNN 0.587-0.621 vs 0.460-0.506 and probe 0.532-0.600 vs 0.447-0.498; at 50 steps their margins
+    # were 0.017-0.098, and one clean-clone CI run tied the probe with random init.
     "text_contrastive.yaml": (["train.steps=100", "train.threads=1"], ["knn_accuracy", "linear_probe_accuracy"]),
     # the same with MLM beside the split term (weight 0.1), 100 of 600 steps: kNN 0.613 vs 0.443 at random init,
     # linear probe 0.549 vs 0.455 (measured; at 50 steps the probe led by 0.026 only; the raw bag of words is

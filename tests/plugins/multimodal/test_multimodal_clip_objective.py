@@ -43,7 +43,7 @@ def test_clip_learns_and_reports_retrieval_and_zero_shot(digit_pairs, make_encod
     objective = build(digit_pairs, encoders, projection_dim=16, zero_shot_prompts=["a handwritten digit {name}"])
     data = batches(digit_pairs, 3, 64)
     # check_objective_learns also asserts that a gradient reaches the encoder set
-    losses = check_objective_learns(objective, encoders, data, steps=40, lr=3e-3, min_drop=0.08)
+    losses = check_objective_learns(objective, encoders, data, steps=80, lr=3e-3, min_drop=0.08)
     assert losses[0] == pytest.approx(math.log(64), rel=0.3)  # near log(B) at init
     objective.zero_grad()
     encoders.zero_grad()
@@ -61,7 +61,8 @@ def test_clip_learns_and_reports_retrieval_and_zero_shot(digit_pairs, make_encod
     } | {"zero_shot_accuracy"}
     assert set(report["trained"]) == set(report["random_init"]) == set(report["chance"]) == expected
     assert report["chance"]["zero_shot_accuracy"] == 0.1
-    # a few dozen steps on the digit pairs already align the towers above chance and random init
+    # 80 steps on the digit pairs align the towers above chance and random init (measured: class recall@1
+    # 0.46 and zero-shot 0.50 vs 0.10; at 40 steps 0.16 and 0.13, which only some tokenizers passed)
     for key in ("image_to_text_class_recall@1", "zero_shot_accuracy"):
         assert report["trained"][key] > report["chance"][key] + 0.1, key
         assert report["trained"][key] > report["random_init"][key] + 0.1, key

@@ -1,7 +1,7 @@
 """causal_lm: a run killed by SIGKILL and resumed ends with the weights of an uninterrupted run, bitwise.
 
-Training a tokenizer is not reproducible across processes (see ``train_tokenizer``), so the
-second run loads the tokenizer the first one trained; a resumed run reuses its own.
+The second run loads the tokenizer the first one trained, so the comparison holds even for a
+tokenizer trained from a one-shot stream (see ``train_tokenizer``); a resumed run reuses its own.
 """
 
 from __future__ import annotations
