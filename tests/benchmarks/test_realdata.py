@@ -541,7 +541,8 @@ def test_runner_overrides_validate_against_the_shipped_recipes(tmp_path: Path):
     builders = {
         "tabular": ("autoencoder_tabular", lambda out: build_tables(out, 0.4, 0)),
         "text": ("text_mlm", lambda out: build_text(out, 40, 0.4, 0)),
-        "image": ("image_simclr", lambda out: build_images(out, 1, 0.4, 0, files_per_design=1)),
+        # five renderings per letter: a machine with few fonts leaves one design for the probe's train side
+        "image": ("image_simclr", lambda out: build_images(out, 5, 0.4, 0, files_per_design=1)),
         # most names on the labeled side: validate checks that each class keeps 5 probe-train pairs
         "image_text": ("image_text_clip", lambda out: build_fake_icons(tmp_path / "theme", out, fraction=0.8)),
     }

