@@ -4,9 +4,10 @@ Samples are ``{"input_ids": int64 [L], "attention_mask": int64 [L]}`` with ``L <
 (variable); labeled evaluation samples add ``"label"`` (int64 scalar). :meth:`TextModality.collate`
 pads to the longest sample of the batch with the tokenizer's pad id, on the right.
 
-:meth:`TextModality.prepare` reads the corpus lazily, twice at most: once to train the
-tokenizer (from an iterator, optionally on a bounded sample), once to tokenize it chunk by
-chunk into flat arrays (:mod:`sslhub_text.token_store`). The document texts are never all in
+:meth:`TextModality.prepare` reads the corpus lazily, three times at most: twice to train the
+tokenizer (its characters first, so that the tokenizer is the same in every process; or once, to
+draw a bounded sample), once to tokenize it chunk by chunk into flat arrays
+(:mod:`sslhub_text.token_store`). The document texts are never all in
 memory. The arrays stay in memory by default; with ``streaming: true`` they are written to a
 disk-backed token store and memory-mapped, so a corpus larger than memory trains the same way
 (the datasets stay map-style: seeded order, exact resume and rank sharding are unchanged), and
@@ -319,8 +320,8 @@ class TextModality(Modality):
 
     Args:
         params: :class:`TextParams`.
-        context: the build context (only the seed-independent parts are used: the split is a
-            function of the data, and the tokenizer of the data up to frequency ties, see
+        context: the build context (only the seed-independent parts are used: the split and
+            the tokenizer are functions of the data, see
             :func:`sslhub_text.tokenizer.train_tokenizer`).
     """
 
@@ -530,9 +531,9 @@ class TextModality(Modality):
     def _cached_tokenizer_path(self) -> Path | None:
         """Where ``cache_dir`` keeps the tokenizer trained on this corpus with these settings.
 
-        Tokenizer training is not deterministic across processes (HF tokenizers issue #1794),
-        so without this each run would train a slightly different vocabulary and miss the
-        token stores the earlier runs left in ``cache_dir``.
+        Later runs on the same corpus load it instead of training again (a pass or two over
+        the corpus), and it is the tokenizer the token stores in ``cache_dir`` were built with
+        (one trained by an older release, which could pick other merges, stays in use).
         """
         if self.params.cache_dir is None or not isinstance(self.params.tokenizer, TrainTextTokenizer):
             return None
