@@ -87,6 +87,17 @@ class DefaultSource(Params):
 
     type: Literal["default"] = "default"
 
+    def read(self, skipped: SkipCounts) -> Iterator[Document]:
+        """A fresh lazy iterator over the corpus's documents."""
+        return iter_pydoc_documents(skipped)
+
+    def description(self) -> str:
+        return "the embedded pydoc corpus"
+
+    def identity(self) -> str:
+        """What names this corpus in cache keys: the Python release whose docs it is."""
+        return f"pydoc_data of Python {platform.python_version()}"
+
 
 class FilesSource(Params):
     """Documents read from a ``.txt``/``.jsonl`` file or a folder of them."""
@@ -105,6 +116,22 @@ class FilesSource(Params):
         description="Key naming each JSON record's group (an author, a source): the labeled split keeps groups "
         "apart, test groups unseen; needs label_field.",
     )
+
+    def read(self, skipped: SkipCounts) -> Iterator[Document]:
+        """A fresh lazy iterator over the documents of the files."""
+        return iter_file_documents(Path(self.path), self.text_field, self.label_field, self.one_document_per, skipped)
+
+    def description(self) -> str:
+        return self.path
+
+    def identity(self) -> str:
+        """What names this corpus in cache keys: its files' paths, sizes and modification times
+        (reading every byte to hash it would cost as much as tokenizing)."""
+        lines = []
+        for file in text_files_under(self.path):
+            stat = file.stat()
+            lines.append(f"{file.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n")
+        return "".join(lines)
 
     @model_validator(mode="after")
     def _groups_need_labels(self) -> FilesSource:
@@ -338,19 +365,6 @@ class TextModality(Modality):
         self._temporary_store: tempfile.TemporaryDirectory | None = None
 
     # ----------------------------------------------------------------- data loading
-    def _documents(self, skipped: SkipCounts) -> Iterator[Document]:
-        """A fresh lazy iterator over the source's documents."""
-        source = self.params.source
-        if isinstance(source, FilesSource):
-            return iter_file_documents(
-                Path(source.path), source.text_field, source.label_field, source.one_document_per, skipped
-            )
-        return iter_pydoc_documents(skipped)
-
-    def _source_description(self) -> str:
-        source = self.params.source
-        return source.path if isinstance(source, FilesSource) else "the embedded pydoc corpus"
-
     def prepare(self, run_dir: Path | None) -> None:
         """Train or load the tokenizer, then tokenize the corpus into samples.
 
@@ -407,7 +421,7 @@ class TextModality(Modality):
 
         def training() -> Iterator[Document]:
             # Skips are counted (and reported) by the tokenizing pass, not these.
-            return (d for d in self._documents(SkipCounts()) if not is_held_out(d, fraction))
+            return (d for d in self.params.source.read(SkipCounts()) if not is_held_out(d, fraction))
 
         # Read twice (streamed, not held), so the tokenizer is the same in every process.
         texts: Iterable[str] = RereadableTexts(lambda: (d.text for d in training()))
@@ -439,7 +453,7 @@ class TextModality(Modality):
         def build(directory: Path | None):
             skipped = SkipCounts()
             built = write_samples(
-                self._documents(skipped),
+                self.params.source.read(skipped),
                 self._tokenizer,
                 self._layout(),
                 self.params.held_out_fraction,
@@ -473,7 +487,7 @@ class TextModality(Modality):
 
     def _report_corpus(self, meta: dict[str, Any]) -> None:
         """Warn about what was skipped; refuse a corpus with no usable training document."""
-        where = self._source_description()
+        where = self.params.source.description()
         skipped = SkipCounts()
         for reason, count in meta["skipped"].items():
             skipped.add(reason, count)
@@ -499,9 +513,8 @@ class TextModality(Modality):
     def _store_key(self) -> str:
         """Names the token store: changes with anything that changes the samples.
 
-        The corpus enters through its files' paths, sizes and modification times (reading
-        every byte to hash it would cost as much as tokenizing); the tokenizer through its
-        full serialisation.
+        The corpus enters through its source's ``identity()`` (files: their paths, sizes and
+        modification times); the tokenizer through its full serialisation.
         """
         assert self._tokenizer is not None
         params = self.params
@@ -515,18 +528,8 @@ class TextModality(Modality):
         }
         digest.update(json.dumps(settings, sort_keys=True).encode())
         digest.update(self._tokenizer.to_str().encode())
-        self._hash_corpus(digest)
+        digest.update(self.params.source.identity().encode())
         return f"text-{digest.hexdigest()[:20]}"
-
-    def _hash_corpus(self, digest) -> None:
-        """Feeds the corpus's identity to ``digest``: its files' paths, sizes and modification times."""
-        source = self.params.source
-        if isinstance(source, FilesSource):
-            for file in text_files_under(source.path):
-                stat = file.stat()
-                digest.update(f"{file.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        else:
-            digest.update(f"pydoc_data of Python {platform.python_version()}".encode())
 
     def _cached_tokenizer_path(self) -> Path | None:
         """Where ``cache_dir`` keeps the tokenizer trained on this corpus with these settings.
@@ -544,7 +547,7 @@ class TextModality(Modality):
             "tokenizer": self.params.tokenizer.model_dump(mode="json"),
         }
         digest.update(json.dumps(settings, sort_keys=True).encode())
-        self._hash_corpus(digest)
+        digest.update(self.params.source.identity().encode())
         return Path(self.params.cache_dir) / "tokenizers" / f"tokenizer-{digest.hexdigest()[:20]}.json"
 
     def _wrap(self, tokens: list[int]) -> list[int]:

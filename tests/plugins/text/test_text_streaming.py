@@ -152,7 +152,7 @@ def test_streamed_store_gives_exactly_the_in_memory_samples(corpus, tokenizer_fi
 
 def test_documents_and_skips_are_streamed_and_reported(corpus, tokenizer_file, tmp_path, caplog):
     modality = TextModality(params(corpus, tokenizer_file, streaming=True))
-    documents = modality._documents(SkipCounts())
+    documents = modality.params.source.read(SkipCounts())
     assert inspect.isgenerator(documents)
     with caplog.at_level(logging.WARNING, logger="sslhub"):
         modality.prepare(tmp_path / "run")
@@ -210,7 +210,7 @@ def test_tokenizer_trains_from_a_stream_or_a_bounded_sample(corpus, tmp_path, mo
     whole.prepare(None)
     assert not seen["is_list"]
     everything = seen["texts"]
-    documents = list(whole._documents(SkipCounts()))
+    documents = list(whole.params.source.read(SkipCounts()))
     # every training document, never a held-out one
     assert everything == [d.text for d in documents if not is_held_out(d, 0.2)]
     assert 0 < len(everything) < len(documents)
