@@ -61,8 +61,8 @@ from sslhub_text.tokenizer import (
     load_tokenizer,
     save_beside_model,
     token_input_spec,
-    train_tokenizer,
 )
+from sslhub_text.tokenizer_supply import supply_tokenizer, train_as_specified
 
 __all__ = [
     "DefaultSource",
@@ -401,20 +401,7 @@ class TextModality(Modality):
         spec = self.params.tokenizer
         if isinstance(spec, LocalTokenizer):
             return load_tokenizer(spec.path)
-        if saved is not None and saved.is_file():
-            logger.info("text: reusing the tokenizer saved at %s", saved)
-            return load_tokenizer(saved)
-        cached = self._cached_tokenizer_path()
-        if cached is not None and cached.is_file():
-            logger.info("text: reusing the tokenizer trained on this corpus at %s", cached)
-            return load_tokenizer(cached)
-        tokenizer = self._train_tokenizer(spec)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            partial = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-            tokenizer.save(str(partial))
-            os.replace(partial, cached)  # atomic: a concurrent run reads a whole file or none
-        return tokenizer
+        return supply_tokenizer(lambda: self._train_tokenizer(spec), saved=saved, cached=self._cached_tokenizer_path())
 
     def _train_tokenizer(self, spec: TrainTextTokenizer) -> Tokenizer:
         fraction = self.params.held_out_fraction
@@ -427,13 +414,7 @@ class TextModality(Modality):
         texts: Iterable[str] = RereadableTexts(lambda: (d.text for d in training()))
         if spec.max_documents is not None:
             texts = [d.text for d in sample_documents(training(), spec.max_documents)]
-        return train_tokenizer(
-            texts,
-            vocab_size=spec.vocab_size,
-            lowercase=spec.lowercase,
-            algorithm=spec.algorithm,
-            min_frequency=spec.min_frequency,
-        )
+        return train_as_specified(texts, spec)
 
     def _layout(self) -> SampleLayout:
         special = self._special
@@ -633,19 +614,11 @@ class TextModality(Modality):
         saved = Path(run_dir) / TOKENIZER_FILE if run_dir is not None else None
         if self._tokenizer is None:
             spec = self.params.tokenizer
+            texts = [str(text) for text in items]
             if isinstance(spec, LocalTokenizer):
                 self._tokenizer = load_tokenizer(spec.path)
-            elif saved is not None and saved.is_file():
-                logger.info("text: reusing the tokenizer saved at %s", saved)
-                self._tokenizer = load_tokenizer(saved)
             else:
-                self._tokenizer = train_tokenizer(
-                    [str(text) for text in items],
-                    vocab_size=spec.vocab_size,
-                    lowercase=spec.lowercase,
-                    algorithm=spec.algorithm,
-                    min_frequency=spec.min_frequency,
-                )
+                self._tokenizer = supply_tokenizer(lambda: train_as_specified(texts, spec), saved=saved)
             self._special = SpecialTokens.of(self._tokenizer)
         if saved is not None:
             saved.parent.mkdir(parents=True, exist_ok=True)

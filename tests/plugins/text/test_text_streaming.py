@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 import sslhub_text.modality as text_modality_module
 import sslhub_text.token_store as token_store
+import sslhub_text.tokenizer_supply as tokenizer_supply
 from sslhub_text.corpus import Document, SkipCounts, is_held_out
 from sslhub_text.modality import FilesSource, LocalTokenizer, TextModality, TextParams, TrainTextTokenizer
 from sslhub_text.tokenizer import train_tokenizer
@@ -203,7 +204,7 @@ def test_tokenizer_trains_from_a_stream_or_a_bounded_sample(corpus, tmp_path, mo
         seen["texts"] = list(texts)
         return train_tokenizer(seen["texts"], **settings)
 
-    monkeypatch.setattr(text_modality_module, "train_tokenizer", recording_train_tokenizer)
+    monkeypatch.setattr(tokenizer_supply, "train_tokenizer", recording_train_tokenizer)
     source = FilesSource(path=str(corpus / "a.jsonl"))
     settings = {"source": source, "max_length": 24, "held_out_fraction": 0.2}
     whole = TextModality(TextParams(**settings, tokenizer=TrainTextTokenizer(vocab_size=120, min_frequency=1)))
@@ -241,7 +242,7 @@ def test_resume_reuses_the_store_without_tokenizing(corpus, tmp_path, monkeypatc
         raise AssertionError("the corpus was tokenized again")
 
     monkeypatch.setattr(text_modality_module, "write_samples", no_tokenizing)
-    monkeypatch.setattr(text_modality_module, "train_tokenizer", no_tokenizing)
+    monkeypatch.setattr(tokenizer_supply, "train_tokenizer", no_tokenizing)
     resumed = TextModality(TextParams(**settings))
     resumed.prepare(run_dir)  # loads run_dir/tokenizer.json, so the store key is the same
     assert samples_of(resumed) == expected
@@ -288,7 +289,7 @@ def test_cache_dir_keeps_the_trained_tokenizer_so_later_runs_hit_the_token_store
     # Training twice may break frequency ties differently (HF tokenizers #1794): a second run
     # must take the kept tokenizer, or its store key changes and the cached store is missed.
     with monkeypatch.context() as patch:
-        patch.setattr(text_modality_module, "train_tokenizer", no_work)
+        patch.setattr(tokenizer_supply, "train_tokenizer", no_work)
         patch.setattr(text_modality_module, "write_samples", no_work)
         second = prepared(tmp_path / "run2", **settings, cache_dir=str(cache))
     assert samples_of(second) == samples_of(first)
