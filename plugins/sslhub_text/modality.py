@@ -44,14 +44,8 @@ from sslhub_text.corpus import (
     sample_documents,
     text_files_under,
 )
-from sslhub_text.token_store import (
-    STORE_FORMAT_VERSION,
-    SampleLayout,
-    TokenSequences,
-    cached_store,
-    exclusive_lock,
-    write_samples,
-)
+from sslhub_text.corpus_tokens import tokenize_corpus
+from sslhub_text.token_store import SampleLayout, TokenSequences, exclusive_lock
 from sslhub_text.tokenizer import (
     CONTINUATION_PREFIX,
     TOKENIZER_FILE,
@@ -430,57 +424,14 @@ class TextModality(Modality):
     def _tokenize_corpus(self, run_dir: Path | None) -> None:
         """Fill the four splits, in memory or (``streaming``) from a disk-backed token store."""
         assert self._tokenizer is not None
-
-        def build(directory: Path | None):
-            skipped = SkipCounts()
-            built = write_samples(
-                self.params.source.read(skipped),
-                self._tokenizer,
-                self._layout(),
-                self.params.held_out_fraction,
-                skipped,
-                directory,
-            )
-            self._report_corpus(built.meta)
-            return built
-
-        if not self.params.streaming:
-            built = build(None)
-            assert built.datasets is not None
-            datasets, meta = built.datasets, built.meta
-        else:
-            root = self._store_root(run_dir)
-            datasets, meta, reused = cached_store(root, self._store_key(), lambda directory: build(directory).meta)
-            store = root / meta["key"]
-            if reused:
-                logger.info("text: reusing the token store at %s", store)
-                self._report_corpus(meta)
-            train = meta["splits"]["train"]
-            logger.info(
-                "text: token store %s: %d training samples, %d tokens", store, train["samples"], train["tokens"]
-            )
+        store_root = self._store_root(run_dir) if self.params.streaming else None
+        corpus = tokenize_corpus(self.params, self._tokenizer, self._layout(), store_root)
         # The corpus is tokenized; DataLoader workers forked from now on only index arrays, so
         # the tokenizers' thread pool is not needed there (and would warn after the fork).
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        self._datasets = datasets
-        self._corpus_facts = meta
-        self._class_names = list(meta["class_names"])
-
-    def _report_corpus(self, meta: dict[str, Any]) -> None:
-        """Warn about what was skipped; refuse a corpus with no usable training document."""
-        where = self.params.source.description()
-        skipped = SkipCounts()
-        for reason, count in meta["skipped"].items():
-            skipped.add(reason, count)
-        if skipped.total():
-            logger.warning("text: skipped %d items from %s (%s)", skipped.total(), where, skipped.describe())
-        if meta["documents_without_tokens"]:
-            logger.warning("text: skipped %d documents that produced no tokens", meta["documents_without_tokens"])
-        documents = meta["documents"]
-        if not documents["train"] + documents["held_out"]:
-            raise ValueError(f"no usable text documents in {where}")
-        if not documents["train"]:
-            raise ValueError(f"all {documents['held_out']} documents of {where} fell into the held-out part")
+        self._datasets = corpus.datasets
+        self._corpus_facts = corpus.meta
+        self._class_names = list(corpus.meta["class_names"])
 
     def _store_root(self, run_dir: Path | None) -> Path:
         if self.params.cache_dir is not None:
@@ -490,27 +441,6 @@ class TextModality(Modality):
         # No run directory (tests, throwaway builds): a store that lives as long as this object.
         self._temporary_store = tempfile.TemporaryDirectory(prefix="sslhub-text-store-")
         return Path(self._temporary_store.name)
-
-    def _store_key(self) -> str:
-        """Names the token store: changes with anything that changes the samples.
-
-        The corpus enters through its source's ``identity()`` (files: their paths, sizes and
-        modification times); the tokenizer through its full serialisation.
-        """
-        assert self._tokenizer is not None
-        params = self.params
-        digest = hashlib.sha256()
-        settings = {
-            "format": STORE_FORMAT_VERSION,
-            "source": params.source.model_dump(),
-            "max_length": params.max_length,
-            "held_out_fraction": params.held_out_fraction,
-            "pack": params.pack,
-        }
-        digest.update(json.dumps(settings, sort_keys=True).encode())
-        digest.update(self._tokenizer.to_str().encode())
-        digest.update(self.params.source.identity().encode())
-        return f"text-{digest.hexdigest()[:20]}"
 
     def _cached_tokenizer_path(self) -> Path | None:
         """Where ``cache_dir`` keeps the tokenizer trained on this corpus with these settings.

@@ -20,7 +20,7 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
-import sslhub_text.modality as text_modality_module
+import sslhub_text.corpus_tokens as corpus_tokens
 import sslhub_text.token_store as token_store
 import sslhub_text.tokenizer_supply as tokenizer_supply
 from sslhub_text.corpus import Document, SkipCounts, is_held_out
@@ -241,7 +241,7 @@ def test_resume_reuses_the_store_without_tokenizing(corpus, tmp_path, monkeypatc
     def no_tokenizing(*args, **kwargs):
         raise AssertionError("the corpus was tokenized again")
 
-    monkeypatch.setattr(text_modality_module, "write_samples", no_tokenizing)
+    monkeypatch.setattr(corpus_tokens, "write_samples", no_tokenizing)
     monkeypatch.setattr(tokenizer_supply, "train_tokenizer", no_tokenizing)
     resumed = TextModality(TextParams(**settings))
     resumed.prepare(run_dir)  # loads run_dir/tokenizer.json, so the store key is the same
@@ -286,11 +286,11 @@ def test_cache_dir_keeps_the_trained_tokenizer_so_later_runs_hit_the_token_store
     def no_work(*args, **kwargs):
         raise AssertionError("the tokenizer was trained or the corpus tokenized again")
 
-    # Training twice may break frequency ties differently (HF tokenizers #1794): a second run
-    # must take the kept tokenizer, or its store key changes and the cached store is missed.
+    # A second run takes the kept tokenizer instead of training one (the store key is that tokenizer's),
+    # and then the cached store instead of tokenizing.
     with monkeypatch.context() as patch:
         patch.setattr(tokenizer_supply, "train_tokenizer", no_work)
-        patch.setattr(text_modality_module, "write_samples", no_work)
+        patch.setattr(corpus_tokens, "write_samples", no_work)
         second = prepared(tmp_path / "run2", **settings, cache_dir=str(cache))
     assert samples_of(second) == samples_of(first)
 
@@ -303,7 +303,7 @@ def test_cache_dir_keeps_the_trained_tokenizer_so_later_runs_hit_the_token_store
 
 def test_interrupted_build_keeps_nothing_and_the_next_run_builds(corpus, tokenizer_file, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
-    real_write_samples = text_modality_module.write_samples
+    real_write_samples = corpus_tokens.write_samples
 
     def interrupted(documents, *args, **kwargs):
         def until_interrupt():
@@ -314,16 +314,16 @@ def test_interrupted_build_keeps_nothing_and_the_next_run_builds(corpus, tokeniz
 
         return real_write_samples(until_interrupt(), *args, **kwargs)
 
-    monkeypatch.setattr(text_modality_module, "write_samples", interrupted)
+    monkeypatch.setattr(corpus_tokens, "write_samples", interrupted)
     monkeypatch.setattr(token_store, "ENCODE_CHUNK_CHARS", 5000)  # some chunks are written before the interrupt
     with pytest.raises(KeyboardInterrupt):
         prepared(run_dir, corpus=corpus, tokenizer_file=tokenizer_file, streaming=True)
     assert not [p for p in (run_dir / "token_store").iterdir() if p.is_dir()]
 
     # A build killed outright (no exception handler ran) leaves its partial folder behind.
-    monkeypatch.setattr(text_modality_module, "write_samples", real_write_samples)
+    monkeypatch.setattr(corpus_tokens, "write_samples", real_write_samples)
     reference = prepared(None, corpus=corpus, tokenizer_file=tokenizer_file)
-    key = reference._store_key()
+    key = corpus_tokens.store_key(reference.params, reference.tokenizer)
     leftover = run_dir / "token_store" / f"{key}.partial-999-deadbeef"
     leftover.mkdir()
     (leftover / "train.ids").write_bytes(b"\x00" * 10)
