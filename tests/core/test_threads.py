@@ -1,11 +1,12 @@
-"""The automatic thread count counts only free CPUs and yields to launchers' thread variables."""
+"""The automatic thread count counts only the CPUs free now and yields to launchers' thread variables."""
 
 from __future__ import annotations
 
 import pytest
 
+from sslhub import threads
 from sslhub.recipe import TrainSpec
-from sslhub.threads import automatic_threads, threads_for
+from sslhub.threads import automatic_threads, busy_cpus_now, threads_for
 
 
 @pytest.mark.parametrize(
@@ -14,6 +15,52 @@ from sslhub.threads import automatic_threads, threads_for
 )
 def test_automatic_threads_are_the_cpus_the_load_leaves_free(cpus, load, expected):
     assert automatic_threads(cpus, load) == expected
+
+
+def write_stat(path, busy: int, idle: int, steal: int = 0) -> None:
+    """A ``/proc/stat`` whose ``cpu`` line holds ``busy`` user, ``idle`` idle and ``steal`` stolen ticks."""
+    path.write_text(f"cpu  {busy} 0 0 {idle} 0 0 0 {steal} 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\n")
+
+
+def test_busy_cpus_are_the_non_idle_share_of_the_cpu_time_in_the_window(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    write_stat(stat, busy=1000, idle=1000)
+    ticks = iter([(300, 200), (0, 400, 100)])  # one window a quarter busy, then one with stolen time
+
+    def tick(seconds):
+        numbers = next(ticks)
+        write_stat(stat, 1000 + numbers[0], 1000 + numbers[1], numbers[2] if len(numbers) > 2 else 0)
+
+    monkeypatch.setattr(threads.time, "sleep", tick)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
+    assert busy_cpus_now(path=str(stat)) == pytest.approx(4 * 300 / 500)
+    write_stat(stat, busy=1000, idle=1000)
+    assert busy_cpus_now(path=str(stat)) == pytest.approx(4 * 100 / 500)  # steal counts as busy
+
+
+def test_without_proc_stat_the_load_average_decides(tmp_path, monkeypatch):
+    assert busy_cpus_now(path=str(tmp_path / "missing")) is None
+    monkeypatch.setattr(threads, "busy_cpus_now", lambda: None)
+    monkeypatch.setattr(threads, "one_minute_load", lambda: 1.2)
+    assert automatic_threads(cpus=2) == 1
+
+
+def test_a_process_spinning_on_a_core_is_seen_busy(monkeypatch):
+    """The measure the default rests on, on the real ``/proc/stat`` (where Linux has one)."""
+    import subprocess
+    import sys
+    import time
+
+    if threads._cpu_times() is None:
+        pytest.skip("needs Linux's /proc/stat")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        spinning = busy_cpus_now(seconds=0.3)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert spinning is not None and spinning >= 0.7  # the spinner holds a core, whatever else runs
 
 
 def test_auto_yields_to_omp_num_threads(monkeypatch):
