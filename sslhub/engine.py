@@ -42,7 +42,7 @@ from sslhub.optim import build_optimizer, build_schedule
 from sslhub.recipe import ResolvedRecipe
 from sslhub.resume import Checkpointer, Trainables, TrainingState
 from sslhub.run_dir import RunDirectory
-from sslhub.threads import threads_for
+from sslhub.threads import launcher_set_threads, threads_for
 from sslhub.training import LoopParts, TrainingLoop, last_loss
 from sslhub.training_data import EpochSampler, device_batches, total_steps
 from sslhub.validation import HeldOutValidation
@@ -108,7 +108,7 @@ class Run:
         from the load of the moment would no longer compute exactly as the uninterrupted one.
         """
         recorded = self.directory.recorded_threads() if self.resume else None
-        if recorded is not None and self.train_spec.threads == "auto" and threads_for("auto") is not None:
+        if recorded is not None and self.train_spec.threads == "auto" and not launcher_set_threads():
             return recorded
         return threads_for(self.train_spec.threads)
 

@@ -89,6 +89,11 @@ def automatic_threads(cpus: int | None = None, load: float | None = None) -> int
     return max(1, min(cpus, round(cpus - load)))
 
 
+def launcher_set_threads() -> bool:
+    """Whether a launcher or the user set a thread variable (:data:`THREAD_VARIABLES`), which ``auto`` then follows."""
+    return any(os.environ.get(name) for name in THREAD_VARIABLES)
+
+
 def threads_for(setting: int | str | None) -> int | None:
     """The thread count to give ``torch.set_num_threads`` for a recipe's ``train.threads``; None to leave torch's.
 
@@ -98,7 +103,5 @@ def threads_for(setting: int | str | None) -> int | None:
     if setting is None:
         return None
     if setting == "auto":
-        if any(os.environ.get(name) for name in THREAD_VARIABLES):
-            return None
-        return automatic_threads()
+        return None if launcher_set_threads() else automatic_threads()
     return int(setting)

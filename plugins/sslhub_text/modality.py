@@ -544,11 +544,12 @@ class TextModality(Modality):
         saved = Path(run_dir) / TOKENIZER_FILE if run_dir is not None else None
         if self._tokenizer is None:
             spec = self.params.tokenizer
-            texts = [str(text) for text in items]
             if isinstance(spec, LocalTokenizer):
                 self._tokenizer = load_tokenizer(spec.path)
             else:
-                self._tokenizer = supply_tokenizer(lambda: train_as_specified(texts, spec), saved=saved)
+                self._tokenizer = supply_tokenizer(
+                    lambda: train_as_specified([str(text) for text in items], spec), saved=saved
+                )
             self._special = SpecialTokens.of(self._tokenizer)
         if saved is not None:
             saved.parent.mkdir(parents=True, exist_ok=True)
