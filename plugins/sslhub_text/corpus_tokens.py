@@ -17,7 +17,7 @@ from sslhub_text.corpus import SkipCounts
 from sslhub_text.token_store import STORE_FORMAT_VERSION, SampleLayout, TokenSequences, cached_store, write_samples
 
 if TYPE_CHECKING:
-    from sslhub_text.modality import TextParams
+    from sslhub_text.params import TextParams
 
 logger = logging.getLogger("sslhub")
 

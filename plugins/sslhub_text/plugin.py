@@ -13,11 +13,12 @@ from sslhub_text.augmentations.tokens import (
 )
 from sslhub_text.encoders.causal_hf import CausalHFEncoder, CausalHFParams
 from sslhub_text.encoders.hf_encoder import HFEncoder, HFParams
-from sslhub_text.modality import TextModality, TextParams
+from sslhub_text.modality import TextModality
 from sslhub_text.objectives.causal_lm import CausalLMObjective, CausalLMParams
 from sslhub_text.objectives.mlm import MLMObjective, MLMParams
 from sslhub_text.objectives.simcse import SimCSEObjective, SimCSEParams
 from sslhub_text.objectives.split_contrastive import SplitContrastiveObjective, SplitContrastiveParams
+from sslhub_text.params import TextParams
 
 
 @hookimpl

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 from sslhub_text.tokenizer import load_tokenizer, train_tokenizer
 
 if TYPE_CHECKING:
-    from sslhub_text.modality import TrainTokenizer
+    from sslhub_text.params import TrainTokenizer
 
 logger = logging.getLogger("sslhub")
 
