@@ -16,76 +16,71 @@ Encoders whose graph ``torch.onnx.export`` cannot capture may define::
 
 which must write an ONNX file at ``out_path`` whose inputs are named ``input_names`` (in
 that order) and whose first output is the pooled embedding. The metadata and verification
-steps below run on that file exactly as on one written by ``torch.onnx.export``.
+steps run on that file exactly as on one written by ``torch.onnx.export``.
+
+This module holds the entry points (:func:`export_encoder`, :func:`export_run`) and the order
+of the steps; the steps live beside it: :mod:`sslhub.export_module` (the PyTorch module and
+its inputs), :mod:`sslhub.onnx_trace` (writing and checking the file),
+:mod:`sslhub.export_verify` (onnxruntime against PyTorch) and :mod:`sslhub.export_metadata`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import io
-import json
-import logging
-import math
 import re
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from sslhub.components import DEFAULT_ENCODER_KEY, Encoder, EncoderSet, Modality
-from sslhub.errors import SSLHubError
+from sslhub.export_error import ExportError
+from sslhub.export_metadata import _jsonable, _metadata_document, _write_metadata
+from sslhub.export_module import _check_output, _cpu_export_module, _dynamic_axes, _encoder_inputs, _FirstOutput
+from sslhub.export_verify import _verify, verification_document
+from sslhub.onnx_trace import (
+    PluginExporter,
+    _check_model,
+    _name_axes,
+    _require_onnx_stack,
+    _run_exporter,
+    _written_opset,
+)
 
-#: Where the metadata lives inside the ONNX file: ``metadata_props`` keys ``sslhub.<key>``,
-#: each value a JSON string; ``metadata.json`` holds the same dictionary.
-METADATA_PREFIX = "sslhub."
-METADATA_FORMAT = "sslhub-onnx-encoder"
-METADATA_FORMAT_VERSION = 1
+# isort: split
+# Still importable from here, where they lived before the steps moved out: recipe.py,
+# frontend_export.py and the tests import them from this module.
+from sslhub.export_metadata import METADATA_FORMAT, METADATA_FORMAT_VERSION, METADATA_PREFIX  # noqa: F401
+from sslhub.export_module import _cpu_float_eval  # noqa: F401
+from sslhub.export_verify import (  # noqa: F401
+    TOLERANCE_RULE,
+    VERIFY_BATCH_SIZES,
+    VERIFY_LENGTH_FRACTIONS,
+    _shorten,
+    _verification_cases,
+    compare_outputs,
+    judge_checks,
+    output_differences,
+)
+from sslhub.onnx_trace import (  # noqa: F401
+    INSTALL_HINT,
+    MAX_ONNX_OPSET,
+    MIN_ONNX_OPSET,
+    _dynamic_shapes,
+    _summarize_exception,
+    check_opset,
+    exporter_output_to,
+    read_opset,
+)
+
 OUTPUT_NAME = "pooled"
-INSTALL_HINT = "pip install onnx onnxscript onnxruntime"
 #: Batch size of the example the graph is traced with; verification uses other sizes.
 TRACE_BATCH_SIZE = 2
-#: Batch sizes the exported model is verified at (1 catches graphs specialised to the trace size).
-VERIFY_BATCH_SIZES = (1, 5)
-#: Fractions of the traced length used to verify the other dynamic axes (sequence, time).
-VERIFY_LENGTH_FRACTIONS = (0.75, 0.5)
-#: Opsets ``torch.onnx.export(dynamo=True)`` writes here: its operator library starts at 18 (asked
-#: for less, it usually falls back to 18 without failing), and onnxscript's version converter
-#: goes up to 25 (asked for more, the file claims 18 and onnxruntime refuses it).
-MIN_ONNX_OPSET = 18
-MAX_ONNX_OPSET = 25
 #: Default tolerances: a case passes when ``max_abs_diff <= atol + rtol * max|reference|``.
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-4
-TOLERANCE_RULE = "max_abs_diff <= atol + rtol * reference_max_abs, in every case"
-
-#: ``(encoder, example_inputs, dynamic_axes, out_path, opset) -> plugin name or None``.
-PluginExporter = Callable[[Encoder, tuple[Tensor, ...], dict[str, dict[int, str]], Path, int], "str | None"]
-
-# Loggers that warn on every failed export, in words the exception already says better.
-_NOISY_LOGGERS = ("torch.fx.experimental.symbolic_shapes", "torch._dynamo", "torch.export", "torch._export")
-# Warnings the exporter emits on every export, which say nothing actionable to the user.
-_NOISY_WARNINGS = (
-    r".*axis name: .* will not be used.*",
-    r".*isinstance\(treespec, LeafSpec\).*",
-)
-
-
-class ExportError(SSLHubError):
-    """The export or its verification failed; the message says what failed and what to do.
-
-    Attributes:
-        details: the exporter's full output (traceback text, logs), for ``--debug``; may be empty.
-    """
-
-    def __init__(self, message: str, details: str = ""):
-        super().__init__(message)
-        self.details = details
 
 
 @dataclass
@@ -237,52 +232,16 @@ def export_encoder(
     spec = modality.input_spec() or {}
     if output_names is None:
         output_names = (OUTPUT_NAME if head is None else _output_name(head_name),)
-    written = _write_and_verify(
-        encoder, modality, paths, spec, opset, atol, rtol, head, head_name, tuple(output_names),
-        plugin_exporter, export_frontend,
-    )  # fmt: skip
-    files = [str(f) for f in modality.write_export_files(paths.onnx.parent, tuple(encoder.input_names))]
-
+    job = _ExportJob(encoder, modality, paths, spec, opset, atol, rtol, head, head_name, tuple(output_names))
+    written = _write_and_verify(job, plugin_exporter, export_frontend)
+    files = [str(f) for f in modality.write_export_files(paths.onnx.parent, job.input_names)]
     verification = verification_document(written.checks, atol, rtol)
-    doc = _metadata_document(
-        encoder=encoder,
-        modality=modality,
-        modality_name=modality_name,
-        spec=spec,
-        example=written.example,
-        axes=written.axes,
-        feature_dim=written.feature_dim,
-        opset=written.opset,
-        requested_opset=opset,
-        name=name,
-        verification=verification,
-        extra=metadata or {},
-        output_name=output_names[0],
-        head_name=head_name,
-        exported_by=written.written_by,
-        frontend=written.frontend,
-        files=files,
-    )
-    doc.update(_jsonable(dict(document or {})))
+    doc = _document(job, written, verification, files, name, modality_name, metadata or {}, document or {})
     _write_metadata(paths.onnx, paths.metadata, doc)
+    # Writing the metadata saved the file again: check what a deployer will load.
     _check_model(paths.onnx)
-
-    passed = verification["passed"]
-    report = ExportReport(
-        path=paths.onnx,
-        metadata_path=paths.metadata,
-        opset=written.opset,
-        checks=written.checks,
-        max_abs_diff=verification["max_abs_diff"],
-        max_rel_diff=verification["max_rel_diff"],
-        atol=atol,
-        passed=passed,
-        data_path=written.data_path,
-        metadata=doc,
-        rtol=rtol,
-        requested_opset=opset,
-    )
-    if not passed and not allow_mismatch:
+    report = _report(job, written, verification, doc)
+    if not report.passed and not allow_mismatch:
         raise _mismatch_error(type(encoder).__name__, report)
     return report
 
@@ -302,6 +261,11 @@ def _check_arguments(
         raise ValueError(f"name must be a plain file stem (letters, digits, '_', '.', '-'), got {name!r}")
     if head is not None and not head_name:
         raise ValueError("head_name is required with head")
+
+
+def _output_name(head_name: str) -> str:
+    """The graph output's name for a head: the last dotted part of its name, as an identifier."""
+    return re.sub(r"\W", "_", head_name.rsplit(".", 1)[-1]) or "head"
 
 
 @dataclass(frozen=True)
@@ -327,73 +291,144 @@ class _ExportPaths:
         return paths
 
 
+@dataclass(frozen=True)
+class _ExportJob:
+    """What one :func:`export_encoder` call exports, where to, and the tolerances it is judged by."""
+
+    encoder: Encoder
+    modality: Modality
+    paths: _ExportPaths
+    spec: Mapping[str, Any]
+    opset: int
+    atol: float
+    rtol: float
+    head: nn.Module | None
+    head_name: str | None
+    output_names: tuple[str, ...]
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The encoder's inputs, in the order the graph takes them."""
+        return tuple(self.encoder.input_names)
+
+
 @dataclass
-class _Written:
-    """What :func:`_write_and_verify` traced, wrote and measured."""
+class _Traced:
+    """What :func:`_trace` traced the file from and wrote."""
 
     example: dict[str, Tensor]
     axes: dict[str, dict[int, str]]
     feature_dim: int
     written_by: str
     data_path: Path | None
+
+
+@dataclass
+class _Written:
+    """What :func:`_write_and_verify` wrote and measured."""
+
+    traced: _Traced
     opset: int
     checks: list[dict[str, Any]]
     frontend: dict[str, Any] | None
 
 
-def _write_and_verify(
-    encoder: Encoder,
-    modality: Modality,
-    paths: _ExportPaths,
-    spec: Mapping[str, Any],
-    opset: int,
-    atol: float,
-    rtol: float,
-    head: nn.Module | None,
-    head_name: str | None,
-    output_names: tuple[str, ...],
-    plugin_exporter: PluginExporter | None,
-    export_frontend: bool,
-) -> _Written:
+def _write_and_verify(job: _ExportJob, plugin_exporter: PluginExporter | None, export_frontend: bool) -> _Written:
     """Trace, write and check ``paths.onnx`` (and the front end), then measure it against PyTorch."""
-    input_names = tuple(encoder.input_names)
-    cpu_encoder, restore = _cpu_float_eval(encoder)
-    cpu_head, restore_head = _cpu_float_eval(head) if head is not None else (None, lambda: None)
-    try:
-        module = cpu_encoder.export_module().eval()
-        if cpu_head is not None:
-            module = _WithHead(module, cpu_head).eval()
-        example = _encoder_inputs(modality, input_names, TRACE_BATCH_SIZE, seed=0)
-        axes = _dynamic_axes(spec.get("dynamic_axes") or {}, example)
-        with torch.inference_mode():
-            outputs = module(*example.values())
-        reference = _check_output(outputs, encoder, TRACE_BATCH_SIZE, head_name, len(output_names))
-        written_by = _run_exporter(
-            cpu_encoder, module, example, axes, paths.onnx, opset, output_names, plugin_exporter,
-            with_head=head is not None,
+    with _cpu_export_module(job.encoder, job.head) as (cpu_encoder, module):
+        traced = _trace(job, cpu_encoder, module, plugin_exporter)
+        opset = _written_opset(job.paths.onnx, job.opset, traced.written_by)
+        checks = _verify(
+            module, job.modality, job.paths.onnx, job.input_names, traced.example, traced.axes, job.encoder,
+            job.head_name, job.output_names,
         )  # fmt: skip
-        # Exporters restore the training flag of the module they were handed, which for a
-        # fresh export_module() wrapper is True: make sure PyTorch is compared in eval mode.
-        cpu_encoder.eval()
-        module.eval()
-        data_path = _name_axes(paths.onnx, input_names, axes, len(output_names))
-        _check_model(paths.onnx)
-        written_opset = _written_opset(paths.onnx, opset, written_by)
-        checks = _verify(module, modality, paths.onnx, input_names, example, axes, encoder, head_name, output_names)
-        frontend = None
-        if export_frontend:
-            from sslhub.frontend_export import export_frontend as write_frontend
+        frontend = _export_frontend(job, module, opset) if export_frontend else None
+    return _Written(traced, opset, checks, frontend)
 
-            # The front end is checked end to end through the first (primary) output.
-            primary = module if len(output_names) == 1 else _FirstOutput(module)
-            frontend = write_frontend(
-                modality, paths.frontend, input_names, written_opset, primary, paths.onnx, atol, rtol=rtol
-            )
-    finally:
-        restore()
-        restore_head()
-    feature_dim = int(reference[0].shape[1])
-    return _Written(example, axes, feature_dim, written_by, data_path, written_opset, checks, frontend)
+
+def _trace(job: _ExportJob, cpu_encoder: Encoder, module: nn.Module, plugin_exporter: PluginExporter | None) -> _Traced:
+    """Write ``paths.onnx`` from example inputs, give its dynamic axes their names and check it."""
+    example = _encoder_inputs(job.modality, job.input_names, TRACE_BATCH_SIZE, seed=0)
+    axes = _dynamic_axes(job.spec.get("dynamic_axes") or {}, example)
+    with torch.inference_mode():
+        outputs = module(*example.values())
+    reference = _check_output(outputs, job.encoder, TRACE_BATCH_SIZE, job.head_name, len(job.output_names))
+    written_by = _run_exporter(
+        cpu_encoder, module, example, axes, job.paths.onnx, job.opset, job.output_names, plugin_exporter,
+        with_head=job.head is not None,
+    )  # fmt: skip
+    # Exporters restore the training flag of the module they were handed, which for a
+    # fresh export_module() wrapper is True: make sure PyTorch is compared in eval mode.
+    cpu_encoder.eval()
+    module.eval()
+    data_path = _name_axes(job.paths.onnx, job.input_names, axes, len(job.output_names))
+    _check_model(job.paths.onnx)
+    return _Traced(example, axes, int(reference[0].shape[1]), written_by, data_path)
+
+
+def _export_frontend(job: _ExportJob, module: nn.Module, opset: int) -> dict[str, Any] | None:
+    """The modality's front end, written beside the model and checked through it; its metadata entry."""
+    # Imported here: frontend_export builds on this module.
+    from sslhub.frontend_export import export_frontend
+
+    # The front end is checked end to end through the first (primary) output.
+    primary = module if len(job.output_names) == 1 else _FirstOutput(module)
+    return export_frontend(
+        job.modality, job.paths.frontend, job.input_names, opset, primary, job.paths.onnx, job.atol, rtol=job.rtol
+    )
+
+
+def _document(
+    job: _ExportJob,
+    written: _Written,
+    verification: dict[str, Any],
+    files: Sequence[str],
+    name: str,
+    modality_name: str | None,
+    extra: Mapping[str, Any],
+    document: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The metadata document of the export, with the caller's ``document`` keys on top."""
+    traced = written.traced
+    doc = _metadata_document(
+        encoder=job.encoder,
+        modality=job.modality,
+        modality_name=modality_name,
+        spec=job.spec,
+        example=traced.example,
+        axes=traced.axes,
+        feature_dim=traced.feature_dim,
+        opset=written.opset,
+        requested_opset=job.opset,
+        name=name,
+        verification=verification,
+        extra=extra,
+        output_name=job.output_names[0],
+        head_name=job.head_name,
+        exported_by=traced.written_by,
+        frontend=written.frontend,
+        files=files,
+    )
+    doc.update(_jsonable(dict(document)))
+    return doc
+
+
+def _report(job: _ExportJob, written: _Written, verification: Mapping[str, Any], doc: dict[str, Any]) -> ExportReport:
+    """The report of a finished export: its files, figures and verdict."""
+    return ExportReport(
+        path=job.paths.onnx,
+        metadata_path=job.paths.metadata,
+        opset=written.opset,
+        checks=written.checks,
+        max_abs_diff=verification["max_abs_diff"],
+        max_rel_diff=verification["max_rel_diff"],
+        atol=job.atol,
+        passed=verification["passed"],
+        data_path=written.traced.data_path,
+        metadata=doc,
+        rtol=job.rtol,
+        requested_opset=job.opset,
+    )
 
 
 def _mismatch_error(encoder_name: str, report: ExportReport) -> ExportError:
@@ -411,720 +446,6 @@ def _mismatch_error(encoder_name: str, report: ExportReport) -> ExportError:
         "or allow_mismatch=True to keep it anyway.",
         details=report.summary(),
     )
-
-
-# --- preparing the encoder and its inputs ---------------------------------------------------
-
-
-def _require_onnx_stack() -> None:
-    """Fail early, in words, when a package the export needs is missing."""
-    missing = []
-    for package in ("onnx", "onnxscript", "onnxruntime"):
-        try:
-            importlib.import_module(package)
-        except ImportError:
-            missing.append(package)
-    if missing:
-        verb = "is" if len(missing) == 1 else "are"
-        raise ExportError(
-            f"ONNX export needs {', '.join(missing)}, which {verb} not installed. Install with: {INSTALL_HINT}"
-        )
-
-
-def _cpu_float_eval(encoder: Encoder) -> tuple[Encoder, Any]:
-    """The encoder in eval mode on the CPU in float32, and a function undoing the side effects.
-
-    An encoder already on the CPU in float32 is used in place (only its mode changes, and is
-    restored); any other is deep-copied so the caller's model keeps its device and dtype.
-    """
-    tensors = [*encoder.parameters(), *encoder.buffers()]
-    in_place = all(t.device.type == "cpu" and (not t.is_floating_point() or t.dtype == torch.float32) for t in tensors)
-    if in_place:
-        was_training = encoder.training
-        encoder.eval()
-        return encoder, lambda: encoder.train(was_training)
-    import copy
-
-    clone = copy.deepcopy(encoder).to(device="cpu", dtype=torch.float32).eval()
-    return clone, lambda: None
-
-
-def _encoder_inputs(modality: Modality, input_names: Sequence[str], batch_size: int, seed: int) -> dict[str, Tensor]:
-    """``modality.example_batch(batch_size)`` on the CPU, restricted to ``input_names`` in order.
-
-    The global RNG is forked so exporting does not disturb the caller's random stream; if
-    the example lacks an input the encoder reads, ``modality.on_device`` is applied (some
-    modalities compute encoder inputs such as spectrograms there).
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        batch = dict(modality.example_batch(batch_size=batch_size, device="cpu"))
-        if any(n not in batch for n in input_names):
-            batch = dict(modality.on_device(batch))
-    missing = [n for n in input_names if n not in batch]
-    if missing:
-        raise ExportError(
-            f"{type(modality).__name__}.example_batch() has no {missing} (it has {sorted(batch)}), but the encoder "
-            f"reads {list(input_names)}: make example_batch return every encoder input"
-        )
-    out = {}
-    for n in input_names:
-        t = batch[n]
-        if not isinstance(t, Tensor):
-            raise ExportError(f"example_batch()['{n}'] is a {type(t).__name__}, not a tensor")
-        t = t.detach().cpu()
-        out[n] = t.float() if t.is_floating_point() else t
-    return out
-
-
-def _dynamic_axes(
-    declared: Mapping[str, Mapping[Any, str]], example: Mapping[str, Tensor]
-) -> dict[str, dict[int, str]]:
-    """Every input's dynamic axes ``{axis: name}``: the declared ones, plus axis 0 as the batch axis."""
-    batch_names = {str(axes.get(0, axes.get("0", ""))) for axes in declared.values()} - {""}
-    batch_name = "batch" if not batch_names or "batch" in batch_names else sorted(batch_names)[0]
-    result: dict[str, dict[int, str]] = {}
-    for input_name, tensor in example.items():
-        axes = {int(k): str(v) for k, v in (declared.get(input_name) or {}).items()}
-        for axis in axes:
-            if not 0 <= axis < tensor.dim():
-                raise ExportError(
-                    f"input_spec()['dynamic_axes']['{input_name}'] names axis {axis}, but the example "
-                    f"'{input_name}' has shape {list(tensor.shape)}"
-                )
-        axes.setdefault(0, batch_name)
-        result[input_name] = dict(sorted(axes.items()))
-    return result
-
-
-def _check_output(
-    output: Any, encoder: Encoder, batch_size: int, head: str | None = None, count: int = 1
-) -> tuple[Tensor, ...]:
-    """The export module's ``count`` outputs, each checked to be ``[batch, width]`` floating point.
-
-    Without a ``head`` the one output is the pooled embedding, whose width must be the
-    encoder's ``feature_dim``; with one, each width is the head's own.
-    """
-    name = type(encoder).__name__ if head is None else f"{type(encoder).__name__} + head {head}"
-    outputs = tuple(output) if isinstance(output, tuple | list) else (output,)
-    if len(outputs) != count:
-        raise ExportError(f"{name}.export_module() returned {len(outputs)} outputs; the export names {count}")
-    for single in outputs:
-        if not isinstance(single, Tensor):
-            raise ExportError(
-                f"{name}.export_module() returned {type(single).__name__}; it must return the pooled tensor"
-            )
-        if single.dim() != 2 or single.shape[0] != batch_size or not single.is_floating_point():
-            raise ExportError(
-                f"{name}.export_module() returned {single.dtype} {list(single.shape)} for batch size {batch_size}; "
-                "it must return the pooled embedding, float [batch, feature_dim]"
-            )
-    if head is None and encoder.feature_dim and outputs[0].shape[1] != encoder.feature_dim:
-        raise ExportError(
-            f"{name}.export_module() returned {outputs[0].shape[1]} features per sample, but {name}.feature_dim "
-            f"is {encoder.feature_dim}: make them agree"
-        )
-    return outputs
-
-
-# --- running the exporter ---------------------------------------------------------------------
-
-
-def _dynamic_shapes(module: nn.Module, axes: Mapping[str, Mapping[int, str]]) -> tuple[Any, ...]:
-    """``dynamic_shapes`` for ``torch.export``, laid out like ``module.forward``'s parameters.
-
-    Axes with the same name share one :class:`torch.export.Dim`, so the exporter knows
-    ``input_ids`` and ``attention_mask`` have the same length.
-    """
-    import inspect
-
-    dims: dict[str, Any] = {}
-
-    def dim(axis_name: str) -> Any:
-        if axis_name not in dims:
-            # Dim names become Python symbols; the ONNX names are set afterwards from ``axes``.
-            symbol = re.sub(r"\W", "_", axis_name)
-            dims[axis_name] = torch.export.Dim(symbol if symbol.isidentifier() else f"d_{symbol}")
-        return dims[axis_name]
-
-    per_input = [{axis: dim(n) for axis, n in input_axes.items()} for input_axes in axes.values()]
-    shapes: list[Any] = []
-    position = 0
-    positional_kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    for parameter in inspect.signature(module.forward).parameters.values():
-        if parameter.kind == parameter.VAR_POSITIONAL:
-            shapes.append(tuple(per_input[position:]))
-            position = len(per_input)
-        elif parameter.kind in positional_kinds and position < len(per_input):
-            shapes.append(per_input[position])
-            position += 1
-    if position != len(per_input):
-        raise ExportError(
-            f"{type(module).__name__}.forward takes fewer positional inputs than the {len(per_input)} input_names"
-        )
-    return tuple(shapes)
-
-
-def _run_exporter(
-    encoder: Encoder,
-    module: nn.Module,
-    example: Mapping[str, Tensor],
-    axes: Mapping[str, Mapping[int, str]],
-    onnx_path: Path,
-    opset: int,
-    output_names: Sequence[str] = (OUTPUT_NAME,),
-    plugin_exporter: PluginExporter | None = None,
-    with_head: bool = False,
-) -> str:
-    """Write ``onnx_path``: a plugin's hook, else the encoder's ``export_onnx``, else ``torch.onnx.export``.
-
-    The exporter prints graphs and progress as it works: that text is kept for the error's
-    ``details`` rather than shown.
-
-    Returns:
-        Who wrote the file: ``plugin:NAME``, ``export_onnx`` or ``torch.onnx.export``.
-    """
-    args = tuple(example.values())
-    log = io.StringIO()
-    # A head is only known to sslhub's own wrapper, so custom exporters are skipped with one.
-    custom = None if with_head else getattr(encoder, "export_onnx", None)
-    how = "torch.onnx.export"
-    try:
-        with exporter_output_to(log):
-            plugin = None
-            if plugin_exporter is not None and not with_head:
-                how = "a plugin's sslhub_export_encoder hook"
-                plugin = plugin_exporter(encoder, args, {k: dict(v) for k, v in axes.items()}, onnx_path, opset)
-            if plugin:
-                how = f"plugin:{plugin}"
-            elif callable(custom):
-                how = f"{type(encoder).__name__}.export_onnx"
-                custom(onnx_path, args, opset)
-            else:
-                how = "torch.onnx.export"
-                check_opset(opset)
-                torch.onnx.export(
-                    module,
-                    args,
-                    str(onnx_path),
-                    dynamo=True,
-                    dynamic_shapes=_dynamic_shapes(module, axes),
-                    opset_version=opset,
-                    external_data=True,
-                    input_names=list(example),
-                    output_names=list(output_names),
-                    verbose=False,
-                )
-    except ExportError:
-        raise
-    except Exception as error:
-        import traceback
-
-        advice = (
-            "Fix the plugin, or leave it out of this export with -p no:PLUGIN."
-            if how.startswith("a plugin")
-            else "Common causes: Python control flow on tensor values in forward (if x.sum() > 0), "
-            ".item()/.tolist()/numpy calls, shapes fixed to the example size."
-        )
-        raise ExportError(
-            f"ONNX export of {type(encoder).__name__} failed in {how}:\n{_summarize_exception(error)}\n"
-            f"Run with --debug for the full trace. {advice}",
-            details=log.getvalue() + "".join(traceback.format_exception(error)),
-        ) from error
-    if not onnx_path.is_file():
-        raise ExportError(f"{how} did not write {onnx_path}")
-    return "export_onnx" if how.endswith(".export_onnx") else how
-
-
-def check_opset(opset: int) -> None:
-    """Refuse an opset ``torch.onnx.export(dynamo=True)`` would not write (it would silently write 18)."""
-    if not MIN_ONNX_OPSET <= opset <= MAX_ONNX_OPSET:
-        raise ExportError(
-            f"opset {opset} is outside what torch.onnx's exporter writes here ({MIN_ONNX_OPSET} to "
-            f"{MAX_ONNX_OPSET}): pick one in that range (18 is its native opset)"
-        )
-
-
-def read_opset(onnx_path: Path) -> int | None:
-    """The default-domain (``ai.onnx``) opset an ONNX file declares, or ``None`` if it declares none."""
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    versions = [entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")]
-    return int(versions[0]) if versions else None
-
-
-def _written_opset(onnx_path: Path, requested: int, written_by: str) -> int:
-    """The opset ``onnx_path`` declares; a warning when the exporter wrote another than asked for."""
-    written = read_opset(onnx_path)
-    if written is None:
-        raise ExportError(f"{onnx_path} declares no ai.onnx opset ({written_by} wrote it); it cannot be run")
-    if written != requested:
-        warnings.warn(
-            f"opset {requested} was asked for, but {written_by} wrote opset {written}; the metadata records {written}",
-            stacklevel=3,
-        )
-    return written
-
-
-class _WithHead(nn.Module):
-    """``head(encoder_export(*inputs))``: the pooled embedding passed through an objective's head."""
-
-    def __init__(self, pooled: nn.Module, head: nn.Module):
-        super().__init__()
-        self.pooled = pooled
-        self.head = head
-
-    def forward(self, *inputs: Tensor) -> Any:
-        return self.head(self.pooled(*inputs))
-
-
-class _FirstOutput(nn.Module):
-    """The first of a module's outputs: what the front end's end-to-end check compares."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, *inputs: Tensor) -> Tensor:
-        return self.module(*inputs)[0]
-
-
-def _output_name(head_name: str) -> str:
-    """The graph output's name for a head: the last dotted part of its name, as an identifier."""
-    return re.sub(r"\W", "_", head_name.rsplit(".", 1)[-1]) or "head"
-
-
-@contextlib.contextmanager
-def exporter_output_to(log: io.StringIO) -> Iterator[None]:
-    """Send the exporter's prints, progress lines and routine warnings to ``log`` for the block."""
-    with (
-        contextlib.redirect_stdout(log),
-        contextlib.redirect_stderr(log),
-        warnings.catch_warnings(),
-        _quiet_loggers(_NOISY_LOGGERS),
-    ):
-        for pattern in _NOISY_WARNINGS:
-            warnings.filterwarnings("ignore", message=pattern)
-        yield
-
-
-@contextlib.contextmanager
-def _quiet_loggers(names: Sequence[str]) -> Iterator[None]:
-    """Raise these loggers to ERROR for the block (torch's handlers write past ``redirect_stderr``)."""
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
-def _summarize_exception(error: BaseException, max_lines: int = 6) -> str:
-    """A few lines that say what went wrong: the exception's first line, the root cause, the user's code.
-
-    ``torch.onnx`` wraps the real error in a long message: its first line names the failing
-    step, the line after ``## Exception summary`` the cause, and ``The following call raised
-    this error`` the user's source line.
-    """
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # the exporter colours its messages
-    text = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", text)  # <class 'torch.x.Y'> -> Y
-    lines = [line.rstrip() for line in text.splitlines()]
-    nonempty = [line.split(" Next steps:")[0].strip() for line in lines if line.strip()]
-    picked = [f"{type(error).__name__}: {nonempty[0]}" if nonempty else type(error).__name__]
-
-    def after(marker: str, count: int) -> list[str]:
-        for i, line in enumerate(lines):
-            if line.strip().startswith(marker):
-                return [line.strip() for line in lines[i + 1 :] if line.strip()][:count]
-        return []
-
-    picked += [f"  cause: {line}" for line in after("## Exception summary", 1)]
-    picked += [f"  at: {line}" for line in after("The following call raised this error", 2)]
-    cause = error.__cause__
-    if len(picked) == 1 and cause is not None:
-        cause_text = str(cause).strip().splitlines()
-        picked.append(f"  cause: {type(cause).__name__}: {cause_text[0] if cause_text else ''}")
-    return "\n".join(line[:300] for line in picked[:max_lines])
-
-
-# --- rewriting and checking the ONNX file ------------------------------------------------------
-
-
-def _name_axes(
-    onnx_path: Path, input_names: Sequence[str], axes: Mapping[str, Mapping[int, str]], output_count: int = 1
-) -> Path | None:
-    """Give the graph's dynamic dimensions the modality's axis names; return the weights file, if any.
-
-    The exporter names dimensions after the ``Dim`` symbols (or ``s0``...); deployers read
-    these names, so they should match the metadata. The first axis of the first
-    ``output_count`` outputs (those sslhub declared) is ``batch``.
-    """
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    graph_inputs = [i.name for i in model.graph.input]
-    if list(graph_inputs[: len(input_names)]) != list(input_names):
-        raise ExportError(
-            f"The exported graph's inputs are {graph_inputs}, expected {list(input_names)} (the encoder's "
-            "input_names, in order); a custom export_onnx must name its inputs that way"
-        )
-    for value in model.graph.input:
-        for axis, axis_name in (axes.get(value.name) or {}).items():
-            dims = value.type.tensor_type.shape.dim
-            if axis < len(dims):
-                dims[axis].dim_param = axis_name
-    batch_name = next(iter(axes.values()))[0]
-    for output in model.graph.output[:output_count]:
-        out_dims = output.type.tensor_type.shape.dim
-        if out_dims:
-            out_dims[0].dim_param = batch_name
-    onnx.save_model(model, str(onnx_path))
-
-    locations = {
-        entry.value
-        for tensor in model.graph.initializer
-        for entry in tensor.external_data
-        if tensor.data_location == onnx.TensorProto.EXTERNAL and entry.key == "location"
-    }
-    return onnx_path.parent / sorted(locations)[0] if locations else None
-
-
-def _check_model(onnx_path: Path) -> None:
-    """``onnx.checker`` by path, which also reads external weights and works above 2 GB."""
-    import onnx
-
-    try:
-        onnx.checker.check_model(str(onnx_path), full_check=False)
-    except Exception as error:  # onnx raises ValidationError, or OSError for a missing weights file
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ExportError(
-            f"{onnx_path} fails the ONNX checker: {first}. Try another opset, or report the encoder's "
-            "export as a bug with this message.",
-            details=str(error),
-        ) from error
-
-
-# --- verification against PyTorch ---------------------------------------------------------------
-
-
-def _verification_cases(
-    axes: Mapping[str, Mapping[int, str]], example: Mapping[str, Tensor]
-) -> list[tuple[int, dict[str, int]]]:
-    """``(batch_size, {axis_name: new_length})`` cases, none of them the traced shape.
-
-    Each verification batch size is checked at the modality's own length; when there are
-    other dynamic axes (sequence, time), two more cases shorten every one of them to 3/4
-    and 1/2 of the traced length (slicing keeps token ids, masks and waveforms valid,
-    where padding would need modality knowledge).
-    """
-    traced: dict[str, int] = {}
-    for input_name, input_axes in axes.items():
-        for axis, axis_name in input_axes.items():
-            if axis != 0:
-                traced.setdefault(axis_name, int(example[input_name].shape[axis]))
-    cases: list[tuple[int, dict[str, int]]] = [(b, {}) for b in VERIFY_BATCH_SIZES]
-    for i, fraction in enumerate(VERIFY_LENGTH_FRACTIONS):
-        lengths = {n: max(1, int(round(size * fraction))) for n, size in traced.items()}
-        lengths = {n: size for n, size in lengths.items() if size != traced[n]}
-        if lengths and all(lengths != c[1] for c in cases):
-            cases.append((VERIFY_BATCH_SIZES[-1 - i % len(VERIFY_BATCH_SIZES)], lengths))
-    return cases
-
-
-def _shorten(
-    inputs: Mapping[str, Tensor], axes: Mapping[str, Mapping[int, str]], lengths: Mapping[str, int]
-) -> dict[str, Tensor]:
-    """Slice every input along its named dynamic axes to ``lengths[axis_name]``."""
-    out = {}
-    for input_name, tensor in inputs.items():
-        for axis, axis_name in (axes.get(input_name) or {}).items():
-            if axis != 0 and axis_name in lengths and tensor.shape[axis] > lengths[axis_name]:
-                tensor = tensor.narrow(axis, 0, lengths[axis_name])
-        out[input_name] = tensor.contiguous()
-    return out
-
-
-def verification_document(checks: list[dict[str, Any]], atol: float, rtol: float) -> dict[str, Any]:
-    """The metadata's ``verification``: the tolerance, the verdict, the worst figures, every case.
-
-    Judges ``checks`` in place (see :func:`judge_checks`).
-    """
-    passed = judge_checks(checks, atol, rtol)
-    return {
-        "atol": atol,
-        "rtol": rtol,
-        "rule": TOLERANCE_RULE,
-        "passed": passed,
-        "max_abs_diff": max(c["max_abs_diff"] for c in checks),
-        "max_rel_diff": max(c["max_rel_diff"] for c in checks),
-        "checks": checks,
-    }
-
-
-def judge_checks(checks: Sequence[dict[str, Any]], atol: float, rtol: float) -> bool:
-    """Give each check its ``tolerance`` and ``passed`` (see :data:`TOLERANCE_RULE`); whether all passed.
-
-    The tolerance scales with the largest output magnitude of the case, because float32
-    rounding does: activations in the hundreds differ by more than 1e-4 in a correct export.
-    """
-    for check in checks:
-        if "outputs" in check:
-            _judge_outputs(check, atol, rtol)
-            continue
-        check["tolerance"] = atol + rtol * check["reference_max_abs"]
-        check["passed"] = bool(check["max_abs_diff"] <= check["tolerance"])
-    return all(check["passed"] for check in checks)
-
-
-def _judge_outputs(check: dict[str, Any], atol: float, rtol: float) -> None:
-    """Judge a case of several outputs: each against its own scale; the case shows the worst one.
-
-    The case's figures (``max_abs_diff``, ``max_rel_diff``, ``reference_max_abs``,
-    ``tolerance``) are those of its output furthest over (or least under) its tolerance, named
-    in ``output``, so that a mismatch error reports figures that belong together; ``outputs``
-    keeps every output's.
-    """
-    outputs = check["outputs"]
-    for figures in outputs.values():
-        figures["tolerance"] = atol + rtol * figures["reference_max_abs"]
-        figures["passed"] = bool(figures["max_abs_diff"] <= figures["tolerance"])
-    worst = max(outputs, key=lambda n: outputs[n]["max_abs_diff"] - outputs[n]["tolerance"])
-    check.update(
-        output=worst,
-        max_abs_diff=outputs[worst]["max_abs_diff"],
-        max_rel_diff=outputs[worst]["max_rel_diff"],
-        reference_max_abs=outputs[worst]["reference_max_abs"],
-        tolerance=outputs[worst]["tolerance"],
-        passed=all(f["passed"] for f in outputs.values()),
-    )
-
-
-def output_differences(actual: np.ndarray, expected: np.ndarray) -> dict[str, float]:
-    """``max_abs_diff``, ``max_rel_diff`` (see :func:`compare_outputs`) and ``reference_max_abs``.
-
-    Args:
-        actual: onnxruntime output.
-        expected: PyTorch output of the same shape.
-    """
-    max_abs, max_rel = compare_outputs(actual, expected)
-    finite = np.abs(expected[np.isfinite(expected)]) if expected.size else np.zeros(0)
-    scale = float(finite.max()) if finite.size else 0.0
-    return {"max_abs_diff": max_abs, "max_rel_diff": max_rel, "reference_max_abs": scale}
-
-
-def compare_outputs(actual: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
-    """``(max |actual - expected|, that / max |expected|)``.
-
-    The relative figure is taken against the largest reference magnitude rather than per
-    element, so near-zero features do not make it explode. NaN in the same place in both is
-    agreement; NaN in one only, or different shapes, count as an infinite difference.
-
-    Args:
-        actual: onnxruntime output, ``[B, D]``.
-        expected: PyTorch output, ``[B, D]``.
-    """
-    if actual.shape != expected.shape:
-        return math.inf, math.inf
-    actual = actual.astype(np.float64)
-    expected = expected.astype(np.float64)
-    nan_a, nan_e = np.isnan(actual), np.isnan(expected)
-    if (nan_a != nan_e).any():
-        return math.inf, math.inf
-    ok = ~nan_e
-    if not ok.any():
-        return 0.0, 0.0
-    diff = float(np.abs(actual[ok] - expected[ok]).max())
-    scale = float(np.abs(expected[ok]).max())
-    return diff, (diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf))
-
-
-def _verify(
-    module: nn.Module,
-    modality: Modality,
-    onnx_path: Path,
-    input_names: Sequence[str],
-    example: Mapping[str, Tensor],
-    axes: Mapping[str, Mapping[int, str]],
-    encoder: Encoder,
-    head_name: str | None = None,
-    output_names: Sequence[str] | None = None,
-) -> list[dict[str, Any]]:
-    """Run onnxruntime and PyTorch on fresh inputs of untraced shapes; one result per case.
-
-    With several ``output_names`` each case also holds ``outputs``: the figures of every output
-    (see :func:`judge_checks`); otherwise the graph's first output is compared.
-    """
-    from sslhub.embed import make_session
-
-    try:
-        session = make_session(onnx_path)
-    except Exception as error:
-        raise ExportError(
-            f"onnxruntime cannot load {onnx_path}: {str(error).strip().splitlines()[0] if str(error).strip() else error}. "
-            "An operator may be unsupported at this opset: try another opset.",
-            details=str(error),
-        ) from error
-    # One output: the graph's first, whatever a plugin's or the encoder's own exporter named it.
-    names = list(output_names) if output_names and len(output_names) > 1 else [session.get_outputs()[0].name]
-    checks = []
-    for case, (batch_size, lengths) in enumerate(_verification_cases(axes, example)):
-        inputs = _shorten(_encoder_inputs(modality, input_names, batch_size, seed=1000 + case), axes, lengths)
-        sizes: dict[str, int] = {}
-        for input_name, input_axes in axes.items():
-            for axis, axis_name in input_axes.items():
-                sizes[axis_name] = int(inputs[input_name].shape[axis])
-        with torch.inference_mode():
-            expected = _check_output(module(*inputs.values()), encoder, batch_size, head_name, len(names))
-        actual = _run_session(session, onnx_path, names, inputs)
-        per_output = {
-            name: output_differences(np.asarray(a), e.float().numpy())
-            for name, a, e in zip(names, actual, expected, strict=True)
-        }
-        figures = per_output[names[0]] if len(names) == 1 else {"outputs": per_output}
-        checks.append({"batch_size": batch_size, "axes": sizes, **figures})
-    return checks
-
-
-def _run_session(session: Any, onnx_path: Path, names: Sequence[str], inputs: Mapping[str, Tensor]) -> list[Any]:
-    """``session.run(names, inputs)``, its failure said in words that point at the dynamic axes."""
-    try:
-        return list(session.run(list(names), {n: t.numpy() for n, t in inputs.items()}))
-    except Exception as error:
-        shapes = ", ".join(f"{n} {list(t.shape)}" for n, t in inputs.items())
-        raise ExportError(
-            f"onnxruntime failed to run {onnx_path.name} on inputs {shapes}: {str(error).strip().splitlines()[0]}. "
-            "The graph is probably specialised to the traced shape; check the modality's dynamic_axes.",
-            details=str(error),
-        ) from error
-
-
-# --- metadata ------------------------------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` made JSON-serialisable: tuples to lists, numpy/torch scalars to numbers, the rest to str."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, np.generic | np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, Tensor):
-        return _jsonable(value.detach().cpu().tolist())
-    if hasattr(value, "model_dump"):  # pydantic models (a resolved recipe)
-        return _jsonable(value.model_dump(mode="json"))
-    return str(value)
-
-
-def _versions() -> dict[str, str]:
-    versions = {"torch": torch.__version__}
-    for package in ("onnx", "onnxscript", "onnxruntime", "sslhub"):
-        with contextlib.suppress(Exception):
-            versions[package] = str(importlib.import_module(package).__version__)
-    return versions
-
-
-def _metadata_document(
-    *,
-    encoder: Encoder,
-    modality: Modality,
-    modality_name: str | None,
-    spec: Mapping[str, Any],
-    example: Mapping[str, Tensor],
-    axes: Mapping[str, Mapping[int, str]],
-    feature_dim: int,
-    opset: int,
-    name: str,
-    verification: dict[str, Any],
-    requested_opset: int | None = None,
-    extra: Mapping[str, Any],
-    output_name: str = OUTPUT_NAME,
-    head_name: str | None = None,
-    exported_by: str = "torch.onnx.export",
-    frontend: Mapping[str, Any] | None = None,
-    files: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Everything a deployer needs, as one JSON-ready dictionary (see :data:`METADATA_PREFIX`)."""
-    inputs = {}
-    for input_name, tensor in example.items():
-        shape: list[Any] = list(tensor.shape)
-        for axis, axis_name in axes[input_name].items():
-            shape[axis] = axis_name
-        inputs[input_name] = {"dtype": str(tensor.dtype).removeprefix("torch."), "shape": shape}
-    batch_name = next(iter(axes.values()))[0]
-    input_spec = {
-        **{k: v for k, v in spec.items() if k not in ("inputs", "dynamic_axes", "preprocessing")},
-        "input_names": list(example),
-        "inputs": inputs,
-        "dynamic_axes": {n: {str(axis): axis_name for axis, axis_name in a.items()} for n, a in axes.items()},
-        "preprocessing": spec.get("preprocessing") or {},
-    }
-    if spec.get("inputs"):
-        input_spec["declared_inputs"] = spec["inputs"]
-    encoder_class = type(encoder)
-    return _jsonable(
-        {
-            "format": {"name": METADATA_FORMAT, "version": METADATA_FORMAT_VERSION},
-            "model_name": name,
-            "modality": modality_name or getattr(modality, "name", None) or type(modality).__name__,
-            "encoder": f"{encoder_class.__module__}.{encoder_class.__qualname__}",
-            "input_spec": input_spec,
-            "output": {
-                "name": output_name,
-                "dtype": "float32",
-                "shape": [batch_name, feature_dim],
-                "meaning": (
-                    f"pooled embedding [{batch_name}, D]: one {feature_dim}-dim vector per sample"
-                    if head_name is None
-                    else f"head '{head_name}' applied to the pooled embedding: one {feature_dim}-dim vector per sample"
-                ),
-                "head": head_name,
-            },
-            "expects": _expects(list(example), frontend),
-            "frontend": dict(frontend) if frontend else None,
-            "files": list(files),
-            "exported_by": exported_by,
-            "feature_dim": feature_dim,
-            "opset": opset,
-            "requested_opset": opset if requested_opset is None else requested_opset,
-            "versions": _versions(),
-            "verification": verification,
-            "metadata": dict(extra),
-        }
-    )
-
-
-def _expects(input_names: Sequence[str], frontend: Mapping[str, Any] | None) -> str:
-    """One sentence saying what the model file takes, and whether a front end can produce it."""
-    text = f"{', '.join(input_names)} as described under input_spec"
-    if frontend and frontend.get("exported"):
-        raw = ", ".join(frontend["input_names"])
-        return f"{text}; {frontend['file']} turns {raw} into {', '.join(frontend['output_names'])}"
-    if frontend:
-        return f"{text}; the front end from raw input was not exported ({frontend.get('reason')})"
-    return text
-
-
-def _write_metadata(onnx_path: Path, metadata_path: Path, doc: Mapping[str, Any]) -> None:
-    """Store ``doc`` as ``metadata_props`` (``sslhub.<key>`` -> JSON) and as a JSON file."""
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    kept = [p for p in model.metadata_props if not p.key.startswith(METADATA_PREFIX)]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for key, value in doc.items():
-        model.metadata_props.add(key=METADATA_PREFIX + key, value=json.dumps(value, sort_keys=True))
-    onnx.save_model(model, str(onnx_path))
-    metadata_path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 @dataclass(frozen=True)
