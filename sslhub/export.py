@@ -37,29 +37,32 @@ from torch import Tensor, nn
 
 from sslhub.components import DEFAULT_ENCODER_KEY, Encoder, EncoderSet, Modality
 from sslhub.export_error import ExportError
-from sslhub.export_metadata import _jsonable, _metadata_document, _write_metadata
-from sslhub.export_module import _check_output, _cpu_export_module, _dynamic_axes, _encoder_inputs, _FirstOutput
-from sslhub.export_verify import _verify, verification_document
+from sslhub.export_metadata import metadata_document, to_jsonable, write_metadata
+from sslhub.export_module import (
+    FirstOutput,
+    check_export_output,
+    example_encoder_inputs,
+    export_module_on_cpu,
+    input_dynamic_axes,
+)
+from sslhub.export_verify import verification_document, verify_against_pytorch
 from sslhub.onnx_trace import (
     PluginExporter,
-    _check_model,
-    _name_axes,
-    _require_onnx_stack,
-    _run_exporter,
-    _written_opset,
+    check_onnx_model,
+    name_dynamic_axes,
+    require_onnx_stack,
+    write_onnx,
+    written_opset,
 )
 
 # isort: split
-# Still importable from here, where they lived before the steps moved out: recipe.py,
-# frontend_export.py and the tests import them from this module.
+# Public names that lived in this module before the steps moved out, still importable from
+# here for code outside sslhub; sslhub's own modules import them from where they are defined.
 from sslhub.export_metadata import METADATA_FORMAT, METADATA_FORMAT_VERSION, METADATA_PREFIX  # noqa: F401
-from sslhub.export_module import _cpu_float_eval  # noqa: F401
 from sslhub.export_verify import (  # noqa: F401
     TOLERANCE_RULE,
     VERIFY_BATCH_SIZES,
     VERIFY_LENGTH_FRACTIONS,
-    _shorten,
-    _verification_cases,
     compare_outputs,
     judge_checks,
     output_differences,
@@ -68,8 +71,6 @@ from sslhub.onnx_trace import (  # noqa: F401
     INSTALL_HINT,
     MAX_ONNX_OPSET,
     MIN_ONNX_OPSET,
-    _dynamic_shapes,
-    _summarize_exception,
     check_opset,
     exporter_output_to,
     read_opset,
@@ -227,7 +228,7 @@ def export_encoder(
         ValueError: bad arguments (``atol < 0``, ``rtol < 0``, empty ``input_names``).
     """
     _check_arguments(encoder, name, atol, rtol, head, head_name)
-    _require_onnx_stack()
+    require_onnx_stack()
     paths = _ExportPaths.in_folder(Path(out_dir), name)
     spec = modality.input_spec() or {}
     if output_names is None:
@@ -237,9 +238,9 @@ def export_encoder(
     files = [str(f) for f in modality.write_export_files(paths.onnx.parent, job.input_names)]
     verification = verification_document(written.checks, atol, rtol)
     doc = _document(job, written, verification, files, name, modality_name, metadata or {}, document or {})
-    _write_metadata(paths.onnx, paths.metadata, doc)
+    write_metadata(paths.onnx, paths.metadata, doc)
     # Writing the metadata saved the file again: check what a deployer will load.
-    _check_model(paths.onnx)
+    check_onnx_model(paths.onnx)
     report = _report(job, written, verification, doc)
     if not report.passed and not allow_mismatch:
         raise _mismatch_error(type(encoder).__name__, report)
@@ -335,10 +336,10 @@ class _Written:
 
 def _write_and_verify(job: _ExportJob, plugin_exporter: PluginExporter | None, export_frontend: bool) -> _Written:
     """Trace, write and check ``paths.onnx`` (and the front end), then measure it against PyTorch."""
-    with _cpu_export_module(job.encoder, job.head) as (cpu_encoder, module):
+    with export_module_on_cpu(job.encoder, job.head) as (cpu_encoder, module):
         traced = _trace(job, cpu_encoder, module, plugin_exporter)
-        opset = _written_opset(job.paths.onnx, job.opset, traced.written_by)
-        checks = _verify(
+        opset = written_opset(job.paths.onnx, job.opset, traced.written_by)
+        checks = verify_against_pytorch(
             module, job.modality, job.paths.onnx, job.input_names, traced.example, traced.axes, job.encoder,
             job.head_name, job.output_names,
         )  # fmt: skip
@@ -348,12 +349,12 @@ def _write_and_verify(job: _ExportJob, plugin_exporter: PluginExporter | None, e
 
 def _trace(job: _ExportJob, cpu_encoder: Encoder, module: nn.Module, plugin_exporter: PluginExporter | None) -> _Traced:
     """Write ``paths.onnx`` from example inputs, give its dynamic axes their names and check it."""
-    example = _encoder_inputs(job.modality, job.input_names, TRACE_BATCH_SIZE, seed=0)
-    axes = _dynamic_axes(job.spec.get("dynamic_axes") or {}, example)
+    example = example_encoder_inputs(job.modality, job.input_names, TRACE_BATCH_SIZE, seed=0)
+    axes = input_dynamic_axes(job.spec.get("dynamic_axes") or {}, example)
     with torch.inference_mode():
         outputs = module(*example.values())
-    reference = _check_output(outputs, job.encoder, TRACE_BATCH_SIZE, job.head_name, len(job.output_names))
-    written_by = _run_exporter(
+    reference = check_export_output(outputs, job.encoder, TRACE_BATCH_SIZE, job.head_name, len(job.output_names))
+    written_by = write_onnx(
         cpu_encoder, module, example, axes, job.paths.onnx, job.opset, job.output_names, plugin_exporter,
         with_head=job.head is not None,
     )  # fmt: skip
@@ -361,8 +362,8 @@ def _trace(job: _ExportJob, cpu_encoder: Encoder, module: nn.Module, plugin_expo
     # fresh export_module() wrapper is True: make sure PyTorch is compared in eval mode.
     cpu_encoder.eval()
     module.eval()
-    data_path = _name_axes(job.paths.onnx, job.input_names, axes, len(job.output_names))
-    _check_model(job.paths.onnx)
+    data_path = name_dynamic_axes(job.paths.onnx, job.input_names, axes, len(job.output_names))
+    check_onnx_model(job.paths.onnx)
     return _Traced(example, axes, int(reference[0].shape[1]), written_by, data_path)
 
 
@@ -372,7 +373,7 @@ def _export_frontend(job: _ExportJob, module: nn.Module, opset: int) -> dict[str
     from sslhub.frontend_export import export_frontend
 
     # The front end is checked end to end through the first (primary) output.
-    primary = module if len(job.output_names) == 1 else _FirstOutput(module)
+    primary = module if len(job.output_names) == 1 else FirstOutput(module)
     return export_frontend(
         job.modality, job.paths.frontend, job.input_names, opset, primary, job.paths.onnx, job.atol, rtol=job.rtol
     )
@@ -390,7 +391,7 @@ def _document(
 ) -> dict[str, Any]:
     """The metadata document of the export, with the caller's ``document`` keys on top."""
     traced = written.traced
-    doc = _metadata_document(
+    doc = metadata_document(
         encoder=job.encoder,
         modality=job.modality,
         modality_name=modality_name,
@@ -409,7 +410,7 @@ def _document(
         frontend=written.frontend,
         files=files,
     )
-    doc.update(_jsonable(dict(document)))
+    doc.update(to_jsonable(dict(document)))
     return doc
 
 

@@ -27,22 +27,22 @@ METADATA_FORMAT = "sslhub-onnx-encoder"
 METADATA_FORMAT_VERSION = 1
 
 
-def _jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
     """``value`` made JSON-serialisable: tuples to lists, numpy/torch scalars to numbers, the rest to str."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if isinstance(value, bool | int | str) or value is None:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, np.generic | np.ndarray):
-        return _jsonable(value.tolist())
+        return to_jsonable(value.tolist())
     if isinstance(value, Tensor):
-        return _jsonable(value.detach().cpu().tolist())
+        return to_jsonable(value.detach().cpu().tolist())
     if hasattr(value, "model_dump"):  # pydantic models (a resolved recipe)
-        return _jsonable(value.model_dump(mode="json"))
+        return to_jsonable(value.model_dump(mode="json"))
     return str(value)
 
 
@@ -54,7 +54,7 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _metadata_document(
+def metadata_document(
     *,
     encoder: Encoder,
     modality: Modality,
@@ -92,7 +92,7 @@ def _metadata_document(
     if spec.get("inputs"):
         input_spec["declared_inputs"] = spec["inputs"]
     encoder_class = type(encoder)
-    return _jsonable(
+    return to_jsonable(
         {
             "format": {"name": METADATA_FORMAT, "version": METADATA_FORMAT_VERSION},
             "model_name": name,
@@ -135,7 +135,7 @@ def _expects(input_names: Sequence[str], frontend: Mapping[str, Any] | None) -> 
     return text
 
 
-def _write_metadata(onnx_path: Path, metadata_path: Path, doc: Mapping[str, Any]) -> None:
+def write_metadata(onnx_path: Path, metadata_path: Path, doc: Mapping[str, Any]) -> None:
     """Store ``doc`` as ``metadata_props`` (``sslhub.<key>`` -> JSON) and as a JSON file."""
     import onnx
 

@@ -19,14 +19,14 @@ from sslhub.export_error import ExportError
 
 
 @contextlib.contextmanager
-def _cpu_export_module(encoder: Encoder, head: nn.Module | None) -> Iterator[tuple[Encoder, nn.Module]]:
+def export_module_on_cpu(encoder: Encoder, head: nn.Module | None) -> Iterator[tuple[Encoder, nn.Module]]:
     """``(encoder, its export module with head on top)`` on the CPU in float32 eval mode, for the block.
 
     The encoder yielded is the one exporters are handed: the caller's own or a copy (see
-    :func:`_cpu_float_eval`); the caller's training modes are restored afterwards.
+    :func:`cpu_float32_eval`); the caller's training modes are restored afterwards.
     """
-    cpu_encoder, restore = _cpu_float_eval(encoder)
-    cpu_head, restore_head = _cpu_float_eval(head) if head is not None else (None, lambda: None)
+    cpu_encoder, restore = cpu_float32_eval(encoder)
+    cpu_head, restore_head = cpu_float32_eval(head) if head is not None else (None, lambda: None)
     try:
         module = cpu_encoder.export_module().eval()
         if cpu_head is not None:
@@ -37,7 +37,7 @@ def _cpu_export_module(encoder: Encoder, head: nn.Module | None) -> Iterator[tup
         restore_head()
 
 
-def _cpu_float_eval(encoder: Encoder) -> tuple[Encoder, Any]:
+def cpu_float32_eval(encoder: Encoder) -> tuple[Encoder, Any]:
     """The encoder in eval mode on the CPU in float32, and a function undoing the side effects.
 
     An encoder already on the CPU in float32 is used in place (only its mode changes, and is
@@ -67,7 +67,7 @@ class _WithHead(nn.Module):
         return self.head(self.pooled(*inputs))
 
 
-class _FirstOutput(nn.Module):
+class FirstOutput(nn.Module):
     """The first of a module's outputs: what the front end's end-to-end check compares."""
 
     def __init__(self, module: nn.Module):
@@ -78,7 +78,9 @@ class _FirstOutput(nn.Module):
         return self.module(*inputs)[0]
 
 
-def _encoder_inputs(modality: Modality, input_names: Sequence[str], batch_size: int, seed: int) -> dict[str, Tensor]:
+def example_encoder_inputs(
+    modality: Modality, input_names: Sequence[str], batch_size: int, seed: int
+) -> dict[str, Tensor]:
     """``modality.example_batch(batch_size)`` on the CPU, restricted to ``input_names`` in order.
 
     The global RNG is forked so exporting does not disturb the caller's random stream; if
@@ -106,7 +108,7 @@ def _encoder_inputs(modality: Modality, input_names: Sequence[str], batch_size: 
     return out
 
 
-def _dynamic_axes(
+def input_dynamic_axes(
     declared: Mapping[str, Mapping[Any, str]], example: Mapping[str, Tensor]
 ) -> dict[str, dict[int, str]]:
     """Every input's dynamic axes ``{axis: name}``: the declared ones, plus axis 0 as the batch axis."""
@@ -126,7 +128,7 @@ def _dynamic_axes(
     return result
 
 
-def _check_output(
+def check_export_output(
     output: Any, encoder: Encoder, batch_size: int, head: str | None = None, count: int = 1
 ) -> tuple[Tensor, ...]:
     """The export module's ``count`` outputs, each checked to be ``[batch, width]`` floating point.

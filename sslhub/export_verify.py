@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from sslhub.components import Encoder, Modality
 from sslhub.export_error import ExportError
-from sslhub.export_module import _check_output, _encoder_inputs
+from sslhub.export_module import check_export_output, example_encoder_inputs
 
 #: Batch sizes the exported model is verified at (1 catches graphs specialised to the trace size).
 VERIFY_BATCH_SIZES = (1, 5)
@@ -28,7 +28,7 @@ VERIFY_LENGTH_FRACTIONS = (0.75, 0.5)
 TOLERANCE_RULE = "max_abs_diff <= atol + rtol * reference_max_abs, in every case"
 
 
-def _verification_cases(
+def verification_cases(
     axes: Mapping[str, Mapping[int, str]], example: Mapping[str, Tensor]
 ) -> list[tuple[int, dict[str, int]]]:
     """``(batch_size, {axis_name: new_length})`` cases, none of them the traced shape.
@@ -52,7 +52,7 @@ def _verification_cases(
     return cases
 
 
-def _shorten(
+def shorten_inputs(
     inputs: Mapping[str, Tensor], axes: Mapping[str, Mapping[int, str]], lengths: Mapping[str, int]
 ) -> dict[str, Tensor]:
     """Slice every input along its named dynamic axes to ``lengths[axis_name]``."""
@@ -159,7 +159,7 @@ def compare_outputs(actual: np.ndarray, expected: np.ndarray) -> tuple[float, fl
     return diff, (diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf))
 
 
-def _verify(
+def verify_against_pytorch(
     module: nn.Module,
     modality: Modality,
     onnx_path: Path,
@@ -188,14 +188,15 @@ def _verify(
     # One output: the graph's first, whatever a plugin's or the encoder's own exporter named it.
     names = list(output_names) if output_names and len(output_names) > 1 else [session.get_outputs()[0].name]
     checks = []
-    for case, (batch_size, lengths) in enumerate(_verification_cases(axes, example)):
-        inputs = _shorten(_encoder_inputs(modality, input_names, batch_size, seed=1000 + case), axes, lengths)
+    for case, (batch_size, lengths) in enumerate(verification_cases(axes, example)):
+        fresh = example_encoder_inputs(modality, input_names, batch_size, seed=1000 + case)
+        inputs = shorten_inputs(fresh, axes, lengths)
         sizes: dict[str, int] = {}
         for input_name, input_axes in axes.items():
             for axis, axis_name in input_axes.items():
                 sizes[axis_name] = int(inputs[input_name].shape[axis])
         with torch.inference_mode():
-            expected = _check_output(module(*inputs.values()), encoder, batch_size, head_name, len(names))
+            expected = check_export_output(module(*inputs.values()), encoder, batch_size, head_name, len(names))
         actual = _run_session(session, onnx_path, names, inputs)
         per_output = {
             name: output_differences(np.asarray(a), e.float().numpy())

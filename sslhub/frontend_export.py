@@ -19,16 +19,14 @@ import torch
 from torch import Tensor
 
 from sslhub.components import ExportFrontend, Modality
-from sslhub.export import (
-    DEFAULT_RTOL,
-    VERIFY_BATCH_SIZES,
-    VERIFY_LENGTH_FRACTIONS,
-    _dynamic_shapes,
-    _summarize_exception,
+from sslhub.export import DEFAULT_RTOL
+from sslhub.export_verify import VERIFY_BATCH_SIZES, VERIFY_LENGTH_FRACTIONS, output_differences
+from sslhub.onnx_trace import (
     check_opset,
     exporter_output_to,
-    output_differences,
     read_opset,
+    summarize_export_exception,
+    torch_export_dynamic_shapes,
 )
 
 
@@ -83,7 +81,7 @@ def export_frontend(
     except Exception as error:  # the exporter raises many kinds; any of them means "not captured"
         out_path.unlink(missing_ok=True)
         Path(f"{out_path}.data").unlink(missing_ok=True)
-        reason = _summarize_exception(error, max_lines=2).replace("\n", " ")
+        reason = summarize_export_exception(error, max_lines=2).replace("\n", " ")
         warnings.warn(f"the {', '.join(frontend.input_names)} front end was not exported: {reason}", stacklevel=2)
         return {**described, "exported": False, "reason": reason}
     verification = _judge(checks, frontend.atol, atol, rtol)
@@ -138,7 +136,7 @@ def _write(frontend: ExportFrontend, module: torch.nn.Module, out_path: Path, op
             args,
             str(out_path),
             dynamo=True,
-            dynamic_shapes=_dynamic_shapes(wrapper, axes),
+            dynamic_shapes=torch_export_dynamic_shapes(wrapper, axes),
             opset_version=opset,
             external_data=False,
             input_names=list(frontend.input_names),

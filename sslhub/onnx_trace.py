@@ -43,7 +43,7 @@ _NOISY_WARNINGS = (
 )
 
 
-def _require_onnx_stack() -> None:
+def require_onnx_stack() -> None:
     """Fail early, in words, when a package the export needs is missing."""
     missing = []
     for package in ("onnx", "onnxscript", "onnxruntime"):
@@ -61,7 +61,7 @@ def _require_onnx_stack() -> None:
 # --- running the exporter ---------------------------------------------------------------------
 
 
-def _dynamic_shapes(module: nn.Module, axes: Mapping[str, Mapping[int, str]]) -> tuple[Any, ...]:
+def torch_export_dynamic_shapes(module: nn.Module, axes: Mapping[str, Mapping[int, str]]) -> tuple[Any, ...]:
     """``dynamic_shapes`` for ``torch.export``, laid out like ``module.forward``'s parameters.
 
     Axes with the same name share one :class:`torch.export.Dim`, so the exporter knows
@@ -96,7 +96,7 @@ def _dynamic_shapes(module: nn.Module, axes: Mapping[str, Mapping[int, str]]) ->
     return tuple(shapes)
 
 
-def _run_exporter(
+def write_onnx(
     encoder: Encoder,
     module: nn.Module,
     example: Mapping[str, Tensor],
@@ -139,7 +139,7 @@ def _run_exporter(
                     args,
                     str(onnx_path),
                     dynamo=True,
-                    dynamic_shapes=_dynamic_shapes(module, axes),
+                    dynamic_shapes=torch_export_dynamic_shapes(module, axes),
                     opset_version=opset,
                     external_data=True,
                     input_names=list(example),
@@ -158,7 +158,7 @@ def _run_exporter(
             ".item()/.tolist()/numpy calls, shapes fixed to the example size."
         )
         raise ExportError(
-            f"ONNX export of {type(encoder).__name__} failed in {how}:\n{_summarize_exception(error)}\n"
+            f"ONNX export of {type(encoder).__name__} failed in {how}:\n{summarize_export_exception(error)}\n"
             f"Run with --debug for the full trace. {advice}",
             details=log.getvalue() + "".join(traceback.format_exception(error)),
         ) from error
@@ -185,7 +185,7 @@ def read_opset(onnx_path: Path) -> int | None:
     return int(versions[0]) if versions else None
 
 
-def _written_opset(onnx_path: Path, requested: int, written_by: str) -> int:
+def written_opset(onnx_path: Path, requested: int, written_by: str) -> int:
     """The opset ``onnx_path`` declares; a warning when the exporter wrote another than asked for."""
     written = read_opset(onnx_path)
     if written is None:
@@ -226,7 +226,7 @@ def _quiet_loggers(names: Sequence[str]) -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _summarize_exception(error: BaseException, max_lines: int = 6) -> str:
+def summarize_export_exception(error: BaseException, max_lines: int = 6) -> str:
     """A few lines that say what went wrong: the exception's first line, the root cause, the user's code.
 
     ``torch.onnx`` wraps the real error in a long message: its first line names the failing
@@ -257,7 +257,7 @@ def _summarize_exception(error: BaseException, max_lines: int = 6) -> str:
 # --- rewriting and checking the ONNX file ------------------------------------------------------
 
 
-def _name_axes(
+def name_dynamic_axes(
     onnx_path: Path, input_names: Sequence[str], axes: Mapping[str, Mapping[int, str]], output_count: int = 1
 ) -> Path | None:
     """Give the graph's dynamic dimensions the modality's axis names; return the weights file, if any.
@@ -296,7 +296,7 @@ def _name_axes(
     return onnx_path.parent / sorted(locations)[0] if locations else None
 
 
-def _check_model(onnx_path: Path) -> None:
+def check_onnx_model(onnx_path: Path) -> None:
     """``onnx.checker`` by path, which also reads external weights and works above 2 GB."""
     import onnx
 

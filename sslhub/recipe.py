@@ -29,7 +29,7 @@ from sslhub.components import (
 )
 from sslhub.early_stopping import EarlyStoppingSpec
 from sslhub.errors import RecipeError, RecipeIssue
-from sslhub.export import MAX_ONNX_OPSET, MIN_ONNX_OPSET
+from sslhub.onnx_trace import MAX_ONNX_OPSET, MIN_ONNX_OPSET
 from sslhub.optim import OPTIMIZER_OPTIONS
 from sslhub.parts import modality_capabilities, part_problems
 from sslhub.recipe_yaml import PathKey, RecipeSource, format_path

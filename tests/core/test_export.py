@@ -16,16 +16,10 @@ from torch import nn
 
 from sslhub import Encoder, EncoderOutput, Modality
 from sslhub.embed import ExportedEncoder, embed_arrays, load_exported, read_exported_metadata, run_exported
-from sslhub.export import (
-    ExportError,
-    ExportReport,
-    _cpu_float_eval,
-    _dynamic_shapes,
-    _shorten,
-    _verification_cases,
-    compare_outputs,
-    export_encoder,
-)
+from sslhub.export import ExportError, ExportReport, compare_outputs, export_encoder
+from sslhub.export_module import cpu_float32_eval
+from sslhub.export_verify import shorten_inputs, verification_cases
+from sslhub.onnx_trace import torch_export_dynamic_shapes
 
 # --- tiny components --------------------------------------------------------------------------
 
@@ -378,12 +372,12 @@ def test_compare_outputs():
 def test_verification_cases_avoid_the_traced_shape():
     axes = {"ids": {0: "batch", 1: "sequence"}, "mask": {0: "batch", 1: "sequence"}}
     example = {"ids": torch.zeros(2, 16), "mask": torch.zeros(2, 16)}
-    assert _verification_cases(axes, example) == [(1, {}), (5, {}), (5, {"sequence": 12}), (1, {"sequence": 8})]
-    assert _verification_cases({"x": {0: "batch"}}, {"x": torch.zeros(2, 3)}) == [(1, {}), (5, {})]
+    assert verification_cases(axes, example) == [(1, {}), (5, {}), (5, {"sequence": 12}), (1, {"sequence": 8})]
+    assert verification_cases({"x": {0: "batch"}}, {"x": torch.zeros(2, 3)}) == [(1, {}), (5, {})]
     # a length-1 axis cannot be shortened: only batch sizes vary
-    assert _verification_cases(axes, {"ids": torch.zeros(2, 1), "mask": torch.zeros(2, 1)}) == [(1, {}), (5, {})]
+    assert verification_cases(axes, {"ids": torch.zeros(2, 1), "mask": torch.zeros(2, 1)}) == [(1, {}), (5, {})]
 
-    shortened = _shorten(
+    shortened = shorten_inputs(
         {"ids": torch.arange(10).reshape(2, 5), "other": torch.ones(2, 5)}, {"ids": axes["ids"]}, {"sequence": 3}
     )
     assert shortened["ids"].tolist() == [[0, 1, 2], [5, 6, 7]] and shortened["other"].shape == (2, 5)
@@ -391,7 +385,7 @@ def test_verification_cases_avoid_the_traced_shape():
 
 def test_encoder_elsewhere_is_copied_not_changed():
     encoder = TinyConvEncoder().to(torch.bfloat16)
-    copy, restore = _cpu_float_eval(encoder)
+    copy, restore = cpu_float32_eval(encoder)
     restore()
     assert copy is not encoder and next(copy.parameters()).dtype == torch.float32 and not copy.training
     assert next(encoder.parameters()).dtype == torch.bfloat16 and encoder.training
@@ -422,13 +416,13 @@ def test_dynamic_shapes_follow_the_forward_signature():
             return inputs[0]
 
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
-    named = _dynamic_shapes(Named(), axes)
+    named = torch_export_dynamic_shapes(Named(), axes)
     assert len(named) == 2 and set(named[0]) == {0, 1}
     assert named[0][0] is named[1][0] and named[0][1] is named[1][1]  # same axis name, same Dim
-    (varargs,) = _dynamic_shapes(VarArgs(), axes)
+    (varargs,) = torch_export_dynamic_shapes(VarArgs(), axes)
     assert len(varargs) == 2 and varargs[0][1] is varargs[1][1]
     with pytest.raises(ExportError, match="takes fewer positional inputs than the 2 input_names"):
-        _dynamic_shapes(nn.Identity(), axes)
+        torch_export_dynamic_shapes(nn.Identity(), axes)
 
 
 # --- tolerance relative to the output's magnitude ----------------------------------------------------
