@@ -62,8 +62,13 @@ def sslhub(*args: str, env: dict[str, str] | None = None, timeout: float = 240) 
     )
 
 
-def toy_run_command(out: Path, *extra: str) -> list[str]:
-    """``sslhub run`` of the toy recipe into ``out``, without export, as an argument list."""
+def toy_run_command(out: Path, *extra: str, report: bool = False) -> list[str]:
+    """``sslhub run`` of the toy recipe into ``out``, without export, as an argument list.
+
+    Without the HTML report too unless ``report``: it costs more than the toy training (about 4 s:
+    scikit-learn's import and three t-SNE maps) and only tests/core/test_report.py reads it, which
+    asks for it by leaving the recipe's default (a report at the run's end) in place."""
+    no_report = [] if report else ["--set", "report.enabled=false"]
     return [
         sys.executable,
         "-m",
@@ -77,6 +82,7 @@ def toy_run_command(out: Path, *extra: str) -> list[str]:
         str(out),
         "--set",
         "export=null",
+        *no_report,
         *extra,
     ]
 

@@ -27,7 +27,6 @@ VALIDATED = {
     "train.keep_checkpoints": "10",
     "evaluate.few_shot": "null",
     "evaluate.linear_probe": "null",
-    "report.enabled": "false",
 }
 STOPS_AT_20 = {"train.early_stopping.min_delta": "0.2", "train.early_stopping.patience": "2"}
 

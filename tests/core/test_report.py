@@ -25,7 +25,9 @@ SHORT = ["--set", "train.steps=20", "--set", "evaluate.few_shot.shots=[1,5]", "-
 def toy_run(tmp_path_factory) -> Path:
     """A finished toy run (evaluation on, report written at its end)."""
     out = tmp_path_factory.mktemp("report") / "run"
-    done = subprocess.run(toy_run_command(out, *SHORT), capture_output=True, text=True, env=sslhub_env(), timeout=300)
+    done = subprocess.run(
+        toy_run_command(out, *SHORT, report=True), capture_output=True, text=True, env=sslhub_env(), timeout=300
+    )
     assert done.returncode == 0, done.stderr
     return out
 
