@@ -26,7 +26,7 @@ import logging
 import os
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,28 +169,37 @@ class TextModality(Modality):
         lock = exclusive_lock(Path(run_dir) / ".text-prepare.lock") if run_dir is not None else contextlib.nullcontext()
         with lock:
             if self._tokenizer is None:
-                self._tokenizer = self._load_or_train_tokenizer(saved)
-                self._special = SpecialTokens.of(self._tokenizer)
+                self._use_tokenizer(self._train_tokenizer, saved, cached=self._cached_tokenizer_path())
                 try:
                     self._tokenize_corpus(run_dir)
                 except BaseException:
                     self._tokenizer = self._special = None  # not prepared: a later call starts over
                     raise
-            if saved is not None:
-                saved.parent.mkdir(parents=True, exist_ok=True)
-                if not saved.is_file():
-                    self._tokenizer.save(str(saved))
-                self._prepared_dir = Path(run_dir)
+            self._keep_tokenizer(saved)
 
     def _ensure_prepared(self) -> None:
         if self._tokenizer is None:
             self.prepare(None)
 
-    def _load_or_train_tokenizer(self, saved: Path | None) -> Tokenizer:
+    def _use_tokenizer(
+        self, train: Callable[[TrainTextTokenizer], Tokenizer], saved: Path | None, cached: Path | None = None
+    ) -> None:
+        """The recipe's local tokenizer, else the one :func:`supply_tokenizer` finds or ``train`` makes."""
         spec = self.params.tokenizer
         if isinstance(spec, LocalTokenizer):
-            return load_tokenizer(spec.path)
-        return supply_tokenizer(lambda: self._train_tokenizer(spec), saved=saved, cached=self._cached_tokenizer_path())
+            self._tokenizer = load_tokenizer(spec.path)
+        else:
+            self._tokenizer = supply_tokenizer(lambda: train(spec), saved=saved, cached=cached)
+        self._special = SpecialTokens.of(self._tokenizer)
+
+    def _keep_tokenizer(self, saved: Path | None) -> None:
+        """Write the tokenizer into the run directory (the exported model's preprocessing points at it)."""
+        if saved is None:
+            return
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        if not saved.is_file():
+            self._tokenizer.save(str(saved))
+        self._prepared_dir = saved.parent
 
     def _train_tokenizer(self, spec: TrainTextTokenizer) -> Tokenizer:
         fraction = self.params.held_out_fraction
@@ -338,19 +347,8 @@ class TextModality(Modality):
             return
         saved = Path(run_dir) / TOKENIZER_FILE if run_dir is not None else None
         if self._tokenizer is None:
-            spec = self.params.tokenizer
-            if isinstance(spec, LocalTokenizer):
-                self._tokenizer = load_tokenizer(spec.path)
-            else:
-                self._tokenizer = supply_tokenizer(
-                    lambda: train_as_specified([str(text) for text in items], spec), saved=saved
-                )
-            self._special = SpecialTokens.of(self._tokenizer)
-        if saved is not None:
-            saved.parent.mkdir(parents=True, exist_ok=True)
-            if not saved.is_file():
-                self._tokenizer.save(str(saved))
-            self._prepared_dir = Path(run_dir)
+            self._use_tokenizer(lambda spec: train_as_specified([str(text) for text in items], spec), saved)
+        self._keep_tokenizer(saved)
 
     def part_dataset(self, items: Sequence[Any]) -> TokenSequences:
         """As a composite's part: one ``[CLS] text [SEP]`` sample per text, truncated to ``max_length``.
