@@ -123,32 +123,16 @@ def load_and_resolve(recipe_path: Path, overrides: list[str], plugins: list[str]
     return resolve_recipe(source, load_catalog(plugins))
 
 
-def _init_distributed(device: str = "auto") -> None:
-    """Join the torchrun process group: NCCL when training on CUDA, gloo on the CPU.
-
-    ``device`` is the recipe's ``train.device``: a CPU run on a machine with GPUs uses gloo.
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-            backend = "nccl" if on_cuda else "gloo"
-            if backend == "nccl":
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-            dist.init_process_group(backend=backend)
-
-
 # -- commands ---------------------------------------------------------------------
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sslhub.checkpoint import CheckpointStore
+    from sslhub.distributed import init_distributed
     from sslhub.engine import Run
 
     recipe = load_and_resolve(args.recipe, args.overrides, args.plugins)
-    _init_distributed(recipe.train.device)
+    init_distributed(recipe.train.device)
     resume = False
     if args.resume:
         resume = True
@@ -535,6 +519,8 @@ def _check_evaluate_arguments(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sslhub.data_option import data_source, labeled_split, source_name
+
     _check_evaluate_arguments(args)
     run, trained = _load_run(args.run_dir, args.plugins, args.overrides)
     modality, encoders, objectives = trained.modality, trained.encoders, trained.objectives
@@ -543,64 +529,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, default=str))
         return 0
     split = None
-    name = _source_name({}, args.name)
+    name = source_name({}, args.name)
     if args.data is not None:
-        raw = _data_source(args, modality)
-        split = _labeled_split(run, modality, raw, args.test_fraction, args.split_seed)
-        name = _source_name(raw, args.name)
+        raw = data_source(args, modality)
+        split = labeled_split(run, modality, raw, args.test_fraction, args.split_seed)
+        name = source_name(raw, args.name)
     output = f"evaluation-{name}.json"
     report = run.evaluate(modality, encoders, objectives, split=split, output_name=output)
     print(json.dumps(report, indent=2, default=str))
     print(f"wrote {args.run_dir / output}", file=sys.stderr)
     return 0
-
-
-def _data_source(args: argparse.Namespace, modality) -> dict[str, Any]:
-    """The ``--data`` source as a mapping: a path typed by the modality, or a YAML/JSON mapping."""
-    import yaml
-
-    path = Path(args.data).expanduser()
-    if path.exists():
-        try:
-            return modality.labeled_source(path, label=args.label, group=args.group)
-        except ValueError as error:
-            raise SSLHubError(f"--data {args.data}: {error}") from None
-    try:
-        raw = yaml.safe_load(args.data)
-    except yaml.YAMLError:
-        raw = None
-    if not isinstance(raw, dict):
-        raise SSLHubError(
-            f"--data {args.data}: no such file or folder, and not a mapping such as '{{type: folder, path: DIR}}'"
-        )
-    if args.group is not None or args.label is not None:
-        raise SSLHubError("--data: with a mapping, give the label and group options inside it, not as --label/--group")
-    return raw
-
-
-def _labeled_split(run, modality, raw: dict[str, Any], test_fraction: float, seed: int):
-    """The split of a ``--data`` source, validated like ``evaluate.data`` in a recipe."""
-    from sslhub.recipe import largest_shot, validate_labeled_source
-    from sslhub.recipe_yaml import format_path
-
-    needs = largest_shot(run.recipe.model.evaluate)
-    source, problems = validate_labeled_source(run.recipe.modality.component, raw, test_fraction, seed, needs)
-    if problems:
-        lines = "\n".join(f"  {format_path(('source', *path))}: {message}" for path, message in problems)
-        raise SSLHubError(f"--data: invalid labeled source ({len(problems)} problem(s)):\n{lines}")
-    try:
-        return modality.labeled_split(source, test_fraction, seed)
-    except ValueError as error:
-        raise SSLHubError(f"--data: {error}") from None
-
-
-def _source_name(raw: dict[str, Any], name: str | None) -> str:
-    """A file-name-safe ``name``, else the last part of the source's path, else ``data``."""
-    import re
-
-    if name is None:
-        name = Path(str(raw["path"])).expanduser().resolve().stem if raw.get("path") else "data"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip(".") or "data"
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:

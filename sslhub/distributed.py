@@ -1,12 +1,27 @@
-"""Process-group helpers: rank queries, an all-gather that keeps gradients, gradient averaging."""
+"""Process-group helpers: joining the group, rank queries, an all-gather that keeps gradients, gradient averaging."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+
+def init_distributed(device: str = "auto") -> None:
+    """Join the torchrun process group: NCCL when training on CUDA, gloo on the CPU.
+
+    ``device`` is the recipe's ``train.device``: a CPU run on a machine with GPUs uses gloo.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if not dist.is_initialized():
+            on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+            backend = "nccl" if on_cuda else "gloo"
+            if backend == "nccl":
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            dist.init_process_group(backend=backend)
 
 
 def is_distributed() -> bool:

@@ -63,13 +63,13 @@ def request_of(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
 
 
 def default_name(args: argparse.Namespace) -> str:
-    from sslhub.cli import _source_name
+    from sslhub.data_option import source_name
 
     if args.name is not None:
         return args.name
     if args.data is None:
         return "default"
-    return _source_name({"path": args.data} if Path(args.data).expanduser().exists() else {}, None)
+    return source_name({"path": args.data} if Path(args.data).expanduser().exists() else {}, None)
 
 
 def choose_encoder(requested: str | None, keys: list[str]) -> str:
@@ -84,7 +84,7 @@ def choose_encoder(requested: str | None, keys: list[str]) -> str:
 
 def labeled_split(run: Any, modality: Any, request: dict[str, Any]):
     """The split to fine-tune on: ``--data`` when given, else the run's own labeled split."""
-    from sslhub.cli import _data_source, _labeled_split
+    from sslhub import data_option
 
     if request["data"] is None:
         split = run.labeled_split(modality)
@@ -95,8 +95,8 @@ def labeled_split(run: Any, modality: Any, request: dict[str, Any]):
             )
         return split
     source = argparse.Namespace(data=request["data"], label=request["label"], group=request["group"])
-    raw = _data_source(source, modality)
-    return _labeled_split(run, modality, raw, request["test_fraction"], request["split_seed"])
+    raw = data_option.data_source(source, modality)
+    return data_option.labeled_split(run, modality, raw, request["test_fraction"], request["split_seed"])
 
 
 def probe_options(evaluate: Any) -> ProbeOptions:
@@ -112,8 +112,8 @@ def probe_options(evaluate: Any) -> ProbeOptions:
 
 
 def finetune_command(args: argparse.Namespace) -> int:
-    from sslhub.cli import _init_distributed, resolve_saved_recipe
-    from sslhub.distributed import is_main_process
+    from sslhub.cli import resolve_saved_recipe
+    from sslhub.distributed import init_distributed, is_main_process
     from sslhub.engine import Run
     from sslhub.finetune import FinetuneJob, format_results, run_finetune, save_request
 
@@ -121,7 +121,7 @@ def finetune_command(args: argparse.Namespace) -> int:
     out_dir = args.run_dir / "finetune" / default_name(args)
     request = request_of(args, out_dir)
     recipe = resolve_saved_recipe(args.run_dir / "recipe.yaml", request["overrides"], args.run_dir, args.plugins)
-    _init_distributed(recipe.model.finetune.device or recipe.train.device)
+    init_distributed(recipe.model.finetune.device or recipe.train.device)
     run = Run(recipe, args.run_dir, resume=False, show_progress=False)
     key = choose_encoder(request["encoder"], list(recipe.encoders))
     trained = run.load_trained()
