@@ -508,3 +508,21 @@ def test_a_custom_exporter_ignoring_the_opset_is_recorded_as_written(tmp_path):
     assert (report.opset, report.requested_opset) == (17, 19)
     assert (metadata["opset"], metadata["requested_opset"]) == (17, 19)
     assert "opset 17 (asked for 19)" in report.summary()
+
+
+# Every public name of sslhub.export before its steps moved into modules of their own (export_module,
+# onnx_trace, export_verify, export_metadata, export_error): third-party code imports them from here.
+NAMES_BEFORE_THE_SPLIT = (
+    "METADATA_PREFIX METADATA_FORMAT METADATA_FORMAT_VERSION OUTPUT_NAME INSTALL_HINT TRACE_BATCH_SIZE "
+    "VERIFY_BATCH_SIZES VERIFY_LENGTH_FRACTIONS MIN_ONNX_OPSET MAX_ONNX_OPSET DEFAULT_ATOL DEFAULT_RTOL "
+    "TOLERANCE_RULE ExportError ExportReport export_encoder check_opset read_opset exporter_output_to "
+    "verification_document judge_checks output_differences compare_outputs RunExportSetup export_run "
+    "select_export_head export_classifier"
+).split()
+
+
+def test_the_public_names_of_sslhub_export_are_still_there():
+    import sslhub.export
+
+    missing = [name for name in NAMES_BEFORE_THE_SPLIT if not hasattr(sslhub.export, name)]
+    assert not missing, f"no longer importable from sslhub.export: {missing}"
