@@ -21,13 +21,7 @@ from torch import Tensor
 from sslhub.components import ExportFrontend, Modality
 from sslhub.export import DEFAULT_RTOL
 from sslhub.export_verify import VERIFY_BATCH_SIZES, VERIFY_LENGTH_FRACTIONS, output_differences
-from sslhub.onnx_trace import (
-    check_opset,
-    exporter_output_to,
-    read_opset,
-    summarize_export_exception,
-    torch_export_dynamic_shapes,
-)
+from sslhub.onnx_trace import dynamo_export, exporter_output_to, read_opset, summarize_export_exception
 
 
 def export_frontend(
@@ -126,22 +120,12 @@ def _judge(checks: list[dict[str, Any]], features_atol: float, atol: float, rtol
 
 
 def _write(frontend: ExportFrontend, module: torch.nn.Module, out_path: Path, opset: int) -> None:
-    check_opset(opset)
     args = tuple(frontend.example[n].detach().cpu().float() for n in frontend.input_names)
     axes = {n: dict(frontend.dynamic_axes.get(n) or {0: "batch"}) for n in frontend.input_names}
     with exporter_output_to(io.StringIO()):
         wrapper = _Positional(module).eval()
-        torch.onnx.export(
-            wrapper,
-            args,
-            str(out_path),
-            dynamo=True,
-            dynamic_shapes=torch_export_dynamic_shapes(wrapper, axes),
-            opset_version=opset,
-            external_data=False,
-            input_names=list(frontend.input_names),
-            output_names=list(frontend.output_names),
-            verbose=False,
+        dynamo_export(
+            wrapper, args, out_path, axes, opset, frontend.input_names, frontend.output_names, external_data=False
         )
     import onnx
 

@@ -133,19 +133,7 @@ def write_onnx(
                 custom(onnx_path, args, opset)
             else:
                 how = "torch.onnx.export"
-                check_opset(opset)
-                torch.onnx.export(
-                    module,
-                    args,
-                    str(onnx_path),
-                    dynamo=True,
-                    dynamic_shapes=torch_export_dynamic_shapes(module, axes),
-                    opset_version=opset,
-                    external_data=True,
-                    input_names=list(example),
-                    output_names=list(output_names),
-                    verbose=False,
-                )
+                dynamo_export(module, args, onnx_path, axes, opset, list(example), output_names, external_data=True)
     except ExportError:
         raise
     except Exception as error:
@@ -165,6 +153,32 @@ def write_onnx(
     if not onnx_path.is_file():
         raise ExportError(f"{how} did not write {onnx_path}")
     return "export_onnx" if how.endswith(".export_onnx") else how
+
+
+def dynamo_export(
+    module: nn.Module,
+    args: tuple[Tensor, ...],
+    onnx_path: Path,
+    axes: Mapping[str, Mapping[int, str]],
+    opset: int,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    external_data: bool,
+) -> None:
+    """``torch.onnx.export(dynamo=True)`` of ``module`` with ``axes`` dynamic, after refusing an opset it cannot write."""
+    check_opset(opset)
+    torch.onnx.export(
+        module,
+        args,
+        str(onnx_path),
+        dynamo=True,
+        dynamic_shapes=torch_export_dynamic_shapes(module, axes),
+        opset_version=opset,
+        external_data=external_data,
+        input_names=list(input_names),
+        output_names=list(output_names),
+        verbose=False,
+    )
 
 
 def check_opset(opset: int) -> None:
