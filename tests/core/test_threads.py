@@ -25,7 +25,7 @@ def write_stat(path, busy: int, idle: int, steal: int = 0) -> None:
 def test_busy_cpus_are_the_non_idle_share_of_the_cpu_time_in_the_window(tmp_path, monkeypatch):
     stat = tmp_path / "stat"
     write_stat(stat, busy=1000, idle=1000)
-    ticks = iter([(300, 200), (0, 400, 100)])  # one window a quarter busy, then one with stolen time
+    ticks = iter([(300, 200), (0, 400, 100)])  # a window 60% busy, then one idle but for stolen time
 
     def tick(seconds):
         numbers = next(ticks)
