@@ -163,9 +163,9 @@ class TextModality(Modality):
         under ``torchrun``) prepare one after the other, so they share one tokenizer and one
         token store.
         """
-        if self._tokenizer is not None and (run_dir is None or self._prepared_dir == Path(run_dir)):
+        if self._prepared_for(run_dir):
             return
-        saved = Path(run_dir) / TOKENIZER_FILE if run_dir is not None else None
+        saved = _tokenizer_file(run_dir)
         lock = exclusive_lock(Path(run_dir) / ".text-prepare.lock") if run_dir is not None else contextlib.nullcontext()
         with lock:
             if self._tokenizer is None:
@@ -176,6 +176,10 @@ class TextModality(Modality):
                     self._tokenizer = self._special = None  # not prepared: a later call starts over
                     raise
             self._keep_tokenizer(saved)
+
+    def _prepared_for(self, run_dir: Path | None) -> bool:
+        """Whether there is a tokenizer and, given a ``run_dir``, it is already kept in that one."""
+        return self._tokenizer is not None and (run_dir is None or self._prepared_dir == Path(run_dir))
 
     def _ensure_prepared(self) -> None:
         if self._tokenizer is None:
@@ -343,9 +347,9 @@ class TextModality(Modality):
         With a ``run_dir`` it is saved there as ``tokenizer.json``; one already there (a resumed
         run) is reused rather than retrained. ``tokenizer.max_documents`` does not apply.
         """
-        if self._tokenizer is not None and (run_dir is None or self._prepared_dir == Path(run_dir)):
+        if self._prepared_for(run_dir):
             return
-        saved = Path(run_dir) / TOKENIZER_FILE if run_dir is not None else None
+        saved = _tokenizer_file(run_dir)
         if self._tokenizer is None:
             self._use_tokenizer(lambda spec: train_as_specified([str(text) for text in items], spec), saved)
         self._keep_tokenizer(saved)
@@ -469,3 +473,8 @@ class TextModality(Modality):
         crc = zlib.crc32(settings.encode(), facts["content_crc"])
         documents = facts["documents"]
         return f"text-{documents['train']}+{documents['held_out']}docs-{crc:08x}"
+
+
+def _tokenizer_file(run_dir: Path | None) -> Path | None:
+    """Where a run directory keeps its tokenizer (None without one)."""
+    return Path(run_dir) / TOKENIZER_FILE if run_dir is not None else None
