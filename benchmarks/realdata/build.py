@@ -1,7 +1,7 @@
 """Build the real-data evaluation sets: ``python benchmarks/realdata/build.py --out DIR``.
 
 Writes one folder per set under DIR (``audio/``, ``image/``, ``text/``, ``tabular/``,
-``tabular_diabetes/``, ``tabular_pendigits/``, ``image_text/``), each
+``tabular_diabetes/``, ``tabular_pendigits/``, ``image_text/``, ``image_text_emoji/``), each
 with a *pretrain* side (what a recipe trains on, labels unused) and a *labeled* side (what the
 evaluation probes, split again by group so test groups are unseen), and ``manifest.json`` with
 the sizes, groups and how each format encodes its group. See README.md beside this file.
@@ -20,15 +20,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from build_audio import MissingTool, build_audio  # noqa: E402
+from build_emoji import EMOJI_TEST, MissingEmojiData, build_emoji  # noqa: E402
 from build_icons import THEME as ICON_THEME
 from build_icons import MissingIconTheme, build_icons  # noqa: E402
 from build_images import MissingFonts, build_images  # noqa: E402
 from build_tables import FILE_TABLES, TABLES, MissingTableFiles, build_tables  # noqa: E402
 from build_text import PRETRAIN_CORPORA, MissingPackageLists, build_text  # noqa: E402
 
-#: the sets, each in a folder of its name; every table set has modality ``tabular`` (its manifest entry says so).
-SETS = ("audio", "image", "text", *TABLES, "image_text")
-MISSING = (MissingTool, MissingFonts, MissingPackageLists, MissingIconTheme, MissingTableFiles)
+#: the sets, each in a folder of its name; a set not named after its modality (the tables, the emoji)
+#: says its modality in its manifest entry.
+SETS = ("audio", "image", "text", *TABLES, "image_text", "image_text_emoji")
+MISSING = (MissingTool, MissingFonts, MissingPackageLists, MissingIconTheme, MissingTableFiles, MissingEmojiData)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,6 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="text: pretrain on every other synopsis in the lists (all) or only the labeled sections' (sections)",
     )
     parser.add_argument("--icon-theme", type=Path, default=ICON_THEME, help="image_text: the Adwaita icon theme folder")
+    parser.add_argument(
+        "--emoji-list", type=Path, default=EMOJI_TEST, help="image_text_emoji: Unicode's emoji-test.txt"
+    )
     parser.add_argument(
         "--pendigits", type=Path, default=None, help="tabular_pendigits: folder with UCI's pendigits.tra and .tes"
     )
@@ -82,6 +87,8 @@ def build_one(name: str, folder: Path, args: argparse.Namespace) -> dict:
         return build_text(folder, args.texts_per_class, fraction, seed, pretrain_corpus=args.text_pretrain)
     if name == "image_text":
         return build_icons(folder, fraction, seed, args.icon_theme)
+    if name == "image_text_emoji":
+        return build_emoji(folder, fraction, seed, emoji_test=args.emoji_list)
     return build_tables(folder, fraction, seed, name, files=args.pendigits)
 
 

@@ -182,7 +182,7 @@ def markdown(rows: list[Row], machine: dict, settings: dict) -> str:
         f"Measured {machine['date']} on {machine['cpu']} ({machine['usable_cores']} usable of {machine['cores']} cores), "
         f"torch {machine['torch']}, Python {machine['python']}.",
         "Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".",
-        "Probes score unseen groups (voices, typeface designs, source packages, icon names; pen digits: pretraining "
+        "Probes score unseen groups (voices, typeface designs, source packages, icon and emoji names; pen digits: pretraining "
         "never saw the writers; other tables: random rows).",
         *(
             ["A row run at several seeds shows the means, the trained encoder's figure at each seed in brackets."]

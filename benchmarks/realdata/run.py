@@ -75,6 +75,17 @@ def steps_run(out: Path) -> int | None:
     return recipe_steps(record) if record.is_file() else None
 
 
+def sets_for(modality: str, sets: dict[str, dict]) -> list[str]:
+    """The sets a recipe of ``modality`` runs on: those of its modality (an entry's ``modality``, else
+    the set's name: audio, image, text) and those whose entry lists it under ``also_for`` (the emoji
+    pairs' pictures, which an image recipe reads without their captions)."""
+    return [
+        name
+        for name, entry in sets.items()
+        if entry.get("modality", name) == modality or modality in entry.get("also_for", ())
+    ]
+
+
 def sources(modality: str, folder: Path, entry: dict) -> tuple[dict, dict] | None:
     """(``data.source``, ``evaluate.data``) for a modality's set in ``folder``, or None for no set.
 
@@ -239,8 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for recipe in selected_recipes(args.recipes):
         modality = recipe_modality(recipe)
-        # A set's modality is its entry's "modality" (the table sets), else its name (audio, image, text).
-        names = [name for name, entry in sets.items() if entry.get("modality", name) == modality]
+        names = sets_for(modality, sets)
         if not names:
             print(f"{recipe.stem}: skipped (no real-data set for modality {modality!r})")
         for name in names:
