@@ -19,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # recipe -> (overrides, the evaluation keys that must beat random init)
 SHORT_RUNS: dict[str, tuple[list[str], list[str]]] = {
-    "image_simclr.yaml": (["train.steps=100", "train.batch_size=96"], ["knn_accuracy", "linear_probe_accuracy"]),
+    # 100 of 300 steps: kNN 0.972 vs 0.930 at random init, 5-shot 0.915 vs 0.835 (measured). Its pyramid read-out
+    # makes the random-init linear probe on the easy digits nearly as good (0.981 vs 0.992), so the probe checked
+    # is the few-shot one, the measure the real-data suite uses
+    "image_simclr.yaml": (["train.steps=100", "train.batch_size=96"], ["knn_accuracy", "few_shot_5_accuracy"]),
     # 50 of 400 steps: kNN 0.805 vs 0.600 at random init, linear probe 0.993 vs 0.950 (embedded set, measured)
     "audio_contrastive.yaml": (["train.steps=50", "train.threads=1"], ["knn_accuracy", "linear_probe_accuracy"]),
     # 60 of 300 steps, mean and std pooled: kNN 0.435 vs 0.305 at random init, linear probe 0.890 vs 0.415 (measured;
