@@ -112,7 +112,8 @@ class Design:
         side = int(self.font.size * 1.6)
         canvas = Image.new("RGB", (side, side), "white")
         draw = ImageDraw.Draw(canvas)
-        text = emoji.text if self.colour else chr(emoji.single_character or emoji.codes[0])
+        # a design that covers single characters only is given the character without its selector
+        text = emoji.text if self.covers is None else chr(emoji.single_character)
         draw.text((side // 8, side // 8), text, font=self.font, fill="black", embedded_color=self.colour)
         ink = Image.eval(canvas.convert("L"), lambda v: 255 if v < 250 else 0).getbbox()
         if ink is None:
@@ -168,14 +169,14 @@ def build_emoji(
     numbers: dict[str, int] = defaultdict(int)
     records, per_design = [], defaultdict(int)
     for item in emoji:
+        side, label = side_of[item.group], slug(item.category)
         for design in (d for d in fonts if d.draws(item)):
-            side = side_of[item.group]
-            target = out / side / slug(item.category) / sample_file_name(item.group, numbers[item.group], "png")
+            target = out / side / label / sample_file_name(item.group, numbers[item.group], "png")
             numbers[item.group] += 1
             target.parent.mkdir(parents=True, exist_ok=True)
             design.render(item, CANVAS).save(target)
             target.with_suffix(".txt").write_text(item.caption + "\n")
-            records.append((side, slug(item.category), item.group))
+            records.append((side, label, item.group))
             per_design[design.name] += 1
     return {
         "modality": "image_text",
