@@ -1,6 +1,9 @@
-"""MAE: patches, masks, only visible patches through the ViT, the loss falls, bad encoders are refused."""
+"""MAE: patches, masks, only visible patches through the ViT, the loss falls, the ViT beats its random
+init, bad encoders are refused."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -12,17 +15,14 @@ from sslhub_vision.encoders import SmallCNN, SmallCNNParams
 from sslhub_vision.encoders.timm_encoder import TimmEncoder, TimmParams
 from sslhub_vision.modality import ImageModality, ImageParams
 
+TINY_VIT = {"patch_size": 4, "depth": 2, "embed_dim": 48, "num_heads": 3}
 
-def mae_setup(**params):
+
+def mae_setup(encoder_params: TimmParams | None = None, **params):
     torch.manual_seed(0)
     modality = ImageModality(ImageParams(image_size=16))
     context = BuildContext(modality=modality, modality_name="image")
-    encoder = TimmEncoder(
-        TimmParams(
-            model="vit_tiny_patch16_224", model_kwargs={"patch_size": 4, "depth": 2, "embed_dim": 48, "num_heads": 3}
-        ),
-        context,
-    )
+    encoder = TimmEncoder(encoder_params or TimmParams(model="vit_tiny_patch16_224", model_kwargs=TINY_VIT), context)
     context.encoder = encoder
     objective = MAEObjective(
         MAEParams(**{"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2, **params}), context
@@ -108,6 +108,22 @@ def test_mae_loss_falls(options):
     assert output.metrics["visible_patches"] == 4
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.8 * first, losses
+
+
+def test_mae_vit_beats_its_random_init(train_on_images, few_label_knn):
+    # recipes/mae_image.yaml's objective and read-out (the mean patch token beside the means over a
+    # 2x2 grid of the token map), on a one-block ViT at 16x16 (16 patches, 4 visible)
+    vit = {**TINY_VIT, "depth": 1, "global_pool": "avg"}
+    encoder_params = TimmParams(model="vit_tiny_patch16_224", model_kwargs=vit, pool="pyramid", pyramid_levels=[1, 2])
+    settings = {"mask_ratio": 0.75, "norm_pix_loss": False, "encoder_positions": "sincos", "min_patch_range": 0.1}
+    modality, encoder, objective, _ = mae_setup(encoder_params, **settings)
+    random_init = copy.deepcopy(encoder)
+    losses = train_on_images(encoder, objective, modality, steps=800, betas=(0.9, 0.95))
+    assert sum(losses[-5:]) < 0.5 * sum(losses[:5]), losses
+    trained, untrained = few_label_knn(encoder, modality), few_label_knn(random_init, modality)
+    # 800 steps: 0.74 vs 0.62 at random init (measured, seeds 0-4: +0.12, +0.10, +0.17, +0.18, +0.19;
+    # the ViT is still learning: 650 steps gave +0.05 at worst)
+    assert trained > untrained + 0.02, (trained, untrained)
 
 
 def test_norm_pix_targets_are_standardised_per_patch():

@@ -1,6 +1,9 @@
-"""The autoencoder objective: every variant's loss falls, per modality; KL warm-up; report; bad settings."""
+"""The autoencoder objective: every variant's loss falls, per modality; the denoising and variational
+encoders beat their random init; KL warm-up; report; bad settings."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -15,11 +18,11 @@ from sslhub_vision.encoders import SmallCNN, SmallCNNParams
 from sslhub_vision.modality import ImageModality, ImageParams
 
 
-def image_setup(**objective):
+def image_setup(encoder_params: SmallCNNParams | None = None, **objective):
     torch.manual_seed(0)
     modality = ImageModality(ImageParams(image_size=16))
     context = BuildContext(modality=modality, modality_name="image")
-    encoder = SmallCNN(SmallCNNParams(width=8, stages=2), context)
+    encoder = SmallCNN(encoder_params or SmallCNNParams(width=8, stages=2), context)
     context.encoder = encoder
     objective = AutoencoderObjective(AutoencoderParams(**objective), context)
     data = modality.train_dataset()
@@ -84,6 +87,33 @@ def test_image_autoencoder_loss_falls(settings):
     losses, _ = train(encoder, objective, batch, steps=30)
     # bce has a floor (the entropy of grey pixels), so the drop is measured against 0.8
     assert mean(losses[-5:]) < 0.8 * mean(losses[:5]), losses
+
+
+def test_denoising_image_autoencoder_beats_its_random_init(train_on_images, few_label_knn):
+    # recipes/autoencoder_image.yaml's objective and read-out (pyramids of all three stages' maps),
+    # on a narrower CNN
+    encoder_params = SmallCNNParams(width=8, stages=3, pool="pyramid", pyramid_levels=[1, 2], pooled_stages=3)
+    settings = {"noise": "dropout", "noise_level": 0.3, "loss": "bce", "decode_from": "pooled", "bottleneck": 32}
+    modality, encoder, objective, _ = image_setup(encoder_params, variant="denoising", decoder_width=8, **settings)
+    random_init = copy.deepcopy(encoder)
+    losses = train_on_images(encoder, objective, modality, steps=300)
+    assert mean(losses[-5:]) < 0.8 * mean(losses[:5]), losses
+    trained, untrained = few_label_knn(encoder, modality), few_label_knn(random_init, modality)
+    # 300 steps: 0.86 vs 0.65 at random init (measured, seeds 0-4: +0.21, +0.14, +0.23, +0.08, +0.07)
+    assert trained > untrained + 0.02, (trained, untrained)
+
+
+def test_variational_image_autoencoder_beats_its_random_init(train_on_images, few_label_knn):
+    # recipes/vae_image.yaml's objective and read-out (pyramids of all three stages' maps), on a narrower CNN
+    encoder_params = SmallCNNParams(width=8, stages=3, pool="pyramid", pyramid_levels=[1, 2], pooled_stages=3)
+    settings = {"loss": "bce", "decode_from": "pooled", "bottleneck": 16, "kl_weight": 1.0, "kl_warmup_steps": 100}
+    modality, encoder, objective, _ = image_setup(encoder_params, variant="variational", decoder_width=8, **settings)
+    random_init = copy.deepcopy(encoder)
+    losses = train_on_images(encoder, objective, modality, steps=300)
+    assert mean(losses[-5:]) < 0.8 * mean(losses[:5]), losses
+    trained, untrained = few_label_knn(encoder, modality), few_label_knn(random_init, modality)
+    # 300 steps: 0.83 vs 0.65 at random init (measured, seeds 0-4: +0.17, +0.10, +0.15, +0.18, +0.21)
+    assert trained > untrained + 0.02, (trained, untrained)
 
 
 @pytest.mark.parametrize("settings", [{"variant": "plain"}, {"variant": "variational"}, {"decode_from": "pooled"}])

@@ -1,6 +1,9 @@
-"""Inpainting: masks, the masked loss, the decoder, the adversarial step, and that the loss falls."""
+"""Inpainting: masks, the masked loss, the decoder, the adversarial step, that the loss falls and
+that the trained encoder beats its random init."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -116,6 +119,24 @@ def test_loss_falls_on_digits(kind):
     assert last < 0.5 * first, (first, last)
     held_out = objective.held_out_metrics({"image": images[:8]}, context.encoder)
     assert set(held_out) == {"masked_l1", "reconstruction_loss"}
+
+
+def test_inpainting_encoder_beats_its_random_init(train_on_images, few_label_knn):
+    torch.manual_seed(0)
+    # recipes/image_inpainting.yaml's encoder and read-out (pyramids of all three stages' maps),
+    # narrower, at 16x16 and with a stride-2 stem: the recipe's stride-1 stem pools the full-size
+    # first map, so near the pixels that the random init kept level (seeds 0-4: +0.13, +0.10,
+    # +0.22, +0.04, +0.00)
+    context = _context(stages=3, stem_stride=2, pool="pyramid", pyramid_levels=[1, 2], pooled_stages=3)
+    params = InpaintingParams(mask="random_blocks", mask_fraction=0.25, num_blocks=4, fill="mean", decoder_width=8)
+    objective = InpaintingObjective(params, context)
+    random_init = copy.deepcopy(context.encoder)
+    losses = train_on_images(context.encoder, objective, context.modality, steps=150)
+    assert sum(losses[-5:]) < 0.5 * sum(losses[:5]), losses
+    trained = few_label_knn(context.encoder, context.modality)
+    untrained = few_label_knn(random_init, context.modality)
+    # 150 steps: 0.86 vs 0.69 at random init (measured, seeds 0-4: +0.17, +0.11, +0.21, +0.12, +0.08)
+    assert trained > untrained + 0.02, (trained, untrained)
 
 
 def test_adversarial_term_updates_only_through_its_own_optimizer():
