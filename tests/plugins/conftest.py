@@ -28,14 +28,24 @@ def _train_on_images(encoder: Encoder, objective: Objective, modality: Modality,
     return losses
 
 
-def _few_label_knn(encoder: Encoder, modality: Modality, labels_per_class: int = 5, draws: int = 5) -> float:
+def _eval_features(encoder: Encoder, modality: Modality) -> tuple[torch.Tensor, ...]:
+    """Pooled features and labels of the labeled split: ``(train, train_labels, test, test_labels)``."""
     split = modality.eval_split()
     features = []
     for dataset in (split.train, split.test):
         batch = modality.collate([dataset[i] for i in range(len(dataset))])
         with torch.no_grad():
-            features.append((encoder.eval()(modality.on_device(batch)).pooled, batch["label"]))
-    (train, train_labels), (test, test_labels) = features
+            features += [encoder.eval()(modality.on_device(batch)).pooled, batch["label"]]
+    return tuple(features)
+
+
+def _held_out_knn(encoder: Encoder, modality: Modality, k: int = 5) -> float:
+    train, train_labels, test, test_labels = _eval_features(encoder, modality)
+    return knn_accuracy(train, train_labels, test, test_labels, k=k)
+
+
+def _few_label_knn(encoder: Encoder, modality: Modality, labels_per_class: int = 5, draws: int = 5) -> float:
+    train, train_labels, test, test_labels = _eval_features(encoder, modality)
     classes = torch.unique(train_labels)
     scores = []
     for draw in range(draws):
@@ -62,3 +72,10 @@ def few_label_knn():
     scores 0.6-0.8 and what the encoder learned shows (as in the recipes' 5-shot read-outs).
     """
     return _few_label_knn
+
+
+@pytest.fixture(scope="session")
+def held_out_knn():
+    """``held_out_knn(encoder, modality, k=5)``: kNN accuracy of the encoder's pooled features on
+    the held-out part of the labeled split, every training sample labeled."""
+    return _held_out_knn
