@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sslhub import Encoder, Modality, Objective
-from sslhub.evaluate import few_shot_draw, knn_accuracy
+from sslhub.evaluate import embed_dataset, few_shot_draw, knn_accuracy
 
 
 def _train_on_images(encoder: Encoder, objective: Objective, modality: Modality, steps: int, **adam) -> list[float]:
@@ -31,12 +31,8 @@ def _train_on_images(encoder: Encoder, objective: Objective, modality: Modality,
 def _eval_features(encoder: Encoder, modality: Modality) -> tuple[torch.Tensor, ...]:
     """Pooled features and labels of the labeled split: ``(train, train_labels, test, test_labels)``."""
     split = modality.eval_split()
-    features = []
-    for dataset in (split.train, split.test):
-        batch = modality.collate([dataset[i] for i in range(len(dataset))])
-        with torch.no_grad():
-            features += [encoder.eval()(modality.on_device(batch)).pooled, batch["label"]]
-    return tuple(features)
+    cpu = torch.device("cpu")
+    return (*embed_dataset(encoder, modality, split.train, cpu), *embed_dataset(encoder, modality, split.test, cpu))
 
 
 def _held_out_knn(encoder: Encoder, modality: Modality, k: int = 5) -> float:
