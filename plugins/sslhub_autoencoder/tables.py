@@ -61,6 +61,57 @@ def _number(text: str) -> float:
     return value
 
 
+@dataclass(frozen=True)
+class _CsvLayout:
+    """Where a CSV file's features, label and group sit, by field index."""
+
+    width: int
+    feature_names: list[str]
+    feature_index: list[int]
+    label_index: int | None
+    group_index: int | None
+
+
+def _csv_layout(
+    path: Path, header: list[str], label_column: str | None, columns: list[str] | None, group_column: str | None
+) -> _CsvLayout:
+    """Resolve the named columns against ``header``; a name that is not there is an error naming the file."""
+    for option, name in (("label_column", label_column), ("group_column", group_column)):
+        if name is not None and name not in header:
+            raise ValueError(f"{option} {name!r} is not a column of {path} (columns: {', '.join(header)})")
+    wanted = columns if columns is not None else [name for name in header if name not in (label_column, group_column)]
+    unknown = [name for name in wanted if name not in header]
+    if unknown:
+        raise ValueError(f"columns {unknown} are not in {path} (columns: {', '.join(header)})")
+    if not wanted:
+        raise ValueError(f"{path} has no feature column besides the label {label_column!r}")
+    return _CsvLayout(
+        width=len(header),
+        feature_names=list(wanted),
+        feature_index=[header.index(name) for name in wanted],
+        label_index=header.index(label_column) if label_column is not None else None,
+        group_index=header.index(group_column) if group_column is not None else None,
+    )
+
+
+def _parse_row(row: list[str], layout: _CsvLayout) -> tuple[list[float], str | None, str | None]:
+    """One data row's feature values, label and group.
+
+    Raises:
+        ValueError: why the row cannot be used (field count, a non-numeric value, an empty label or group).
+    """
+    if len(row) != layout.width:
+        raise ValueError(f"{len(row)} fields, expected {layout.width}")
+    values = [_number(row[i]) for i in layout.feature_index]
+    label = row[layout.label_index].strip() if layout.label_index is not None else None
+    group = row[layout.group_index].strip() if layout.group_index is not None else None
+    if label == "":
+        raise ValueError("empty label")
+    if group == "":
+        raise ValueError("empty group")
+    return values, label, group
+
+
 def read_csv(
     path: Path,
     label_column: str | None = None,
@@ -83,59 +134,37 @@ def read_csv(
     """
     if not path.is_file():
         raise ValueError(f"tabular source file {path} does not exist")
+    rows: list[list[float]] = []
+    labels: list[str] = []
+    groups: list[str] = []
+    skipped: list[tuple[int, str]] = []
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle, delimiter=delimiter)
         header = next(reader, None)
         if not header:
             raise ValueError(f"{path} is empty; the first row must name the columns")
-        header = [name.strip() for name in header]
-        for option, name in (("label_column", label_column), ("group_column", group_column)):
-            if name is not None and name not in header:
-                raise ValueError(f"{option} {name!r} is not a column of {path} (columns: {', '.join(header)})")
-        wanted = (
-            columns if columns is not None else [name for name in header if name not in (label_column, group_column)]
-        )
-        unknown = [name for name in wanted if name not in header]
-        if unknown:
-            raise ValueError(f"columns {unknown} are not in {path} (columns: {', '.join(header)})")
-        if not wanted:
-            raise ValueError(f"{path} has no feature column besides the label {label_column!r}")
-        feature_index = [header.index(name) for name in wanted]
-        label_index = header.index(label_column) if label_column is not None else None
-        group_index = header.index(group_column) if group_column is not None else None
-        rows: list[list[float]] = []
-        labels: list[str] = []
-        groups: list[str] = []
-        skipped: list[tuple[int, str]] = []
+        layout = _csv_layout(path, [name.strip() for name in header], label_column, columns, group_column)
         for line, row in enumerate(reader, start=2):
             if not row or all(not cell.strip() for cell in row):
                 continue  # blank lines are not data
-            if len(row) != len(header):
-                skipped.append((line, f"{len(row)} fields, expected {len(header)}"))
-                continue
             try:
-                values = [_number(row[i]) for i in feature_index]
+                values, label, group = _parse_row(row, layout)
             except ValueError as error:
                 skipped.append((line, str(error)))
                 continue
-            label = row[label_index].strip() if label_index is not None else None
-            group = row[group_index].strip() if group_index is not None else None
-            if label == "" or group == "":
-                skipped.append((line, "empty label" if label == "" else "empty group"))
-                continue
+            rows.append(values)
             if label is not None:
                 labels.append(label)
             if group is not None:
                 groups.append(group)
-            rows.append(values)
     if skipped:
         shown = "; ".join(f"line {n}: {why}" for n, why in skipped[:3])
         logger.warning("skipped %d malformed rows of %s (%s)", len(skipped), path, shown)
     if not rows:
         raise ValueError(f"{path} has no valid data row ({len(skipped)} skipped)")
-    encoded, names = encode_labels(labels) if label_index is not None else (None, [])
-    table_groups = groups if group_index is not None else None
-    return Table(np.asarray(rows, dtype=np.float64), encoded, names, list(wanted), len(skipped), table_groups)
+    encoded, names = encode_labels(labels) if layout.label_index is not None else (None, [])
+    table_groups = groups if layout.group_index is not None else None
+    return Table(np.asarray(rows, dtype=np.float64), encoded, names, layout.feature_names, len(skipped), table_groups)
 
 
 def read_numpy(
