@@ -7,7 +7,6 @@ import torch
 from pydantic import ValidationError
 
 from sslhub import BuildContext
-from sslhub.evaluate import knn_accuracy
 from sslhub_audio.augmentations.resized_crop import ResizedCropParams, SpecResizedCrop
 from sslhub_audio.augmentations.spec_augment import SpecMaskParams, TimeMask
 from sslhub_audio.encoders.frame_transformer import FrameTransformerEncoder, FrameTransformerParams
@@ -60,24 +59,6 @@ def test_resized_crop_refuses_bad_ranges_and_bad_input():
         SpecResizedCrop(ResizedCropParams())({"waveform": torch.zeros(2, 100)})
 
 
-def _pooled(encoder, modality, dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    samples = [dataset[i] for i in range(len(dataset))]
-    labels = torch.tensor([int(s["label"]) for s in samples])
-    batch = modality.on_device(modality.collate([{"waveform": s["waveform"]} for s in samples]))
-    encoder.eval()
-    with torch.no_grad():
-        pooled = encoder(batch).pooled
-    encoder.train()
-    return pooled, labels
-
-
-def _knn(encoder, modality) -> float:
-    split = modality.eval_split()
-    train, train_labels = _pooled(encoder, modality, split.train)
-    test, test_labels = _pooled(encoder, modality, split.test)
-    return knn_accuracy(train, train_labels, test, test_labels, k=5)
-
-
 STEPS = 60
 
 
@@ -90,14 +71,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_clip_contrastive_loss_falls_and_the_encoder_beats_its_random_init(small_audio, one_thread):
+def test_clip_contrastive_loss_falls_and_the_encoder_beats_its_random_init(small_audio, one_thread, held_out_knn):
     torch.manual_seed(0)
     context = BuildContext(modality=small_audio, modality_name="audio", seed=0)
     encoder = FrameTransformerEncoder(FrameTransformerParams(d_model=32, num_layers=1, num_heads=4), context)
     context.encoder = encoder
     objective = ClipContrastiveObjective(ClipContrastiveParams(projection_dim=32), context)
     augment = torch.nn.Sequential(SpecResizedCrop(ResizedCropParams()), TimeMask(SpecMaskParams(max_width=6)))
-    random_init = _knn(encoder, small_audio)
+    random_init = held_out_knn(encoder, small_audio)
     dataset = small_audio.train_dataset()
     batches = [
         small_audio.on_device(small_audio.collate([dataset[i] for i in range(start, start + 32)]))
@@ -115,7 +96,7 @@ def test_clip_contrastive_loss_falls_and_the_encoder_beats_its_random_init(small
     first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
     assert last < 0.8 * first, (first, last)
     assert 0 <= out.metrics["contrastive_accuracy"] <= 1
-    trained = _knn(encoder, small_audio)
+    trained = held_out_knn(encoder, small_audio)
     assert trained > random_init + 0.05, (random_init, trained)
 
 
