@@ -54,6 +54,11 @@ def resolve_model_dir(path: Path | str, encoder_key: str | None = None) -> Path:
         if encoder_key:
             raise EmbedError(f"{path} holds a single-encoder export; drop --encoder {encoder_key}")
         return path
+    return _encoder_export_dir(path, encoder_key)
+
+
+def _encoder_export_dir(path: Path, encoder_key: str | None) -> Path:
+    """The one encoder's folder of a several-encoder export (``path/KEY``)."""
     keys = sorted(p.name for p in path.iterdir() if p.is_dir() and any(p.glob("*.onnx")))
     if not keys:
         raise EmbedError(f"{path} holds no .onnx model: export a run first (sslhub export RUN_DIR)")

@@ -180,23 +180,11 @@ def read_numpy(
     """
     if not path.is_file():
         raise ValueError(f"tabular source file {path} does not exist")
-    labels = None
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            if features_key not in archive:
-                raise ValueError(f"{path} has no array {features_key!r} (arrays: {', '.join(archive.files)})")
-            features = archive[features_key]
-            if labels_key is not None and labels_key in archive:
-                labels = archive[labels_key]
-    else:
-        features = np.load(path, allow_pickle=False)
+    features, labels = _load_arrays(path, features_key, labels_key)
     if features.ndim != 2 or not np.issubdtype(features.dtype, np.number):
         raise ValueError(f"{path}: expected a 2-D numeric array [rows, columns], got {features.dtype} {features.shape}")
     if label_column is not None:
-        if not -features.shape[1] <= label_column < features.shape[1]:
-            raise ValueError(f"label_column {label_column} is out of range for {features.shape[1]} columns")
-        labels = features[:, label_column]
-        features = np.delete(features, label_column, axis=1)
+        features, labels = _split_label_column(features, label_column)
     if labels is not None and len(labels) != len(features):
         raise ValueError(f"{path}: {len(labels)} labels for {len(features)} rows")
     finite = np.isfinite(features.astype(np.float64)).all(axis=1)
@@ -208,6 +196,23 @@ def read_numpy(
     if labels is not None:
         encoded, names = encode_labels(np.asarray(labels)[finite])
     return Table(features, encoded, names, [f"x{i}" for i in range(features.shape[1])], skipped)
+
+
+def _load_arrays(path: Path, features_key: str, labels_key: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The features array of a ``.npy`` file, or the features (and labels, if present) of a ``.npz``."""
+    if path.suffix != ".npz":
+        return np.load(path, allow_pickle=False), None
+    with np.load(path, allow_pickle=False) as archive:
+        if features_key not in archive:
+            raise ValueError(f"{path} has no array {features_key!r} (arrays: {', '.join(archive.files)})")
+        labels = archive[labels_key] if labels_key is not None and labels_key in archive else None
+        return archive[features_key], labels
+
+
+def _split_label_column(features: np.ndarray, label_column: int) -> tuple[np.ndarray, np.ndarray]:
+    if not -features.shape[1] <= label_column < features.shape[1]:
+        raise ValueError(f"label_column {label_column} is out of range for {features.shape[1]} columns")
+    return np.delete(features, label_column, axis=1), features[:, label_column]
 
 
 def load_bundled(name: str) -> Table:

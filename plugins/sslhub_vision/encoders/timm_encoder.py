@@ -101,8 +101,9 @@ def apply_cifar_stem(model: nn.Module, in_channels: int) -> None:
     model.maxpool = nn.Identity()
 
 
-def load_local_weights(model: nn.Module, path: Path) -> None:
-    """Load a local state dict (plain, under ``state_dict``/``model``, or this encoder's own keys)."""
+def _read_state_dict(path: Path) -> dict:
+    """The state dict saved in ``path``, unwrapped and with ``module.``/``model.`` prefixes and the
+    normalisation buffers (which the modality's settings rebuild) removed."""
     if not path.is_file():
         raise ValueError(f"timm encoder weights file {path} does not exist")
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -118,7 +119,12 @@ def load_local_weights(model: nn.Module, path: Path) -> None:
                 key = key[len(prefix) :]
         if not key.startswith("normalize."):
             cleaned[key] = value
-    result = model.load_state_dict(cleaned, strict=False)
+    return cleaned
+
+
+def load_local_weights(model: nn.Module, path: Path) -> None:
+    """Load a local state dict (plain, under ``state_dict``/``model``, or this encoder's own keys)."""
+    result = model.load_state_dict(_read_state_dict(path), strict=False)
     if result.missing_keys:
         shown = ", ".join(result.missing_keys[:5])
         raise ValueError(
