@@ -117,6 +117,9 @@ def test_run_dirs_and_export_folders_resolve(exported_run, tmp_path):
     assert resolve_model_dir(several.parent, "text") == several / "text"
     with pytest.raises(EmbedError, match="has no encoder 'audio'"):
         resolve_model_dir(several.parent, "audio")
+    (tmp_path / "nothing" / "onnx" / "image").mkdir(parents=True)
+    with pytest.raises(EmbedError, match="holds no .onnx model: export a run first"):
+        resolve_model_dir(tmp_path / "nothing")
 
 
 def test_embed_errors_are_messages_not_tracebacks(exported_run, tmp_path):

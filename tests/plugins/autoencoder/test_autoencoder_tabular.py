@@ -9,7 +9,7 @@ import torch
 from sslhub import BuildContext
 from sslhub_autoencoder.encoders import MLPEncoder, MLPParams
 from sslhub_autoencoder.modality import TabularModality, TabularParams, VectorDataset
-from sslhub_autoencoder.tables import encode_labels, read_csv
+from sslhub_autoencoder.tables import encode_labels, read_csv, read_numpy
 
 CSV = """a,b,kind,c
 1.0,10,cat,0.5
@@ -95,6 +95,21 @@ def test_modality_from_npz_and_npy(tmp_path):
         TabularParams(source={"type": "numpy", "path": str(tmp_path / "data.npy"), "label_column": -1})
     )
     assert modality.dim == 5 and modality.table.class_names == ["0.0", "1.0"]
+
+
+def test_numpy_arrays_that_cannot_be_read_are_named(tmp_path):
+    np.savez(tmp_path / "other.npz", values=np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"has no array 'features' \(arrays: values\)"):
+        read_numpy(tmp_path / "other.npz")
+    np.savez(tmp_path / "short.npz", features=np.zeros((4, 3)), labels=np.zeros(3))
+    with pytest.raises(ValueError, match="3 labels for 4 rows"):
+        read_numpy(tmp_path / "short.npz")
+    np.save(tmp_path / "data.npy", np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="label_column 3 is out of range for 3 columns"):
+        read_numpy(tmp_path / "data.npy", label_column=3)
+    np.save(tmp_path / "flat.npy", np.zeros(4))
+    with pytest.raises(ValueError, match=r"expected a 2-D numeric array \[rows, columns\]"):
+        read_numpy(tmp_path / "flat.npy")
 
 
 def test_without_labels_there_is_no_eval_split_but_a_held_out_set(csv_path):

@@ -137,6 +137,11 @@ def test_timm_loads_local_weights(tmp_path, context):
     with pytest.raises(ValueError, match="lacks .* parameters of the model"):
         torch.save({"fc.weight": torch.zeros(1)}, tmp_path / "wrong.pt")
         TimmEncoder(TimmParams(model="resnet18", weights=tmp_path / "wrong.pt"), context)
+    torch.save([torch.zeros(1)], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match=r"does not hold a state dict \(got list\)"):
+        TimmEncoder(TimmParams(model="resnet18", weights=tmp_path / "list.pt"), context)
+    with pytest.raises(ValueError, match="weights file .*absent.pt does not exist"):
+        TimmEncoder(TimmParams(model="resnet18", weights=tmp_path / "absent.pt"), context)
 
 
 @pytest.mark.parametrize(
