@@ -52,11 +52,12 @@ from bench_common import (
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from sslhub import Modality
 from sslhub.cli import load_and_resolve
 from sslhub.components import DEFAULT_ENCODER_KEY
 from sslhub.engine import Run
 from sslhub.optim import build_optimizer, build_schedule
-from sslhub.recipe import ResolvedRecipe
+from sslhub.recipe import ResolvedRecipe, TrainSpec
 from sslhub.training import PRECISION_DTYPES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -156,6 +157,85 @@ class HandWrittenModel(nn.Module):
         return total
 
 
+@dataclass
+class HandWrittenTrainer:
+    """What the hand-written loop trains with, built from the recipe as the engine builds it."""
+
+    spec: TrainSpec
+    device: torch.device
+    model: HandWrittenModel
+    forward: Callable[[list[dict[str, Tensor]]], Tensor]
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    dtype: torch.dtype | None
+
+    def step(self, next_views: Callable[[int], list[dict[str, Tensor]]]) -> Tensor:
+        """One optimizer step over ``grad_accumulation`` micro-batches; ``next_views(micro)`` gives each one's views."""
+        spec = self.spec
+        for micro in range(spec.grad_accumulation):
+            views = next_views(micro)
+            autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+            with autocast:
+                loss = self.forward(views)
+            self.scaler.scale(loss / spec.grad_accumulation).backward()
+        if spec.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), spec.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.step()
+        return loss
+
+
+def build_hand_written_trainer(
+    recipe: ResolvedRecipe, builder: Run, objectives: Sequence[nn.Module], encoder: nn.Module
+) -> HandWrittenTrainer:
+    """The model, optimizer, schedule, scaler and precision of the recipe, put together by hand."""
+    spec = recipe.train
+    model = HandWrittenModel(encoder, objectives, [o.weight for o in recipe.objectives]).to(builder.device)
+    if spec.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, spec.optimizer)
+    return HandWrittenTrainer(
+        spec=spec,
+        device=builder.device,
+        model=model,
+        forward=torch.compile(model) if spec.compile else model,
+        optimizer=optimizer,
+        schedule=build_schedule(optimizer, spec, spec.steps),
+        scaler=torch.amp.GradScaler(builder.device.type, enabled=spec.precision == "fp16"),
+        dtype=PRECISION_DTYPES.get(spec.precision),
+    )
+
+
+def view_maker(
+    loader: DataLoader, modality: Modality, augment: Callable, num_views: int, device: torch.device, channels_last: bool
+) -> Callable[[], list[dict[str, Tensor]]]:
+    """A function giving the next batch's augmented views on ``device``, cycling over ``loader`` without end."""
+
+    def batches():
+        while True:
+            yield from loader
+
+    data = batches()
+
+    def as_channels_last(view: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {
+            k: v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 and v.is_floating_point() else v
+            for k, v in view.items()
+        }
+
+    def make_views() -> list[dict[str, Tensor]]:
+        batch = next(data)
+        batch = modality.on_device({k: v.to(device, non_blocking=True) for k, v in batch.items()})
+        views = [augment(dict(batch)) for _ in range(num_views)]
+        return [as_channels_last(view) for view in views] if channels_last else views
+
+    return make_views
+
+
 def hand_written_run(
     recipe: ResolvedRecipe, warmup: int, premade_views: int = 0, step_cpu_seconds: list[float] | None = None
 ) -> tuple[float, int | None]:
@@ -174,17 +254,9 @@ def hand_written_run(
         with PeakMemory(device) as memory:
             modality = builder.components.modality()
             encoders = builder.components.encoders(modality)
-            encoder = encoders[DEFAULT_ENCODER_KEY]
             objectives = builder.components.objectives(modality, encoders)
             augment = builder.components.augmentations(modality)
-            model = HandWrittenModel(encoder, objectives, [o.weight for o in recipe.objectives]).to(device)
-            if spec.channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            optimizer = build_optimizer(model, spec.optimizer)
-            schedule = build_schedule(optimizer, spec, spec.steps)
-            scaler = torch.amp.GradScaler(device.type, enabled=spec.precision == "fp16")
-            forward = torch.compile(model) if spec.compile else model
-            dtype = PRECISION_DTYPES.get(spec.precision)
+            trainer = build_hand_written_trainer(recipe, builder, objectives, encoders[DEFAULT_ENCODER_KEY])
             loader = DataLoader(
                 modality.train_dataset(),
                 batch_size=spec.batch_size,
@@ -194,54 +266,22 @@ def hand_written_run(
                 num_workers=spec.num_workers,
                 pin_memory=device.type == "cuda",
             )
-
-            def batches():
-                while True:
-                    yield from loader
-
-            data = batches()
             num_views = max(o.num_views for o in objectives)
-
-            def make_views() -> list[dict[str, Tensor]]:
-                batch = next(data)
-                batch = modality.on_device({k: v.to(device, non_blocking=True) for k, v in batch.items()})
-                views = [augment(dict(batch)) for _ in range(num_views)]
-                if spec.channels_last:
-                    views = [
-                        {
-                            k: v.contiguous(memory_format=torch.channels_last)
-                            if v.ndim == 4 and v.is_floating_point()
-                            else v
-                            for k, v in view.items()
-                        }
-                        for view in views
-                    ]
-                return views
-
+            make_views = view_maker(loader, modality, augment, num_views, device, spec.channels_last)
             premade = [make_views() for _ in range(premade_views)]
-            model.train()
+            trainer.model.train()
             start = time.perf_counter()
             for step in range(spec.steps):
                 step_start = time.thread_time()
                 if step == warmup:
                     synchronize(device)
                     start = time.perf_counter()
-                for micro in range(spec.grad_accumulation):
-                    if premade:
-                        views = premade[(step * spec.grad_accumulation + micro) % len(premade)]
-                    else:
-                        views = make_views()
-                    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-                    with autocast:
-                        loss = forward(views)
-                    scaler.scale(loss / spec.grad_accumulation).backward()
-                if spec.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                schedule.step()
+                if premade:
+                    loss = trainer.step(
+                        lambda micro, step=step: premade[(step * spec.grad_accumulation + micro) % len(premade)]
+                    )
+                else:
+                    loss = trainer.step(lambda micro: make_views())
                 loss.item()
                 if step_cpu_seconds is not None:
                     step_cpu_seconds.append(time.thread_time() - step_start)
