@@ -168,7 +168,11 @@ class HandWrittenTrainer:
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    dtype: torch.dtype | None
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The autocast dtype of the recipe's precision (None: fp32, no autocast)."""
+        return PRECISION_DTYPES.get(self.spec.precision)
 
     def step(self, next_views: Callable[[int], list[dict[str, Tensor]]]) -> Tensor:
         """One optimizer step over ``grad_accumulation`` micro-batches; ``next_views(micro)`` gives each one's views."""
@@ -206,7 +210,6 @@ def build_hand_written_trainer(
         optimizer=optimizer,
         schedule=build_schedule(optimizer, spec, spec.steps),
         scaler=torch.amp.GradScaler(builder.device.type, enabled=spec.precision == "fp16"),
-        dtype=PRECISION_DTYPES.get(spec.precision),
     )
 
 
