@@ -233,35 +233,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    check_device(args.device)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def chosen_settings(args: argparse.Namespace) -> Settings:
+    """QUICK or FULL, with the steps, warm-up and rounds the command line overrides."""
     settings = QUICK if args.quick else FULL
-    if args.steps or args.warmup or args.rounds:
-        settings = Settings(
-            **{
-                **vars(settings),
-                "engine_steps": args.steps or settings.engine_steps,
-                "engine_warmup": args.warmup or settings.engine_warmup,
-                "rounds": args.rounds or settings.rounds,
-            }
-        )
-    plan = benchmark_plan(args, settings)
-    names = select(plan, args.only, cuda=args.device.startswith("cuda"))
-    machine = machine_description(args.device)
-    if args.threads:
-        machine["torch_threads"] = args.threads
-    print(
-        f"{len(names)} benchmark(s) on {args.device}: {machine['cpu']}, {machine['cpu_cores']} cores"
-        + (f", {machine['gpu']}" if "gpu" in machine else "")
-        + f"; torch {machine['torch']}; threads {args.threads or torch.get_num_threads()}; "
-        f"load average {machine['load_average_1_5_15']}",
-        flush=True,
+    if not (args.steps or args.warmup or args.rounds):
+        return settings
+    return Settings(
+        **{
+            **vars(settings),
+            "engine_steps": args.steps or settings.engine_steps,
+            "engine_warmup": args.warmup or settings.engine_warmup,
+            "rounds": args.rounds or settings.rounds,
+        }
     )
+
+
+def run_benchmarks(plan: dict[str, Callable[[], list[Result]]], names: list[str]) -> tuple[list[Result], list[str]]:
+    """``(results, failed)``: each named benchmark's rows, printed as they come, and the names that raised."""
     results: list[Result] = []
     failed: list[str] = []
-    start = time.perf_counter()
     for name in names:
         began = time.perf_counter()
         try:
@@ -277,6 +267,38 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{name}] skipped", flush=True)
         results.extend(rows)
         print(f"[{name}] {time.perf_counter() - began:.0f} s", flush=True)
+    return results, failed
+
+
+def write_outputs(args: argparse.Namespace, results: list[Result], machine: dict, run_settings: dict) -> None:
+    """The ``--json`` and ``--markdown`` files, when asked for."""
+    if args.json:
+        write_json(args.json, results, machine, run_settings)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"- {key}: {value}" for key, value in machine.items()]
+        args.markdown.write_text(format_table(results, markdown=True) + "\n\n" + "\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    check_device(args.device)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings = chosen_settings(args)
+    plan = benchmark_plan(args, settings)
+    names = select(plan, args.only, cuda=args.device.startswith("cuda"))
+    machine = machine_description(args.device)
+    if args.threads:
+        machine["torch_threads"] = args.threads
+    print(
+        f"{len(names)} benchmark(s) on {args.device}: {machine['cpu']}, {machine['cpu_cores']} cores"
+        + (f", {machine['gpu']}" if "gpu" in machine else "")
+        + f"; torch {machine['torch']}; threads {args.threads or torch.get_num_threads()}; "
+        f"load average {machine['load_average_1_5_15']}",
+        flush=True,
+    )
+    start = time.perf_counter()
+    results, failed = run_benchmarks(plan, names)
     machine["load_average_after"] = [round(value, 2) for value in os.getloadavg()]
     print()
     print(format_table(results))
@@ -285,13 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         f"peak mem ratio: ours / baseline ({machine['memory_measure']})."
     )
     print(f"total {time.perf_counter() - start:.0f} s; load average after: {machine['load_average_after']}")
-    run_settings = {"quick": args.quick, "threads": args.threads, **vars(settings)}
-    if args.json:
-        write_json(args.json, results, machine, run_settings)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        lines = [f"- {key}: {value}" for key, value in machine.items()]
-        args.markdown.write_text(format_table(results, markdown=True) + "\n\n" + "\n".join(lines) + "\n")
+    write_outputs(args, results, machine, {"quick": args.quick, "threads": args.threads, **vars(settings)})
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ from sslhub.cli_parser import build_parser
 from sslhub.errors import SSLHubError, Terminated
 
 if TYPE_CHECKING:
+    from sslhub.catalog import PluginRecord
     from sslhub.engine import Run, TrainedModel
 
 log = logging.getLogger("sslhub")
@@ -298,21 +299,26 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     if not records:
         print("no plugins installed")
     for record in records:
-        status = "blocked" if record.blocked else ("ERROR" if record.errors else "ok")
-        version = f" {record.distribution} {record.version}" if record.distribution else ""
-        print(f"{record.name} [{status}]{version} ({record.source}: {record.module})")
-        if record.hooks:
-            print(f"  hooks: {', '.join(record.hooks)}")
-        if record.components:
-            print(f"  components: {', '.join(f'{c.kind}:{c.name}' for c in record.components)}")
-        for error in record.errors:
-            print(f"  error: {error}")
-        for warning in record.warnings:
-            print(f"  warning: {warning}")
+        print_plugin_record(record)
     print_file_decoders([spec[3:] for spec in args.plugins if spec.startswith("no:")])
     if failed and not explicit:
         print("error: a plugin failed to load and SSLHUB_STRICT_PLUGINS is on", file=sys.stderr)
     return failed
+
+
+def print_plugin_record(record: PluginRecord) -> None:
+    """One plugin of ``sslhub plugins``: its status, version and source, then its hooks, components and problems."""
+    status = "blocked" if record.blocked else ("ERROR" if record.errors else "ok")
+    version = f" {record.distribution} {record.version}" if record.distribution else ""
+    print(f"{record.name} [{status}]{version} ({record.source}: {record.module})")
+    if record.hooks:
+        print(f"  hooks: {', '.join(record.hooks)}")
+    if record.components:
+        print(f"  components: {', '.join(f'{c.kind}:{c.name}' for c in record.components)}")
+    for error in record.errors:
+        print(f"  error: {error}")
+    for warning in record.warnings:
+        print(f"  warning: {warning}")
 
 
 def print_file_decoders(blocked: list[str]) -> None:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import typing
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -34,6 +34,9 @@ from sslhub.optim import OPTIMIZER_OPTIONS
 from sslhub.parts import modality_capabilities, part_problems
 from sslhub.recipe_yaml import PathKey, RecipeSource, format_path
 from sslhub.registry import Component
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 
 class _Section(StrictNumbers):
@@ -834,11 +837,27 @@ def forget_unused_optimizer_options(data: dict[str, Any]) -> None:
 
 
 def _check_requirements(source: RecipeSource, model: RecipeModel, catalog: Catalog) -> list[RecipeIssue]:
+    """One issue for each entry of ``requires:`` that no loaded plugin satisfies."""
     from packaging.requirements import InvalidRequirement, Requirement
 
+    installed, unusable = _plugin_availability(catalog)
     issues = []
-    installed = {}
-    unusable: dict[str, str] = {}  # installed, but blocked or broken: why it cannot serve
+    for index, text in enumerate(model.requires):
+        path = ("requires", index)
+        try:
+            problem = _requirement_problem(Requirement(text), text, installed, unusable)
+        except InvalidRequirement as exc:
+            problem = f"invalid requirement: {exc}"
+        if problem:
+            issues.append(RecipeIssue(source.location(path), format_path(path), problem))
+    return issues
+
+
+def _plugin_availability(catalog: Catalog) -> tuple[dict[str, str], dict[str, str]]:
+    """``(installed, unusable)``: normalised plugin and distribution names -> version for the plugins
+    that loaded ("" when unversioned), and -> why it cannot serve for those installed but blocked or broken."""
+    installed: dict[str, str] = {}
+    unusable: dict[str, str] = {}
     for record in catalog.plugins:
         names = [_normalise(n) for n in (record.distribution, record.name) if n]
         if record.errors or record.blocked:
@@ -852,34 +871,23 @@ def _check_requirements(source: RecipeSource, model: RecipeModel, catalog: Catal
             continue
         for name in names:
             installed.setdefault(name, record.version)
-    for index, text in enumerate(model.requires):
-        path = ("requires", index)
-        try:
-            requirement = Requirement(text)
-        except InvalidRequirement as exc:
-            issues.append(RecipeIssue(source.location(path), format_path(path), f"invalid requirement: {exc}"))
-            continue
-        version = installed.get(_normalise(requirement.name))
-        if version is None and _normalise(requirement.name) in unusable:
-            issues.append(RecipeIssue(source.location(path), format_path(path), unusable[_normalise(requirement.name)]))
-        elif version is None:
-            issues.append(
-                RecipeIssue(
-                    source.location(path),
-                    format_path(path),
-                    f"plugin '{requirement.name}' is not installed; pip install '{text}'",
-                )
-            )
-        elif requirement.specifier and not requirement.specifier.contains(version, prereleases=True):
-            issues.append(
-                RecipeIssue(
-                    source.location(path),
-                    format_path(path),
-                    f"plugin '{requirement.name}' {version or '(unversioned)'} is installed, but the recipe needs "
-                    f"{requirement.specifier}; pip install '{text}'",
-                )
-            )
-    return issues
+    return installed, unusable
+
+
+def _requirement_problem(
+    requirement: Requirement, text: str, installed: dict[str, str], unusable: dict[str, str]
+) -> str | None:
+    """Why ``requirement`` (written ``text`` in the recipe) is not met, or ``None`` when it is."""
+    name = _normalise(requirement.name)
+    if name not in installed:
+        return unusable.get(name, f"plugin '{requirement.name}' is not installed; pip install '{text}'")
+    version = installed[name]
+    if requirement.specifier and not requirement.specifier.contains(version, prereleases=True):
+        return (
+            f"plugin '{requirement.name}' {version or '(unversioned)'} is installed, but the recipe needs "
+            f"{requirement.specifier}; pip install '{text}'"
+        )
+    return None
 
 
 def _normalise(name: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,6 +113,32 @@ def _parse_row(row: list[str], layout: _CsvLayout) -> tuple[list[float], str | N
     return values, label, group
 
 
+def _read_rows(
+    reader: Iterable[list[str]], layout: _CsvLayout
+) -> tuple[list[list[float]], list[str], list[str], list[tuple[int, str]]]:
+    """``(rows, labels, groups, skipped)`` of the data lines after the header: the feature values, the label
+    and group of each usable row (empty lists when the layout has none), and ``(line, why)`` for each
+    row :func:`_parse_row` refused. Blank lines are neither."""
+    rows: list[list[float]] = []
+    labels: list[str] = []
+    groups: list[str] = []
+    skipped: list[tuple[int, str]] = []
+    for line, row in enumerate(reader, start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        try:
+            values, label, group = _parse_row(row, layout)
+        except ValueError as error:
+            skipped.append((line, str(error)))
+            continue
+        rows.append(values)
+        if label is not None:
+            labels.append(label)
+        if group is not None:
+            groups.append(group)
+    return rows, labels, groups, skipped
+
+
 def read_csv(
     path: Path,
     label_column: str | None = None,
@@ -134,29 +161,13 @@ def read_csv(
     """
     if not path.is_file():
         raise ValueError(f"tabular source file {path} does not exist")
-    rows: list[list[float]] = []
-    labels: list[str] = []
-    groups: list[str] = []
-    skipped: list[tuple[int, str]] = []
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle, delimiter=delimiter)
         header = next(reader, None)
         if not header:
             raise ValueError(f"{path} is empty; the first row must name the columns")
         layout = _csv_layout(path, [name.strip() for name in header], label_column, columns, group_column)
-        for line, row in enumerate(reader, start=2):
-            if not row or all(not cell.strip() for cell in row):
-                continue  # blank lines are not data
-            try:
-                values, label, group = _parse_row(row, layout)
-            except ValueError as error:
-                skipped.append((line, str(error)))
-                continue
-            rows.append(values)
-            if label is not None:
-                labels.append(label)
-            if group is not None:
-                groups.append(group)
+        rows, labels, groups, skipped = _read_rows(reader, layout)
     if skipped:
         shown = "; ".join(f"line {n}: {why}" for n, why in skipped[:3])
         logger.warning("skipped %d malformed rows of %s (%s)", len(skipped), path, shown)
