@@ -44,24 +44,36 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # whoever read the output stopped (`sslhub plugins | head`): end quietly, as Unix tools do
+        _discard_stdout()
+        return 128 + signal.SIGPIPE
     except Terminated as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a message, not a traceback
-        if args.debug:
-            traceback.print_exc()
-        else:
-            where = raised_in(exc)
-            origin = f"\n  raised in {where}{missing_extra_hint(exc)}" if where else ""
-            print(
-                f"error: {type(exc).__name__}: {exc}{origin}\n(run again with --debug to see the traceback)",
-                file=sys.stderr,
-            )
+        _report_unexpected(exc, args.debug)
         return 1
     finally:
         _leave_distributed()
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _report_unexpected(exc: Exception, debug: bool) -> None:
+    """An error sslhub did not foresee: the traceback with ``--debug``, else one line and where it was raised."""
+    if debug:
+        traceback.print_exc()
+        return
+    where = raised_in(exc)
+    origin = f"\n  raised in {where}{missing_extra_hint(exc)}" if where else ""
+    print(f"error: {type(exc).__name__}: {exc}{origin}\n(run again with --debug to see the traceback)", file=sys.stderr)
+
+
+def _discard_stdout() -> None:
+    """Send what is left of stdout to the null device, so that the flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _leave_distributed() -> None:

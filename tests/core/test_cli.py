@@ -8,6 +8,9 @@ code and stderr. Entry-point loading through the command is covered in test_cata
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -64,6 +67,20 @@ def test_console_script_validate_of_a_bad_recipe_exits_2_listing_every_problem_w
     assert result.stdout == ""
     assert result.stderr == SEVERAL_PROBLEMS_STDERR
     assert "Traceback" not in result.stderr
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly_with_sigpipes_status():
+    """``sslhub plugins | head -1``: the reader is gone before the output is written."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "sslhub", "plugins"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    child.stdout.close()
+    stderr = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 128 + signal.SIGPIPE, stderr
+    assert stderr == ""
 
 
 # -- main() in process ----------------------------------------------------------------------
