@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -44,10 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # whoever read the output stopped (`sslhub plugins | head`): end quietly, as Unix tools do
-        _discard_stdout()
-        return 128 + signal.SIGPIPE
+    except BrokenPipeError as exc:
+        return _end_on_broken_pipe(exc, args.debug)
     except Terminated as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -70,10 +69,27 @@ def _report_unexpected(exc: Exception, debug: bool) -> None:
     print(f"error: {type(exc).__name__}: {exc}{origin}\n(run again with --debug to see the traceback)", file=sys.stderr)
 
 
-def _discard_stdout() -> None:
-    """Send what is left of stdout to the null device, so that the flush at exit does not fail again."""
+def _end_on_broken_pipe(exc: BrokenPipeError, debug: bool) -> int:
+    """Whoever read stdout stopped (`sslhub plugins | head`): end quietly with SIGPIPE's status, as Unix
+    tools do. Any other broken pipe (a worker's, a socket's) is an error like the rest."""
+    if not _stdout_reader_gone():
+        _report_unexpected(exc, debug)
+        return 1
+    # what is left of stdout goes to the null device, so that the flush at exit does not fail again
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll reports an error on its writing end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):  # not a real file (captured output) or already closed
+        return False
 
 
 def _leave_distributed() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sslhub.cli import main
+from sslhub.cli import COMMANDS, main
 
 pytestmark = pytest.mark.usefixtures("sslhub_env")
 
@@ -97,6 +97,15 @@ def test_debug_shows_the_traceback_of_a_recipe_error(capsys, monkeypatch):
     # and without --debug, the message alone
     assert main(arguments) == 2
     assert capsys.readouterr().err == SEVERAL_PROBLEMS_STDERR
+
+
+def test_a_broken_pipe_that_is_not_stdouts_is_reported_as_an_error(capsys, monkeypatch):
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setitem(COMMANDS, "plugins", broken)
+    assert main(["plugins"]) == 1
+    assert capsys.readouterr().err.startswith("error: BrokenPipeError: [Errno 32] Broken pipe")
 
 
 def test_list_objectives_matching_a_wildcard(capsys):
