@@ -432,6 +432,44 @@ def test_table_says_where_a_recipe_loses():
     assert "- `audio_masked` on `audio` full-label: trained LOSES to raw input (0.650 vs 0.820)" in text
 
 
+def test_a_win_by_less_than_the_figure_is_named_as_missing_it():
+    from report import markdown, row_from_evaluation
+
+    narrow = row_from_evaluation("image_text_clip", "image_text", evaluation(0.283, 0.226, 0.241), 1200, 9.0)
+    wide = row_from_evaluation("image_simclr", "image", evaluation(0.8, 0.2, 0.4), 300, 12.0)
+    assert narrow.losses() == [] and narrow.leads() == {"random_init": 5.7, "raw_input": 4.2}
+    assert narrow.figure_shortfalls() == ["5-shot lead over raw input +4.2 points, under 5"]
+    assert wide.figure_shortfalls() == []
+    machine = {"date": "d", "cpu": "c", "usable_cores": 1, "cores": 1, "torch": "t", "python": "p"}
+    text = markdown([narrow, wide], machine, {})
+    assert "| +5.7 / +4.2 | MISSED: 5-shot lead over raw input +4.2 points, under 5 |" in text
+    assert "| +60.0 / +40.0 | met |" in text
+    assert "- `image_text_clip` on `image_text`: 5-shot lead over raw input +4.2 points, under 5" in text
+    assert "Every recipe meets the figure." not in text
+    assert "Every recipe meets the figure." in markdown([wide], machine, {})
+
+
+def test_the_spoken_digits_ask_ten_points_over_the_raw_input():
+    from report import row_from_evaluation
+
+    audio = row_from_evaluation("audio_masked", "audio", evaluation(0.80, 0.60, 0.72), 400, 9.0)
+    image = row_from_evaluation("image_simclr", "image", evaluation(0.80, 0.60, 0.72), 300, 9.0)
+    assert audio.figure_shortfalls() == ["5-shot lead over raw input +8.0 points, under 10"]
+    assert image.figure_shortfalls() == []
+
+
+def test_a_missing_baseline_score_is_not_counted_as_meeting_the_figure():
+    from report import as_json, row_from_evaluation
+
+    scores = evaluation(0.8, 0.2, 0.4)
+    del scores["raw_input"]
+    row = row_from_evaluation("image_simclr", "image", scores, 300, 9.0)
+    assert row.figure_shortfalls() == ["no 5-shot lead over raw input: a score is missing"]
+    (entry,) = as_json([row], {}, {})["rows"]
+    assert entry["leads"] == {"random_init": 60.0}
+    assert entry["figure_shortfalls"] == ["no 5-shot lead over raw input: a score is missing"]
+
+
 def test_table_reads_prefixed_keys_and_shows_missing_ones():
     from report import markdown, row_from_evaluation
 
