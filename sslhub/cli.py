@@ -270,13 +270,20 @@ def format_evaluation(evaluation: dict[str, Any]) -> list[str]:
             continue
         cells = [_summary_cell(evaluation.get(label, {}), key) for label in columns]
         lines.append(f"{key:<32}" + "".join(f" {cell:>16}" for cell in cells))
-    verdict = evaluation.get("verdict", [])
-    failures = [line for line in verdict if "does NOT beat" in line]
-    lines += [f"WARNING: {line}" for line in failures]
-    if verdict and not failures:
-        lines.append(f"trained beats every baseline on all {len(verdict)} probe comparisons")
+    lines += _verdict_lines(evaluation.get("verdict", []))
     lines += [f"note: {note}" for note in evaluation.get("notes", [])]
     return lines
+
+
+def _verdict_lines(verdict: list[str]) -> list[str]:
+    """Every comparison the trained encoder loses, as a warning; else one line saying it wins them
+    all, followed by the wins smaller than the spread of the few-shot draws (they may be luck)."""
+    failures = [line for line in verdict if "does NOT beat" in line]
+    if failures or not verdict:
+        return [f"WARNING: {line}" for line in failures]
+    narrow = [line for line in verdict if "within the spread" in line]
+    among = f", {len(narrow)} of them by less than the spread of the few-shot draws" if narrow else ""
+    return [f"trained beats every baseline on all {len(verdict)} probe comparisons{among}", *(f"  {n}" for n in narrow)]
 
 
 def _summary_cell(scores: dict[str, Any], key: str) -> str:

@@ -94,6 +94,26 @@ def test_summary_shows_few_shot_spread_and_says_plainly_what_training_did_not_be
     assert "trained beats every baseline on all 2 probe comparisons" in summary_with(evaluation)
 
 
+def test_the_run_summary_names_wins_smaller_than_the_spread_of_the_draws():
+    from sslhub.evaluation import verdict
+
+    evaluation = {
+        "trained": {"few_shot_5_accuracy": 0.6, "few_shot_5_std": 0.2},
+        "random_init": {"few_shot_5_accuracy": 0.5},
+        "raw_input": {"few_shot_5_accuracy": 0.3},
+    }
+    evaluation["verdict"] = verdict(evaluation)
+    lines = summary_with(evaluation).splitlines()
+    assert (
+        "trained beats every baseline on all 2 probe comparisons, 1 of them by less than the spread of the few-shot draws"
+        in lines
+    )
+    narrow = (
+        "  trained beats random init on 5-shot probe: 0.6000 vs 0.5000 (within the spread of the draws, std 0.2000)"
+    )
+    assert narrow in lines and not any("raw input" in line for line in lines if line.startswith("  "))
+
+
 @pytest.mark.slow
 def test_run_without_random_init_baseline_finishes_and_reports_the_raw_input(tmp_path: Path):
     import subprocess
