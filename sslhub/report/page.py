@@ -215,18 +215,24 @@ def _verdict(run: RunRecord, evaluation: dict[str, Any], run_count: int) -> str:
         sizes = ", ".join(f"{k} {v}" for k, v in split.items() if not isinstance(v, dict))
         parts.append(f"<p class='note'>{_e(prefix)}labeled split: {_e(sizes)}</p>")
     if lines:
-        losing = sum("does NOT beat" in line for line in lines)
-        summary = (
-            f"the trained encoder beats every baseline on all {len(lines)} comparisons"
-            if not losing
-            else f"the trained encoder loses {losing} of {len(lines)} comparisons with a baseline"
-        )
+        summary = verdict_summary(lines)
         items = "".join(f"<li class='{'bad' if 'does NOT beat' in line else 'good'}'>{_e(line)}</li>" for line in lines)
         parts.append(f"<h3>{_e(prefix)}Verdict: {_e(summary)}</h3><ul>{items}</ul>")
     notes = [n for n in evaluation.get("notes") or [] if isinstance(n, str)]
     if notes:
         parts.append("<p class='note'>" + "<br>".join(_e(prefix + n) for n in notes) + "</p>")
     return "\n".join(parts)
+
+
+def verdict_summary(lines: Sequence[str]) -> str:
+    """The verdict's heading: how many comparisons the trained encoder loses, or that it wins them
+    all and how many of those wins are smaller than the spread of the few-shot draws."""
+    losing = sum("does NOT beat" in line for line in lines)
+    if losing:
+        return f"the trained encoder loses {losing} of {len(lines)} comparisons with a baseline"
+    narrow = sum("within the spread" in line for line in lines)
+    among = f", {narrow} of them by less than the spread of the few-shot draws" if narrow else ""
+    return f"the trained encoder beats every baseline on all {len(lines)} comparisons{among}"
 
 
 # -- embedding maps, examples -----------------------------------------------------

@@ -117,6 +117,19 @@ def test_two_runs_side_by_side_list_the_recipe_difference(toy_run, tmp_path):
     assert page.count("Verdict") == 2
 
 
+def test_the_verdict_heading_counts_losses_and_wins_within_the_spread_of_the_draws():
+    from sslhub.report.page import verdict_summary
+
+    win = "trained beats random init on kNN: 0.8000 vs 0.4000"
+    narrow = "trained beats raw input on 5-shot probe: 0.5000 vs 0.4800 (within the spread of the draws, std 0.0500)"
+    loss = "trained does NOT beat raw input on kNN: 0.4000 vs 0.5000"
+    assert verdict_summary([win]) == "the trained encoder beats every baseline on all 1 comparisons"
+    assert verdict_summary([win, narrow]) == (
+        "the trained encoder beats every baseline on all 2 comparisons, 1 of them by less than the spread of the few-shot draws"
+    )
+    assert verdict_summary([win, narrow, loss]) == "the trained encoder loses 1 of 3 comparisons with a baseline"
+
+
 def test_a_run_without_evaluation_still_reports_and_its_marks(toy_run, tmp_path):
     bare = tmp_path / "bare"
     shutil.copytree(toy_run, bare, ignore=shutil.ignore_patterns("checkpoints", "evaluation*.json", "*.npz"))
