@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sslhub import verdict_words
 from sslhub.blame import missing_extra_hint, raised_in
 from sslhub.cli_parser import build_parser
 from sslhub.errors import SSLHubError, Terminated
@@ -278,11 +279,11 @@ def format_evaluation(evaluation: dict[str, Any]) -> list[str]:
 def _verdict_lines(verdict: list[str]) -> list[str]:
     """Every comparison the trained encoder loses, as a warning; else one line saying it wins them
     all, followed by the wins smaller than the spread of the few-shot draws (they may be luck)."""
-    failures = [line for line in verdict if "does NOT beat" in line]
+    failures = [line for line in verdict if verdict_words.is_loss(line)]
     if failures or not verdict:
         return [f"WARNING: {line}" for line in failures]
-    narrow = [line for line in verdict if "within the spread" in line]
-    among = f", {len(narrow)} of them by less than the spread of the few-shot draws" if narrow else ""
+    narrow = verdict_words.narrow_wins(verdict)
+    among = verdict_words.narrow_wins_clause(len(narrow))
     return [f"trained beats every baseline on all {len(verdict)} probe comparisons{among}", *(f"  {n}" for n in narrow)]
 
 

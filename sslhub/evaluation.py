@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from sslhub import verdict_words
 from sslhub.checkpoint import atomic_write_bytes
 from sslhub.components import Batch, EncoderSet, EvalSplit, Modality, Objective
 from sslhub.errors import SSLHubError
@@ -495,10 +496,10 @@ def verdict(report: Mapping[str, Any]) -> list[str]:
             other = baseline_score(baseline, key)
             if not is_probe_score(key) or other is None:
                 continue
-            beats = "beats" if value > other else "does NOT beat"
+            beats = "beats" if value > other else verdict_words.LOSS
             line = f"trained {beats} {name} on {describe_score(key)}: {value:.4f} vs {other:.4f}"
             spread = trained.get(key.replace("_accuracy", "_std"), 0.0) if _FEW_SHOT_KEY.search(key) else 0.0
             if 0 < abs(value - other) < spread:
-                line += f" (within the spread of the draws, std {spread:.4f})"
+                line += f" ({verdict_words.NARROW}, std {spread:.4f})"
             lines.append(line)
     return lines

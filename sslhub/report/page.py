@@ -16,6 +16,7 @@ from typing import Any
 from sslhub.report import plots
 from sslhub.report.finetune_section import finetune_section
 from sslhub.report.rundir import RunRecord
+from sslhub.verdict_words import is_loss, narrow_wins, narrow_wins_clause
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em auto;max-width:1400px;color:#222;
@@ -216,7 +217,7 @@ def _verdict(run: RunRecord, evaluation: dict[str, Any], run_count: int) -> str:
         parts.append(f"<p class='note'>{_e(prefix)}labeled split: {_e(sizes)}</p>")
     if lines:
         summary = verdict_summary(lines)
-        items = "".join(f"<li class='{'bad' if 'does NOT beat' in line else 'good'}'>{_e(line)}</li>" for line in lines)
+        items = "".join(f"<li class='{'bad' if is_loss(line) else 'good'}'>{_e(line)}</li>" for line in lines)
         parts.append(f"<h3>{_e(prefix)}Verdict: {_e(summary)}</h3><ul>{items}</ul>")
     notes = [n for n in evaluation.get("notes") or [] if isinstance(n, str)]
     if notes:
@@ -227,11 +228,10 @@ def _verdict(run: RunRecord, evaluation: dict[str, Any], run_count: int) -> str:
 def verdict_summary(lines: Sequence[str]) -> str:
     """The verdict's heading: how many comparisons the trained encoder loses, or that it wins them
     all and how many of those wins are smaller than the spread of the few-shot draws."""
-    losing = sum("does NOT beat" in line for line in lines)
+    losing = sum(map(is_loss, lines))
     if losing:
         return f"the trained encoder loses {losing} of {len(lines)} comparisons with a baseline"
-    narrow = sum("within the spread" in line for line in lines)
-    among = f", {narrow} of them by less than the spread of the few-shot draws" if narrow else ""
+    among = narrow_wins_clause(len(narrow_wins(lines)))
     return f"the trained encoder beats every baseline on all {len(lines)} comparisons{among}"
 
 
