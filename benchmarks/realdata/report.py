@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 KINDS = ("trained", "random_init", "raw_input")
+BASELINES = KINDS[1:]
 KIND_TITLES = {"trained": "trained", "random_init": "random init", "raw_input": "raw input"}
 FEW_SHOT_KEY = "few_shot_5_accuracy"
 FEW_SHOT_STD_KEY = "few_shot_5_std"
@@ -57,7 +58,7 @@ class Row:
         """The trained encoder's 5-shot lead over each baseline it has a score for, in points."""
         trained = self.score("trained", FEW_SHOT_KEY)
         found = {}
-        for kind in ("random_init", "raw_input"):
+        for kind in BASELINES:
             other = self.score(kind, FEW_SHOT_KEY)
             if trained is not None and other is not None:
                 found[kind] = round(100 * (trained - other), 1)
@@ -89,7 +90,7 @@ def _losses(scores: dict[str, dict[str, float]]) -> list[str]:
     found = []
     for probe, key in PROBES.items():
         trained = scores.get("trained", {}).get(key)
-        for kind in ("random_init", "raw_input"):
+        for kind in BASELINES:
             other = scores.get(kind, {}).get(key)
             if trained is not None and other is not None and trained <= other:
                 verb = "ties with" if trained == other else "LOSES to"
@@ -203,7 +204,7 @@ def verdict(row: Row) -> str:
 
 def lead_cell(row: Row) -> str:
     leads = row.leads()
-    return " / ".join(f"{leads[kind]:+.1f}" if kind in leads else "n/a" for kind in ("random_init", "raw_input"))
+    return " / ".join(f"{leads[kind]:+.1f}" if kind in leads else "n/a" for kind in BASELINES)
 
 
 def figure_cell(row: Row) -> str:
